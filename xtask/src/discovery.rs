@@ -1,0 +1,229 @@
+//! Discovery: which images exist under the images root for one architecture,
+//! their names, groups and Dockerfiles, and how command-line names select them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::config::Arch;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// `basic_alpine`: the path with `/` replaced by `_`.
+    pub name: String,
+    /// `basic/alpine`: relative to the images root, `/`-separated.
+    pub path: String,
+    /// `Dockerfile` or `Dockerfile.<arch>`, inside the image directory.
+    pub dockerfile: String,
+}
+
+impl Image {
+    pub fn group(&self) -> &str {
+        self.path.split('/').next().unwrap_or(&self.path)
+    }
+
+    pub fn dir(&self, root: &Path) -> PathBuf {
+        root.join(&self.path)
+    }
+}
+
+/// Every image under one images root for one architecture, sorted by name.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub root: PathBuf,
+    pub arch: Arch,
+    pub images: Vec<Image>,
+    /// Image directories that only have a Dockerfile for another architecture.
+    pub other_arch: Vec<Image>,
+}
+
+/// Walks the images root. Symlinks are not followed: a linked directory is not
+/// part of the tree, as for the legacy `find`.
+pub fn discover(root: &Path, arch: Arch) -> Result<Catalog> {
+    let meta = std::fs::metadata(root).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!(
+            "images directory {} does not exist: set IMAGES_DIR or images_dir in xtask/images.toml",
+            root.display()
+        ),
+        _ => anyhow::anyhow!("cannot read images directory {}: {e}", root.display()),
+    })?;
+    if !meta.is_dir() {
+        bail!("images directory {} is not a directory", root.display());
+    }
+    let own = format!("Dockerfile.{arch}");
+    let foreign: Vec<String> = Arch::ALL.iter().filter(|a| **a != arch).map(|a| format!("Dockerfile.{a}")).collect();
+
+    // (relative dir, has Dockerfile, has Dockerfile.<arch>, has a foreign one)
+    let mut found: Vec<(PathBuf, bool, bool, bool)> = Vec::new();
+    for entry in walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name() {
+        let entry = entry.map_err(|e| walk_error(root, e))?;
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let file = entry.file_name();
+        let (plain, native, other) =
+            (file == "Dockerfile", file == own.as_str(), foreign.iter().any(|f| file == f.as_str()));
+        if !(plain || native || other) {
+            continue;
+        }
+        let dir = entry.path().parent().unwrap_or(root).strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
+        match found.iter_mut().rev().find(|(d, ..)| *d == dir) {
+            Some(slot) => {
+                slot.1 |= plain;
+                slot.2 |= native;
+                slot.3 |= other;
+            }
+            None => found.push((dir, plain, native, other)),
+        }
+    }
+
+    let mut images = Vec::new();
+    let mut other_arch = Vec::new();
+    for (dir, plain, native, other) in found {
+        if !(plain || native || other) {
+            continue;
+        }
+        let path = image_path(root, &dir)?;
+        let dockerfile = if native { own.clone() } else { "Dockerfile".to_string() };
+        let image = Image { name: path.replace('/', "_"), path, dockerfile };
+        if plain || native {
+            images.push(image);
+        } else {
+            other_arch.push(image);
+        }
+    }
+    images.sort_by(|a, b| a.name.cmp(&b.name));
+    other_arch.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Catalog { root: root.to_path_buf(), arch, images, other_arch })
+}
+
+fn walk_error(root: &Path, e: walkdir::Error) -> anyhow::Error {
+    let path = e.path().unwrap_or(root).display().to_string();
+    if e.loop_ancestor().is_some() {
+        return anyhow::anyhow!("symlink loop at {path}");
+    }
+    match e.io_error() {
+        Some(io) => anyhow::anyhow!("cannot read {path}: {io}"),
+        None => anyhow::anyhow!("cannot read {path}: {e}"),
+    }
+}
+
+/// The image's `/`-separated path, refusing directory names that cannot be
+/// image references or would make two images' names collide.
+fn image_path(root: &Path, dir: &Path) -> Result<String> {
+    if dir.as_os_str().is_empty() {
+        bail!("{} holds a Dockerfile itself: put each image in a directory of its own", root.display());
+    }
+    let mut segments = Vec::new();
+    for part in dir.iter() {
+        let Some(seg) = part.to_str() else {
+            bail!("image directory {} has a name that is not UTF-8: rename it", root.join(dir).display());
+        };
+        if seg.contains('_') {
+            bail!(
+                "image directory {} has `_` in its name `{seg}`: image names join directories with `_`, so names would be ambiguous; use `-` instead",
+                root.join(dir).display()
+            );
+        }
+        if !valid_segment(seg) {
+            bail!(
+                "image directory {} is not a valid image name (`{seg}`): use lower case letters, digits, and `.` or `-` between them",
+                root.join(dir).display()
+            );
+        }
+        segments.push(seg);
+    }
+    Ok(segments.join("/"))
+}
+
+/// A path component of an image reference, less `_` (see [`image_path`]):
+/// alphanumerics, separated by single dots or runs of dashes.
+fn valid_segment(seg: &str) -> bool {
+    let b = seg.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    b.windows(2).all(|w| match (w[0], w[1]) {
+        (b'.', c) => alnum(c),
+        (b'-', c) => alnum(c) || c == b'-',
+        (c, _) => alnum(c),
+    })
+}
+
+impl Catalog {
+    pub fn get(&self, name: &str) -> Option<&Image> {
+        self.images.binary_search_by(|i| i.name.as_str().cmp(name)).ok().map(|i| &self.images[i])
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.images.binary_search_by(|i| i.name.as_str().cmp(name)).ok()
+    }
+
+    pub fn by_path(&self, path: &str) -> Option<usize> {
+        self.images.iter().position(|i| i.path == path)
+    }
+
+    /// Each argument is an image name or a group (the first path segment); an
+    /// exact image name wins. Returns indexes, sorted, without repeats.
+    pub fn select(&self, args: &[String]) -> Result<Vec<usize>> {
+        let mut out = Vec::new();
+        for arg in args {
+            let name = arg.replace('/', "_");
+            if let Some(i) = self.index_of(&name) {
+                out.push(i);
+                continue;
+            }
+            let group: Vec<usize> = (0..self.images.len()).filter(|&i| self.images[i].group() == name).collect();
+            if !group.is_empty() {
+                out.extend(group);
+                continue;
+            }
+            if let Some(other) = self.other_arch.iter().find(|i| i.name == name || i.group() == name) {
+                bail!(
+                    "image `{}` is not available for {}: {} has no Dockerfile or Dockerfile.{}",
+                    other.name,
+                    self.arch,
+                    self.root.join(&other.path).display(),
+                    self.arch
+                );
+            }
+            bail!("{}", self.unknown(&name));
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn unknown(&self, name: &str) -> String {
+        let mut candidates: Vec<&str> = self.images.iter().map(|i| i.name.as_str()).collect();
+        let groups: Vec<&str> = self.images.iter().map(|i| i.group()).collect();
+        candidates.extend(groups);
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut scored: Vec<(f64, &str)> =
+            candidates.iter().map(|c| (strsim::jaro_winkler(name, c), *c)).filter(|(s, _)| *s > 0.7).collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+        let close: Vec<&str> = scored.iter().take(3).map(|(_, c)| *c).collect();
+        if close.is_empty() {
+            format!("unknown image or group `{name}`: run `cargo xtask list-all-images` to see them")
+        } else {
+            format!("unknown image or group `{name}`: did you mean {}?", close.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments() {
+        for ok in ["a", "alpine", "a.b", "a-b", "a--b", "x86", "3.12"] {
+            assert!(valid_segment(ok), "{ok}");
+        }
+        for bad in ["", "A", "a.", ".a", "-a", "a-", "a..b", "a b", "é", "a.-b"] {
+            assert!(!valid_segment(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `.dockerignore`: which paths of a build context the engine leaves out, with
+//! the engine's rules (patterns anchored at the context root, a pattern that
+//! matches a directory excludes what is under it, `!` re-includes, last match wins).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use globset::{Glob, GlobBuilder, GlobMatcher};
+
+#[derive(Debug, Default)]
+pub struct DockerIgnore {
+    rules: Vec<(GlobMatcher, bool)>,
+    has_exceptions: bool,
+}
+
+impl DockerIgnore {
+    /// Reads `<dir>/.dockerignore`; no file means nothing is excluded.
+    pub fn load(dir: &Path) -> Result<DockerIgnore> {
+        let file = dir.join(".dockerignore");
+        match std::fs::read(&file) {
+            Ok(bytes) => DockerIgnore::parse(&String::from_utf8_lossy(&bytes))
+                .with_context(|| format!("invalid pattern in {}", file.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DockerIgnore::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<DockerIgnore> {
+        let mut rules = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (include, pattern) = match line.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, line),
+            };
+            let pattern = clean(pattern);
+            if pattern.is_empty() {
+                continue;
+            }
+            let glob: Glob = GlobBuilder::new(&pattern)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .with_context(|| format!("pattern `{line}`"))?;
+            rules.push((glob.compile_matcher(), !include));
+        }
+        let has_exceptions = rules.iter().any(|(_, exclude)| !exclude);
+        Ok(DockerIgnore { rules, has_exceptions })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// True when nothing under an excluded directory can be re-included, so a
+    /// walk may skip the whole directory.
+    pub fn prunes(&self) -> bool {
+        !self.has_exceptions
+    }
+
+    /// `rel` is relative to the context root.
+    pub fn excluded(&self, rel: &Path) -> bool {
+        let mut excluded = false;
+        for (glob, exclude) in &self.rules {
+            if excluded == *exclude {
+                continue;
+            }
+            if rel.ancestors().filter(|p| !p.as_os_str().is_empty()).any(|p| glob.is_match(p)) {
+                excluded = *exclude;
+            }
+        }
+        excluded
+    }
+}
+
+/// Like Go's `filepath.Clean`, less what a relative, anchored pattern never has.
+fn clean(pattern: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in pattern.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(ignore: &str, path: &str) -> bool {
+        DockerIgnore::parse(ignore).unwrap().excluded(Path::new(path))
+    }
+
+    #[test]
+    fn rules() {
+        let cases = [
+            ("*.log", "a.log", true),
+            ("*.log", "dir/a.log", false),
+            ("**/*.log", "dir/a.log", true),
+            ("build", "build/x/y", true),
+            ("/build", "build", true),
+            ("./build/", "build/y", true),
+            ("build", "src/build", false),
+            ("*\n!keep", "keep", false),
+            ("*\n!keep", "other", true),
+            ("dir\n!dir/keep", "dir/keep", false),
+            ("dir\n!dir/keep", "dir/other", true),
+            ("# comment\n", "# comment", false),
+            ("a?c", "abc", true),
+            ("a?c", "a/c", false),
+            ("[ab]x", "bx", true),
+            ("!x\nx", "x", true),
+        ];
+        for (ignore, path, want) in cases {
+            assert_eq!(check(ignore, path), want, "{ignore:?} on {path:?}");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! `cargo xtask`: keeps a project's test container images.
+
+pub mod cli;
+pub mod config;
+pub mod discovery;
+pub mod dockerignore;
+pub mod listing;
+pub mod tagging;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::config::{FileConfig, Settings};
+
+/// Exit status for a command that failed; clap uses 2 for bad usage.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// The workspace this xtask belongs to.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+pub fn settings(cli: &Cli) -> Result<Settings> {
+    let workspace = workspace_root();
+    let file = match &cli.global.config {
+        Some(path) => FileConfig::load(path)?,
+        None => {
+            let path = workspace.join("xtask/images.toml");
+            if path.exists() {
+                FileConfig::load(&path)?
+            } else {
+                FileConfig::default()
+            }
+        }
+    };
+    let cwd = std::env::current_dir()?;
+    Settings::resolve(file, cli.global.overrides(), &workspace, &cwd)
+}
+
+/// Output cut short by a closed pipe (`… | head`) is not a failure.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>().and_then(|j| j.io_error_kind()) == Some(BrokenPipe)
+    })
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let settings = settings(&cli)?;
+    match cli.command {
+        Command::ListAllImages(args) => listing::list(&settings, false, args.json),
+        Command::ListAllTestImages(args) => listing::list(&settings, true, args.json),
+        Command::LocalImage { images } => listing::local_image(&settings, &images),
+    }
+}

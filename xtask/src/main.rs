@@ -1,0 +1,19 @@
+use clap::Parser;
+
+fn main() {
+    // An empty setting means "unset": the Makefile exports every variable it
+    // forwards, set or not, and `ARCH= make …` is a common way to unset one.
+    for name in xtask::cli::ENV_SETTINGS {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(name);
+        }
+    }
+    let cli = xtask::cli::Cli::parse();
+    if let Err(e) = xtask::run(cli) {
+        if xtask::is_broken_pipe(&e) {
+            return;
+        }
+        eprintln!("error: {e:#}");
+        std::process::exit(xtask::EXIT_FAILURE);
+    }
+}

@@ -1,0 +1,366 @@
+//! Tagging: the tag each image gets from its inputs, under either scheme.
+//! Files are hashed once each, on all cores, however many images share them.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Settings, TagScheme};
+use crate::discovery::{Catalog, Image};
+use crate::dockerignore::DockerIgnore;
+
+/// Mixed into every `content` tag: changing it changes every tag.
+pub const CONTENT_SCHEME_VERSION: &str = "xtask-content-v1";
+
+pub const TAG_LEN: usize = 16;
+
+/// Tags for `wanted` (catalog indexes), and for the local images they are
+/// built `FROM`, since a base's tag is part of the tags built on it.
+pub fn tags(catalog: &Catalog, settings: &Settings, wanted: &[usize]) -> Result<HashMap<usize, String>> {
+    match settings.tag_scheme {
+        TagScheme::Gvisor => gvisor_tags(catalog, wanted),
+        TagScheme::Content => content_tags(catalog, settings, wanted),
+    }
+}
+
+// ---- gvisor: the legacy pipeline, bit for bit -------------------------------
+
+fn gvisor_tags(catalog: &Catalog, wanted: &[usize]) -> Result<HashMap<usize, String>> {
+    let lists: Vec<Vec<(Vec<u8>, PathBuf)>> =
+        wanted.par_iter().map(|&i| gvisor_files(&catalog.root, &catalog.images[i])).collect::<Result<_>>()?;
+    let digests = hash_files(lists.iter().flatten().map(|(_, abs)| abs.as_path()))?;
+    let mut out = HashMap::new();
+    for (&i, files) in wanted.iter().zip(&lists) {
+        let mut h = Sha256::new();
+        for (rel, abs) in files {
+            h.update(sha256sum_line(&digests[abs.as_path()], rel));
+        }
+        out.insert(i, short(&h.finalize()));
+    }
+    Ok(out)
+}
+
+/// `find <path> -type f | sort -f -d`, from the images root: regular files
+/// only, symlinks neither counted nor followed.
+fn gvisor_files(root: &Path, image: &Image) -> Result<Vec<(Vec<u8>, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(image.dir(root)).follow_links(false) {
+        let entry = entry.map_err(|e| walk_error(e))?;
+        if entry.file_type().is_file() {
+            let rel = entry.path().strip_prefix(root).expect("walk stays under the root");
+            files.push((rel.as_os_str().as_bytes().to_vec(), entry.into_path()));
+        }
+    }
+    files.sort_by(|a, b| sort_fd(&a.0, &b.0));
+    Ok(files)
+}
+
+/// GNU `sort -f -d` in the C locale: compare only letters, digits and blanks,
+/// folded to upper case; equal keys fall back to comparing whole lines bytewise.
+pub fn sort_fd(a: &[u8], b: &[u8]) -> Ordering {
+    let key = |s: &[u8]| -> Vec<u8> {
+        s.iter()
+            .filter(|c| c.is_ascii_alphanumeric() || **c == b' ' || **c == b'\t')
+            .map(u8::to_ascii_uppercase)
+            .collect()
+    };
+    key(a).cmp(&key(b)).then_with(|| a.cmp(b))
+}
+
+/// One line of `sha256sum` output, escaped as GNU coreutils does for names
+/// holding a backslash or a newline.
+fn sha256sum_line(digest: &[u8; 32], name: &[u8]) -> Vec<u8> {
+    let escape = name.iter().any(|c| *c == b'\\' || *c == b'\n');
+    let mut line = Vec::with_capacity(name.len() + 68);
+    if escape {
+        line.push(b'\\');
+    }
+    line.extend_from_slice(hex(digest).as_bytes());
+    line.extend_from_slice(b"  ");
+    for &c in name {
+        match c {
+            b'\\' if escape => line.extend_from_slice(b"\\\\"),
+            b'\n' if escape => line.extend_from_slice(b"\\n"),
+            c => line.push(c),
+        }
+    }
+    line.push(b'\n');
+    line
+}
+
+// ---- content: the build context, the build's settings, and its bases --------
+
+enum Kind {
+    Dir,
+    File { exec: bool, abs: PathBuf },
+    Symlink(Vec<u8>),
+}
+
+struct BuildContext {
+    entries: Vec<(Vec<u8>, Kind)>,
+    dockerfile: PathBuf,
+    bases: Vec<usize>,
+}
+
+fn content_tags(catalog: &Catalog, settings: &Settings, wanted: &[usize]) -> Result<HashMap<usize, String>> {
+    // Every image whose tag is needed: the wanted ones and their bases, transitively.
+    let mut needed: Vec<usize> = wanted.to_vec();
+    let mut contexts: HashMap<usize, BuildContext> = HashMap::new();
+    while !needed.is_empty() {
+        let batch: Vec<(usize, BuildContext)> = needed
+            .par_iter()
+            .filter(|i| !contexts.contains_key(i))
+            .map(|&i| Ok((i, build_context(catalog, settings, i)?)))
+            .collect::<Result<_>>()?;
+        needed = batch.iter().flat_map(|(_, c)| c.bases.iter().copied()).collect();
+        needed.sort_unstable();
+        needed.dedup();
+        contexts.extend(batch);
+        needed.retain(|i| !contexts.contains_key(i));
+    }
+
+    let files = contexts.values().flat_map(|c| {
+        c.entries
+            .iter()
+            .filter_map(|(_, k)| if let Kind::File { abs, .. } = k { Some(abs.as_path()) } else { None })
+            .chain(std::iter::once(c.dockerfile.as_path()))
+    });
+    let digests = hash_files(files)?;
+
+    let mut tags: HashMap<usize, String> = HashMap::new();
+    for &i in wanted {
+        content_tag(catalog, settings, i, &contexts, &digests, &mut tags, &mut Vec::new())?;
+    }
+    Ok(tags)
+}
+
+fn content_tag(
+    catalog: &Catalog,
+    settings: &Settings,
+    i: usize,
+    contexts: &HashMap<usize, BuildContext>,
+    digests: &HashMap<&Path, [u8; 32]>,
+    tags: &mut HashMap<usize, String>,
+    chain: &mut Vec<usize>,
+) -> Result<String> {
+    if let Some(tag) = tags.get(&i) {
+        return Ok(tag.clone());
+    }
+    if chain.contains(&i) {
+        let names: Vec<&str> = chain.iter().chain([&i]).map(|&j| catalog.images[j].name.as_str()).collect();
+        bail!("images are built FROM each other in a cycle: {}", names.join(" -> "));
+    }
+    chain.push(i);
+    let ctx = &contexts[&i];
+    let mut h = Sha256::new();
+    let mut field = |name: &str, value: &[u8]| {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update((value.len() as u64).to_le_bytes());
+        h.update(value);
+    };
+    field("scheme", CONTENT_SCHEME_VERSION.as_bytes());
+    field("arch", settings.arch.as_str().as_bytes());
+    field("dockerfile", catalog.images[i].dockerfile.as_bytes());
+    field("dockerfile-content", &digests[ctx.dockerfile.as_path()]);
+    for arg in &settings.build_args {
+        field("build-arg", arg.as_bytes());
+    }
+    for (rel, kind) in &ctx.entries {
+        match kind {
+            Kind::Dir => field("dir", rel),
+            Kind::File { exec, abs } => {
+                field(if *exec { "exec" } else { "file" }, rel);
+                field("content", &digests[abs.as_path()]);
+            }
+            Kind::Symlink(target) => {
+                field("symlink", rel);
+                field("target", target);
+            }
+        }
+    }
+    for &base in &ctx.bases {
+        let tag = content_tag(catalog, settings, base, contexts, digests, tags, chain)?;
+        field("from", catalog.images[base].name.as_bytes());
+        field("from-tag", tag.as_bytes());
+    }
+    chain.pop();
+    let tag = short(&h.finalize());
+    tags.insert(i, tag.clone());
+    Ok(tag)
+}
+
+/// The build context as the engine sees it: the image directory, less what
+/// `.dockerignore` excludes, symlinks recorded and not followed.
+fn build_context(catalog: &Catalog, settings: &Settings, i: usize) -> Result<BuildContext> {
+    let image = &catalog.images[i];
+    let dir = image.dir(&catalog.root);
+    let ignore = DockerIgnore::load(&dir)?;
+    let mut entries = Vec::new();
+    let mut walk = walkdir::WalkDir::new(&dir).follow_links(false).sort_by_file_name().min_depth(1).into_iter();
+    while let Some(entry) = walk.next() {
+        let entry = entry.map_err(|e| walk_error(e))?;
+        let rel = entry.path().strip_prefix(&dir).expect("walk stays in the image").to_path_buf();
+        let ft = entry.file_type();
+        if !ignore.is_empty() && ignore.excluded(&rel) {
+            if ft.is_dir() && ignore.prunes() {
+                walk.skip_current_dir();
+            }
+            continue;
+        }
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(entry.path())
+                .with_context(|| format!("cannot read symlink {}", entry.path().display()))?;
+            Kind::Symlink(target.as_os_str().as_bytes().to_vec())
+        } else if ft.is_file() {
+            let meta = entry.metadata().map_err(|e| walk_error(e))?;
+            Kind::File { exec: meta.permissions().mode() & 0o111 != 0, abs: entry.into_path() }
+        } else {
+            bail!(
+                "{} is not a regular file, directory or symlink: a build context cannot hold it; remove it or list it in .dockerignore",
+                entry.path().display()
+            );
+        };
+        entries.push((rel.as_os_str().as_bytes().to_vec(), kind));
+    }
+    let bases = local_bases(catalog, settings, image)?;
+    Ok(BuildContext { entries, dockerfile: dir.join(&image.dockerfile), bases })
+}
+
+/// The images of this catalog that `image`'s Dockerfile is built `FROM`, by
+/// their local name (`<LOCAL_IMAGE_PREFIX>/<path>[:tag]`).
+pub fn local_bases(catalog: &Catalog, settings: &Settings, image: &Image) -> Result<Vec<usize>> {
+    let file = image.dir(&catalog.root).join(&image.dockerfile);
+    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let prefix = format!("{}/", settings.local_prefix);
+    let mut bases = Vec::new();
+    for reference in from_references(&text) {
+        let Some(rest) = reference.strip_prefix(&prefix) else { continue };
+        let path = strip_tag(rest);
+        match catalog.by_path(path) {
+            Some(base) => bases.push(base),
+            None => bail!(
+                "{} is built FROM {reference}, which is not an image for {}: add {}/{path} or fix the FROM line",
+                image.name,
+                catalog.arch,
+                catalog.root.display()
+            ),
+        }
+    }
+    bases.sort_unstable();
+    bases.dedup();
+    Ok(bases)
+}
+
+/// The image references of a Dockerfile's `FROM` lines.
+fn from_references(text: &str) -> Vec<&str> {
+    let mut refs = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("FROM")) {
+            continue;
+        }
+        if let Some(reference) = words.find(|w| !w.starts_with("--")) {
+            refs.push(reference);
+        }
+    }
+    refs
+}
+
+fn strip_tag(reference: &str) -> &str {
+    let reference = reference.split('@').next().unwrap_or(reference);
+    match reference.rfind(':') {
+        Some(colon) if !reference[colon..].contains('/') => &reference[..colon],
+        _ => reference,
+    }
+}
+
+// ---- shared ------------------------------------------------------------------
+
+/// SHA-256 of each distinct file, on all cores, streaming (no file is read
+/// into memory whole).
+fn hash_files<'a>(paths: impl Iterator<Item = &'a Path>) -> Result<HashMap<&'a Path, [u8; 32]>> {
+    let mut unique: Vec<&Path> = paths.collect();
+    unique.sort_unstable();
+    unique.dedup();
+    unique.par_iter().map(|p| Ok((*p, hash_file(p)?))).collect()
+}
+
+pub fn hash_file(path: &Path) -> Result<[u8; 32]> {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 256 * 1024]);
+    }
+    let read = || -> std::io::Result<[u8; 32]> {
+        let mut file = File::open(path)?;
+        let mut h = Sha256::new();
+        BUF.with_borrow_mut(|buf| loop {
+            match file.read(buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => h.update(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        })?;
+        Ok(h.finalize().into())
+    };
+    read().with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn walk_error(e: walkdir::Error) -> anyhow::Error {
+    let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+    if e.loop_ancestor().is_some() {
+        return anyhow!("symlink loop at {path}");
+    }
+    match e.io_error() {
+        Some(io) => anyhow!("cannot read {path}: {io}"),
+        None => anyhow!("cannot read {path}: {e}"),
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes.iter().flat_map(|b| [DIGITS[(b >> 4) as usize] as char, DIGITS[(b & 15) as usize] as char]).collect()
+}
+
+fn short(digest: &[u8]) -> String {
+    hex(digest)[..TAG_LEN].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_fd_folds_and_ignores_punctuation() {
+        let mut names: Vec<&[u8]> = vec![b"b", b"_a", b"A", b"a", b".c", b"a.b", b"ab", b"a b"];
+        names.sort_by(|a, b| sort_fd(a, b));
+        let want: Vec<&[u8]> = vec![b"A", b"_a", b"a", b"a b", b"a.b", b"ab", b"b", b".c"];
+        assert_eq!(names, want);
+    }
+
+    #[test]
+    fn escaped_sha256sum_lines() {
+        let d = [0u8; 32];
+        assert_eq!(sha256sum_line(&d, b"a/b"), format!("{}  a/b\n", "0".repeat(64)).into_bytes());
+        assert_eq!(sha256sum_line(&d, b"a\\b\nc"), format!("\\{}  a\\\\b\\nc\n", "0".repeat(64)).into_bytes());
+    }
+
+    #[test]
+    fn references() {
+        let text = "ARG X\nFROM --platform=linux/amd64 gvisor.dev/images/basic/busybox:latest AS b\n from scratch\nRUN from x\n";
+        assert_eq!(from_references(text), vec!["gvisor.dev/images/basic/busybox:latest", "scratch"]);
+        assert_eq!(strip_tag("localhost:5000/a/b:t"), "localhost:5000/a/b");
+        assert_eq!(strip_tag("localhost:5000/a/b"), "localhost:5000/a/b");
+        assert_eq!(strip_tag("a/b@sha256:00"), "a/b");
+    }
+}
