@@ -33,6 +33,16 @@ pid_is() {
     [ "${exe##*/}" = "$name" ]
 }
 
+# alive PID: process exists and is not a zombie (an exited daemon stays a
+# zombie until init reaps it, which can take a while).
+alive() {
+    local stat
+    kill -0 "$1" 2>/dev/null || return 1
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
 # stop PID NAME TIMEOUT_S: SIGTERM, wait, then SIGKILL.
 stop() {
     local pid=$1 name=$2 timeout=$3 i
@@ -40,13 +50,13 @@ stop() {
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     for (( i = 0; i < timeout * 10; i++ )); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        alive "$pid" || return 0
         sleep 0.1
     done
     log "$name (pid $pid) still running after ${timeout}s; sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
     for (( i = 0; i < 50; i++ )); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        alive "$pid" || return 0
         sleep 0.1
     done
     log "WARNING: $name (pid $pid) did not exit"

@@ -43,6 +43,7 @@ flock 9
 
 # ---------------------------------------------------------------- previous state
 PREV_STARTED_DOCKERD=0 PREV_DOCKERD_PID="" PREV_REGISTRY_PID="" PREV_REGISTRY_DIR="" PREV_REGISTRY=""
+# shellcheck disable=SC1090
 if [ -f "$ENV_FILE" ]; then
     PREV_STARTED_DOCKERD=$(. "$ENV_FILE"; echo "${XTASK_TEST_ENV_STARTED_DOCKERD:-0}")
     PREV_DOCKERD_PID=$(. "$ENV_FILE"; echo "${XTASK_TEST_DOCKERD_PID:-}")
@@ -51,10 +52,19 @@ if [ -f "$ENV_FILE" ]; then
     PREV_REGISTRY=$(. "$ENV_FILE"; echo "${XTASK_TEST_REGISTRY:-}")
 fi
 
+# alive PID: process exists and is not a zombie.
+alive() {
+    local stat
+    kill -0 "$1" 2>/dev/null || return 1
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
 # pid_is PID NAME: PID is alive and its executable's basename is NAME.
 pid_is() {
     local pid=$1 name=$2 exe
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    [ -n "$pid" ] && alive "$pid" || return 1
     exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
     [ "${exe##*/}" = "$name" ]
 }
@@ -90,7 +100,7 @@ DOCKERD_LOG=$STATE_DIR/dockerd.log
 wait_docker() { # wait_docker PID: wait until `docker info` answers while PID lives
     local pid=$1 deadline=$(( $(date +%s) + DOCKERD_TIMEOUT ))
     while ! docker info >/dev/null 2>&1; do
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! alive "$pid"; then
             log "dockerd (pid $pid) exited; last lines of $DOCKERD_LOG:"
             tail -n 30 "$DOCKERD_LOG" >&2 || true
             die "dockerd failed to start"
@@ -144,7 +154,7 @@ else
     # Leftovers of a registry started by an earlier up.sh.
     if pid_is "$PREV_REGISTRY_PID" docker-registry; then
         kill "$PREV_REGISTRY_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$PREV_REGISTRY_PID" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 50); do alive "$PREV_REGISTRY_PID" || break; sleep 0.1; done
         kill -9 "$PREV_REGISTRY_PID" 2>/dev/null || true
     fi
     case $PREV_REGISTRY_DIR in /tmp/xtask-test-registry.*) rm -rf "$PREV_REGISTRY_DIR" ;; esac
@@ -183,11 +193,11 @@ EOF
         setsid docker-registry serve "$REGISTRY_DIR/config.yml" </dev/null >"$REGISTRY_LOG" 2>&1 9>&- &
         pid=$!
         deadline=$(( $(date +%s) + REGISTRY_TIMEOUT ))
-        while kill -0 "$pid" 2>/dev/null && ! registry_ok "127.0.0.1:$port"; do
+        while alive "$pid" && ! registry_ok "127.0.0.1:$port"; do
             [ "$(date +%s)" -lt "$deadline" ] || break
             sleep 0.1
         done
-        if kill -0 "$pid" 2>/dev/null && registry_ok "127.0.0.1:$port"; then
+        if alive "$pid" && registry_ok "127.0.0.1:$port"; then
             pid_is "$pid" docker-registry || die "unexpected registry process (pid $pid)"
             REGISTRY_PID=$pid REGISTRY=127.0.0.1:$port
             break
@@ -206,35 +216,43 @@ fi
 
 # ---------------------------------------------------------------- base image
 # Reproducible rootfs: fixed mtimes/owners/order, so rebuilds hit the cache.
+# The context is regenerated only when busybox or this recipe changes.
 CTX=$STATE_DIR/base-image
-rm -rf "$CTX"
-mkdir -p "$CTX/rootfs"
-(
-    cd "$CTX/rootfs"
-    mkdir -p bin sbin usr/bin usr/sbin etc root tmp
-    chmod 1777 tmp
-    chmod 700 root
-    cp "$BUSYBOX" bin/busybox
-    chmod 755 bin/busybox
-    if applets=$("$BUSYBOX" --list-full 2>/dev/null); then :; else
-        applets=$("$BUSYBOX" --list | sed 's|^|bin/|')
-    fi
-    while IFS= read -r a; do
-        case $a in ""|*/busybox|linuxrc) continue ;; esac
-        mkdir -p "$(dirname "$a")"
-        [ -e "$a" ] || ln -s /bin/busybox "$a"
-    done <<<"$applets"
-    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >etc/passwd
-    printf 'root:x:0:\nnogroup:x:65534:\n' >etc/group
-)
-tar -C "$CTX/rootfs" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$CTX/rootfs.tar" .
-rm -rf "$CTX/rootfs"
-cat >"$CTX/Dockerfile" <<'EOF'
+ROOTFS_RECIPE=1
+stamp="recipe=$ROOTFS_RECIPE busybox=$(sha256sum "$BUSYBOX" | cut -d' ' -f1)"
+if [ "$(cat "$CTX/stamp" 2>/dev/null)" != "$stamp" ] || [ ! -f "$CTX/rootfs.tar" ] || [ ! -f "$CTX/Dockerfile" ]; then
+    log "creating base image rootfs from $BUSYBOX"
+    rm -rf "$CTX"
+    mkdir -p "$CTX/rootfs"
+    (
+        cd "$CTX/rootfs"
+        mkdir -p bin sbin usr/bin usr/sbin etc root tmp
+        chmod 1777 tmp
+        chmod 700 root
+        cp "$BUSYBOX" bin/busybox
+        chmod 755 bin/busybox
+        if applets=$("$BUSYBOX" --list-full 2>/dev/null); then :; else
+            applets=$("$BUSYBOX" --list | sed 's|^|bin/|')
+        fi
+        while IFS= read -r a; do
+            case $a in ""|*/busybox|linuxrc) continue ;; esac
+            [ -d "${a%/*}" ] || mkdir -p "${a%/*}"
+            [ -e "$a" ] || ln -s /bin/busybox "$a"
+        done <<<"$applets"
+        printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >etc/passwd
+        printf 'root:x:0:\nnogroup:x:65534:\n' >etc/group
+    )
+    tar -C "$CTX/rootfs" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$CTX/rootfs.tar" .
+    rm -rf "$CTX/rootfs"
+    cat >"$CTX/Dockerfile" <<'EOF'
 FROM scratch
 ADD rootfs.tar /
 ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin
 CMD ["sh"]
 EOF
+    printf 'stamp\n' >"$CTX/.dockerignore"
+    printf '%s\n' "$stamp" >"$CTX/stamp"
+fi
 
 # Without buildx the docker CLI falls back to the legacy builder, but only
 # if DOCKER_BUILDKIT does not ask for BuildKit.

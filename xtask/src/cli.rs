@@ -105,4 +105,60 @@ pub enum Command {
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,
     },
+    /// Make images present locally: use the local copy, else pull the remote tag, else build; then tag
+    Load(Selected),
+    /// Pull the remote tag of images, then give them their local names
+    Pull(Selected),
+    /// Build images locally, whatever the registry has
+    #[command(visible_alias = "build")]
+    Rebuild(Selected),
+    /// Give the local names (:<tag> and :latest) to images present under their remote names
+    Tag(Selected),
+    /// Build the images whose tag the registry lacks (without pushing them)
+    Test(Selected),
+    /// Build and push the images whose tag the registry lacks; skip the rest
+    Push(Selected),
+    /// `load` every image
+    LoadAllImages(RunArgs),
+    /// `load` every test image
+    LoadAllTestImages(RunArgs),
+    /// `rebuild` every image
+    BuildAllImages(RunArgs),
+    /// `push` every image
+    PushAllImages(RunArgs),
+    /// `push` every test image
+    PushAllTestImages(RunArgs),
+    /// `test` every test image
+    TestAllTestImages(RunArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Selected {
+    /// Image names (basic_hello, or basic/hello) or groups (basic)
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    /// Images worked on at once [default: number of cores]
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+    /// When an image fails, finish the others instead of stopping
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Print what would be pulled, built, tagged and pushed, and why; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan (with --dry-run) or the outcome for each image as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Never pull or build: fail naming each image that is not present locally
+    #[arg(long, env = "SKIP_IMAGE_LOAD")]
+    pub skip_image_load: bool,
+    /// Also point the remote :latest at each pushed image's tag
+    #[arg(long, env = "DOCKER_PUSH_AS_LATEST")]
+    pub push_as_latest: bool,
 }

@@ -1,10 +1,15 @@
 //! `cargo xtask`: keeps a project's test container images.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod discovery;
 pub mod dockerignore;
+pub mod engine;
+pub mod execute;
 pub mod listing;
+pub mod planning;
+pub mod reporting;
 pub mod tagging;
 
 use std::path::{Path, PathBuf};
@@ -48,11 +53,27 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-pub fn run(cli: Cli) -> Result<()> {
+/// Runs a command; returns the process exit status.
+pub fn run(cli: Cli) -> Result<i32> {
+    use commands::Selection::{All, AllTests, Names};
+    use planning::Mode;
     let settings = settings(&cli)?;
-    match cli.command {
-        Command::ListAllImages(args) => listing::list(&settings, false, args.json),
-        Command::ListAllTestImages(args) => listing::list(&settings, true, args.json),
-        Command::LocalImage { images } => listing::local_image(&settings, &images),
-    }
+    let (mode, selection, args) = match cli.command {
+        Command::ListAllImages(args) => return listing::list(&settings, false, args.json).map(|()| 0),
+        Command::ListAllTestImages(args) => return listing::list(&settings, true, args.json).map(|()| 0),
+        Command::LocalImage { images } => return listing::local_image(&settings, &images).map(|()| 0),
+        Command::Load(s) => (Mode::Load, Names(s.images), s.run),
+        Command::Pull(s) => (Mode::Pull, Names(s.images), s.run),
+        Command::Rebuild(s) => (Mode::Rebuild, Names(s.images), s.run),
+        Command::Tag(s) => (Mode::Tag, Names(s.images), s.run),
+        Command::Test(s) => (Mode::Test, Names(s.images), s.run),
+        Command::Push(s) => (Mode::Push, Names(s.images), s.run),
+        Command::LoadAllImages(run) => (Mode::Load, All, run),
+        Command::LoadAllTestImages(run) => (Mode::Load, AllTests, run),
+        Command::BuildAllImages(run) => (Mode::Rebuild, All, run),
+        Command::PushAllImages(run) => (Mode::Push, All, run),
+        Command::PushAllTestImages(run) => (Mode::Push, AllTests, run),
+        Command::TestAllTestImages(run) => (Mode::Test, AllTests, run),
+    };
+    commands::run(&settings, mode, selection, &args)
 }

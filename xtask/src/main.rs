@@ -9,11 +9,13 @@ fn main() {
         }
     }
     let cli = xtask::cli::Cli::parse();
-    if let Err(e) = xtask::run(cli) {
-        if xtask::is_broken_pipe(&e) {
-            return;
+    match xtask::run(cli) {
+        Ok(0) => {}
+        Ok(status) => std::process::exit(status),
+        Err(e) if xtask::is_broken_pipe(&e) => {}
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(xtask::EXIT_FAILURE);
         }
-        eprintln!("error: {e:#}");
-        std::process::exit(xtask::EXIT_FAILURE);
     }
 }

@@ -1,0 +1,312 @@
+//! Engine: how docker or podman is asked. Every call goes through `cmd!` and
+//! [`Engine::run`], which tracks the child so an interrupt can stop it, and
+//! turns the engine's failures into one-line errors that say what to do.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Context, Result};
+use xshell::{cmd, Shell};
+
+use crate::config::{Arch, EngineKind};
+
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// On Ctrl-C or SIGTERM: stop every running engine process (each runs in a
+/// process group of its own, so the signal reaches what it started too) and
+/// let the executor wind down without starting more work.
+pub fn install_interrupt_handler() {
+    let _ = ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, Ordering::SeqCst);
+        for &pid in CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            // SAFETY: kill(2) has no memory effects; a stale pid group is harmless.
+            unsafe { libc::kill(-(pid as i32), libc::SIGINT) };
+        }
+    });
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// What an engine call printed and how it ended.
+pub struct Output {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub struct Engine {
+    pub kind: EngineKind,
+    program: &'static str,
+}
+
+impl Engine {
+    pub fn new(kind: EngineKind) -> Engine {
+        Engine { kind, program: kind.program() }
+    }
+
+    /// Runs one engine command to completion; output goes to `log` when given.
+    fn run(&self, cmd: xshell::Cmd<'_>, log: Option<&Path>) -> Result<Output> {
+        let shown = cmd.to_string();
+        let mut command: Command = cmd.into();
+        command.stdin(Stdio::null()).process_group(0);
+        if let Some(log) = log {
+            let file = File::options()
+                .create(true)
+                .append(true)
+                .open(log)
+                .with_context(|| format!("cannot write log {}", log.display()))?;
+            command.stdout(file.try_clone()?).stderr(file);
+        } else {
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        if interrupted() {
+            bail!("interrupted");
+        }
+        let child = command.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow!("{}", self.not_installed()),
+            _ => anyhow!("cannot run `{shown}`: {e}"),
+        })?;
+        let pid = child.id();
+        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        let out = child.wait_with_output();
+        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
+        let out = out.with_context(|| format!("cannot wait for `{shown}`"))?;
+        if interrupted() {
+            bail!("interrupted");
+        }
+        Ok(Output {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    fn not_installed(&self) -> String {
+        match self.kind {
+            EngineKind::Docker => {
+                "docker is not installed: install it (apt-get install docker.io) or choose podman with --engine podman"
+                    .into()
+            }
+            EngineKind::Podman => "podman is not installed: install it (apt-get install podman)".into(),
+        }
+    }
+
+    /// Checked once, up front: the CLI is there and its daemon answers.
+    pub fn check(&self) -> Result<()> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let format = match self.kind {
+            EngineKind::Docker => "{{.Server.Version}}",
+            EngineKind::Podman => "{{.Version}}",
+        };
+        let out = self.run(cmd!(sh, "{program} version --format {format}"), None)?;
+        if out.ok {
+            return Ok(());
+        }
+        match self.kind {
+            EngineKind::Docker => {
+                let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+                let context = std::env::var("DOCKER_CONTEXT").map(|c| format!(" (context {c})")).unwrap_or_default();
+                bail!(
+                    "the docker daemon is not reachable at {host}{context}: start it (`sudo dockerd &` or `sudo systemctl start docker`) or set DOCKER_HOST; docker said: {}",
+                    first_line(&out.stderr)
+                )
+            }
+            EngineKind::Podman => bail!("podman does not work here: {}", first_line(&out.stderr)),
+        }
+    }
+
+    /// Every local image, `repository:tag` -> image ID, in one call.
+    pub fn local_images(&self) -> Result<HashMap<String, String>> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let format = "{{.Repository}}:{{.Tag}}\t{{.ID}}";
+        let out = self.run(cmd!(sh, "{program} images --no-trunc --format {format}"), None)?;
+        if !out.ok {
+            bail!("cannot list local images: {}", first_line(&out.stderr));
+        }
+        Ok(out
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(r, _)| !r.contains("<none>"))
+            .map(|(r, id)| (r.to_string(), id.to_string()))
+            .collect())
+    }
+
+    /// Whether the registry has `reference`, from its manifest alone: no layer
+    /// is downloaded, and the engine's own credentials are used.
+    pub fn remote_exists(&self, reference: &str) -> Result<bool> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let out = match self.kind {
+            EngineKind::Docker => {
+                let insecure = is_loopback(reference).then_some("--insecure");
+                self.run(cmd!(sh, "{program} manifest inspect {insecure...} {reference}"), None)?
+            }
+            EngineKind::Podman => {
+                let tls = is_loopback(reference).then_some("--tls-verify=false");
+                let target = format!("docker://{reference}");
+                self.run(cmd!(sh, "{program} manifest inspect {tls...} {target}"), None)?
+            }
+        };
+        if out.ok {
+            return Ok(true);
+        }
+        let err = out.stderr.to_lowercase();
+        if err.contains("no such manifest") || err.contains("manifest unknown") || err.contains("not found") {
+            return Ok(false);
+        }
+        Err(registry_error(reference, &out.stderr))
+    }
+
+    pub fn pull(&self, reference: &str, arch: Arch, log: &Path) -> Result<()> {
+        let sh = Shell::new()?;
+        let (program, platform) = (self.program, arch.platform());
+        let tls = (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false");
+        let out = self.run(cmd!(sh, "{program} pull {tls...} --platform {platform} {reference}"), Some(log))?;
+        if !out.ok {
+            return Err(registry_error(reference, &last_error_line(log)));
+        }
+        Ok(())
+    }
+
+    /// Builds without tagging and returns the image ID, so a failed or
+    /// interrupted build leaves no name pointing anywhere new.
+    pub fn build(&self, dir: &Path, dockerfile: &str, arch: Arch, args: &[String], log: &Path) -> Result<String> {
+        let sh = Shell::new()?;
+        let (program, platform) = (self.program, arch.platform());
+        let file = dir.join(dockerfile);
+        let iid = temp_path(log, "iid");
+        let out = self.run(
+            cmd!(sh, "{program} build --platform {platform} -f {file} --iidfile {iid} {args...} {dir}"),
+            Some(log),
+        );
+        let id = std::fs::read_to_string(&iid).map(|s| s.trim().to_string());
+        let _ = std::fs::remove_file(&iid);
+        let out = out?;
+        match id {
+            Ok(id) if out.ok && !id.is_empty() => Ok(id),
+            _ => {
+                let last = last_error_line(log);
+                if last.to_lowercase().contains("no space left on device") {
+                    bail!(
+                        "the engine ran out of disk space: free some (`{program} system prune`) and retry; log: {}",
+                        log.display()
+                    );
+                }
+                bail!("build failed: {last}; log: {}", log.display())
+            }
+        }
+    }
+
+    pub fn tag(&self, source: &str, target: &str) -> Result<()> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let out = self.run(cmd!(sh, "{program} tag {source} {target}"), None)?;
+        if !out.ok {
+            bail!("cannot tag {source} as {target}: {}", first_line(&out.stderr));
+        }
+        Ok(())
+    }
+
+    pub fn push(&self, reference: &str, log: &Path) -> Result<()> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let tls = (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false");
+        let out = self.run(cmd!(sh, "{program} push {tls...} {reference}"), Some(log))?;
+        if !out.ok {
+            return Err(registry_error(reference, &last_error_line(log)));
+        }
+        Ok(())
+    }
+
+    /// Points `target` at the manifest `source` already has in the registry,
+    /// uploading no layer and needing no local copy.
+    pub fn remote_alias(&self, source: &str, target: &str, log: &Path) -> Result<()> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let out = match self.kind {
+            EngineKind::Docker => {
+                let insecure = is_loopback(target).then_some("--insecure");
+                let _ = self.run(cmd!(sh, "{program} manifest rm {target}"), None);
+                let created =
+                    self.run(cmd!(sh, "{program} manifest create {insecure...} {target} {source}"), Some(log))?;
+                if !created.ok {
+                    return Err(registry_error(source, &last_error_line(log)));
+                }
+                self.run(cmd!(sh, "{program} manifest push --purge {insecure...} {target}"), Some(log))?
+            }
+            EngineKind::Podman => {
+                let tls = is_loopback(target).then_some("--tls-verify=false");
+                let (from, to) = (format!("docker://{source}"), format!("docker://{target}"));
+                self.run(cmd!(sh, "{program} image push {tls...} {from} {to}"), Some(log))?
+            }
+        };
+        if !out.ok {
+            return Err(registry_error(target, &last_error_line(log)));
+        }
+        Ok(())
+    }
+}
+
+/// The daemon talks plain HTTP to registries on loopback; the CLI's own
+/// registry calls must be told so.
+pub fn is_loopback(reference: &str) -> bool {
+    let host = reference.split('/').next().unwrap_or("");
+    let host =
+        host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    host == "localhost" || host.starts_with("127.") || host == "[::1]"
+}
+
+pub fn registry_of(reference: &str) -> &str {
+    reference.split('/').next().unwrap_or(reference)
+}
+
+fn registry_error(reference: &str, stderr: &str) -> anyhow::Error {
+    let registry = registry_of(reference);
+    let lower = stderr.to_lowercase();
+    if lower.contains("manifest unknown") || lower.contains("not found") || lower.contains("no such manifest") {
+        anyhow!("the registry has no {reference}")
+    } else if lower.contains("connection refused")
+        || lower.contains("no such host")
+        || lower.contains("i/o timeout")
+        || lower.contains("connection reset")
+        || lower.contains("eof")
+    {
+        anyhow!("registry {registry} is not reachable: {}", first_line(stderr))
+    } else if lower.contains("unauthorized") || lower.contains("authentication required") || lower.contains("denied") {
+        anyhow!("registry {registry} refused the credentials for {reference}: run `docker login {registry}`")
+    } else {
+        anyhow!("{reference}: {}", first_line(stderr))
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output")
+}
+
+/// The most telling line of a log: the last one that mentions an error.
+fn last_error_line(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.to_lowercase().contains("error"))
+        .or(lines.last())
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "no output".into())
+}
+
+fn temp_path(beside: &Path, ext: &str) -> PathBuf {
+    beside.with_extension(format!("{}.{ext}", std::process::id()))
+}

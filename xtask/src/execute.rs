@@ -1,0 +1,245 @@
+//! Executor: runs a plan's jobs against the engine, `--jobs` at a time, each
+//! after the jobs it is built on, and records what happened to each image.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use crate::config::Arch;
+use crate::engine::{self, Engine};
+use crate::planning::{Job, Step};
+use crate::reporting::Progress;
+
+/// What happened to an image, from least to most work done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    NotStarted,
+    Skipped,
+    Present,
+    Tagged,
+    Pulled,
+    Built,
+    Pushed,
+    Failed,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::NotStarted => "not-started",
+            Action::Skipped => "skipped",
+            Action::Present => "present",
+            Action::Tagged => "tagged",
+            Action::Pulled => "pulled",
+            Action::Built => "built",
+            Action::Pushed => "pushed",
+            Action::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub name: String,
+    pub tag: String,
+    pub action: Action,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<PathBuf>,
+}
+
+/// Everything a job needs besides the job itself.
+pub struct Context<'a> {
+    pub engine: &'a Engine,
+    pub images_root: &'a Path,
+    pub paths: &'a [(String, String)],
+    pub arch: Arch,
+    pub build_args: &'a [String],
+    pub log_dir: &'a Path,
+    /// What a job with no steps reports: `present` for load, `skipped` when
+    /// the registry already has it.
+    pub idle: Action,
+}
+
+enum State {
+    Waiting,
+    Running,
+    Done(bool),
+}
+
+pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, progress: &Progress) -> Vec<Outcome> {
+    let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; jobs.len()]);
+    let state = Mutex::new((jobs.iter().map(|_| State::Waiting).collect::<Vec<_>>(), false));
+    let wake = Condvar::new();
+    std::thread::scope(|scope| {
+        for _ in 0..parallel.max(1).min(jobs.len().max(1)) {
+            scope.spawn(|| loop {
+                let next = {
+                    let mut guard = state.lock().unwrap();
+                    loop {
+                        let (states, stop) = &mut *guard;
+                        if *stop || engine::interrupted() {
+                            break None;
+                        }
+                        // A job whose base failed fails without running.
+                        let mut changed = false;
+                        for j in 0..jobs.len() {
+                            if matches!(states[j], State::Waiting)
+                                && jobs[j].after.iter().any(|&b| matches!(states[b], State::Done(false)))
+                            {
+                                let base = jobs[j].after.iter().find(|&&b| matches!(states[b], State::Done(false)));
+                                let msg = format!("not built: its base {} failed", jobs[*base.unwrap()].name);
+                                outcomes.lock().unwrap()[j] = Some(failed(&jobs[j], msg, None, 0.0));
+                                progress.finished(outcomes.lock().unwrap()[j].as_ref().unwrap());
+                                states[j] = State::Done(false);
+                                changed = true;
+                                if !keep_going {
+                                    *stop = true;
+                                }
+                            }
+                        }
+                        if changed {
+                            wake.notify_all();
+                            continue;
+                        }
+                        let ready = (0..jobs.len()).find(|&j| {
+                            matches!(states[j], State::Waiting)
+                                && jobs[j].after.iter().all(|&b| matches!(states[b], State::Done(true)))
+                        });
+                        if let Some(j) = ready {
+                            states[j] = State::Running;
+                            break Some(j);
+                        }
+                        if !states.iter().any(|s| matches!(s, State::Waiting)) {
+                            break None;
+                        }
+                        guard = wake.wait(guard).unwrap();
+                    }
+                };
+                let Some(j) = next else {
+                    wake.notify_all();
+                    return;
+                };
+                progress.started(&jobs[j].name);
+                let outcome = run_job(ctx, &jobs[j]);
+                progress.finished(&outcome);
+                let ok = outcome.action != Action::Failed;
+                outcomes.lock().unwrap()[j] = Some(outcome);
+                let mut guard = state.lock().unwrap();
+                guard.0[j] = State::Done(ok);
+                if !ok && !keep_going {
+                    guard.1 = true;
+                }
+                drop(guard);
+                wake.notify_all();
+            });
+        }
+    });
+    let outcomes = outcomes.into_inner().unwrap();
+    jobs.iter()
+        .zip(outcomes)
+        .map(|(job, o)| {
+            o.unwrap_or_else(|| Outcome {
+                name: job.name.clone(),
+                tag: job.tag.clone(),
+                action: Action::NotStarted,
+                seconds: 0.0,
+                error: None,
+                log: None,
+            })
+        })
+        .collect()
+}
+
+fn failed(job: &Job, error: String, log: Option<PathBuf>, seconds: f64) -> Outcome {
+    Outcome { name: job.name.clone(), tag: job.tag.clone(), action: Action::Failed, seconds, error: Some(error), log }
+}
+
+fn run_job(ctx: &Context, job: &Job) -> Outcome {
+    let start = Instant::now();
+    let log = ctx.log_dir.join(format!("{}.log", job.name));
+    let _ = std::fs::remove_file(&log);
+    let mut action = ctx.idle;
+    let result = run_steps(ctx, job, &log, &mut action);
+    let seconds = start.elapsed().as_secs_f64();
+    let log = log.exists().then_some(log);
+    match result {
+        Ok(()) => Outcome { name: job.name.clone(), tag: job.tag.clone(), action, seconds, error: None, log },
+        Err(e) => failed(job, format!("{e:#}"), log, seconds),
+    }
+}
+
+fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action) -> Result<()> {
+    let engine = ctx.engine;
+    let (local, latest, remote) = (job.local_ref(), job.local_latest(), job.remote_ref());
+    let name_locally = |from: &str| -> Result<()> {
+        for target in [&local, &latest] {
+            if from != target.as_str() {
+                engine.tag(from, target)?;
+            }
+        }
+        Ok(())
+    };
+    let build = |action: &mut Action| -> Result<()> {
+        let path = &ctx.paths[job.image];
+        let dir = ctx.images_root.join(&path.0);
+        let id = engine.build(&dir, &path.1, ctx.arch, ctx.build_args, log)?;
+        for target in [&remote, &local, &latest] {
+            engine.tag(&id, target)?;
+        }
+        *action = (*action).max(Action::Built);
+        Ok(())
+    };
+    let mut remote_named = false;
+    for step in &job.steps {
+        match step {
+            Step::TagLocal { from } => {
+                name_locally(from)?;
+                *action = (*action).max(Action::Tagged);
+            }
+            Step::Pull { or_build } => match engine.pull(&remote, ctx.arch, log) {
+                Ok(()) => {
+                    name_locally(&remote)?;
+                    *action = (*action).max(Action::Pulled);
+                    remote_named = true;
+                }
+                Err(e) if *or_build && !engine::interrupted() => {
+                    crate::reporting::note(&format!("{}: pull failed ({e:#}); building", job.name));
+                    build(action)?;
+                    remote_named = true;
+                }
+                Err(e) => return Err(e),
+            },
+            Step::Build => {
+                build(action)?;
+                remote_named = true;
+            }
+            Step::Push { from } => {
+                if let Some(from) = from {
+                    engine.tag(from, &remote)?;
+                }
+                engine.push(&remote, log)?;
+                remote_named = true;
+                *action = (*action).max(Action::Pushed);
+            }
+            Step::PushLatest => {
+                let remote_latest = job.remote_latest();
+                if remote_named {
+                    engine.tag(&remote, &remote_latest)?;
+                    engine.push(&remote_latest, log)?;
+                } else {
+                    engine.remote_alias(&remote, &remote_latest, log)?;
+                }
+                *action = (*action).max(Action::Pushed);
+            }
+            Step::Missing => bail!("{}", job.why),
+        }
+    }
+    Ok(())
+}
