@@ -67,6 +67,8 @@ aarch64) other_arch=x86_64 ;;
 *) die "unsupported host architecture $arch" ;;
 esac
 cores=$(nproc)
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+load_start=$(load)
 
 # Only the settings the benchmark chooses reach the xtask and the legacy script.
 unset IMAGES_CONFIG NON_TEST_IMAGES DOCKER_BUILD_ARGS LOCAL_IMAGE_PREFIX REMOTE_IMAGE_PREFIX RAYON_NUM_THREADS
@@ -80,33 +82,36 @@ xtask_bin=$target_dir/debug/xtask
 
 q() { printf '%q' "$1"; }
 
-# measure RUNS WARMUP COMMAND: runs COMMAND (a bash command line, in the
-# repository root, output discarded) and sets MEAN and MEDIAN in seconds.
+# measure RUNS WARMUP COMMAND [PREPARE]: runs COMMAND (a bash command line,
+# in the repository root, output discarded) and sets MEAN and MEDIAN in
+# seconds. PREPARE, if given, runs untimed before every run.
 measure() {
-	local runs=$1 warmup=$2 cmd=$3
+	local runs=$1 warmup=$2 cmd=$3 prepare=${4:-true}
 	if ((have_hyperfine)); then
 		local json=$tmp/hyperfine.json
 		(cd "$REPO_ROOT" && hyperfine --shell=bash --style=none --warmup "$warmup" --runs "$runs" \
-			--export-json "$json" "$cmd" >"$tmp/hyperfine.log" 2>&1) ||
+			--prepare "$prepare" --export-json "$json" "$cmd" >"$tmp/hyperfine.log" 2>&1) ||
 			{ cat "$tmp/hyperfine.log" >&2; die "failed: $cmd"; }
 		MEAN=$(jq -r '.results[0].mean' "$json")
 		MEDIAN=$(jq -r '.results[0].median' "$json")
 	else
 		local i start end times=()
-		for ((i = 0; i < warmup; i++)); do
-			(cd "$REPO_ROOT" && bash -c "$cmd" >/dev/null) || die "failed: $cmd"
-		done
-		for ((i = 0; i < runs; i++)); do
+		for ((i = 0; i < warmup + runs; i++)); do
+			(cd "$REPO_ROOT" && bash -c "$prepare" >/dev/null) || die "failed: $prepare"
 			start=$(date +%s%N)
 			(cd "$REPO_ROOT" && bash -c "$cmd" >/dev/null) || die "failed: $cmd"
 			end=$(date +%s%N)
-			times+=("$(((end - start) / 1000))")
+			((i < warmup)) || times+=("$(((end - start) / 1000))")
 		done
 		MEAN=$(printf '%s\n' "${times[@]}" | awk '{ s += $1 } END { printf "%.6f", s / NR / 1e6 }')
 		MEDIAN=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ v[NR] = $1 }
 			END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.6f", m / 1e6 }')
 	fi
 }
+
+# Before each timed `cargo xtask` run: make sure it will not rebuild, so that
+# only running it is measured even if the sources change meanwhile.
+build_cmd="$(q "$CARGO") build --quiet -p xtask"
 
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 
@@ -189,7 +194,7 @@ declare -A list_mean list_median
 for scheme in content gvisor; do
 	for how in cargo bin; do
 		log "timing the xtask listing, $scheme scheme, $how ($LIST_RUNS runs)"
-		measure "$LIST_RUNS" 3 "$(xtask_cmd "$scheme" "$how")"
+		measure "$LIST_RUNS" 3 "$(xtask_cmd "$scheme" "$how")" "$build_cmd"
 		list_mean[$scheme-$how]=$MEAN
 		list_median[$scheme-$how]=$MEDIAN
 	done
@@ -288,7 +293,9 @@ for variant in "64x16MiB $((HASH_MIB * 1024 / 64))K" "4096x256KiB $((HASH_MIB * 
 	echo "-- $label: $files files, $(calc %.0f "$bytes / 1e6") MB"
 	for k in "${order[@]}"; do
 		log "timing $k on $label ($HASH_RUNS runs)"
-		measure "$HASH_RUNS" 1 "${cmds[$k]}"
+		prepare=true
+		[[ $k == cargo ]] && prepare=$build_cmd
+		measure "$HASH_RUNS" 1 "${cmds[$k]}" "$prepare"
 		rate[$k]=$(calc %.1f "$bytes / $MEAN / 1e6")
 		printf '%-52s %8s s (%s)  %7s MB/s\n' "${names[$k]}" \
 			"$(calc %.3f "$MEAN")" "$(calc %.3f "$MEDIAN")" "$(calc %.0f "${rate[$k]}")"
@@ -307,4 +314,6 @@ for variant in "64x16MiB $((HASH_MIB * 1024 / 64))K" "4096x256KiB $((HASH_MIB * 
 done
 
 echo
+echo "load average (1, 5, 15 min) at start: $load_start; at end: $(load); $cores cores"
+echo "   (a load well above 0 means other work shared the machine and the figures are pessimistic)"
 echo "total benchmark time: $((SECONDS - started)) s"

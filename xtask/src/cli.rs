@@ -41,6 +41,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Settings")]
 pub struct Global {
     /// Settings file [default: xtask/images.toml]
     #[arg(long, env = "IMAGES_CONFIG", global = true, value_name = "FILE")]
@@ -119,17 +120,30 @@ pub enum Command {
     /// Build and push the images whose tag the registry lacks; skip the rest
     Push(Selected),
     /// `load` every image
-    LoadAllImages(RunArgs),
+    LoadAllImages(AllArgs),
     /// `load` every test image
-    LoadAllTestImages(RunArgs),
+    LoadAllTestImages(AllArgs),
     /// `rebuild` every image
-    BuildAllImages(RunArgs),
+    BuildAllImages(AllArgs),
     /// `push` every image
-    PushAllImages(RunArgs),
+    PushAllImages(AllArgs),
     /// `push` every test image
-    PushAllTestImages(RunArgs),
+    PushAllTestImages(AllArgs),
     /// `test` every test image
-    TestAllTestImages(RunArgs),
+    TestAllTestImages(AllArgs),
+    /// Make foreign-architecture binaries runnable (qemu binfmt), for building ARCH on this host
+    RegisterCross,
+    /// Publish <REMOTE_IMAGE_PREFIX>/<path>:<tag> as a multi-arch index over the per-arch images in the registry
+    PushManifest(Selected),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AllArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Work on shard K of N: N CI machines given 1/N..N/N together cover every image once
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -6,13 +6,15 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use crate::cli::RunArgs;
-use crate::config::Settings;
+use crate::config::{Arch, Settings};
+use crate::cross::{self, Registered};
 use crate::discovery::{discover, Catalog};
 use crate::engine::Engine;
 use crate::execute::{self, Action};
 use crate::listing::{is_test, local_name, remote_name};
 use crate::planning::{self, Mode, Observed, Options, Target};
 use crate::reporting::{self, Progress};
+use crate::shard::{self, Shard};
 use crate::tagging;
 
 /// Exit status when Ctrl-C or SIGTERM stopped the work.
@@ -20,23 +22,35 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 
 pub enum Selection {
     Names(Vec<String>),
-    All,
-    AllTests,
+    All(Option<Shard>),
+    AllTests(Option<Shard>),
 }
 
 /// Runs one engine command; returns the process exit status.
 pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs) -> Result<i32> {
     let catalog = discover(&settings.images_dir, settings.arch)?;
-    let requested = match &selection {
-        Selection::Names(names) => catalog.select(names)?,
-        Selection::All => (0..catalog.images.len()).collect(),
-        Selection::AllTests => (0..catalog.images.len()).filter(|&i| is_test(settings, &catalog.images[i])).collect(),
+    let (requested, shard) = match &selection {
+        Selection::Names(names) => {
+            let (chosen, unavailable) = catalog.select_available(names)?;
+            for other in unavailable {
+                reporting::note(&format!("skipped: {}", catalog.unavailable(other)));
+            }
+            (chosen, None)
+        }
+        Selection::All(shard) => ((0..catalog.images.len()).collect(), *shard),
+        Selection::AllTests(shard) => {
+            ((0..catalog.images.len()).filter(|&i| is_test(settings, &catalog.images[i])).collect(), *shard)
+        }
     };
     if !matches!(selection, Selection::Names(_)) {
         for other in &catalog.other_arch {
             reporting::note(&format!("skipped {}: not available for {}", other.name, settings.arch));
         }
     }
+    let requested = match shard {
+        Some(shard) => shard_of(&catalog, settings, &requested, shard)?,
+        None => requested,
+    };
     let targets = targets(&catalog, settings, &requested)?;
 
     let engine = Engine::new(settings.engine);
@@ -69,6 +83,9 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
         log_dir: &log_dir,
         idle,
     };
+    if jobs.iter().any(|j| j.may_build()) {
+        cross::register(settings.arch)?;
+    }
     crate::engine::install_interrupt_handler();
     let progress = Progress::new(jobs.len());
     let outcomes = execute::execute(&ctx, &jobs, parallelism(args), args.keep_going, &progress);
@@ -171,4 +188,112 @@ fn log_dir(settings: &Settings) -> Result<PathBuf> {
     let dir = target.join("xtask-logs").join(settings.arch.as_str());
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create log directory {}: {e}", dir.display()))?;
     Ok(dir)
+}
+
+/// The requested images that fall to one shard; see [`crate::shard`].
+fn shard_of(catalog: &Catalog, settings: &Settings, requested: &[usize], shard: Shard) -> Result<Vec<usize>> {
+    let mut bases = HashMap::new();
+    for &i in requested {
+        bases.insert(i, tagging::local_bases(catalog, settings, &catalog.images[i])?);
+    }
+    let items: Vec<shard::Item> = requested
+        .iter()
+        .map(|&i| shard::Item {
+            name: &catalog.images[i].name,
+            weight: catalog.context_bytes(i),
+            bases: bases[&i].iter().map(|&b| catalog.images[b].name.as_str()).collect(),
+        })
+        .collect();
+    let mine = shard::split(&items, shard.count).swap_remove(shard.index - 1);
+    reporting::note(&format!("shard {}/{}: {} of {} images", shard.index, shard.count, mine.len(), requested.len()));
+    Ok(mine.iter().filter_map(|name| catalog.index_of(name)).collect())
+}
+
+pub fn register_cross(settings: &Settings) -> Result<()> {
+    match cross::register(settings.arch)? {
+        Registered::NotNeeded => eprintln!("{} is this host's architecture: nothing to register", settings.arch),
+        Registered::AlreadyThere => eprintln!("{} binaries already run here through qemu", settings.arch),
+        Registered::Registered(from) => {
+            eprintln!("{} binaries now run here through qemu (from {})", settings.arch, from.display())
+        }
+    }
+    Ok(())
+}
+
+/// Publishes `<REMOTE_IMAGE_PREFIX>/<path>:<tag>` as an index over the
+/// per-architecture images the registry has, each by its own tag.
+pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> Result<i32> {
+    // Per architecture: the catalog, and each requested image's tag there.
+    let mut per_arch: Vec<(Arch, Catalog)> = Vec::new();
+    for arch in Arch::ALL {
+        let mut s = settings.clone();
+        s.arch = arch;
+        per_arch.push((arch, discover(&s.images_dir, arch)?));
+    }
+    let mut wanted: Vec<String> = Vec::new();
+    for (_, catalog) in &per_arch {
+        if let Ok((chosen, _)) = catalog.select_available(names) {
+            wanted.extend(chosen.iter().map(|&i| catalog.images[i].name.clone()));
+        }
+    }
+    if wanted.is_empty() {
+        // Let the host's catalog say what is wrong with the names.
+        discover(&settings.images_dir, settings.arch)?.select(names)?;
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+
+    let mut indexes: Vec<crate::engine::Index> = Vec::new();
+    for name in &wanted {
+        let mut members = Vec::new();
+        let mut path = String::new();
+        for (arch, catalog) in &per_arch {
+            let Some(i) = catalog.index_of(name) else { continue };
+            let mut s = settings.clone();
+            s.arch = *arch;
+            let tag = tagging::tags(catalog, &s, &[i])?[&i].clone();
+            members.push((*arch, format!("{}:{tag}", remote_name(&s, &catalog.images[i]))));
+            path = catalog.images[i].path.clone();
+        }
+        let tag = crate::engine::index_tag(&members);
+        indexes.push(crate::engine::Index {
+            name: name.clone(),
+            reference: format!("{}/{path}:{tag}", settings.remote_prefix),
+            members,
+        });
+    }
+
+    let engine = Engine::new(settings.engine);
+    engine.check()?;
+    for index in &indexes {
+        for (arch, member) in &index.members {
+            if !engine.remote_exists(member)? {
+                bail!(
+                    "{} for {arch} is not in the registry ({member}): push it first with `ARCH={arch} cargo xtask push {}`",
+                    index.name,
+                    index.name
+                );
+            }
+        }
+    }
+    if args.dry_run || args.json {
+        if args.json {
+            reporting::print_json(&indexes)?;
+        }
+        if args.dry_run {
+            for index in &indexes {
+                let members: Vec<String> = index.members.iter().map(|(a, r)| format!("{a}={r}")).collect();
+                println!("{}  {}  publish index over {}", index.name, index.reference, members.join(" "));
+            }
+            return Ok(0);
+        }
+    }
+    let log_dir = log_dir(settings)?;
+    for index in &indexes {
+        let log = log_dir.join(format!("{}.manifest.log", index.name));
+        let _ = std::fs::remove_file(&log);
+        engine.push_index(index, &log).map_err(|e| anyhow::anyhow!("{}: {e:#}", index.name))?;
+        eprintln!("pushed index {} over {}", index.reference, index.members.len());
+    }
+    Ok(0)
 }

@@ -167,6 +167,17 @@ impl Catalog {
     /// Each argument is an image name or a group (the first path segment); an
     /// exact image name wins. Returns indexes, sorted, without repeats.
     pub fn select(&self, args: &[String]) -> Result<Vec<usize>> {
+        let (chosen, unavailable) = self.select_available(args)?;
+        if let Some(other) = unavailable.first() {
+            bail!("{}", self.unavailable(other));
+        }
+        Ok(chosen)
+    }
+
+    /// Like [`Catalog::select`], but names of images that only exist for
+    /// another architecture are returned apart instead of failing.
+    pub fn select_available<'a>(&'a self, args: &[String]) -> Result<(Vec<usize>, Vec<&'a Image>)> {
+        let mut unavailable = Vec::new();
         let mut out = Vec::new();
         for arg in args {
             let name = arg.replace('/', "_");
@@ -179,20 +190,39 @@ impl Catalog {
                 out.extend(group);
                 continue;
             }
-            if let Some(other) = self.other_arch.iter().find(|i| i.name == name || i.group() == name) {
-                bail!(
-                    "image `{}` is not available for {}: {} has no Dockerfile or Dockerfile.{}",
-                    other.name,
-                    self.arch,
-                    self.root.join(&other.path).display(),
-                    self.arch
-                );
+            let others: Vec<&Image> = self.other_arch.iter().filter(|i| i.name == name || i.group() == name).collect();
+            if others.is_empty() {
+                bail!("{}", self.unknown(&name));
             }
-            bail!("{}", self.unknown(&name));
+            unavailable.extend(others);
         }
         out.sort_unstable();
         out.dedup();
-        Ok(out)
+        Ok((out, unavailable))
+    }
+
+    /// Why an image of another architecture is not selected.
+    pub fn unavailable(&self, image: &Image) -> String {
+        format!(
+            "image `{}` is not available for {}: {} has no Dockerfile or Dockerfile.{}",
+            image.name,
+            self.arch,
+            self.root.join(&image.path).display(),
+            self.arch
+        )
+    }
+
+    /// Bytes of regular files in an image's directory (nested images
+    /// included, as in its build context): a measure of its work.
+    pub fn context_bytes(&self, i: usize) -> u64 {
+        walkdir::WalkDir::new(self.images[i].dir(&self.root))
+            .follow_links(false)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     fn unknown(&self, name: &str) -> String {

@@ -89,6 +89,17 @@ impl Engine {
         })
     }
 
+    /// skopeo is podman's companion for registry look-ups; its absence is
+    /// reported as such, not as the engine's.
+    fn run_skopeo(&self, cmd: xshell::Cmd<'_>, log: Option<&Path>) -> Result<Output> {
+        let has_skopeo = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("skopeo").is_file()));
+        if !has_skopeo {
+            bail!("skopeo is not installed: podman needs it to look at registries (apt-get install skopeo)");
+        }
+        self.run(cmd, log)
+    }
+
     fn not_installed(&self) -> String {
         match self.kind {
             EngineKind::Docker => {
@@ -152,10 +163,12 @@ impl Engine {
                 let insecure = is_loopback(reference).then_some("--insecure");
                 self.run(cmd!(sh, "{program} manifest inspect {insecure...} {reference}"), None)?
             }
+            // podman cannot read a single image's manifest from a registry;
+            // skopeo, its companion, can, with the same credentials.
             EngineKind::Podman => {
                 let tls = is_loopback(reference).then_some("--tls-verify=false");
                 let target = format!("docker://{reference}");
-                self.run(cmd!(sh, "{program} manifest inspect {tls...} {target}"), None)?
+                self.run_skopeo(cmd!(sh, "skopeo inspect --raw {tls...} {target}"), None)?
             }
         };
         if out.ok {
@@ -179,15 +192,25 @@ impl Engine {
         Ok(())
     }
 
-    /// Builds without tagging and returns the image ID, so a failed or
-    /// interrupted build leaves no name pointing anywhere new.
-    pub fn build(&self, dir: &Path, dockerfile: &str, arch: Arch, args: &[String], log: &Path) -> Result<String> {
+    /// Builds and returns the image ID. The engine applies `names` only once
+    /// the build has succeeded, so a failed or interrupted build leaves no
+    /// name pointing anywhere new.
+    pub fn build(
+        &self,
+        dir: &Path,
+        dockerfile: &str,
+        arch: Arch,
+        args: &[String],
+        names: &[&str],
+        log: &Path,
+    ) -> Result<String> {
         let sh = Shell::new()?;
         let (program, platform) = (self.program, arch.platform());
         let file = dir.join(dockerfile);
         let iid = temp_path(log, "iid");
+        let tags = names.iter().flat_map(|n| ["-t", n]);
         let out = self.run(
-            cmd!(sh, "{program} build --platform {platform} -f {file} --iidfile {iid} {args...} {dir}"),
+            cmd!(sh, "{program} build --platform {platform} -f {file} --iidfile {iid} {tags...} {args...} {dir}"),
             Some(log),
         );
         let id = std::fs::read_to_string(&iid).map(|s| s.trim().to_string());
@@ -206,6 +229,51 @@ impl Engine {
                 bail!("build failed: {last}; log: {}", log.display())
             }
         }
+    }
+
+    /// Publishes an index over images already in the registry: no layer moves.
+    pub fn push_index(&self, index: &Index, log: &Path) -> Result<()> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let list = &index.reference;
+        let members: Vec<&str> = index.members.iter().map(|(_, r)| r.as_str()).collect();
+        match self.kind {
+            EngineKind::Docker => {
+                let insecure = is_loopback(list).then_some("--insecure");
+                let _ = self.run(cmd!(sh, "{program} manifest rm {list}"), None);
+                let created =
+                    self.run(cmd!(sh, "{program} manifest create {insecure...} {list} {members...}"), Some(log))?;
+                if !created.ok {
+                    return Err(registry_error(list, &last_error_line(log)));
+                }
+                let pushed = self.run(cmd!(sh, "{program} manifest push --purge {insecure...} {list}"), Some(log))?;
+                if !pushed.ok {
+                    return Err(registry_error(list, &last_error_line(log)));
+                }
+            }
+            EngineKind::Podman => {
+                let tls = is_loopback(list).then_some("--tls-verify=false");
+                let local = format!("xtask-index/{}:{}", index.name, std::process::id());
+                let _ = self.run(cmd!(sh, "{program} manifest rm {local}"), None);
+                let created = self.run(cmd!(sh, "{program} manifest create {local}"), Some(log))?;
+                let mut ok = created.ok;
+                for member in &members {
+                    if ok {
+                        let target = format!("docker://{member}");
+                        ok = self.run(cmd!(sh, "{program} manifest add {tls...} {local} {target}"), Some(log))?.ok;
+                    }
+                }
+                if ok {
+                    let target = format!("docker://{list}");
+                    ok = self.run(cmd!(sh, "{program} manifest push --all {tls...} {local} {target}"), Some(log))?.ok;
+                }
+                let _ = self.run(cmd!(sh, "{program} manifest rm {local}"), None);
+                if !ok {
+                    return Err(registry_error(list, &last_error_line(log)));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
@@ -246,9 +314,10 @@ impl Engine {
                 self.run(cmd!(sh, "{program} manifest push --purge {insecure...} {target}"), Some(log))?
             }
             EngineKind::Podman => {
-                let tls = is_loopback(target).then_some("--tls-verify=false");
+                let tls: &[&str] =
+                    if is_loopback(target) { &["--src-tls-verify=false", "--dest-tls-verify=false"] } else { &[] };
                 let (from, to) = (format!("docker://{source}"), format!("docker://{target}"));
-                self.run(cmd!(sh, "{program} image push {tls...} {from} {to}"), Some(log))?
+                self.run_skopeo(cmd!(sh, "skopeo copy {tls...} {from} {to}"), Some(log))?
             }
         };
         if !out.ok {
@@ -256,6 +325,33 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// A multi-architecture index: `reference` over one image per architecture.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Index {
+    pub name: String,
+    pub reference: String,
+    pub members: Vec<(Arch, String)>,
+}
+
+/// The index's tag: its members' tags, hashed. With the `gvisor` scheme every
+/// architecture has the same tag, which is then the index's tag too.
+pub fn index_tag(members: &[(Arch, String)]) -> String {
+    use sha2::{Digest, Sha256};
+    let tags: Vec<&str> = members.iter().map(|(_, r)| r.rsplit(':').next().unwrap_or(r)).collect();
+    if tags.windows(2).all(|w| w[0] == w[1]) && !tags.is_empty() {
+        return tags[0].to_string();
+    }
+    let mut h = Sha256::new();
+    h.update(b"xtask-index-v1");
+    for (arch, reference) in members {
+        h.update([0]);
+        h.update(arch.as_str());
+        h.update([0]);
+        h.update(reference.rsplit(':').next().unwrap_or(reference));
+    }
+    crate::tagging::hex(&h.finalize())[..crate::tagging::TAG_LEN].to_string()
 }
 
 /// The daemon talks plain HTTP to registries on loopback; the CLI's own

@@ -189,10 +189,7 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action) -> Resul
     let build = |action: &mut Action| -> Result<()> {
         let path = &ctx.paths[job.image];
         let dir = ctx.images_root.join(&path.0);
-        let id = engine.build(&dir, &path.1, ctx.arch, ctx.build_args, log)?;
-        for target in [&remote, &local, &latest] {
-            engine.tag(&id, target)?;
-        }
+        engine.build(&dir, &path.1, ctx.arch, ctx.build_args, &[&remote, &local, &latest], log)?;
         *action = (*action).max(Action::Built);
         Ok(())
     };

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod cross;
 pub mod discovery;
 pub mod dockerignore;
 pub mod engine;
@@ -10,6 +11,7 @@ pub mod execute;
 pub mod listing;
 pub mod planning;
 pub mod reporting;
+pub mod shard;
 pub mod tagging;
 
 use std::path::{Path, PathBuf};
@@ -62,18 +64,20 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::ListAllImages(args) => return listing::list(&settings, false, args.json).map(|()| 0),
         Command::ListAllTestImages(args) => return listing::list(&settings, true, args.json).map(|()| 0),
         Command::LocalImage { images } => return listing::local_image(&settings, &images).map(|()| 0),
+        Command::RegisterCross => return commands::register_cross(&settings).map(|()| 0),
+        Command::PushManifest(s) => return commands::push_manifest(&settings, &s.images, &s.run),
         Command::Load(s) => (Mode::Load, Names(s.images), s.run),
         Command::Pull(s) => (Mode::Pull, Names(s.images), s.run),
         Command::Rebuild(s) => (Mode::Rebuild, Names(s.images), s.run),
         Command::Tag(s) => (Mode::Tag, Names(s.images), s.run),
         Command::Test(s) => (Mode::Test, Names(s.images), s.run),
         Command::Push(s) => (Mode::Push, Names(s.images), s.run),
-        Command::LoadAllImages(run) => (Mode::Load, All, run),
-        Command::LoadAllTestImages(run) => (Mode::Load, AllTests, run),
-        Command::BuildAllImages(run) => (Mode::Rebuild, All, run),
-        Command::PushAllImages(run) => (Mode::Push, All, run),
-        Command::PushAllTestImages(run) => (Mode::Push, AllTests, run),
-        Command::TestAllTestImages(run) => (Mode::Test, AllTests, run),
+        Command::LoadAllImages(a) => (Mode::Load, All(a.shard), a.run),
+        Command::LoadAllTestImages(a) => (Mode::Load, AllTests(a.shard), a.run),
+        Command::BuildAllImages(a) => (Mode::Rebuild, All(a.shard), a.run),
+        Command::PushAllImages(a) => (Mode::Push, All(a.shard), a.run),
+        Command::PushAllTestImages(a) => (Mode::Push, AllTests(a.shard), a.run),
+        Command::TestAllTestImages(a) => (Mode::Test, AllTests(a.shard), a.run),
     };
     commands::run(&settings, mode, selection, &args)
 }

@@ -86,6 +86,11 @@ pub struct Job {
 }
 
 impl Job {
+    /// Whether running this job may build (and so run foreign binaries).
+    pub fn may_build(&self) -> bool {
+        self.steps.iter().any(Step::may_build)
+    }
+
     pub fn local_ref(&self) -> String {
         format!("{}:{}", self.local, self.tag)
     }

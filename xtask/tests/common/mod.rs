@@ -134,9 +134,12 @@ pub fn content_tag(root: &Path, arch: &str, name: &str) -> String {
     tag_with(root, overrides(root, arch, "content"), name)
 }
 
+/// The tag of one image, computing no other tag than those of its bases.
 pub fn tag_with(root: &Path, o: Overrides, name: &str) -> String {
-    let tags = all_tags(&resolve(root, o));
-    tags.get(name).unwrap_or_else(|| panic!("no image {name} in {tags:?}")).clone()
+    let settings = resolve(root, o);
+    let catalog = discover(&settings.images_dir, settings.arch).unwrap();
+    let i = catalog.index_of(name).unwrap_or_else(|| panic!("no image {name} in {:?}", catalog.images));
+    xtask::tagging::tags(&catalog, &settings, &[i]).unwrap()[&i].clone()
 }
 
 pub fn names(root: &Path, arch: &str) -> Vec<String> {
@@ -236,7 +239,9 @@ impl Run {
 /// and a settings file that sets nothing, so built-in defaults apply.
 pub fn xtask(tree: &Tree) -> Command {
     let mut cmd = bare_xtask();
-    cmd.env("IMAGES_CONFIG", tree.config("")).env("IMAGES_DIR", &tree.root);
+    let empty = tree.base().join("empty.toml");
+    fs::write(&empty, "").unwrap();
+    cmd.env("IMAGES_CONFIG", empty).env("IMAGES_DIR", &tree.root);
     cmd
 }
 
@@ -258,11 +263,7 @@ pub fn clean_env(cmd: &mut Command) {
 
 pub fn run(cmd: &mut Command) -> Run {
     let Output { status, stdout, stderr } = cmd.output().unwrap();
-    Run {
-        code: status.code(),
-        stdout: String::from_utf8(stdout).unwrap(),
-        stderr: String::from_utf8(stderr).unwrap(),
-    }
+    Run { code: status.code(), stdout: String::from_utf8(stdout).unwrap(), stderr: String::from_utf8(stderr).unwrap() }
 }
 
 // ---- seeded generator of awkward trees ----------------------------------------------
@@ -306,8 +307,10 @@ impl Rng {
 
 /// Punctuation that the legacy pipeline passes through intact: no blanks,
 /// quotes or backslashes, which `xargs` would split or interpret.
-const PUNCT: &[&str] =
-    &["!", "#", "$", "%", "&", "(", ")", "*", "+", ",", "-", ".", ":", ";", "<", "=", ">", "?", "@", "[", "]", "^", "_", "{", "|", "}", "~", "`"];
+const PUNCT: &[&str] = &[
+    "!", "#", "$", "%", "&", "(", ")", "*", "+", ",", "-", ".", ":", ";", "<", "=", ">", "?", "@", "[", "]", "^", "_",
+    "{", "|", "}", "~", "`",
+];
 const NON_ASCII: &[&str] = &["é", "É", "ß", "Ω", "日本", "ü", "ñ", "Ä", "ø", "ﬁ"];
 const PREFIXES: &[&str] = &["", "", "", "", "_", "__", ".", "._", "-", "~"];
 
@@ -440,7 +443,7 @@ fn fresh_segment(rng: &mut Rng, used: &mut BTreeSet<String>) -> String {
         let mut s = String::new();
         for part in 0..rng.range(1, 3) {
             if part > 0 {
-                s.push_str(rng.pick(&[".", "-", "--"]));
+                s.push_str(rng.pick::<&str>(&[".", "-", "--"]));
             }
             for _ in 0..rng.range(1, 5) {
                 s.push(*rng.pick(ALNUM) as char);
@@ -462,8 +465,8 @@ fn awkward_name(rng: &mut Rng) -> String {
                     s.push(if rng.percent(40) { c.to_ascii_uppercase() } else { c });
                 }
                 10..=12 => s.push((b'0' + rng.below(10) as u8) as char),
-                13..=16 => s.push_str(rng.pick(PUNCT)),
-                _ => s.push_str(rng.pick(NON_ASCII)),
+                13..=16 => s.push_str(rng.pick::<&str>(PUNCT)),
+                _ => s.push_str(rng.pick::<&str>(NON_ASCII)),
             }
         }
         if s != "." && s != ".." && !s.starts_with("Dockerfile") {
@@ -476,7 +479,10 @@ fn awkward_name(rng: &mut Rng) -> String {
 /// or punctuation added, so that sort keys tie and whole-line order decides.
 fn twin(rng: &mut Rng, name: &str) -> String {
     match rng.below(4) {
-        0 => name.chars().map(|c| if c.is_ascii_lowercase() { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() }).collect(),
+        0 => name
+            .chars()
+            .map(|c| if c.is_ascii_lowercase() { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+            .collect(),
         1 => format!("_{name}"),
         2 => format!("{name}{}", rng.pick(PUNCT)),
         _ => {

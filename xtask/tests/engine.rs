@@ -1,0 +1,418 @@
+//! The engine commands end to end: the real binary against the docker engine
+//! and the loopback registry that `tests/run` starts. Each test works in a
+//! sandbox of its own (images tree, name prefixes, build logs), so they run in
+//! parallel, and removes the local names it made.
+
+mod support;
+
+use std::fs;
+
+use serde_json::json;
+use support::{
+    base_image, docker, image_id, manifest_digests, outcome, registry_has, run, run_in, untag, Registry, Sandbox,
+};
+
+fn sorted(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names
+}
+
+#[test]
+fn pushed_image_is_pulled_not_rebuilt() {
+    let s = Sandbox::new("pulled");
+    s.scratch_image("grp/one");
+    let tag = s.tag("grp_one");
+    let (local, remote) = (s.local("grp/one"), s.remote("grp/one"));
+    let all_names = sorted(vec![format!("{remote}:{tag}"), format!("{local}:{tag}"), format!("{local}:latest")]);
+    let log = s.log("grp_one");
+
+    let built = s.xtask(&["rebuild", "grp_one", "--json"]);
+    assert_eq!(built.success().outcomes(), [outcome("grp_one", &tag, "built", Some(&log))]);
+    assert_eq!(s.local_names(), all_names);
+    let id = image_id(&format!("{local}:{tag}")).unwrap();
+
+    let pushed = s.xtask(&["push", "grp_one", "--json"]);
+    assert_eq!(pushed.success().outcomes(), [outcome("grp_one", &tag, "pushed", Some(&log))]);
+    assert!(registry_has(&format!("{remote}:{tag}")));
+
+    untag(&s.local_names());
+    assert_eq!(image_id(&id), None, "the image is still present locally");
+
+    let loaded = s.xtask(&["load", "grp_one", "--json"]);
+    assert_eq!(loaded.success().outcomes(), [outcome("grp_one", &tag, "pulled", Some(&log))]);
+    assert_eq!(s.local_names(), all_names);
+    assert_eq!(image_id(&format!("{local}:{tag}")).as_ref(), Some(&id));
+    assert_eq!(image_id(&format!("{local}:latest")).as_ref(), Some(&id));
+}
+
+#[test]
+fn changed_input_is_rebuilt_under_a_new_tag() {
+    let s = Sandbox::new("changed");
+    s.scratch_image("a");
+    let local = s.local("a");
+    let old = s.tag("a");
+    let first = s.xtask(&["load", "a", "--json"]);
+    assert_eq!(first.success().outcomes(), [outcome("a", &old, "built", Some(&s.log("a")))]);
+    let old_id = image_id(&format!("{local}:{old}")).unwrap();
+
+    s.write("a/id", &format!("{} changed\n", s.id));
+    let new = s.tag("a");
+    assert_ne!(new, old);
+    let second = s.xtask(&["load", "a", "--json"]);
+    assert_eq!(second.success().outcomes(), [outcome("a", &new, "built", Some(&s.log("a")))]);
+    let new_id = image_id(&format!("{local}:{new}")).expect("the new tag exists locally");
+    assert_ne!(new_id, old_id);
+    assert_eq!(image_id(&format!("{local}:latest")), Some(new_id));
+
+    let third = s.xtask(&["load", "a", "--json"]);
+    assert_eq!(third.success().outcomes(), [outcome("a", &new, "present", None)]);
+}
+
+#[test]
+fn second_push_all_skips_everything() {
+    let s = Sandbox::new("push-twice");
+    let names = ["a", "b", "grp_c"];
+    for path in ["a", "b", "grp/c"] {
+        s.scratch_image(path);
+    }
+    let tags: Vec<String> = names.iter().map(|n| s.tag(n)).collect();
+
+    let first = s.xtask(&["push-all-images", "--json"]);
+    let expected: Vec<_> = names.iter().zip(&tags).map(|(n, t)| outcome(n, t, "pushed", Some(&s.log(n)))).collect();
+    assert_eq!(first.success().outcomes(), expected);
+    for (path, tag) in ["a", "b", "grp/c"].iter().zip(&tags) {
+        assert!(registry_has(&format!("{}:{tag}", s.remote(path))), "the registry lacks {path}");
+    }
+
+    let docker = s.recording_docker();
+    let second = run(s.cmd(&["push-all-images", "--json"]).env("PATH", &docker.path));
+    let expected: Vec<_> = names.iter().zip(&tags).map(|(n, t)| outcome(n, t, "skipped", None)).collect();
+    assert_eq!(second.success().outcomes(), expected);
+    let calls = docker.take();
+    let changing: Vec<&String> = calls
+        .iter()
+        .filter(|c| !(c.starts_with("version ") || c.starts_with("images ") || c.starts_with("manifest inspect ")))
+        .collect();
+    assert!(changing.is_empty() && !calls.is_empty(), "engine calls: {calls:#?}");
+}
+
+/// Three images, the middle one failing to build.
+fn sandbox_with_a_failing_image(test: &str) -> Sandbox {
+    let s = Sandbox::new(test);
+    s.scratch_image("a");
+    s.write("b/Dockerfile", "FROM scratch\nCOPY missing /\n");
+    s.scratch_image("c");
+    s
+}
+
+#[test]
+fn keep_going_builds_the_others_after_a_failure() {
+    let s = sandbox_with_a_failing_image("keep-going");
+    let (a, b, c) = (s.tag("a"), s.tag("b"), s.tag("c"));
+
+    let run = s.xtask(&["build-all-images", "--keep-going", "--json"]);
+    let mut outcomes = run.status(1).outcomes();
+    let error = outcomes[1].as_object_mut().unwrap().remove("error").expect("the failure has an error");
+    let error = error.as_str().unwrap();
+    assert!(error.starts_with("build failed: ") && error.ends_with(&format!("; log: {}", s.log("b"))), "{error}");
+    assert!(fs::read_to_string(s.log("b")).unwrap().contains("COPY missing /"));
+    assert_eq!(
+        outcomes,
+        [
+            outcome("a", &a, "built", Some(&s.log("a"))),
+            outcome("b", &b, "failed", Some(&s.log("b"))),
+            outcome("c", &c, "built", Some(&s.log("c"))),
+        ]
+    );
+    assert!(run.stderr_lines().contains(&"3 images: 2 built, 1 failed"), "{run}");
+    assert!(run.stderr_lines().contains(&format!("error: b: {error}").as_str()), "{run}");
+    assert_eq!(
+        s.local_names(),
+        sorted(vec![
+            format!("{}:{a}", s.local("a")),
+            format!("{}:latest", s.local("a")),
+            format!("{}:{a}", s.remote("a")),
+            format!("{}:{c}", s.local("c")),
+            format!("{}:latest", s.local("c")),
+            format!("{}:{c}", s.remote("c")),
+        ]),
+        "a name was given to the failed image"
+    );
+}
+
+#[test]
+fn failure_without_keep_going_leaves_the_rest_not_started() {
+    let s = sandbox_with_a_failing_image("stop");
+    let (a, b, c) = (s.tag("a"), s.tag("b"), s.tag("c"));
+
+    let run = s.xtask(&["build-all-images", "--jobs", "1", "--json"]);
+    let mut outcomes = run.status(1).outcomes();
+    let error = outcomes[1].as_object_mut().unwrap().remove("error").expect("the failure has an error");
+    assert!(error.as_str().unwrap().ends_with(&format!("; log: {}", s.log("b"))), "{error}");
+    assert_eq!(
+        outcomes,
+        [
+            outcome("a", &a, "built", Some(&s.log("a"))),
+            outcome("b", &b, "failed", Some(&s.log("b"))),
+            outcome("c", &c, "not-started", None),
+        ]
+    );
+    assert!(run.stderr_lines().contains(&"3 images: 1 built, 1 failed, 1 not-started"), "{run}");
+    assert_eq!(
+        s.local_names(),
+        sorted(vec![
+            format!("{}:{a}", s.local("a")),
+            format!("{}:latest", s.local("a")),
+            format!("{}:{a}", s.remote("a")),
+        ])
+    );
+}
+
+#[test]
+fn stopped_registry_fails_push_and_load_builds_instead() {
+    let mut s = Sandbox::new("registry-down");
+    let mut registry = Registry::start(s.path());
+    s.use_registry(&registry.addr);
+    s.scratch_image("a");
+    s.scratch_image("b");
+    let (a, b) = (s.tag("a"), s.tag("b"));
+
+    let pushed = s.xtask(&["push", "a", "--json"]);
+    assert_eq!(pushed.success().outcomes(), [outcome("a", &a, "pushed", Some(&s.log("a")))]);
+    registry.stop();
+
+    let push = s.xtask(&["push", "a", "b", "--json"]);
+    push.status(1);
+    assert_eq!(push.stdout, "");
+    let lines = push.stderr_lines();
+    assert_eq!(lines.len(), 1, "{push}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(&format!("registry {} is not reachable: ", registry.addr)),
+        "{push}"
+    );
+
+    let load = s.xtask(&["load", "a", "b", "--json"]);
+    assert_eq!(
+        load.success().outcomes(),
+        [outcome("a", &a, "present", None), outcome("b", &b, "built", Some(&s.log("b")))]
+    );
+    assert!(image_id(&format!("{}:{b}", s.local("b"))).is_some());
+}
+
+#[test]
+fn unreachable_daemon_is_one_clear_error() {
+    let s = Sandbox::new("no-daemon");
+    s.scratch_image("x");
+    let run = run(s.cmd(&["load", "x", "--json"]).env("DOCKER_HOST", "unix:///nonexistent.sock"));
+    run.status(1);
+    assert_eq!(run.stdout, "");
+    let lines = run.stderr_lines();
+    assert_eq!(lines.len(), 1, "{run}");
+    assert!(
+        lines[0].starts_with(
+            "error: the docker daemon is not reachable at unix:///nonexistent.sock: start it (`sudo dockerd &` \
+             or `sudo systemctl start docker`) or set DOCKER_HOST; docker said: "
+        ),
+        "{run}"
+    );
+}
+
+#[test]
+fn skip_image_load_uses_only_what_is_present() {
+    let s = Sandbox::new("skip-load");
+    s.scratch_image("absent");
+    s.scratch_image("present");
+    let (absent, present) = (s.tag("absent"), s.tag("present"));
+    s.xtask(&["rebuild", "present"]).success();
+
+    let missing = run(s.cmd(&["load", "absent", "--json"]).env("SKIP_IMAGE_LOAD", "true"));
+    let why = "not present locally, and SKIP_IMAGE_LOAD forbids pulling or building";
+    let mut failed = outcome("absent", &absent, "failed", None);
+    failed["error"] = json!(why);
+    assert_eq!(missing.status(1).outcomes(), [failed]);
+    assert!(missing.stderr_lines().contains(&format!("error: absent: {why}").as_str()), "{missing}");
+    assert!(s.local_names().iter().all(|n| !n.contains("/absent")), "{:?}", s.local_names());
+
+    let found = run(s.cmd(&["load", "present", "--json"]).env("SKIP_IMAGE_LOAD", "true"));
+    assert_eq!(found.success().outcomes(), [outcome("present", &present, "present", None)]);
+}
+
+#[test]
+fn local_base_is_loaded_first_and_feeds_the_dependent_tag() {
+    let s = Sandbox::new("bases");
+    s.write("base/Dockerfile", &format!("FROM {}\nCOPY f /f\n", base_image()));
+    s.write("base/f", &format!("one {}\n", s.id));
+    s.write("top/Dockerfile", &format!("FROM {}:latest\nCOPY g /g\n", s.local("base")));
+    s.write("top/g", "top\n");
+    let (base1, top1) = (s.tag("base"), s.tag("top"));
+
+    // The dependent alone: its base is brought first (it cannot be pulled,
+    // so it is built), else the dependent's FROM would not resolve.
+    let first = s.xtask(&["load", "top", "--json"]);
+    assert_eq!(
+        first.success().outcomes(),
+        [outcome("base", &base1, "built", Some(&s.log("base"))), outcome("top", &top1, "built", Some(&s.log("top"))),]
+    );
+    let top_latest = format!("{}:latest", s.local("top"));
+    assert_eq!(run_in(&top_latest, &["cat", "/f", "/g"]), format!("one {}\ntop\n", s.id));
+
+    // Nothing to build, so the base is not even looked at.
+    let warm = s.xtask(&["load", "top", "--json"]);
+    assert_eq!(warm.success().outcomes(), [outcome("top", &top1, "present", None)]);
+
+    s.write("base/f", &format!("two {}\n", s.id));
+    let (base2, top2) = (s.tag("base"), s.tag("top"));
+    assert_ne!(base2, base1);
+    assert_ne!(top2, top1, "a changed base must change the tag of the image built on it");
+    let second = s.xtask(&["load", "top", "--json"]);
+    assert_eq!(
+        second.success().outcomes(),
+        [outcome("base", &base2, "built", Some(&s.log("base"))), outcome("top", &top2, "built", Some(&s.log("top"))),]
+    );
+    assert_eq!(run_in(&top_latest, &["cat", "/f", "/g"]), format!("two {}\ntop\n", s.id));
+}
+
+#[test]
+fn push_as_latest_points_remote_latest_at_the_tag() {
+    let s = Sandbox::new("push-latest");
+    s.scratch_image("old");
+    s.scratch_image("new");
+    let (old, new) = (s.tag("old"), s.tag("new"));
+    let (old_remote, new_remote) = (s.remote("old"), s.remote("new"));
+
+    s.xtask(&["push", "old"]).success();
+    let old_id = image_id(&format!("{old_remote}:{old}")).unwrap();
+    untag(&s.local_names());
+    assert_eq!(image_id(&old_id), None, "the image is still present locally");
+
+    // `old` is in the registry and not here; `new` is in neither.
+    let run = run(s.cmd(&["push", "old", "new", "--json"]).env("DOCKER_PUSH_AS_LATEST", "true"));
+    assert_eq!(
+        run.success().outcomes(),
+        [outcome("new", &new, "pushed", Some(&s.log("new"))), outcome("old", &old, "pushed", Some(&s.log("old"))),]
+    );
+    assert!(s.local_names().iter().all(|n| !n.contains("/old")), "a local copy of old was made: {:?}", s.local_names());
+    for (remote, tag) in [(&old_remote, &old), (&new_remote, &new)] {
+        let tagged = manifest_digests(&format!("{remote}:{tag}"));
+        assert_eq!(tagged.len(), 1);
+        assert_eq!(manifest_digests(&format!("{remote}:latest")), tagged, "{remote}:latest");
+    }
+
+    let latest = format!("{old_remote}:latest");
+    let pulled = docker(&["pull", &latest]);
+    assert!(pulled.status.success(), "{}", String::from_utf8_lossy(&pulled.stderr));
+    assert_eq!(image_id(&latest), Some(old_id));
+}
+
+#[test]
+fn test_builds_only_what_the_registry_lacks() {
+    let s = Sandbox::new("test-cmd");
+    s.scratch_image("a");
+    let tag = s.tag("a");
+    let remote = format!("{}:{tag}", s.remote("a"));
+
+    let first = s.xtask(&["test", "a", "--json"]);
+    assert_eq!(first.success().outcomes(), [outcome("a", &tag, "built", Some(&s.log("a")))]);
+    assert!(!registry_has(&remote), "test pushed {remote}");
+
+    s.xtask(&["push", "a"]).success();
+    untag(&s.local_names());
+    let second = s.xtask(&["test", "a", "--json"]);
+    assert_eq!(second.success().outcomes(), [outcome("a", &tag, "skipped", None)]);
+    assert_eq!(s.local_names(), Vec::<String>::new());
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let s = Sandbox::new("dry-run");
+    s.scratch_image("a");
+    s.scratch_image("grp/b");
+    let (a, b) = (s.tag("a"), s.tag("grp_b"));
+
+    let load = s.xtask(&["load-all-images", "--dry-run"]);
+    assert_eq!(
+        load.success().stdout,
+        format!("a      {a}  pull, else build  (not present locally)\ngrp_b  {b}  pull, else build  (not present locally)\n")
+    );
+    let why = "the registry lacks it and it is not present locally";
+    let push = s.xtask(&["push-all-images", "--dry-run"]);
+    assert_eq!(
+        push.success().stdout,
+        format!("a      {a}  build, then push  ({why})\ngrp_b  {b}  build, then push  ({why})\n")
+    );
+    let rebuild = s.xtask(&["rebuild", "a", "--dry-run", "--json"]);
+    let plan: serde_json::Value = serde_json::from_str(&rebuild.success().stdout).unwrap();
+    assert_eq!(
+        plan,
+        json!([{
+            "name": "a",
+            "tag": a,
+            "local": s.local("a"),
+            "remote": s.remote("a"),
+            "steps": [{ "step": "build" }],
+            "why": "build requested",
+            "after": [],
+            "requested": true,
+        }])
+    );
+
+    assert_eq!(s.local_names(), Vec::<String>::new());
+    assert!(!registry_has(&format!("{}:{a}", s.remote("a"))));
+    assert!(!registry_has(&format!("{}:{b}", s.remote("grp/b"))));
+    assert!(!s.target.exists(), "a dry run wrote build logs");
+}
+
+#[test]
+fn tag_names_an_image_present_under_its_remote_name() {
+    let s = Sandbox::new("tag");
+    s.scratch_image("a");
+    s.scratch_image("b");
+    let (a, b) = (s.tag("a"), s.tag("b"));
+    let (local, remote) = (s.local("a"), format!("{}:{a}", s.remote("a")));
+
+    s.xtask(&["rebuild", "a"]).success();
+    let id = image_id(&remote).unwrap();
+    untag(&[format!("{local}:{a}"), format!("{local}:latest")]);
+    assert_eq!(s.local_names(), [remote.clone()]);
+
+    let tagged = s.xtask(&["tag", "a", "--json"]);
+    assert_eq!(tagged.success().outcomes(), [outcome("a", &a, "tagged", None)]);
+    assert_eq!(image_id(&format!("{local}:{a}")).as_ref(), Some(&id));
+    assert_eq!(image_id(&format!("{local}:latest")).as_ref(), Some(&id));
+
+    let absent = s.xtask(&["tag", "b", "--json"]);
+    let mut failed = outcome("b", &b, "failed", None);
+    failed["error"] = json!(format!("{}:{b} is not present locally: pull or build it first", s.remote("b")));
+    assert_eq!(absent.status(1).outcomes(), [failed]);
+}
+
+#[test]
+fn run_steps_and_build_args_reach_the_build() {
+    let s = Sandbox::new("build-args");
+    s.write("run/Dockerfile", &format!("FROM {}\nARG V\nRUN echo hi > /x\nRUN echo $V > /v\n", base_image()));
+    s.write("run/id", &s.id);
+    let args = "--build-arg V=1";
+    let plain = s.tag("run");
+    let with_args = run(s.cmd(&["local-image", "run"]).env("DOCKER_BUILD_ARGS", args));
+    let tag = with_args.success().stdout.trim().rsplit_once(':').unwrap().1.to_string();
+    assert_ne!(tag, plain, "build arguments must change the tag");
+
+    let load = run(s.cmd(&["load", "run", "--json"]).env("DOCKER_BUILD_ARGS", args));
+    assert_eq!(load.success().outcomes(), [outcome("run", &tag, "built", Some(&s.log("run")))]);
+    assert_eq!(run_in(&format!("{}:latest", s.local("run")), &["cat", "/x", "/v"]), "hi\n1\n");
+}
+
+#[test]
+fn warm_load_all_asks_the_engine_at_most_twice() {
+    let s = Sandbox::new("warm");
+    s.scratch_image("a");
+    s.scratch_image("grp/b");
+    let (a, b) = (s.tag("a"), s.tag("grp_b"));
+    s.xtask(&["load-all-images"]).success();
+
+    let docker = s.recording_docker();
+    let warm = run(s.cmd(&["load-all-images", "--json"]).env("PATH", &docker.path));
+    assert_eq!(warm.success().outcomes(), [outcome("a", &a, "present", None), outcome("grp_b", &b, "present", None)]);
+    let calls = docker.take();
+    assert!(!calls.is_empty() && calls.len() <= 2, "engine calls: {calls:#?}");
+}
