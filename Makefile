@@ -25,6 +25,7 @@ help:
 	@echo '  tag-<image>             tag the remote-named image with its local names'
 	@echo '  test-<image>            build only if the registry lacks the tag'
 	@echo '  push-<image or group>   build and push what the registry lacks'
+	@echo '  push-manifest-<image>   publish a multi-arch index over the pushed per-arch images'
 	@echo 'Variables: ARCH IMAGES_DIR REMOTE_IMAGE_PREFIX LOCAL_IMAGE_PREFIX TAG_SCHEME NON_TEST_IMAGES'
 	@echo '           DOCKER_BUILD_ARGS SKIP_IMAGE_LOAD DOCKER_PUSH_AS_LATEST IMAGES_ENGINE'
 
@@ -45,5 +46,7 @@ tag-%:
 	@$(XTASK) tag $*
 test-%:
 	@$(XTASK) test $*
+push-manifest-%:
+	@$(XTASK) push-manifest $*
 push-%:
 	@$(XTASK) push $*

@@ -56,7 +56,16 @@ chmod +x "$work/bin/docker"
 calls() { wc -l <"$work/calls" | tr -d ' '; }
 count_calls() { : >"$work/calls"; PATH=$work/bin:$PATH "$@"; }
 
-seconds() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null 2>&1; t1=$(date +%s%N); echo "scale=3; ($t1 - $t0) / 1000000000" | bc; }
+seconds() {
+	local t0 t1
+	t0=$(date +%s%N)
+	if ! "$@" >"$work/last.log" 2>&1; then
+		{ echo "FAIL: $*"; tail -n 20 "$work/last.log"; } >&2
+		return 1
+	fi
+	t1=$(date +%s%N)
+	echo "scale=3; ($t1 - $t0) / 1000000000" | bc
+}
 rmi_all() {
 	docker images --format '{{.Repository}}:{{.Tag}}' | grep -E "$run_id" | xargs -r docker rmi -f >/dev/null 2>&1 || true
 }

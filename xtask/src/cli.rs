@@ -170,9 +170,231 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Never pull or build: fail naming each image that is not present locally
-    #[arg(long, env = "SKIP_IMAGE_LOAD")]
+    #[arg(long, env = "SKIP_IMAGE_LOAD", value_parser = clap::builder::FalseyValueParser::new())]
     pub skip_image_load: bool,
     /// Also point the remote :latest at each pushed image's tag
-    #[arg(long, env = "DOCKER_PUSH_AS_LATEST")]
+    #[arg(long, env = "DOCKER_PUSH_AS_LATEST", value_parser = clap::builder::FalseyValueParser::new())]
     pub push_as_latest: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    use super::*;
+    use crate::shard::Shard;
+
+    const BIN: &str = "cargo xtask";
+
+    /// Parses as `Cli::try_parse_from` does, less the settings' environment
+    /// variables, so that the table means the same wherever it runs.
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let cmd = Cli::command()
+            .mut_args(|a| a.env(None))
+            .mut_subcommands(|sub| sub.mut_args(|a| a.env(None)).mut_subcommands(|s| s.mut_args(|a| a.env(None))));
+        let matches = cmd.try_get_matches_from(std::iter::once(BIN).chain(args.iter().copied()))?;
+        Cli::from_arg_matches(&matches)
+    }
+
+    fn selected(images: &[&str], run: RunArgs) -> Selected {
+        Selected { images: images.iter().map(|s| s.to_string()).collect(), run }
+    }
+
+    fn all(run: RunArgs, shard: Option<Shard>) -> AllArgs {
+        AllArgs { run, shard }
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Command lines that parse, with the command and the global settings they
+    /// parse to (compared whole, through their `Debug` form).
+    #[test]
+    fn valid_command_lines() {
+        let none = Global::default;
+        let strings = |xs: &[&str]| -> Vec<String> { xs.iter().map(|s| s.to_string()).collect() };
+        let cases: Vec<(&[&str], Command, Global)> = vec![
+            (&["list-all-images"], Command::ListAllImages(ListArgs { json: false }), none()),
+            (&["list-all-images", "--json"], Command::ListAllImages(ListArgs { json: true }), none()),
+            (&["list-all-test-images"], Command::ListAllTestImages(ListArgs { json: false }), none()),
+            (&["list-all-test-images", "--json"], Command::ListAllTestImages(ListArgs { json: true }), none()),
+            (
+                &["--arch", "aarch64", "list-all-images"],
+                Command::ListAllImages(ListArgs { json: false }),
+                Global { arch: Some("aarch64".into()), ..none() },
+            ),
+            // Global settings go before or after the subcommand; the last one given wins.
+            (
+                &["--arch=x86_64", "list-all-images", "--json", "--arch=arm64", "--tag-scheme", "gvisor"],
+                Command::ListAllImages(ListArgs { json: true }),
+                Global { arch: Some("arm64".into()), tag_scheme: Some("gvisor".into()), ..none() },
+            ),
+            // Values are checked when settings are resolved, not here.
+            (
+                &["--arch", "sparc", "list-all-images"],
+                Command::ListAllImages(ListArgs { json: false }),
+                Global { arch: Some("sparc".into()), ..none() },
+            ),
+            (
+                &["local-image", "basic_hello", "basic/alpine", "basic"],
+                Command::LocalImage { images: strings(&["basic_hello", "basic/alpine", "basic"]) },
+                none(),
+            ),
+            (
+                &["--images-dir", "imgs", "--config", "c.toml", "local-image", "x"],
+                Command::LocalImage { images: strings(&["x"]) },
+                Global { images_dir: Some("imgs".into()), config: Some("c.toml".into()), ..none() },
+            ),
+            // Build arguments look like flags.
+            (
+                &["local-image", "x", "--build-args", "--build-arg X=1"],
+                Command::LocalImage { images: strings(&["x"]) },
+                Global { build_args: Some("--build-arg X=1".into()), ..none() },
+            ),
+            (
+                &["--build-args=--build-arg X=1 --no-cache", "list-all-images"],
+                Command::ListAllImages(ListArgs { json: false }),
+                Global { build_args: Some("--build-arg X=1 --no-cache".into()), ..none() },
+            ),
+            (
+                &[
+                    "--remote-image-prefix",
+                    "r.example:5000/x",
+                    "--local-image-prefix=l.example/y",
+                    "--non-test-images",
+                    r"a\|b",
+                    "--engine",
+                    "podman",
+                    "test-all-test-images",
+                ],
+                Command::TestAllTestImages(all(RunArgs::default(), None)),
+                Global {
+                    remote_image_prefix: Some("r.example:5000/x".into()),
+                    local_image_prefix: Some("l.example/y".into()),
+                    non_test_images: Some(r"a\|b".into()),
+                    engine: Some("podman".into()),
+                    ..none()
+                },
+            ),
+            (&["load", "basic"], Command::Load(selected(&["basic"], RunArgs::default())), none()),
+            (
+                &["load", "-j", "4", "--keep-going", "a", "--dry-run", "--json", "b"],
+                Command::Load(selected(
+                    &["a", "b"],
+                    RunArgs { jobs: Some(4), keep_going: true, dry_run: true, json: true, ..RunArgs::default() },
+                )),
+                none(),
+            ),
+            (&["build", "x"], Command::Rebuild(selected(&["x"], RunArgs::default())), none()),
+            (
+                &["rebuild", "x", "--skip-image-load", "-j1"],
+                Command::Rebuild(selected(
+                    &["x"],
+                    RunArgs { jobs: Some(1), skip_image_load: true, ..RunArgs::default() },
+                )),
+                none(),
+            ),
+            (&["pull", "basic/hello"], Command::Pull(selected(&["basic/hello"], RunArgs::default())), none()),
+            (&["tag", "x", "y"], Command::Tag(selected(&["x", "y"], RunArgs::default())), none()),
+            (&["test", "x"], Command::Test(selected(&["x"], RunArgs::default())), none()),
+            (
+                &["push", "x", "--push-as-latest"],
+                Command::Push(selected(&["x"], RunArgs { push_as_latest: true, ..RunArgs::default() })),
+                none(),
+            ),
+            (&["push-manifest", "x"], Command::PushManifest(selected(&["x"], RunArgs::default())), none()),
+            (&["load-all-images"], Command::LoadAllImages(all(RunArgs::default(), None)), none()),
+            (
+                &["load-all-test-images", "--dry-run"],
+                Command::LoadAllTestImages(all(RunArgs { dry_run: true, ..RunArgs::default() }, None)),
+                none(),
+            ),
+            (
+                &["build-all-images", "--keep-going"],
+                Command::BuildAllImages(all(RunArgs { keep_going: true, ..RunArgs::default() }, None)),
+                none(),
+            ),
+            (&["push-all-images"], Command::PushAllImages(all(RunArgs::default(), None)), none()),
+            (
+                &["push-all-test-images", "--shard", "2/4", "-j2"],
+                Command::PushAllTestImages(all(
+                    RunArgs { jobs: Some(2), ..RunArgs::default() },
+                    Some(Shard { index: 2, count: 4 }),
+                )),
+                none(),
+            ),
+            (&["register-cross"], Command::RegisterCross, none()),
+            (
+                &["register-cross", "--arch", "aarch64"],
+                Command::RegisterCross,
+                Global { arch: Some("aarch64".into()), ..none() },
+            ),
+        ];
+        for (args, command, global) in cases {
+            let cli = parse(args).unwrap_or_else(|e| panic!("{args:?} does not parse:\n{e}"));
+            assert_eq!(format!("{:?}", cli.command), format!("{command:?}"), "{args:?}");
+            assert_eq!(format!("{:?}", cli.global), format!("{global:?}"), "{args:?}");
+        }
+    }
+
+    /// Command lines that do not parse, and how clap reports them.
+    #[test]
+    fn invalid_command_lines() {
+        let cases: &[(&[&str], ErrorKind)] = &[
+            (&[], ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand),
+            (&["frobnicate"], ErrorKind::InvalidSubcommand),
+            (&["list-all-image"], ErrorKind::InvalidSubcommand),
+            (&["load-basic"], ErrorKind::InvalidSubcommand),
+            (&["local-image"], ErrorKind::MissingRequiredArgument),
+            (&["load"], ErrorKind::MissingRequiredArgument),
+            (&["push", "--dry-run"], ErrorKind::MissingRequiredArgument),
+            (&["list-all-images", "extra"], ErrorKind::UnknownArgument),
+            (&["--json", "list-all-images"], ErrorKind::UnknownArgument),
+            (&["list-all-images", "--jsn"], ErrorKind::UnknownArgument),
+            (&["list-all-images", "--json", "--json"], ErrorKind::ArgumentConflict),
+            (&["local-image", "--json", "x"], ErrorKind::UnknownArgument),
+            (&["local-image", "x", "--shard", "1/2"], ErrorKind::UnknownArgument),
+            (&["load", "x", "--shard", "1/2"], ErrorKind::UnknownArgument),
+            (&["load-all-images", "x"], ErrorKind::UnknownArgument),
+            (&["register-cross", "x"], ErrorKind::UnknownArgument),
+            (&["list-all-images", "--arch"], ErrorKind::InvalidValue),
+            (&["load", "-j", "0", "x"], ErrorKind::ValueValidation),
+            (&["load", "-j", "many", "x"], ErrorKind::ValueValidation),
+            (&["load", "-j", "70000", "x"], ErrorKind::ValueValidation),
+            (&["load-all-images", "--shard", "5/4"], ErrorKind::ValueValidation),
+            (&["load-all-images", "--shard", "half"], ErrorKind::ValueValidation),
+            (&["--help"], ErrorKind::DisplayHelp),
+            (&["load", "--help"], ErrorKind::DisplayHelp),
+            (&["help", "load"], ErrorKind::DisplayHelp),
+            (&["--version"], ErrorKind::UnknownArgument),
+        ];
+        for (args, kind) in cases {
+            // Unstripped too, except with no arguments at all: a setting in the
+            // environment then turns clap's help into a plain missing-subcommand error.
+            let plain =
+                (!args.is_empty()).then(|| Cli::try_parse_from(std::iter::once(BIN).chain(args.iter().copied())));
+            for result in std::iter::once(parse(args)).chain(plain) {
+                match result {
+                    Ok(cli) => panic!("{args:?} parses, as {cli:?}"),
+                    Err(e) => assert_eq!(e.kind(), *kind, "{args:?}:\n{e}"),
+                }
+            }
+        }
+    }
+
+    /// A mistyped subcommand gets a suggestion.
+    #[test]
+    fn suggestion_for_mistyped_subcommand() {
+        let e = parse(&["register-crss"]).unwrap_err();
+        assert_eq!(
+            e.render().to_string(),
+            "error: unrecognized subcommand 'register-crss'\n\n  \
+             tip: a similar subcommand exists: 'register-cross'\n\n\
+             Usage: cargo xtask [OPTIONS] <COMMAND>\n\n\
+             For more information, try '--help'.\n"
+        );
+    }
 }

@@ -18,6 +18,11 @@ use crate::config::{Arch, EngineKind};
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// How often a build is tried when it fails only because of [`CACHE_RACE`].
+const BUILD_ATTEMPTS: usize = 3;
+/// What the classic builder says when an image vanished under its cache look-up.
+const CACHE_RACE: &str = "unable to find image \"sha256:";
+
 /// On Ctrl-C or SIGTERM: stop every running engine process (each runs in a
 /// process group of its own, so the signal reaches what it started too) and
 /// let the executor wind down without starting more work.
@@ -196,6 +201,27 @@ impl Engine {
     /// the build has succeeded, so a failed or interrupted build leaves no
     /// name pointing anywhere new.
     pub fn build(
+        &self,
+        dir: &Path,
+        dockerfile: &str,
+        arch: Arch,
+        args: &[String],
+        names: &[&str],
+        log: &Path,
+    ) -> Result<String> {
+        // docker's classic builder fails a build when an image it looks at
+        // for its cache is removed meanwhile (`docker rmi` or `image prune`
+        // by anyone else on the daemon); the same build then succeeds.
+        for _ in 1..BUILD_ATTEMPTS {
+            match self.build_once(dir, dockerfile, arch, args, names, log) {
+                Err(e) if format!("{e:#}").contains(CACHE_RACE) && !interrupted() => continue,
+                done => return done,
+            }
+        }
+        self.build_once(dir, dockerfile, arch, args, names, log)
+    }
+
+    fn build_once(
         &self,
         dir: &Path,
         dockerfile: &str,

@@ -373,7 +373,7 @@ fn tag_names_an_image_present_under_its_remote_name() {
     s.xtask(&["rebuild", "a"]).success();
     let id = image_id(&remote).unwrap();
     untag(&[format!("{local}:{a}"), format!("{local}:latest")]);
-    assert_eq!(s.local_names(), [remote.clone()]);
+    assert_eq!(s.local_names(), [remote]);
 
     let tagged = s.xtask(&["tag", "a", "--json"]);
     assert_eq!(tagged.success().outcomes(), [outcome("a", &a, "tagged", None)]);

@@ -7,7 +7,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::fs;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -42,9 +42,8 @@ pub fn arch() -> &'static str {
 
 /// A short random hex string, so that names never collide between tests or runs.
 fn random() -> String {
-    let mut h = RandomState::new().build_hasher();
-    (std::process::id(), SystemTime::now(), std::thread::current().id()).hash(&mut h);
-    format!("{:08x}", h.finish() as u32)
+    let seed = (std::process::id(), SystemTime::now(), std::thread::current().id());
+    format!("{:08x}", RandomState::new().hash_one(seed) as u32)
 }
 
 // ---- the sandbox -------------------------------------------------------------------
