@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use xshell::{cmd, Shell};
@@ -62,6 +63,17 @@ impl Engine {
         let shown = cmd.to_string();
         let mut command: Command = cmd.into();
         command.stdin(Stdio::null()).process_group(0);
+        // SAFETY: prctl is async-signal-safe. If this tool dies, even by
+        // SIGKILL, the engine process gets SIGTERM instead of running on
+        // (the engine cancels a build whose client went away).
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         if let Some(log) = log {
             let file = File::options()
                 .create(true)
@@ -161,6 +173,10 @@ impl Engine {
     /// Whether the registry has `reference`, from its manifest alone: no layer
     /// is downloaded, and the engine's own credentials are used.
     pub fn remote_exists(&self, reference: &str) -> Result<bool> {
+        retrying(|| self.remote_exists_once(reference))
+    }
+
+    fn remote_exists_once(&self, reference: &str) -> Result<bool> {
         let sh = Shell::new()?;
         let program = self.program;
         let out = match self.kind {
@@ -190,16 +206,18 @@ impl Engine {
         let sh = Shell::new()?;
         let (program, platform) = (self.program, arch.platform());
         let tls = (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false");
-        let out = self.run(cmd!(sh, "{program} pull {tls...} --platform {platform} {reference}"), Some(log))?;
-        if !out.ok {
-            return Err(registry_error(reference, &last_error_line(log)));
-        }
-        Ok(())
+        retrying(|| {
+            let out = self.run(cmd!(sh, "{program} pull {tls...} --platform {platform} {reference}"), Some(log))?;
+            if !out.ok {
+                return Err(registry_error(reference, &last_error_line(log)));
+            }
+            Ok(())
+        })
     }
 
-    /// Builds and returns the image ID. The engine applies `names` only once
-    /// the build has succeeded, so a failed or interrupted build leaves no
-    /// name pointing anywhere new.
+    /// Builds the image and gives it `names`. The engine applies the names
+    /// only once the build has succeeded, so a failed or interrupted build
+    /// leaves no name pointing anywhere new, and nothing of ours on disk.
     pub fn build(
         &self,
         dir: &Path,
@@ -208,7 +226,7 @@ impl Engine {
         args: &[String],
         names: &[&str],
         log: &Path,
-    ) -> Result<String> {
+    ) -> Result<()> {
         // docker's classic builder fails a build when an image it looks at
         // for its cache is removed meanwhile (`docker rmi` or `image prune`
         // by anyone else on the daemon); the same build then succeeds.
@@ -229,36 +247,32 @@ impl Engine {
         args: &[String],
         names: &[&str],
         log: &Path,
-    ) -> Result<String> {
+    ) -> Result<()> {
         let sh = Shell::new()?;
         let (program, platform) = (self.program, arch.platform());
         let file = dir.join(dockerfile);
-        let iid = temp_path(log, "iid");
         let tags = names.iter().flat_map(|n| ["-t", n]);
-        let out = self.run(
-            cmd!(sh, "{program} build --platform {platform} -f {file} --iidfile {iid} {tags...} {args...} {dir}"),
-            Some(log),
-        );
-        let id = std::fs::read_to_string(&iid).map(|s| s.trim().to_string());
-        let _ = std::fs::remove_file(&iid);
-        let out = out?;
-        match id {
-            Ok(id) if out.ok && !id.is_empty() => Ok(id),
-            _ => {
-                let last = last_error_line(log);
-                if last.to_lowercase().contains("no space left on device") {
-                    bail!(
-                        "the engine ran out of disk space: free some (`{program} system prune`) and retry; log: {}",
-                        log.display()
-                    );
-                }
-                bail!("build failed: {last}; log: {}", log.display())
-            }
+        let out =
+            self.run(cmd!(sh, "{program} build --platform {platform} -f {file} {tags...} {args...} {dir}"), Some(log))?;
+        if out.ok {
+            return Ok(());
         }
+        let last = last_error_line(log);
+        if last.to_lowercase().contains("no space left on device") {
+            bail!(
+                "the engine ran out of disk space: free some (`{program} system prune`) and retry; log: {}",
+                log.display()
+            );
+        }
+        bail!("build failed: {last}; log: {}", log.display())
     }
 
     /// Publishes an index over images already in the registry: no layer moves.
     pub fn push_index(&self, index: &Index, log: &Path) -> Result<()> {
+        retrying(|| self.push_index_once(index, log))
+    }
+
+    fn push_index_once(&self, index: &Index, log: &Path) -> Result<()> {
         let sh = Shell::new()?;
         let program = self.program;
         let list = &index.reference;
@@ -316,16 +330,22 @@ impl Engine {
         let sh = Shell::new()?;
         let program = self.program;
         let tls = (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false");
-        let out = self.run(cmd!(sh, "{program} push {tls...} {reference}"), Some(log))?;
-        if !out.ok {
-            return Err(registry_error(reference, &last_error_line(log)));
-        }
-        Ok(())
+        retrying(|| {
+            let out = self.run(cmd!(sh, "{program} push {tls...} {reference}"), Some(log))?;
+            if !out.ok {
+                return Err(registry_error(reference, &last_error_line(log)));
+            }
+            Ok(())
+        })
     }
 
     /// Points `target` at the manifest `source` already has in the registry,
     /// uploading no layer and needing no local copy.
     pub fn remote_alias(&self, source: &str, target: &str, log: &Path) -> Result<()> {
+        retrying(|| self.remote_alias_once(source, target, log))
+    }
+
+    fn remote_alias_once(&self, source: &str, target: &str, log: &Path) -> Result<()> {
         let sh = Shell::new()?;
         let program = self.program;
         let out = match self.kind {
@@ -393,23 +413,64 @@ pub fn registry_of(reference: &str) -> &str {
     reference.split('/').next().unwrap_or(reference)
 }
 
+/// A registry call that failed; a `transient` failure is worth another try.
+#[derive(Debug)]
+pub struct RegistryError {
+    message: String,
+    pub transient: bool,
+}
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
 fn registry_error(reference: &str, stderr: &str) -> anyhow::Error {
     let registry = registry_of(reference);
     let lower = stderr.to_lowercase();
-    if lower.contains("manifest unknown") || lower.contains("not found") || lower.contains("no such manifest") {
-        anyhow!("the registry has no {reference}")
-    } else if lower.contains("connection refused")
-        || lower.contains("no such host")
-        || lower.contains("i/o timeout")
-        || lower.contains("connection reset")
-        || lower.contains("eof")
-    {
-        anyhow!("registry {registry} is not reachable: {}", first_line(stderr))
-    } else if lower.contains("unauthorized") || lower.contains("authentication required") || lower.contains("denied") {
-        anyhow!("registry {registry} refused the credentials for {reference}: run `docker login {registry}`")
+    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    let (message, transient) = if has(&["manifest unknown", "not found", "no such manifest"]) {
+        (format!("the registry has no {reference}"), false)
+    } else if has(&["connection refused", "i/o timeout", "connection reset", "eof", "broken pipe", "timeout"]) {
+        (format!("registry {registry} is not reachable: {}", first_line(stderr)), true)
+    } else if has(&["no such host"]) {
+        (format!("registry {registry} is not reachable: {}", first_line(stderr)), false)
+    } else if has(&["unauthorized", "authentication required", "denied"]) {
+        (format!("registry {registry} refused the credentials for {reference}: run `docker login {registry}`"), false)
+    } else if has(&[
+        "toomanyrequests",
+        "429",
+        "500 internal",
+        "502 bad",
+        "503 service",
+        "504 gateway",
+        "status: 5",
+        "status code 5",
+    ]) {
+        (format!("registry {registry} failed: {}", first_line(stderr)), true)
     } else {
-        anyhow!("{reference}: {}", first_line(stderr))
+        (format!("{reference}: {}", first_line(stderr)), false)
+    };
+    anyhow::Error::new(RegistryError { message, transient })
+}
+
+/// Waits between tries of a registry call that failed transiently: about
+/// four seconds in all, then the last failure is reported.
+const RETRY_DELAYS: [Duration; 3] = [Duration::from_millis(500), Duration::from_secs(1), Duration::from_secs(2)];
+
+fn retrying<T>(mut call: impl FnMut() -> Result<T>) -> Result<T> {
+    for delay in RETRY_DELAYS {
+        match call() {
+            Err(e) if e.downcast_ref::<RegistryError>().is_some_and(|r| r.transient) && !interrupted() => {
+                std::thread::sleep(delay)
+            }
+            done => return done,
+        }
     }
+    call()
 }
 
 fn first_line(s: &str) -> &str {
@@ -427,8 +488,4 @@ fn last_error_line(log: &Path) -> String {
         .or(lines.last())
         .map(|l| l.to_string())
         .unwrap_or_else(|| "no output".into())
-}
-
-fn temp_path(beside: &Path, ext: &str) -> PathBuf {
-    beside.with_extension(format!("{}.{ext}", std::process::id()))
 }
