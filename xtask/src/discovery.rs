@@ -56,7 +56,7 @@ pub fn discover(root: &Path, arch: Arch) -> Result<Catalog> {
     // (relative dir, has Dockerfile, has Dockerfile.<arch>, has a foreign one)
     let mut found: Vec<(PathBuf, bool, bool, bool)> = Vec::new();
     for entry in walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name() {
-        let entry = entry.map_err(|e| walk_error(root, e))?;
+        let entry = entry.map_err(walk_error)?;
         if entry.file_type().is_dir() {
             continue;
         }
@@ -97,8 +97,9 @@ pub fn discover(root: &Path, arch: Arch) -> Result<Catalog> {
     Ok(Catalog { root: root.to_path_buf(), arch, images, other_arch })
 }
 
-fn walk_error(root: &Path, e: walkdir::Error) -> anyhow::Error {
-    let path = e.path().unwrap_or(root).display().to_string();
+/// A walk's failure as one line naming the path.
+pub fn walk_error(e: walkdir::Error) -> anyhow::Error {
+    let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
     if e.loop_ancestor().is_some() {
         return anyhow::anyhow!("symlink loop at {path}");
     }

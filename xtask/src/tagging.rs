@@ -9,12 +9,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Settings, TagScheme};
-use crate::discovery::{Catalog, Image};
+use crate::discovery::{walk_error, Catalog, Image};
 use crate::dockerignore::DockerIgnore;
 
 /// Mixed into every `content` tag: changing it changes every tag.
@@ -53,7 +53,7 @@ fn gvisor_tags(catalog: &Catalog, wanted: &[usize]) -> Result<HashMap<usize, Str
 fn gvisor_files(root: &Path, image: &Image) -> Result<Vec<(Vec<u8>, PathBuf)>> {
     let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(image.dir(root)).follow_links(false) {
-        let entry = entry.map_err(|e| walk_error(e))?;
+        let entry = entry.map_err(walk_error)?;
         if entry.file_type().is_file() {
             let rel = entry.path().strip_prefix(root).expect("walk stays under the root");
             files.push((rel.as_os_str().as_bytes().to_vec(), entry.into_path()));
@@ -207,7 +207,7 @@ fn build_context(catalog: &Catalog, settings: &Settings, i: usize) -> Result<Bui
     let mut entries = Vec::new();
     let mut walk = walkdir::WalkDir::new(&dir).follow_links(false).sort_by_file_name().min_depth(1).into_iter();
     while let Some(entry) = walk.next() {
-        let entry = entry.map_err(|e| walk_error(e))?;
+        let entry = entry.map_err(walk_error)?;
         let rel = entry.path().strip_prefix(&dir).expect("walk stays in the image").to_path_buf();
         let ft = entry.file_type();
         if !ignore.is_empty() && ignore.excluded(&rel) {
@@ -223,7 +223,7 @@ fn build_context(catalog: &Catalog, settings: &Settings, i: usize) -> Result<Bui
                 .with_context(|| format!("cannot read symlink {}", entry.path().display()))?;
             Kind::Symlink(target.as_os_str().as_bytes().to_vec())
         } else if ft.is_file() {
-            let meta = entry.metadata().map_err(|e| walk_error(e))?;
+            let meta = entry.metadata().map_err(walk_error)?;
             Kind::File { exec: meta.permissions().mode() & 0o111 != 0, abs: entry.into_path() }
         } else {
             bail!(
@@ -314,17 +314,6 @@ pub fn hash_file(path: &Path) -> Result<[u8; 32]> {
         Ok(h.finalize().into())
     };
     read().with_context(|| format!("cannot read {}", path.display()))
-}
-
-fn walk_error(e: walkdir::Error) -> anyhow::Error {
-    let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
-    if e.loop_ancestor().is_some() {
-        return anyhow!("symlink loop at {path}");
-    }
-    match e.io_error() {
-        Some(io) => anyhow!("cannot read {path}: {io}"),
-        None => anyhow!("cannot read {path}: {e}"),
-    }
 }
 
 pub fn hex(bytes: &[u8]) -> String {
