@@ -1,6 +1,7 @@
 //! Discovery: which images exist under the images root for one architecture,
 //! their names, groups and Dockerfiles, and how command-line names select them.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
@@ -55,6 +56,7 @@ pub fn discover(root: &Path, arch: Arch) -> Result<Catalog> {
 
     // (relative dir, has Dockerfile, has Dockerfile.<arch>, has a foreign one)
     let mut found: Vec<(PathBuf, bool, bool, bool)> = Vec::new();
+    let mut slots: HashMap<PathBuf, usize> = HashMap::new();
     for entry in walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name() {
         let entry = entry.map_err(walk_error)?;
         if entry.file_type().is_dir() {
@@ -67,14 +69,14 @@ pub fn discover(root: &Path, arch: Arch) -> Result<Catalog> {
             continue;
         }
         let dir = entry.path().parent().unwrap_or(root).strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
-        match found.iter_mut().rev().find(|(d, ..)| *d == dir) {
-            Some(slot) => {
-                slot.1 |= plain;
-                slot.2 |= native;
-                slot.3 |= other;
-            }
-            None => found.push((dir, plain, native, other)),
-        }
+        let slot = *slots.entry(dir.clone()).or_insert_with(|| {
+            found.push((dir, false, false, false));
+            found.len() - 1
+        });
+        let slot = &mut found[slot];
+        slot.1 |= plain;
+        slot.2 |= native;
+        slot.3 |= other;
     }
 
     let mut images = Vec::new();

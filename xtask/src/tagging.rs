@@ -1,5 +1,7 @@
 //! Tagging: the tag each image gets from its inputs, under either scheme.
-//! Files are hashed once each, on all cores, however many images share them.
+//! Images are tagged in parallel, and each image's files are hashed in
+//! parallel too; only the images being worked on are held in memory, so
+//! memory stays bounded however large the tree.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -18,7 +20,7 @@ use crate::discovery::{walk_error, Catalog, Image};
 use crate::dockerignore::DockerIgnore;
 
 /// Mixed into every `content` tag: changing it changes every tag.
-pub const CONTENT_SCHEME_VERSION: &str = "xtask-content-v1";
+pub const CONTENT_SCHEME_VERSION: &str = "xtask-content-v2";
 
 pub const TAG_LEN: usize = 16;
 
@@ -34,18 +36,18 @@ pub fn tags(catalog: &Catalog, settings: &Settings, wanted: &[usize]) -> Result<
 // ---- gvisor: the legacy pipeline, bit for bit -------------------------------
 
 fn gvisor_tags(catalog: &Catalog, wanted: &[usize]) -> Result<HashMap<usize, String>> {
-    let lists: Vec<Vec<(Vec<u8>, PathBuf)>> =
-        wanted.par_iter().map(|&i| gvisor_files(&catalog.root, &catalog.images[i])).collect::<Result<_>>()?;
-    let digests = hash_files(lists.iter().flatten().map(|(_, abs)| abs.as_path()))?;
-    let mut out = HashMap::new();
-    for (&i, files) in wanted.iter().zip(&lists) {
-        let mut h = Sha256::new();
-        for (rel, abs) in files {
-            h.update(sha256sum_line(&digests[abs.as_path()], rel));
-        }
-        out.insert(i, short(&h.finalize()));
-    }
-    Ok(out)
+    wanted
+        .par_iter()
+        .map(|&i| {
+            let files = gvisor_files(&catalog.root, &catalog.images[i])?;
+            let digests = hash_files(files.iter().map(|(_, abs)| abs.as_path()))?;
+            let mut h = Sha256::new();
+            for ((rel, _), digest) in files.iter().zip(&digests) {
+                h.update(sha256sum_line(digest, rel));
+            }
+            Ok((i, short(&h.finalize())))
+        })
+        .collect()
 }
 
 /// `find <path> -type f | sort -f -d`, from the images root: regular files
@@ -59,20 +61,22 @@ fn gvisor_files(root: &Path, image: &Image) -> Result<Vec<(Vec<u8>, PathBuf)>> {
             files.push((rel.as_os_str().as_bytes().to_vec(), entry.into_path()));
         }
     }
-    files.sort_by(|a, b| sort_fd(&a.0, &b.0));
+    files.sort_by_cached_key(|(rel, _)| (sort_fd_key(rel), rel.clone()));
     Ok(files)
 }
 
 /// GNU `sort -f -d` in the C locale: compare only letters, digits and blanks,
 /// folded to upper case; equal keys fall back to comparing whole lines bytewise.
 pub fn sort_fd(a: &[u8], b: &[u8]) -> Ordering {
-    let key = |s: &[u8]| -> Vec<u8> {
-        s.iter()
-            .filter(|c| c.is_ascii_alphanumeric() || **c == b' ' || **c == b'\t')
-            .map(u8::to_ascii_uppercase)
-            .collect()
-    };
-    key(a).cmp(&key(b)).then_with(|| a.cmp(b))
+    sort_fd_key(a).cmp(&sort_fd_key(b)).then_with(|| a.cmp(b))
+}
+
+/// The part of a line `sort -f -d` compares first.
+fn sort_fd_key(line: &[u8]) -> Vec<u8> {
+    line.iter()
+        .filter(|c| c.is_ascii_alphanumeric() || **c == b' ' || **c == b'\t')
+        .map(u8::to_ascii_uppercase)
+        .collect()
 }
 
 /// One line of `sha256sum` output, escaped as GNU coreutils does for names
@@ -98,56 +102,38 @@ fn sha256sum_line(digest: &[u8; 32], name: &[u8]) -> Vec<u8> {
 
 // ---- content: the build context, the build's settings, and its bases --------
 
-enum Kind {
-    Dir,
-    File { exec: bool, abs: PathBuf },
-    Symlink(Vec<u8>),
-}
-
-struct BuildContext {
-    entries: Vec<(Vec<u8>, Kind)>,
-    dockerfile: PathBuf,
+/// An image's own inputs, hashed, and the images it is built on, whose
+/// tags complete its own.
+struct Own {
+    digest: [u8; 32],
     bases: Vec<usize>,
 }
 
 fn content_tags(catalog: &Catalog, settings: &Settings, wanted: &[usize]) -> Result<HashMap<usize, String>> {
-    // Every image whose tag is needed: the wanted ones and their bases, transitively.
+    // The wanted images and, transitively, their bases: each hashed once.
+    let mut own: HashMap<usize, Own> = HashMap::new();
     let mut needed: Vec<usize> = wanted.to_vec();
-    let mut contexts: HashMap<usize, BuildContext> = HashMap::new();
     while !needed.is_empty() {
-        let batch: Vec<(usize, BuildContext)> = needed
-            .par_iter()
-            .filter(|i| !contexts.contains_key(i))
-            .map(|&i| Ok((i, build_context(catalog, settings, i)?)))
-            .collect::<Result<_>>()?;
-        needed = batch.iter().flat_map(|(_, c)| c.bases.iter().copied()).collect();
+        let batch: Vec<(usize, Own)> =
+            needed.par_iter().map(|&i| Ok((i, own_digest(catalog, settings, i)?))).collect::<Result<_>>()?;
+        needed = batch.iter().flat_map(|(_, o)| o.bases.iter().copied()).collect();
+        own.extend(batch);
         needed.sort_unstable();
         needed.dedup();
-        contexts.extend(batch);
-        needed.retain(|i| !contexts.contains_key(i));
+        needed.retain(|i| !own.contains_key(i));
     }
-
-    let files = contexts.values().flat_map(|c| {
-        c.entries
-            .iter()
-            .filter_map(|(_, k)| if let Kind::File { abs, .. } = k { Some(abs.as_path()) } else { None })
-            .chain(std::iter::once(c.dockerfile.as_path()))
-    });
-    let digests = hash_files(files)?;
-
     let mut tags: HashMap<usize, String> = HashMap::new();
     for &i in wanted {
-        content_tag(catalog, settings, i, &contexts, &digests, &mut tags, &mut Vec::new())?;
+        content_tag(catalog, i, &own, &mut tags, &mut Vec::new())?;
     }
     Ok(tags)
 }
 
+/// The tag: the image's own digest and its bases' tags.
 fn content_tag(
     catalog: &Catalog,
-    settings: &Settings,
     i: usize,
-    contexts: &HashMap<usize, BuildContext>,
-    digests: &HashMap<&Path, [u8; 32]>,
+    own: &HashMap<usize, Own>,
     tags: &mut HashMap<usize, String>,
     chain: &mut Vec<usize>,
 ) -> Result<String> {
@@ -159,38 +145,13 @@ fn content_tag(
         bail!("images are built FROM each other in a cycle: {}", names.join(" -> "));
     }
     chain.push(i);
-    let ctx = &contexts[&i];
     let mut h = Sha256::new();
-    let mut field = |name: &str, value: &[u8]| {
-        h.update(name.as_bytes());
-        h.update([0]);
-        h.update((value.len() as u64).to_le_bytes());
-        h.update(value);
-    };
-    field("scheme", CONTENT_SCHEME_VERSION.as_bytes());
-    field("arch", settings.arch.as_str().as_bytes());
-    field("dockerfile", catalog.images[i].dockerfile.as_bytes());
-    field("dockerfile-content", &digests[ctx.dockerfile.as_path()]);
-    for arg in &settings.build_args {
-        field("build-arg", arg.as_bytes());
-    }
-    for (rel, kind) in &ctx.entries {
-        match kind {
-            Kind::Dir => field("dir", rel),
-            Kind::File { exec, abs } => {
-                field(if *exec { "exec" } else { "file" }, rel);
-                field("content", &digests[abs.as_path()]);
-            }
-            Kind::Symlink(target) => {
-                field("symlink", rel);
-                field("target", target);
-            }
-        }
-    }
-    for &base in &ctx.bases {
-        let tag = content_tag(catalog, settings, base, contexts, digests, tags, chain)?;
-        field("from", catalog.images[base].name.as_bytes());
-        field("from-tag", tag.as_bytes());
+    field(&mut h, "scheme", CONTENT_SCHEME_VERSION.as_bytes());
+    field(&mut h, "own", &own[&i].digest);
+    for &base in &own[&i].bases {
+        let tag = content_tag(catalog, base, own, tags, chain)?;
+        field(&mut h, "from", catalog.images[base].name.as_bytes());
+        field(&mut h, "from-tag", tag.as_bytes());
     }
     chain.pop();
     let tag = short(&h.finalize());
@@ -198,17 +159,61 @@ fn content_tag(
     Ok(tag)
 }
 
+/// A named, length-prefixed value: no two sequences of fields hash alike.
+fn field(h: &mut Sha256, name: &str, value: &[u8]) {
+    h.update(name.as_bytes());
+    h.update([0]);
+    h.update((value.len() as u64).to_le_bytes());
+    h.update(value);
+}
+
+enum Kind {
+    Dir,
+    File { exec: bool, abs: PathBuf },
+    Symlink(Vec<u8>),
+}
+
+/// Everything that goes into an image's build but its bases.
+fn own_digest(catalog: &Catalog, settings: &Settings, i: usize) -> Result<Own> {
+    let image = &catalog.images[i];
+    let entries = build_context(&image.dir(&catalog.root))?;
+    let dockerfile = image.dir(&catalog.root).join(&image.dockerfile);
+    let files =
+        entries.iter().filter_map(|(_, k)| if let Kind::File { abs, .. } = k { Some(abs.as_path()) } else { None });
+    let digests = hash_files(std::iter::once(dockerfile.as_path()).chain(files))?;
+    let mut digests = digests.iter();
+    let mut h = Sha256::new();
+    field(&mut h, "arch", settings.arch.as_str().as_bytes());
+    field(&mut h, "dockerfile", image.dockerfile.as_bytes());
+    field(&mut h, "dockerfile-content", digests.next().expect("the Dockerfile is hashed"));
+    for arg in &settings.build_args {
+        field(&mut h, "build-arg", arg.as_bytes());
+    }
+    for (rel, kind) in &entries {
+        match kind {
+            Kind::Dir => field(&mut h, "dir", rel),
+            Kind::File { exec, .. } => {
+                field(&mut h, if *exec { "exec" } else { "file" }, rel);
+                field(&mut h, "content", digests.next().expect("every file is hashed"));
+            }
+            Kind::Symlink(target) => {
+                field(&mut h, "symlink", rel);
+                field(&mut h, "target", target);
+            }
+        }
+    }
+    Ok(Own { digest: h.finalize().into(), bases: local_bases(catalog, settings, image)? })
+}
+
 /// The build context as the engine sees it: the image directory, less what
 /// `.dockerignore` excludes, symlinks recorded and not followed.
-fn build_context(catalog: &Catalog, settings: &Settings, i: usize) -> Result<BuildContext> {
-    let image = &catalog.images[i];
-    let dir = image.dir(&catalog.root);
-    let ignore = DockerIgnore::load(&dir)?;
+fn build_context(dir: &Path) -> Result<Vec<(Vec<u8>, Kind)>> {
+    let ignore = DockerIgnore::load(dir)?;
     let mut entries = Vec::new();
-    let mut walk = walkdir::WalkDir::new(&dir).follow_links(false).sort_by_file_name().min_depth(1).into_iter();
+    let mut walk = walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name().min_depth(1).into_iter();
     while let Some(entry) = walk.next() {
         let entry = entry.map_err(walk_error)?;
-        let rel = entry.path().strip_prefix(&dir).expect("walk stays in the image").to_path_buf();
+        let rel = entry.path().strip_prefix(dir).expect("walk stays in the image").to_path_buf();
         let ft = entry.file_type();
         if !ignore.is_empty() && ignore.excluded(&rel) {
             if ft.is_dir() && ignore.prunes() {
@@ -233,15 +238,15 @@ fn build_context(catalog: &Catalog, settings: &Settings, i: usize) -> Result<Bui
         };
         entries.push((rel.as_os_str().as_bytes().to_vec(), kind));
     }
-    let bases = local_bases(catalog, settings, image)?;
-    Ok(BuildContext { entries, dockerfile: dir.join(&image.dockerfile), bases })
+    Ok(entries)
 }
 
 /// The images of this catalog that `image`'s Dockerfile is built `FROM`, by
 /// their local name (`<LOCAL_IMAGE_PREFIX>/<path>[:tag]`).
 pub fn local_bases(catalog: &Catalog, settings: &Settings, image: &Image) -> Result<Vec<usize>> {
     let file = image.dir(&catalog.root).join(&image.dockerfile);
-    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
     let prefix = format!("{}/", settings.local_prefix);
     let mut bases = Vec::new();
     for reference in from_references(&text) {
@@ -287,13 +292,11 @@ fn strip_tag(reference: &str) -> &str {
 
 // ---- shared ------------------------------------------------------------------
 
-/// SHA-256 of each distinct file, on all cores, streaming (no file is read
+/// SHA-256 of each file, in order, on all cores, streaming (no file is read
 /// into memory whole).
-fn hash_files<'a>(paths: impl Iterator<Item = &'a Path>) -> Result<HashMap<&'a Path, [u8; 32]>> {
-    let mut unique: Vec<&Path> = paths.collect();
-    unique.sort_unstable();
-    unique.dedup();
-    unique.par_iter().map(|p| Ok((*p, hash_file(p)?))).collect()
+fn hash_files<'a>(paths: impl Iterator<Item = &'a Path>) -> Result<Vec<[u8; 32]>> {
+    let paths: Vec<&Path> = paths.collect();
+    paths.par_iter().map(|p| hash_file(p)).collect()
 }
 
 pub fn hash_file(path: &Path) -> Result<[u8; 32]> {

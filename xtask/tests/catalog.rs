@@ -386,12 +386,12 @@ mod content {
     #[test]
     fn content_tag_is_stable() {
         let tree = fixture();
-        assert_eq!(xtask::tagging::CONTENT_SCHEME_VERSION, "xtask-content-v1");
+        assert_eq!(xtask::tagging::CONTENT_SCHEME_VERSION, "xtask-content-v2");
         let want = BTreeMap::from([
-            ("app_cli".to_string(), "9780a91c04754cb2".to_string()),
-            ("app_web".to_string(), "cc8dc7b41c8486d9".to_string()),
-            ("base_os".to_string(), "c51859810f407cb4".to_string()),
-            ("plain".to_string(), "b47cfc49db7aa21c".to_string()),
+            ("app_cli".to_string(), "d3f7d7a2d43119cd".to_string()),
+            ("app_web".to_string(), "77d51cd7d86e475c".to_string()),
+            ("base_os".to_string(), "7922264853c0fc30".to_string()),
+            ("plain".to_string(), "9fb26a90fa007da9".to_string()),
         ]);
         assert_eq!(tags(&tree), want);
     }

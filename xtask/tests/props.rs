@@ -128,30 +128,30 @@ const IGNORES: &[&str] = &["*.tmp", "*.log", "d1", "!d1/keep", "d2/sub", "f2"];
 #[derive(Clone, Debug)]
 enum Edit {
     Write {
-        path: usize,
-        content: usize,
+        path: &'static str,
+        content: &'static [u8],
     },
     Append {
-        path: usize,
+        path: &'static str,
         byte: u8,
     },
     Delete {
-        path: usize,
+        path: &'static str,
     },
     Chmod {
-        path: usize,
+        path: &'static str,
         exec: bool,
     },
     Symlink {
-        path: usize,
-        target: usize,
+        path: &'static str,
+        target: &'static str,
     },
     Mkdir {
-        path: usize,
+        path: &'static str,
     },
     Rename {
-        from: usize,
-        to: usize,
+        from: &'static str,
+        to: &'static str,
     },
     /// A bit per line of [`IGNORES`]; `None` removes the file; `true` puts
     /// the re-inclusion first, where a later exclusion overrides it.
@@ -162,13 +162,13 @@ enum Edit {
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
-    let path = 0..PATHS.len();
+    let path = prop::sample::select(PATHS);
     prop_oneof![
-        4 => (path.clone(), 0..CONTENTS.len()).prop_map(|(path, content)| Edit::Write { path, content }),
+        4 => (path.clone(), prop::sample::select(CONTENTS)).prop_map(|(path, content)| Edit::Write { path, content }),
         2 => (path.clone(), prop::sample::select(b"a\n\x00\xff".to_vec())).prop_map(|(path, byte)| Edit::Append { path, byte }),
         3 => path.clone().prop_map(|path| Edit::Delete { path }),
         3 => (path.clone(), any::<bool>()).prop_map(|(path, exec)| Edit::Chmod { path, exec }),
-        2 => (path.clone(), 0..TARGETS.len()).prop_map(|(path, target)| Edit::Symlink { path, target }),
+        2 => (path.clone(), prop::sample::select(TARGETS)).prop_map(|(path, target)| Edit::Symlink { path, target }),
         2 => path.clone().prop_map(|path| Edit::Mkdir { path }),
         2 => (path.clone(), path).prop_map(|(from, to)| Edit::Rename { from, to }),
         2 => (prop::option::weighted(0.85, 0u8..(1 << IGNORES.len())), any::<bool>())
@@ -197,12 +197,24 @@ fn node(path: &Path) -> Node {
 /// True when every directory above `rel` is a real directory, so that an
 /// edit at `rel` stays inside the tree and never writes through a symlink.
 fn parents_are_dirs(image: &Path, rel: &str) -> bool {
-    let mut at = image.to_path_buf();
+    parents(image, rel).iter().all(|p| node(p) == Node::Dir)
+}
+
+/// Like [`parents_are_dirs`], but missing directories are made first.
+fn make_parents(image: &Path, rel: &str) -> bool {
+    let parents = parents(image, rel);
+    if !parents.iter().all(|p| matches!(node(p), Node::Dir | Node::Missing)) {
+        return false;
+    }
+    for p in parents.iter().filter(|p| node(p) == Node::Missing) {
+        fs::create_dir(p).unwrap();
+    }
+    true
+}
+
+fn parents(image: &Path, rel: &str) -> Vec<std::path::PathBuf> {
     let parts: Vec<&str> = rel.split('/').collect();
-    parts[..parts.len() - 1].iter().all(|p| {
-        at.push(p);
-        node(&at) == Node::Dir
-    })
+    (1..parts.len()).map(|n| image.join(parts[..n].join("/"))).collect()
 }
 
 fn remove(path: &Path) {
@@ -217,23 +229,23 @@ fn remove(path: &Path) {
 /// image must keep its Dockerfile, as text, and nothing is written through a
 /// symlink).
 fn apply(image: &Path, edit: &Edit) -> bool {
-    let at = |i: usize| image.join(PATHS[i]);
-    let keep = |i: usize| PATHS[i] == "Dockerfile";
+    let at = |rel: &str| image.join(rel);
+    let keep = |rel: &str| rel == "Dockerfile";
     match *edit {
         Edit::Write { path, content } => {
-            if !parents_are_dirs(image, PATHS[path]) || node(&at(path)) == Node::Dir {
+            if keep(path) && std::str::from_utf8(content).is_err() {
                 return false;
             }
-            if keep(path) && std::str::from_utf8(CONTENTS[content]).is_err() {
+            if !make_parents(image, path) || node(&at(path)) == Node::Dir {
                 return false;
             }
             if node(&at(path)) == Node::Link {
                 fs::remove_file(at(path)).unwrap();
             }
-            fs::write(at(path), CONTENTS[content]).unwrap();
+            fs::write(at(path), content).unwrap();
         }
         Edit::Append { path, byte } => {
-            if !parents_are_dirs(image, PATHS[path]) || node(&at(path)) != Node::File {
+            if !parents_are_dirs(image, path) || node(&at(path)) != Node::File {
                 return false;
             }
             if keep(path) && !byte.is_ascii() {
@@ -242,37 +254,36 @@ fn apply(image: &Path, edit: &Edit) -> bool {
             fs::OpenOptions::new().append(true).open(at(path)).unwrap().write_all(&[byte]).unwrap();
         }
         Edit::Delete { path } => {
-            if keep(path) || !parents_are_dirs(image, PATHS[path]) || node(&at(path)) == Node::Missing {
+            if keep(path) || !parents_are_dirs(image, path) || node(&at(path)) == Node::Missing {
                 return false;
             }
             remove(&at(path));
         }
         Edit::Chmod { path, exec } => {
-            if !parents_are_dirs(image, PATHS[path]) || node(&at(path)) != Node::File {
+            if !parents_are_dirs(image, path) || node(&at(path)) != Node::File {
                 return false;
             }
             fs::set_permissions(at(path), fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 })).unwrap();
         }
         Edit::Symlink { path, target } => {
-            if keep(path) || !parents_are_dirs(image, PATHS[path]) || node(&at(path)) == Node::Dir {
+            if keep(path) || !make_parents(image, path) || node(&at(path)) == Node::Dir {
                 return false;
             }
             remove(&at(path));
-            symlink(TARGETS[target], at(path)).unwrap();
+            symlink(target, at(path)).unwrap();
         }
         Edit::Mkdir { path } => {
-            if keep(path) || !parents_are_dirs(image, PATHS[path]) || node(&at(path)) != Node::Missing {
+            if keep(path) || !make_parents(image, path) || node(&at(path)) != Node::Missing {
                 return false;
             }
             fs::create_dir(at(path)).unwrap();
         }
         Edit::Rename { from, to } => {
-            let (f, t) = (PATHS[from], PATHS[to]);
-            let moves_into_itself = t == f || t.starts_with(&format!("{f}/"));
+            let moves_into_itself = to == from || to.starts_with(&format!("{from}/"));
             if keep(from) || keep(to) || moves_into_itself {
                 return false;
             }
-            if !parents_are_dirs(image, f) || !parents_are_dirs(image, t) {
+            if !parents_are_dirs(image, from) {
                 return false;
             }
             let (src, dst) = (node(&at(from)), node(&at(to)));
@@ -282,7 +293,7 @@ fn apply(image: &Path, edit: &Edit) -> bool {
                 Node::File | Node::Link => dst != Node::Dir,
                 Node::Dir => dst == Node::Missing,
             };
-            if !fits {
+            if !fits || !make_parents(image, to) {
                 return false;
             }
             fs::rename(at(from), at(to)).unwrap();
@@ -431,8 +442,8 @@ impl Seen {
 
 #[test]
 fn content_tags_match_build_contexts_across_random_edits() {
-    const CASES: u32 = 30;
-    const EDITS: usize = 140;
+    const CASES: u32 = 40;
+    const EDITS: usize = 180;
     // Trees are compared across cases too: a tag does not depend on where the
     // images root is.
     let seen = RefCell::new(Seen::default());
