@@ -169,6 +169,9 @@ xtask_count=$(wc -l <"$xtask_out")
 if ((legacy_count != IMAGE_COUNT)); then
 	die "the legacy pipeline found $legacy_count images in $list_tree, expected $IMAGE_COUNT"
 fi
+if ((xtask_count != IMAGE_COUNT)); then
+	echo "FAIL: the xtask listed $xtask_count images in $list_tree, the legacy pipeline $IMAGE_COUNT" >&2
+fi
 if ! diff -u "$legacy_out" "$xtask_out" >"$tmp/tags.diff"; then
 	cat "$tmp/tags.diff" >&2
 	echo >&2
@@ -178,7 +181,8 @@ fi
 gvisor_equal=$(comm -12 "$legacy_out" "$xtask_out" | wc -l)
 
 xtask_cmd() { # SCHEME [bin]
-	local env="IMAGES_DIR=$(q "$list_tree") TAG_SCHEME=$1"
+	local env
+	env="IMAGES_DIR=$(q "$list_tree") TAG_SCHEME=$1"
 	if [[ ${2:-} == bin ]]; then
 		echo "$env $(q "$xtask_bin") list-all-images --json"
 	else
@@ -261,8 +265,10 @@ else
 	echo "coreutils $sha256sum_bin does not link libcrypto: it uses its own portable SHA-256"
 fi
 
-for variant in "64x16MiB $((HASH_MIB * 1024 / 64))K" "4096x256KiB $((HASH_MIB * 1024 / 4096))K"; do
-	read -r label size <<<"$variant"
+for count in 64 4096; do
+	kib=$((HASH_MIB * 1024 / count))
+	size=${kib}K
+	if ((kib % 1024 == 0)); then label=${count}x$((kib / 1024))MiB; else label=${count}x${kib}KiB; fi
 	root=$tmp/hash-$label
 	log "generating $label ($HASH_MIB MiB) in $root"
 	make_blob_tree "$root" "$size"
@@ -305,9 +311,13 @@ for variant in "64x16MiB $((HASH_MIB * 1024 / 64))K" "4096x256KiB $((HASH_MIB * 
 		printf '%-52s %8sx  %s\n' "ratio xtask/sha256sum (${names[$k]%% *})" "$ratio" \
 			"$(target_note "$ratio" "$HASH_TARGET")"
 	done
+	printf '%-52s %8sx  (all cores / RAYON_NUM_THREADS=1)\n' "xtask parallel gain" \
+		"$(calc %.2f "${rate[bin]} / ${rate[bin1]}")"
 	if [[ -n $openssl_speed ]]; then
 		printf '%-52s %7s%%  of %s cores x openssl speed\n' "xtask (target/debug/xtask) vs hardware ceiling" \
 			"$(calc %.0f "${rate[bin]} * 1e8 / ($openssl_speed * $cores)")" "$cores"
+		printf '%-52s %8sx  (%s cores x openssl speed / sha256sum)\n' "best ratio xtask/sha256sum possible here" \
+			"$(calc %.1f "$openssl_speed * $cores / 1e6 / ${rate[sha256sum]}")" "$cores"
 	fi
 	rm -rf "$root"
 	unset cmds names rate

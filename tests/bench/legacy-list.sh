@@ -20,8 +20,10 @@ images=${1:-${IMAGES_DIR:-images}}
 arch=${ARCH:-$(uname -m)}
 cd "$images"
 
+# shellcheck disable=SC2038 # the Makefile's pipeline, blanks and all
 for dir in $(find . -name Dockerfile -o -name "Dockerfile.$arch" | xargs -n 1 dirname | uniq); do
 	path=${dir#./}
+	# shellcheck disable=SC2038
 	tag=$(find "$path" -type f | sort -f -d | xargs -n 1 sha256sum | sha256sum - | cut -c 1-16)
 	printf '%s %s\n' "${path//\//_}" "$tag"
 done

@@ -38,17 +38,19 @@ pub fn list(settings: &Settings, tests_only: bool, json: bool) -> Result<()> {
     let catalog = discover(&settings.images_dir, settings.arch)?;
     let chosen: Vec<usize> =
         (0..catalog.images.len()).filter(|&i| !tests_only || is_test(settings, &catalog.images[i])).collect();
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if !json {
         for &i in &chosen {
             writeln!(out, "{}", catalog.images[i].name)?;
         }
+        out.flush()?;
         return Ok(());
     }
     let tags = tagging::tags(&catalog, settings, &chosen)?;
     let rows: Vec<ImageJson> = chosen.iter().map(|&i| json_row(settings, &catalog, i, &tags[&i])).collect();
     serde_json::to_writer_pretty(&mut out, &rows)?;
     writeln!(out)?;
+    out.flush()?;
     Ok(())
 }
 
