@@ -19,10 +19,16 @@ use crate::config::{Arch, EngineKind};
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// How often a build is tried when it fails only because of [`CACHE_RACE`].
+/// How often a build is tried when it fails only because of [`CACHE_RACES`].
 const BUILD_ATTEMPTS: usize = 3;
-/// What the classic builder says when an image vanished under its cache look-up.
-const CACHE_RACE: &str = "unable to find image \"sha256:";
+/// What docker's classic builder, and podman's, say when an image vanished
+/// under their cache look-up.
+const CACHE_RACES: &[&str] =
+    &["unable to find image \"sha256:", "checking if cached image exists from a previous build"];
+/// How often the local images are listed when an image vanishes meanwhile.
+const LIST_ATTEMPTS: usize = 5;
+/// What podman's listing says when an image vanished under it.
+const LIST_RACES: &[&str] = &["image not known", "locating item named"];
 
 /// On Ctrl-C or SIGTERM: stop every running engine process (each runs in a
 /// process group of its own, so the signal reaches what it started too) and
@@ -157,7 +163,15 @@ impl Engine {
         let sh = Shell::new()?;
         let program = self.program;
         let format = "{{.Repository}}:{{.Tag}}\t{{.ID}}";
-        let out = self.run(cmd!(sh, "{program} images --no-trunc --format {format}"), None)?;
+        let mut out = self.run(cmd!(sh, "{program} images --no-trunc --format {format}"), None)?;
+        // podman's listing fails outright when an image it is listing is
+        // removed meanwhile (by anyone); the next listing no longer sees it.
+        for _ in 1..LIST_ATTEMPTS {
+            if out.ok || !LIST_RACES.iter().any(|r| out.stderr.contains(r)) {
+                break;
+            }
+            out = self.run(cmd!(sh, "{program} images --no-trunc --format {format}"), None)?;
+        }
         if !out.ok {
             bail!("cannot list local images: {}", first_line(&out.stderr));
         }
@@ -227,12 +241,12 @@ impl Engine {
         names: &[&str],
         log: &Path,
     ) -> Result<()> {
-        // docker's classic builder fails a build when an image it looks at
-        // for its cache is removed meanwhile (`docker rmi` or `image prune`
-        // by anyone else on the daemon); the same build then succeeds.
+        // docker's classic builder, and podman's, fail a build when an image
+        // they look at for their cache is removed meanwhile (`rmi` or `image
+        // prune` by anyone else on the engine); the same build then succeeds.
         for _ in 1..BUILD_ATTEMPTS {
             match self.build_once(dir, dockerfile, arch, args, names, log) {
-                Err(e) if format!("{e:#}").contains(CACHE_RACE) && !interrupted() => continue,
+                Err(e) if CACHE_RACES.iter().any(|r| format!("{e:#}").contains(r)) && !interrupted() => continue,
                 done => return done,
             }
         }

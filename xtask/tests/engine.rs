@@ -1,7 +1,8 @@
-//! The engine commands end to end: the real binary against the docker engine
-//! and the loopback registry that `tests/run` starts. Each test works in a
-//! sandbox of its own (images tree, name prefixes, build logs), so they run in
-//! parallel, and removes the local names it made.
+//! The engine commands end to end: the real binary against a real engine
+//! (`XTASK_TEST_ENGINE`: docker, the default, or podman) and the loopback
+//! registry that `tests/run` starts. Each test works in a sandbox of its own
+//! (images tree, name prefixes, build logs), so they run in parallel, and
+//! removes the local names it made.
 
 mod support;
 
@@ -9,7 +10,8 @@ use std::fs;
 
 use serde_json::json;
 use support::{
-    base_image, docker, image_id, manifest_digests, outcome, registry_has, run, run_in, untag, Registry, Sandbox,
+    base_image, engine, image_id, manifest_digests, outcome, pull, registry_has, run, run_in, untag, Engine, Registry,
+    Sandbox,
 };
 
 fn sorted(mut names: Vec<String>) -> Vec<String> {
@@ -84,16 +86,19 @@ fn second_push_all_skips_everything() {
         assert!(registry_has(&format!("{}:{tag}", s.remote(path))), "the registry lacks {path}");
     }
 
-    let docker = s.recording_docker();
-    let second = run(s.cmd(&["push-all-images", "--json"]).env("PATH", &docker.path));
+    let recorder = s.recording_engine();
+    let second = run(s.cmd(&["push-all-images", "--json"]).env("PATH", &recorder.path));
     let expected: Vec<_> = names.iter().zip(&tags).map(|(n, t)| outcome(n, t, "skipped", None)).collect();
     assert_eq!(second.success().outcomes(), expected);
-    let calls = docker.take();
-    let changing: Vec<&String> = calls
-        .iter()
-        .filter(|c| !(c.starts_with("version ") || c.starts_with("images ") || c.starts_with("manifest inspect ")))
-        .collect();
-    assert!(changing.is_empty() && !calls.is_empty(), "engine calls: {calls:#?}");
+    let calls = recorder.take();
+    // Registry look-ups are docker's own, or skopeo's for podman.
+    let program = engine().program();
+    let lookup = |c: &str| c.starts_with("docker manifest inspect ") || c.starts_with("skopeo inspect ");
+    let reads =
+        |c: &str| lookup(c) || [" version ", " images "].iter().any(|r| c.starts_with(&format!("{program}{r}")));
+    let changing: Vec<&String> = calls.iter().filter(|c| !reads(c)).collect();
+    assert!(changing.is_empty(), "engine calls: {calls:#?}");
+    assert!(calls.iter().filter(|c| lookup(c)).count() >= names.len(), "engine calls: {calls:#?}");
 }
 
 /// Three images, the middle one failing to build.
@@ -199,22 +204,48 @@ fn stopped_registry_fails_push_and_load_builds_instead() {
     assert!(image_id(&format!("{}:{b}", s.local("b"))).is_some());
 }
 
+/// An engine that is there but cannot work: for docker, a daemon that does
+/// not answer; for podman (no daemon), a configuration it cannot read.
 #[test]
 fn unreachable_daemon_is_one_clear_error() {
     let s = Sandbox::new("no-daemon");
     s.scratch_image("x");
-    let run = run(s.cmd(&["load", "x", "--json"]).env("DOCKER_HOST", "unix:///nonexistent.sock"));
+    let (run, expected) = match engine() {
+        Engine::Docker => (
+            run(s.cmd(&["load", "x", "--json"]).env("DOCKER_HOST", "unix:///nonexistent.sock")),
+            "error: the docker daemon is not reachable at unix:///nonexistent.sock: start it (`sudo dockerd &` \
+             or `sudo systemctl start docker`) or set DOCKER_HOST; docker said: ",
+        ),
+        Engine::Podman => (
+            run(s.cmd(&["load", "x", "--json"]).env("CONTAINERS_CONF", "/nonexistent/containers.conf")),
+            "error: podman does not work here: ",
+        ),
+    };
     run.status(1);
     assert_eq!(run.stdout, "");
     let lines = run.stderr_lines();
     assert_eq!(lines.len(), 1, "{run}");
-    assert!(
-        lines[0].starts_with(
-            "error: the docker daemon is not reachable at unix:///nonexistent.sock: start it (`sudo dockerd &` \
-             or `sudo systemctl start docker`) or set DOCKER_HOST; docker said: "
-        ),
-        "{run}"
-    );
+    assert!(lines[0].starts_with(expected), "{run}");
+    assert!(lines[0].len() > expected.len(), "the engine's own words are missing: {run}");
+}
+
+#[test]
+fn missing_engine_is_one_clear_error() {
+    let s = Sandbox::new("no-engine");
+    s.scratch_image("x");
+    // An empty PATH holds no engine; nothing else is run before the check.
+    let empty = s.path().join("empty-bin");
+    fs::create_dir(&empty).unwrap();
+    let run = run(s.cmd(&["load", "x", "--json"]).env("PATH", &empty));
+    run.status(1);
+    assert_eq!(run.stdout, "");
+    let expected = match engine() {
+        Engine::Docker => {
+            "error: docker is not installed: install it (apt-get install docker.io) or choose podman with --engine podman"
+        }
+        Engine::Podman => "error: podman is not installed: install it (apt-get install podman)",
+    };
+    assert_eq!(run.stderr_lines(), [expected], "{run}");
 }
 
 #[test]
@@ -299,8 +330,7 @@ fn push_as_latest_points_remote_latest_at_the_tag() {
     }
 
     let latest = format!("{old_remote}:latest");
-    let pulled = docker(&["pull", &latest]);
-    assert!(pulled.status.success(), "{}", String::from_utf8_lossy(&pulled.stderr));
+    pull(&latest, None);
     assert_eq!(image_id(&latest), Some(old_id));
 }
 
@@ -410,9 +440,9 @@ fn warm_load_all_asks_the_engine_at_most_twice() {
     let (a, b) = (s.tag("a"), s.tag("grp_b"));
     s.xtask(&["load-all-images"]).success();
 
-    let docker = s.recording_docker();
-    let warm = run(s.cmd(&["load-all-images", "--json"]).env("PATH", &docker.path));
+    let recorder = s.recording_engine();
+    let warm = run(s.cmd(&["load-all-images", "--json"]).env("PATH", &recorder.path));
     assert_eq!(warm.success().outcomes(), [outcome("a", &a, "present", None), outcome("grp_b", &b, "present", None)]);
-    let calls = docker.take();
+    let calls = recorder.take();
     assert!(!calls.is_empty() && calls.len() <= 2, "engine calls: {calls:#?}");
 }

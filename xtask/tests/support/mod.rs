@@ -1,7 +1,9 @@
-//! Shared by the engine tests: a per-test sandbox (images tree, log
+//! Shared by the engine tests: the engine under test (`XTASK_TEST_ENGINE`:
+//! docker, the default, or podman), a per-test sandbox (images tree, log
 //! directory, local and remote name prefixes of its own, cleaned up on drop),
-//! a runner for the `xtask` binary, `docker` helpers, a registry a test can
-//! stop, and a `docker` wrapper that records every engine invocation.
+//! a runner for the `xtask` binary, helpers that ask the engine and the
+//! registry, a registry a test can stop, and a wrapper around the engine's
+//! program that records every invocation.
 
 #![allow(dead_code)]
 
@@ -22,7 +24,7 @@ pub fn registry() -> String {
     match std::env::var("XTASK_TEST_REGISTRY") {
         Ok(r) if !r.is_empty() => r,
         _ => panic!(
-            "XTASK_TEST_REGISTRY is not set: the engine tests need docker and a registry on loopback; \
+            "XTASK_TEST_REGISTRY is not set: the engine tests need a container engine and a registry on loopback; \
              run them with `tests/run`, which starts both"
         ),
     }
@@ -36,8 +38,51 @@ pub fn base_image() -> String {
     }
 }
 
+/// A local linux/arm64 image with a shell, in the engine under test, for
+/// images built for aarch64 under qemu.
+pub fn base_image_arm64() -> String {
+    match std::env::var("XTASK_TEST_BASE_IMAGE_ARM64") {
+        Ok(b) if !b.is_empty() => b,
+        _ => panic!("XTASK_TEST_BASE_IMAGE_ARM64 is not set: run the engine tests with `tests/run`"),
+    }
+}
+
+/// A second docker daemon, as a `DOCKER_HOST` value.
+pub fn remote_docker_host() -> String {
+    match std::env::var("XTASK_TEST_REMOTE_DOCKER_HOST") {
+        Ok(h) if !h.is_empty() => h,
+        _ => panic!("XTASK_TEST_REMOTE_DOCKER_HOST is not set: run the engine tests with `tests/run`"),
+    }
+}
+
 pub fn arch() -> &'static str {
     xtask::config::Arch::host().unwrap().as_str()
+}
+
+/// The engine under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Docker,
+    Podman,
+}
+
+impl Engine {
+    /// Its program, which is also its `IMAGES_ENGINE` value.
+    pub fn program(self) -> &'static str {
+        match self {
+            Engine::Docker => "docker",
+            Engine::Podman => "podman",
+        }
+    }
+}
+
+/// `XTASK_TEST_ENGINE`: docker when unset or empty, else docker or podman.
+pub fn engine() -> Engine {
+    match std::env::var("XTASK_TEST_ENGINE").as_deref() {
+        Err(_) | Ok("") | Ok("docker") => Engine::Docker,
+        Ok("podman") => Engine::Podman,
+        Ok(other) => panic!("XTASK_TEST_ENGINE={other}: use docker or podman"),
+    }
 }
 
 /// A short random hex string, so that names never collide between tests or runs.
@@ -116,6 +161,7 @@ impl Sandbox {
         cmd.env_remove("DOCKER_CONTEXT")
             .env("IMAGES_CONFIG", &self.config)
             .env("IMAGES_DIR", &self.images)
+            .env("IMAGES_ENGINE", engine().program())
             .env("LOCAL_IMAGE_PREFIX", &self.local_prefix)
             .env("REMOTE_IMAGE_PREFIX", &self.remote_prefix)
             // Build logs go under the target directory: one of our own keeps
@@ -131,7 +177,16 @@ impl Sandbox {
 
     /// An image's tag, as `local-image` prints it.
     pub fn tag(&self, name: &str) -> String {
-        let run = self.xtask(&["local-image", name]);
+        self.tag_of(&mut self.cmd(&["local-image", name]), name)
+    }
+
+    /// An image's tag for an architecture (`ARCH`, as spelled), as `local-image` prints it.
+    pub fn arch_tag(&self, arch: &str, name: &str) -> String {
+        self.tag_of(self.cmd(&["local-image", name]).env("ARCH", arch), name)
+    }
+
+    fn tag_of(&self, cmd: &mut Command, name: &str) -> String {
+        let run = run(cmd);
         let out = run.success().stdout.trim().to_string();
         let (local, tag) = out.rsplit_once(':').unwrap_or_else(|| panic!("local-image printed {out:?}"));
         assert_eq!(local, self.local(&name.replace('_', "/")), "{out}");
@@ -143,38 +198,61 @@ impl Sandbox {
         format!("{}/{path}", self.local_prefix)
     }
 
-    /// `<REMOTE_IMAGE_PREFIX>/<path>_<arch>`
+    /// `<REMOTE_IMAGE_PREFIX>/<path>_<arch>`, for the host's architecture.
     pub fn remote(&self, path: &str) -> String {
-        format!("{}/{path}_{}", self.remote_prefix, arch())
+        self.remote_for(arch(), path)
+    }
+
+    /// `<REMOTE_IMAGE_PREFIX>/<path>_<arch>`
+    pub fn remote_for(&self, arch: &str, path: &str) -> String {
+        format!("{}/{path}_{arch}", self.remote_prefix)
+    }
+
+    /// Where the build log of an image is written, for the host's architecture.
+    pub fn log(&self, name: &str) -> String {
+        self.log_for(arch(), name)
     }
 
     /// Where the build log of an image is written.
-    pub fn log(&self, name: &str) -> String {
-        self.target.join("xtask-logs").join(arch()).join(format!("{name}.log")).display().to_string()
+    pub fn log_for(&self, arch: &str, name: &str) -> String {
+        self.target.join("xtask-logs").join(arch).join(format!("{name}.log")).display().to_string()
     }
 
     /// Every local `repository:tag` under this sandbox's prefixes, sorted.
     pub fn local_names(&self) -> Vec<String> {
-        let out = docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-        let mine = [format!("{}/", self.local_prefix), format!("{}/", self.remote_prefix)];
+        let listing = local_listing("{{.Repository}}:{{.Tag}}").unwrap_or_else(|e| panic!("{e}"));
+        self.mine(&listing)
+    }
+
+    /// The lines of a listing that start with one of this sandbox's prefixes, sorted.
+    fn mine(&self, listing: &str) -> Vec<String> {
+        let prefixes = [format!("{}/", self.local_prefix), format!("{}/", self.remote_prefix)];
         let mut names: Vec<String> =
-            out.lines().filter(|l| mine.iter().any(|p| l.starts_with(p.as_str()))).map(String::from).collect();
+            listing.lines().filter(|l| prefixes.iter().any(|p| l.starts_with(p.as_str()))).map(String::from).collect();
         names.sort();
         names
     }
 
-    /// A `docker` first on PATH that appends each invocation to a file, then
-    /// runs the real one.
-    pub fn recording_docker(&self) -> Recorder {
-        let real = Command::new("which").arg("docker").output().unwrap();
-        assert!(real.status.success(), "no docker on PATH");
-        let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+    /// The engine's program (and, for podman, skopeo, which reads registries
+    /// for it) first on PATH, each appending its invocations to one file,
+    /// then running the real one.
+    pub fn recording_engine(&self) -> Recorder {
         let bin = self.path().join("bin");
-        let log = self.path().join("docker-calls.log");
+        let log = self.path().join("engine-calls.log");
         fs::create_dir_all(&bin).unwrap();
-        let script = format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{real}' \"$@\"\n", log.display());
-        fs::write(bin.join("docker"), script).unwrap();
-        fs::set_permissions(bin.join("docker"), fs::Permissions::from_mode(0o755)).unwrap();
+        let programs: &[&str] = match engine() {
+            Engine::Docker => &["docker"],
+            Engine::Podman => &["podman", "skopeo"],
+        };
+        for program in programs {
+            let real = Command::new("which").arg(program).output().unwrap();
+            assert!(real.status.success(), "no {program} on PATH");
+            let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+            let script =
+                format!("#!/bin/sh\nprintf '%s\\n' \"{program} $*\" >> '{}'\nexec '{real}' \"$@\"\n", log.display());
+            fs::write(bin.join(program), script).unwrap();
+            fs::set_permissions(bin.join(program), fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let path = std::env::join_paths(
             std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
         )
@@ -185,10 +263,19 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        // Best effort: untag by name, so an image ID another test shares stays.
-        let names = self.local_names();
-        if !names.is_empty() {
-            let _ = Command::new("docker").arg("rmi").args(&names).output();
+        // Best effort, and no panic: untag by name, so an image ID another
+        // test shares stays; then remove what a pull by tag left named by
+        // digest alone (docker keeps those once the tags are gone).
+        for format in ["{{.Repository}}:{{.Tag}}", "{{.Repository}}@{{.Digest}}"] {
+            let Ok(listing) = local_listing(format) else { return };
+            let names: Vec<String> = self
+                .mine(&listing)
+                .into_iter()
+                .filter(|n| !n.ends_with(":<none>") && !n.ends_with("@<none>"))
+                .collect();
+            if !names.is_empty() {
+                let _ = Command::new(engine().program()).arg("rmi").args(&names).output();
+            }
         }
     }
 }
@@ -200,8 +287,8 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// The invocations so far, one per line (arguments joined by spaces),
-    /// and forgets them.
+    /// The invocations so far, one per line (the program and its arguments
+    /// joined by spaces), and forgets them.
     pub fn take(&self) -> Vec<String> {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let _ = fs::remove_file(&self.log);
@@ -275,8 +362,89 @@ pub fn outcome(name: &str, tag: &str, action: &str, log: Option<&str>) -> Value 
     o
 }
 
-// ---- docker ------------------------------------------------------------------------
+// ---- the engine under test ----------------------------------------------------------
 
+/// Runs the engine under test's CLI.
+pub fn engine_run(args: &[&str]) -> Output {
+    Command::new(engine().program()).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+pub fn engine_ok(args: &[&str]) -> String {
+    let out = engine_run(args);
+    assert!(out.status.success(), "{} {args:?}: {}", engine().program(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every local image, one a line in `format` (with `--digests` when it
+/// shows `{{.Digest}}`, which docker leaves empty otherwise). podman's
+/// listing fails when an image vanishes under it (another test removed it):
+/// list again then.
+pub fn local_listing(format: &str) -> Result<String, String> {
+    let digests = format.contains("{{.Digest}}").then_some("--digests");
+    let args: Vec<&str> = ["images"].into_iter().chain(digests).chain(["--format", format]).collect();
+    for _ in 1..5 {
+        let out = engine_run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            return Ok(String::from_utf8(out.stdout).unwrap());
+        }
+        if !["image not known", "locating item named"].iter().any(|r| stderr.contains(r)) {
+            return Err(format!("{} {args:?}: {stderr}", engine().program()));
+        }
+    }
+    Err(format!("{} {args:?}: images kept vanishing under the listing", engine().program()))
+}
+
+/// The ID of a local image, if there is one by that name.
+pub fn image_id(reference: &str) -> Option<String> {
+    let out = engine_run(&["image", "inspect", "--format", "{{.Id}}", reference]);
+    out.status.success().then(|| String::from_utf8(out.stdout).unwrap().trim().to_string())
+}
+
+/// The architecture a local image's config records (`amd64`, `arm64`).
+pub fn image_arch(reference: &str) -> String {
+    engine_ok(&["image", "inspect", "--format", "{{.Architecture}}", reference]).trim().to_string()
+}
+
+/// Untags local images.
+pub fn untag(references: &[String]) {
+    let mut args = vec!["rmi"];
+    args.extend(references.iter().map(String::as_str));
+    engine_ok(&args);
+}
+
+/// Pulls `reference` from the loopback registry, for `platform` when given.
+pub fn pull(reference: &str, platform: Option<&str>) {
+    let mut args = vec!["pull"];
+    if engine() == Engine::Podman {
+        args.push("--tls-verify=false");
+    }
+    if let Some(platform) = platform {
+        args.extend(["--platform", platform]);
+    }
+    args.push(reference);
+    engine_ok(&args);
+}
+
+/// What a command prints when run in a container of `image`.
+pub fn run_in(image: &str, command: &[&str]) -> String {
+    let mut args = vec!["run", "--rm", "--network", "none", image];
+    args.extend(command);
+    engine_ok(&args)
+}
+
+/// What a command prints when run in a container of `image` for `platform`
+/// (through qemu when it is not the host's).
+pub fn run_in_platform(image: &str, platform: &str, command: &[&str]) -> String {
+    let mut args = vec!["run", "--rm", "--network", "none", "--platform", platform, image];
+    args.extend(command);
+    engine_ok(&args)
+}
+
+// ---- the registry, and docker itself ------------------------------------------------
+
+/// Runs the docker CLI, whatever the engine under test: it reads registries
+/// for both engines, and is the only one with daemons elsewhere.
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker").args(args).stdin(Stdio::null()).output().unwrap()
 }
@@ -285,26 +453,6 @@ pub fn docker_ok(args: &[&str]) -> String {
     let out = docker(args);
     assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// The ID of a local image, if there is one by that name.
-pub fn image_id(reference: &str) -> Option<String> {
-    let out = docker(&["image", "inspect", "--format", "{{.Id}}", reference]);
-    out.status.success().then(|| String::from_utf8(out.stdout).unwrap().trim().to_string())
-}
-
-/// Untags local images.
-pub fn untag(references: &[String]) {
-    let mut args = vec!["rmi"];
-    args.extend(references.iter().map(String::as_str));
-    docker_ok(&args);
-}
-
-/// What a command prints when run in a container of `image`.
-pub fn run_in(image: &str, command: &[&str]) -> String {
-    let mut args = vec!["run", "--rm", "--network", "none", image];
-    args.extend(command);
-    docker_ok(&args)
 }
 
 /// Whether the registry has `reference` (asked of the registry, not of the
@@ -331,6 +479,31 @@ pub fn manifest_digests(reference: &str) -> Vec<String> {
     entries
         .iter()
         .map(|e| e["Descriptor"]["digest"].as_str().unwrap_or_else(|| panic!("no digest in {e}")).to_string())
+        .collect()
+}
+
+/// The platform (`os/arch`) of a single image in the registry, from its config.
+pub fn registry_platform(reference: &str) -> String {
+    let out = docker_ok(&["manifest", "inspect", "--insecure", "-v", reference]);
+    let value: Value = serde_json::from_str(&out).unwrap();
+    let platform = &value["Descriptor"]["platform"];
+    match (platform["os"].as_str(), platform["architecture"].as_str()) {
+        (Some(os), Some(arch)) => format!("{os}/{arch}"),
+        _ => panic!("no platform for {reference} in {value}"),
+    }
+}
+
+/// The platforms (`os/arch`) and manifest digests a multi-arch index lists.
+pub fn index_members(reference: &str) -> Vec<(String, String)> {
+    let out = docker_ok(&["manifest", "inspect", "--insecure", reference]);
+    let value: Value = serde_json::from_str(&out).unwrap();
+    let Some(manifests) = value["manifests"].as_array() else { panic!("{reference} is not an index: {value}") };
+    manifests
+        .iter()
+        .map(|m| {
+            let field = |v: &Value, k: &str| v[k].as_str().unwrap_or_else(|| panic!("no {k} in {m}")).to_string();
+            (format!("{}/{}", field(&m["platform"], "os"), field(&m["platform"], "architecture")), field(m, "digest"))
+        })
         .collect()
 }
 

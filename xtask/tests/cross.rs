@@ -1,0 +1,310 @@
+//! Cross-architecture work end to end, against a real engine
+//! (`XTASK_TEST_ENGINE`: docker, the default, or podman) and the loopback
+//! registry: aarch64 images built on this host under qemu, pushed, pulled
+//! back; Dockerfiles per architecture; multi-arch indexes; `register-cross`;
+//! a docker daemon elsewhere (`DOCKER_HOST`); and `--shard` through the
+//! binary. Each test works in a sandbox of its own and removes the local
+//! names it made.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::process::Command;
+
+use serde_json::Value;
+use support::{
+    base_image, base_image_arm64, docker, image_arch, image_id, index_members, manifest_digests, outcome, pull,
+    registry_has, registry_platform, remote_docker_host, run, run_in_platform, untag, Run, Sandbox,
+};
+
+fn sorted(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names
+}
+
+/// The `--json` array a command printed.
+fn json_array(run: &Run) -> Vec<Value> {
+    match serde_json::from_str(&run.stdout) {
+        Ok(Value::Array(items)) => items,
+        other => panic!("not a JSON array ({other:?}): {run}"),
+    }
+}
+
+/// Builds an aarch64 image under qemu, pushes it, removes it and loads it
+/// back from the registry, with `ARCH` spelled `arch`.
+fn foreign_image_round_trip(test: &str, arch: &str) {
+    let s = Sandbox::new(test);
+    s.write("cross/Dockerfile", &format!("FROM {}\nRUN uname -m > /arch\nCOPY id /id\n", base_image_arm64()));
+    s.write("cross/id", &format!("{}\n", s.id));
+    let with_arch = |args: &[&str]| run(s.cmd(args).env("ARCH", arch));
+    let tag = s.arch_tag(arch, "cross");
+    assert_ne!(tag, s.tag("cross"), "the architecture must change the tag");
+    let local = s.local("cross");
+    let (tagged, latest) = (format!("{local}:{tag}"), format!("{local}:latest"));
+    // The canonical spelling names the remote repository and the log directory.
+    let remote = format!("{}:{tag}", s.remote_for("aarch64", "cross"));
+    let log = s.log_for("aarch64", "cross");
+
+    // The build registers qemu itself when it is needed.
+    let built = with_arch(&["rebuild", "cross", "--json"]);
+    assert_eq!(built.success().outcomes(), [outcome("cross", &tag, "built", Some(&log))], "{built}");
+    assert_eq!(s.local_names(), sorted(vec![remote.clone(), tagged.clone(), latest.clone()]));
+    let uname = run_in_platform(&latest, "linux/arm64", &["cat", "/arch"]);
+    let recorded = image_arch(&latest);
+    eprintln!("{arch}: `RUN uname -m` wrote {uname:?}; the image records architecture {recorded:?}");
+    assert_eq!(uname, "aarch64\n");
+    assert_eq!(recorded, "arm64");
+    let id = image_id(&latest).unwrap();
+
+    let pushed = with_arch(&["push", "cross", "--json"]);
+    assert_eq!(pushed.success().outcomes(), [outcome("cross", &tag, "pushed", Some(&log))], "{pushed}");
+    assert!(registry_has(&remote), "the registry lacks {remote}");
+    assert_eq!(registry_platform(&remote), "linux/arm64");
+
+    untag(&s.local_names());
+    assert_eq!(image_id(&id), None, "the image is still present locally");
+    let loaded = with_arch(&["load", "cross", "--json"]);
+    assert_eq!(loaded.success().outcomes(), [outcome("cross", &tag, "pulled", Some(&log))], "{loaded}");
+    assert_eq!(s.local_names(), sorted(vec![remote, tagged.clone(), latest.clone()]));
+    assert_eq!(image_id(&tagged).as_ref(), Some(&id));
+    assert_eq!(image_id(&latest).as_ref(), Some(&id));
+    assert_eq!(image_arch(&latest), "arm64");
+}
+
+#[test]
+fn aarch64_image_is_built_under_qemu_pushed_and_pulled_back() {
+    foreign_image_round_trip("cross-aarch64", "aarch64");
+}
+
+#[test]
+fn arm64_spelling_is_aarch64() {
+    foreign_image_round_trip("cross-arm64", "arm64");
+}
+
+#[test]
+fn dockerfiles_per_architecture() {
+    let s = Sandbox::new("per-arch");
+    s.write("only86/Dockerfile.x86_64", "FROM scratch\nCOPY id /id\n");
+    s.write("only86/id", &s.id);
+    s.write("both/Dockerfile", "FROM scratch\nCOPY generic /which\n");
+    s.write("both/Dockerfile.aarch64", &format!("FROM {}\nCOPY aarch64 /which\n", base_image_arm64()));
+    s.write("both/generic", &format!("generic {}\n", s.id));
+    s.write("both/aarch64", &format!("aarch64 {}\n", s.id));
+    let aarch64 = |args: &[&str]| run(s.cmd(args).env("ARCH", "aarch64"));
+
+    // The listing: which images there are for each architecture, from which Dockerfile.
+    let dockerfiles = |run: &Run| -> Vec<(String, String)> {
+        let items = json_array(run.success());
+        items.iter().map(|i| (i["name"].as_str().unwrap().into(), i["dockerfile"].as_str().unwrap().into())).collect()
+    };
+    let listed = aarch64(&["list-all-images", "--json"]);
+    assert_eq!(dockerfiles(&listed), [("both".into(), "Dockerfile.aarch64".into())]);
+    let listed = run(s.cmd(&["list-all-images", "--json"]).env("ARCH", "x86_64"));
+    assert_eq!(
+        dockerfiles(&listed),
+        [("both".into(), "Dockerfile".into()), ("only86".into(), "Dockerfile.x86_64".into())]
+    );
+
+    let both = s.arch_tag("aarch64", "both");
+    let all = aarch64(&["load-all-images", "--json"]);
+    assert_eq!(all.success().outcomes(), [outcome("both", &both, "built", Some(&s.log_for("aarch64", "both")))]);
+    assert!(all.stderr_lines().contains(&"skipped only86: not available for aarch64"), "{all}");
+    let which = run_in_platform(&format!("{}:latest", s.local("both")), "linux/arm64", &["cat", "/which"]);
+    assert_eq!(which, format!("aarch64 {}\n", s.id), "the build did not use Dockerfile.aarch64");
+
+    let one = aarch64(&["load", "only86", "--json"]);
+    assert_eq!(one.success().outcomes(), Vec::<Value>::new());
+    let note = format!(
+        "skipped: image `only86` is not available for aarch64: {} has no Dockerfile or Dockerfile.aarch64",
+        s.images.join("only86").display()
+    );
+    assert!(one.stderr_lines().contains(&note.as_str()), "{one}");
+    assert!(s.local_names().iter().all(|n| !n.contains("/only86")), "{:?}", s.local_names());
+}
+
+#[test]
+fn push_manifest_publishes_an_index_over_both_architectures() {
+    let s = Sandbox::new("manifest");
+    s.write("multi/Dockerfile.x86_64", &format!("FROM {}\nCOPY id /id\n", base_image()));
+    s.write("multi/Dockerfile.aarch64", &format!("FROM {}\nCOPY id /id\n", base_image_arm64()));
+    s.write("multi/id", &format!("{}\n", s.id));
+    let with_arch = |arch: &str, args: &[&str]| run(s.cmd(args).env("ARCH", arch));
+    let member = |arch: &str| format!("{}:{}", s.remote_for(arch, "multi"), s.arch_tag(arch, "multi"));
+    let (amd64, arm64) = (member("x86_64"), member("aarch64"));
+
+    with_arch("x86_64", &["push", "multi"]).success();
+    let early = with_arch("x86_64", &["push-manifest", "multi"]);
+    early.status(1);
+    assert_eq!(
+        early.stderr_lines(),
+        [format!(
+            "error: multi for aarch64 is not in the registry ({arm64}): push it first with \
+             `ARCH=aarch64 cargo xtask push multi`"
+        )],
+        "{early}"
+    );
+
+    with_arch("aarch64", &["push", "multi"]).success();
+    let published = with_arch("x86_64", &["push-manifest", "multi", "--json"]);
+    let indexes = json_array(published.success());
+    assert_eq!(indexes.len(), 1, "{published}");
+    let index = indexes[0]["reference"].as_str().unwrap().to_string();
+    let tag = index.strip_prefix(&format!("{}/multi:", s.remote_prefix)).unwrap_or_else(|| panic!("{published}"));
+    assert!(tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()), "{published}");
+    assert_eq!(published.stderr_lines(), [format!("pushed index {index} over 2")], "{published}");
+
+    let members: BTreeMap<String, String> = index_members(&index).into_iter().collect();
+    let digest = |reference: &str| -> String {
+        let digests = manifest_digests(reference);
+        assert_eq!(digests.len(), 1, "{reference}: {digests:?}");
+        digests[0].clone()
+    };
+    let expected: BTreeMap<String, String> =
+        [("linux/amd64".to_string(), digest(&amd64)), ("linux/arm64".to_string(), digest(&arm64))].into();
+    assert_eq!(members, expected);
+
+    // Each platform's pull is the very image pushed for that architecture.
+    for (platform, arch, member) in [("linux/arm64", "arm64", &arm64), ("linux/amd64", "amd64", &amd64)] {
+        pull(&index, Some(platform));
+        assert_eq!(image_arch(&index), arch, "{index} pulled for {platform}");
+        assert_eq!(image_id(&index), image_id(member), "{index} pulled for {platform}");
+    }
+}
+
+#[test]
+fn register_cross_enables_qemu_for_foreign_architectures_only() {
+    let s = Sandbox::new("register");
+    let aarch64 = run(s.cmd(&["register-cross"]).env("ARCH", "aarch64"));
+    let said = aarch64.success().stderr.clone();
+    assert!(
+        said == "aarch64 binaries already run here through qemu\n"
+            || said.starts_with("aarch64 binaries now run here through qemu (from "),
+        "{aarch64}"
+    );
+    let state = fs::read_to_string("/proc/sys/fs/binfmt_misc/qemu-aarch64").unwrap();
+    assert_eq!(state.lines().next(), Some("enabled"), "{state}");
+
+    let host = run(s.cmd(&["register-cross"]).env("ARCH", "x86_64"));
+    assert_eq!(host.success().stderr, "x86_64 is this host's architecture: nothing to register\n");
+    assert_eq!(host.stdout, "");
+}
+
+/// Untags names on the docker daemon at `host`, on drop.
+struct RemoteNames {
+    host: String,
+    names: Vec<String>,
+}
+
+impl Drop for RemoteNames {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").arg("rmi").args(&self.names).env("DOCKER_HOST", &self.host).output();
+    }
+}
+
+/// `DOCKER_HOST` reaches the engine as it is. Only docker has daemons
+/// elsewhere, so this runs docker whatever `XTASK_TEST_ENGINE` says.
+#[test]
+fn docker_host_elsewhere_gets_the_build() {
+    let s = Sandbox::new("docker-host");
+    s.scratch_image("x");
+    let tag = s.tag("x");
+    let host = remote_docker_host();
+    let local = s.local("x");
+    let names = vec![format!("{local}:{tag}"), format!("{local}:latest"), format!("{}:{tag}", s.remote("x"))];
+    let _cleanup = RemoteNames { host: host.clone(), names: names.clone() };
+
+    let built = run(s.cmd(&["rebuild", "x", "--json"]).env("IMAGES_ENGINE", "docker").env("DOCKER_HOST", &host));
+    assert_eq!(built.success().outcomes(), [outcome("x", &tag, "built", Some(&s.log("x")))]);
+    let inspect = |name: &str, host: Option<&str>| {
+        let mut cmd = Command::new("docker");
+        cmd.args(["image", "inspect", "--format", "{{.Id}}", name]);
+        match host {
+            Some(host) => cmd.env("DOCKER_HOST", host),
+            None => cmd.env_remove("DOCKER_HOST"),
+        };
+        cmd.output().unwrap().status.success()
+    };
+    for name in &names {
+        assert!(inspect(name, Some(&host)), "{name} is not on the daemon at {host}");
+        assert!(!inspect(name, None), "{name} is on the main daemon");
+    }
+    // The main daemon still answers for itself.
+    assert!(docker(&["version"]).status.success());
+}
+
+/// Images `s{i}` on their own (of several sizes) and families `f{i}`, each a
+/// base with children built `FROM` it, one child with a child of its own.
+fn generated_tree(s: &Sandbox) -> (BTreeSet<String>, Vec<(String, String)>) {
+    let mut names = BTreeSet::new();
+    let mut edges = Vec::new();
+    for i in 0..14 {
+        s.write(&format!("s{i}/Dockerfile"), "FROM scratch\nCOPY data /data\n");
+        s.write(&format!("s{i}/data"), &"x".repeat((i % 5) * 300_000 + i));
+        names.insert(format!("s{i}"));
+    }
+    for f in 0..4 {
+        let base = format!("f{f}-base");
+        s.scratch_image(&base);
+        names.insert(base.clone());
+        for c in 0..3 {
+            let child = format!("f{f}-c{c}");
+            s.write(&format!("{child}/Dockerfile"), &format!("FROM {}:latest\nCOPY id /id\n", s.local(&base)));
+            s.write(&format!("{child}/id"), &child);
+            names.insert(child.clone());
+            edges.push((child, base.clone()));
+        }
+        let grandchild = format!("f{f}-g");
+        let parent = format!("f{f}-c0");
+        s.write(&format!("{grandchild}/Dockerfile"), &format!("FROM {}:latest\nCOPY id /id\n", s.local(&parent)));
+        s.write(&format!("{grandchild}/id"), &grandchild);
+        names.insert(grandchild.clone());
+        edges.push((grandchild, parent));
+    }
+    (names, edges)
+}
+
+#[test]
+fn shards_cover_every_image_once_and_keep_families_together() {
+    let s = Sandbox::new("shards");
+    let (names, edges) = generated_tree(&s);
+    assert_eq!(names.len(), 34);
+
+    for count in 1..=5 {
+        let mut home: BTreeMap<String, usize> = BTreeMap::new();
+        for index in 1..=count {
+            let shard = format!("{index}/{count}");
+            let plan = s.xtask(&["load-all-images", "--dry-run", "--json", "--shard", &shard]);
+            let jobs = json_array(plan.success());
+            assert!(
+                plan.stderr_lines()
+                    .iter()
+                    .any(|l| l.starts_with(&format!("shard {shard}: {} of 34 images", jobs.len()))),
+                "{plan}"
+            );
+            for job in &jobs {
+                let name = job["name"].as_str().unwrap().to_string();
+                // A family stays on one shard, so no base comes from elsewhere.
+                assert_eq!(job["requested"], Value::Bool(true), "{name} on shard {shard} is only a base: {plan}");
+                assert_eq!(job["steps"], serde_json::json!([{ "step": "pull", "or_build": true }]), "{plan}");
+                if let Some(other) = home.insert(name.clone(), index) {
+                    panic!("{name} is on shards {other}/{count} and {shard}");
+                }
+            }
+        }
+        assert_eq!(home.keys().cloned().collect::<BTreeSet<_>>(), names, "{count} shards do not cover every image");
+        for (child, base) in &edges {
+            assert_eq!(home[child], home[base], "{child} and its base {base} are on different shards of {count}");
+        }
+    }
+
+    let invalid = s.xtask(&["load-all-images", "--dry-run", "--shard", "0/3"]);
+    invalid.status(2);
+    assert_eq!(invalid.stdout, "");
+    assert_eq!(
+        invalid.stderr,
+        "error: invalid value '0/3' for '--shard <K/N>': invalid shard `0/3`: use K/N with 1 <= K <= N, e.g. 2/4\n\n\
+         For more information, try '--help'.\n"
+    );
+    assert_eq!(s.local_names(), Vec::<String>::new());
+}
