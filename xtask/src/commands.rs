@@ -82,6 +82,7 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
         build_args: &settings.build_args,
         log_dir: &log_dir,
         idle,
+        registry_down: std::sync::atomic::AtomicBool::new(false),
     };
     if jobs.iter().any(|j| j.may_build()) {
         cross::register(settings.arch)?;
@@ -99,7 +100,7 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
         eprintln!("{} images present", outcomes.len());
     }
     if let Some(o) = outcomes.iter().find(|o| o.log.is_some() && o.action == Action::Failed) {
-        eprintln!("build logs: {}", o.log.as_ref().unwrap().parent().unwrap_or(&log_dir).display());
+        eprintln!("logs: {}", o.log.as_ref().unwrap().parent().unwrap_or(&log_dir).display());
     }
     if crate::engine::interrupted() {
         eprintln!("interrupted: no tag was applied to unfinished images");

@@ -118,25 +118,40 @@ fn image_path(root: &Path, dir: &Path) -> Result<String> {
         bail!("{} holds a Dockerfile itself: put each image in a directory of its own", root.display());
     }
     let mut segments = Vec::new();
+    let shown = one_line(&root.join(dir).display().to_string());
     for part in dir.iter() {
         let Some(seg) = part.to_str() else {
-            bail!("image directory {} has a name that is not UTF-8: rename it", root.join(dir).display());
+            bail!("image directory {shown} has a name that is not UTF-8: rename it");
         };
         if seg.contains('_') {
             bail!(
-                "image directory {} has `_` in its name `{seg}`: image names join directories with `_`, so names would be ambiguous; use `-` instead",
-                root.join(dir).display()
+                "image directory {shown} has `_` in its name `{}`: image names join directories with `_`, so names would be ambiguous; use `-` instead",
+                one_line(seg)
             );
         }
         if !valid_segment(seg) {
             bail!(
-                "image directory {} is not a valid image name (`{seg}`): use lower case letters, digits, and `.` or `-` between them",
-                root.join(dir).display()
+                "image directory {shown} is not a valid image name (`{}`): use lower case letters, digits, and `.` or `-` between them",
+                one_line(seg)
             );
         }
         segments.push(seg);
     }
     Ok(segments.join("/"))
+}
+
+/// A name as it can be shown in a one-line message: control characters (a
+/// newline or a terminal escape in a directory name) are written escaped.
+fn one_line(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A path component of an image reference, less `_` (see [`image_path`]):
@@ -258,5 +273,12 @@ mod tests {
         for bad in ["", "A", "a.", ".a", "-a", "a-", "a..b", "a b", "é", "a.-b"] {
             assert!(!valid_segment(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn names_in_messages_stay_on_one_line() {
+        assert_eq!(one_line("new\nline"), "new\\nline");
+        assert_eq!(one_line("esc\u{1b}[31m"), "esc\\u{1b}[31m");
+        assert_eq!(one_line("$(touch x) é"), "$(touch x) é");
     }
 }

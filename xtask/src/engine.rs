@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -80,30 +81,58 @@ impl Engine {
                 Ok(())
             });
         }
+        // With a log, both streams go through one pipe, in order, into the log
+        // as they come (so it can be followed) and into memory, so failures
+        // are judged by this call's own output even when another process
+        // writes the same log.
+        let mut logged = None;
         if let Some(log) = log {
             let file = File::options()
                 .create(true)
                 .append(true)
                 .open(log)
                 .with_context(|| format!("cannot write log {}", log.display()))?;
-            command.stdout(file.try_clone()?).stderr(file);
+            let (reader, writer) = std::io::pipe().context("cannot make a pipe")?;
+            command.stdout(writer.try_clone()?).stderr(writer);
+            logged = Some((reader, file));
         } else {
             command.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
         if interrupted() {
             bail!("interrupted");
         }
-        let child = command.spawn().map_err(|e| match e.kind() {
+        let spawned = command.spawn();
+        // Our copies of the pipe's writing end must close, or reading never ends.
+        drop(command);
+        let child = spawned.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => anyhow!("{}", self.not_installed()),
             _ => anyhow!("cannot run `{shown}`: {e}"),
         })?;
         let pid = child.id();
         CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        let mut combined = Vec::new();
+        if let Some((mut reader, mut file)) = logged {
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let _ = file.write_all(&buf[..n]);
+                        combined.extend_from_slice(&buf[..n]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
         let out = child.wait_with_output();
         CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
-        let out = out.with_context(|| format!("cannot wait for `{shown}`"))?;
+        let mut out = out.with_context(|| format!("cannot wait for `{shown}`"))?;
         if interrupted() {
             bail!("interrupted");
+        }
+        if log.is_some() {
+            out.stderr = combined;
         }
         Ok(Output {
             ok: out.status.success(),
@@ -194,9 +223,11 @@ impl Engine {
         let sh = Shell::new()?;
         let program = self.program;
         let out = match self.kind {
+            // `--debug`: docker says "no such manifest" also when the registry
+            // refused the credentials; only its debug lines tell them apart.
             EngineKind::Docker => {
                 let insecure = is_loopback(reference).then_some("--insecure");
-                self.run(cmd!(sh, "{program} manifest inspect {insecure...} {reference}"), None)?
+                self.run(cmd!(sh, "{program} --debug manifest inspect {insecure...} {reference}"), None)?
             }
             // podman cannot read a single image's manifest from a registry;
             // skopeo, its companion, can, with the same credentials.
@@ -209,21 +240,29 @@ impl Engine {
         if out.ok {
             return Ok(true);
         }
-        let err = out.stderr.to_lowercase();
+        let (debug, said): (Vec<&str>, Vec<&str>) = out.stderr.lines().partition(|l| l.contains("level=debug"));
+        let said = said.join("\n");
+        let err = said.to_lowercase();
         if err.contains("no such manifest") || err.contains("manifest unknown") || err.contains("not found") {
+            let refused = debug.iter().find(|l| l.contains("continuing on error") && !l.contains("manifest unknown"));
+            if let Some(line) = refused {
+                let what = line.split("msg=").nth(1).unwrap_or(line).trim_matches('"');
+                return Err(registry_error(reference, what));
+            }
             return Ok(false);
         }
-        Err(registry_error(reference, &out.stderr))
+        Err(registry_error(reference, &said))
     }
 
-    pub fn pull(&self, reference: &str, arch: Arch, log: &Path) -> Result<()> {
+    /// `quick`: give up sooner on a failing registry (the caller can build).
+    pub fn pull(&self, reference: &str, arch: Arch, quick: bool, log: &Path) -> Result<()> {
         let sh = Shell::new()?;
         let (program, platform) = (self.program, arch.platform());
         let tls = (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false");
-        retrying(|| {
+        retrying_with(if quick { &QUICK_RETRY_DELAYS } else { &RETRY_DELAYS }, || {
             let out = self.run(cmd!(sh, "{program} pull {tls...} --platform {platform} {reference}"), Some(log))?;
             if !out.ok {
-                return Err(registry_error(reference, &last_error_line(log)));
+                return Err(registry_error(reference, &last_error_line(&out.stderr)));
             }
             Ok(())
         })
@@ -271,7 +310,7 @@ impl Engine {
         if out.ok {
             return Ok(());
         }
-        let last = last_error_line(log);
+        let last = last_error_line(&out.stderr);
         if last.to_lowercase().contains("no space left on device") {
             bail!(
                 "the engine ran out of disk space: free some (`{program} system prune`) and retry; log: {}",
@@ -298,32 +337,31 @@ impl Engine {
                 let created =
                     self.run(cmd!(sh, "{program} manifest create {insecure...} {list} {members...}"), Some(log))?;
                 if !created.ok {
-                    return Err(registry_error(list, &last_error_line(log)));
+                    return Err(registry_error(list, &last_error_line(&created.stderr)));
                 }
                 let pushed = self.run(cmd!(sh, "{program} manifest push --purge {insecure...} {list}"), Some(log))?;
                 if !pushed.ok {
-                    return Err(registry_error(list, &last_error_line(log)));
+                    return Err(registry_error(list, &last_error_line(&pushed.stderr)));
                 }
             }
             EngineKind::Podman => {
                 let tls = is_loopback(list).then_some("--tls-verify=false");
                 let local = format!("xtask-index/{}:{}", index.name, std::process::id());
                 let _ = self.run(cmd!(sh, "{program} manifest rm {local}"), None);
-                let created = self.run(cmd!(sh, "{program} manifest create {local}"), Some(log))?;
-                let mut ok = created.ok;
+                let mut last = self.run(cmd!(sh, "{program} manifest create {local}"), Some(log))?;
                 for member in &members {
-                    if ok {
+                    if last.ok {
                         let target = format!("docker://{member}");
-                        ok = self.run(cmd!(sh, "{program} manifest add {tls...} {local} {target}"), Some(log))?.ok;
+                        last = self.run(cmd!(sh, "{program} manifest add {tls...} {local} {target}"), Some(log))?;
                     }
                 }
-                if ok {
+                if last.ok {
                     let target = format!("docker://{list}");
-                    ok = self.run(cmd!(sh, "{program} manifest push --all {tls...} {local} {target}"), Some(log))?.ok;
+                    last = self.run(cmd!(sh, "{program} manifest push --all {tls...} {local} {target}"), Some(log))?;
                 }
                 let _ = self.run(cmd!(sh, "{program} manifest rm {local}"), None);
-                if !ok {
-                    return Err(registry_error(list, &last_error_line(log)));
+                if !last.ok {
+                    return Err(registry_error(list, &last_error_line(&last.stderr)));
                 }
             }
         }
@@ -347,7 +385,7 @@ impl Engine {
         retrying(|| {
             let out = self.run(cmd!(sh, "{program} push {tls...} {reference}"), Some(log))?;
             if !out.ok {
-                return Err(registry_error(reference, &last_error_line(log)));
+                return Err(registry_error(reference, &last_error_line(&out.stderr)));
             }
             Ok(())
         })
@@ -369,7 +407,7 @@ impl Engine {
                 let created =
                     self.run(cmd!(sh, "{program} manifest create {insecure...} {target} {source}"), Some(log))?;
                 if !created.ok {
-                    return Err(registry_error(source, &last_error_line(log)));
+                    return Err(registry_error(source, &last_error_line(&created.stderr)));
                 }
                 self.run(cmd!(sh, "{program} manifest push --purge {insecure...} {target}"), Some(log))?
             }
@@ -381,7 +419,7 @@ impl Engine {
             }
         };
         if !out.ok {
-            return Err(registry_error(target, &last_error_line(log)));
+            return Err(registry_error(target, &last_error_line(&out.stderr)));
         }
         Ok(())
     }
@@ -448,11 +486,19 @@ fn registry_error(reference: &str, stderr: &str) -> anyhow::Error {
     let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
     let (message, transient) = if has(&["manifest unknown", "not found", "no such manifest"]) {
         (format!("the registry has no {reference}"), false)
-    } else if has(&["connection refused", "i/o timeout", "connection reset", "eof", "broken pipe", "timeout"]) {
+    } else if has(&[
+        "connection refused",
+        "i/o timeout",
+        "connection reset",
+        "eof",
+        "broken pipe",
+        "timeout",
+        "use of closed network connection",
+    ]) {
         (format!("registry {registry} is not reachable: {}", first_line(stderr)), true)
     } else if has(&["no such host"]) {
         (format!("registry {registry} is not reachable: {}", first_line(stderr)), false)
-    } else if has(&["unauthorized", "authentication required", "denied"]) {
+    } else if has(&["unauthorized", "authentication required", "denied", "no basic auth credentials"]) {
         (format!("registry {registry} refused the credentials for {reference}: run `docker login {registry}`"), false)
     } else if has(&[
         "toomanyrequests",
@@ -465,6 +511,14 @@ fn registry_error(reference: &str, stderr: &str) -> anyhow::Error {
         "status code 5",
     ]) {
         (format!("registry {registry} failed: {}", first_line(stderr)), true)
+    } else if has(&["unsupported manifest format"]) {
+        // docker's `manifest inspect` says so when a request after the
+        // manifest's failed; the next try reads it whole.
+        (format!("registry {registry} answered in part: {}", first_line(stderr)), true)
+    } else if has(&["blob unknown", "blob upload unknown"]) {
+        // Another push of the same layers, from this engine or another, was
+        // under way: the next try finds them there.
+        (format!("registry {registry} lost a layer of a push under way: {}", first_line(stderr)), true)
     } else {
         (format!("{reference}: {}", first_line(stderr)), false)
     };
@@ -472,15 +526,34 @@ fn registry_error(reference: &str, stderr: &str) -> anyhow::Error {
 }
 
 /// Waits between tries of a registry call that failed transiently: about
-/// four seconds in all, then the last failure is reported.
-const RETRY_DELAYS: [Duration; 3] = [Duration::from_millis(500), Duration::from_secs(1), Duration::from_secs(2)];
+/// twenty seconds in all, so that a push gets through a registry that fails
+/// one connection in five; then the last failure is reported.
+const RETRY_DELAYS: [Duration; 7] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(4),
+    Duration::from_secs(4),
+    Duration::from_secs(4),
+];
 
-fn retrying<T>(mut call: impl FnMut() -> Result<T>) -> Result<T> {
-    for delay in RETRY_DELAYS {
+/// For a pull that has a build to fall back on: waiting long is worse than building.
+const QUICK_RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(1)];
+
+/// Whether an error is a registry failure worth another try.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<RegistryError>().is_some_and(|r| r.transient)
+}
+
+fn retrying<T>(call: impl FnMut() -> Result<T>) -> Result<T> {
+    retrying_with(&RETRY_DELAYS, call)
+}
+
+fn retrying_with<T>(delays: &[Duration], mut call: impl FnMut() -> Result<T>) -> Result<T> {
+    for &delay in delays {
         match call() {
-            Err(e) if e.downcast_ref::<RegistryError>().is_some_and(|r| r.transient) && !interrupted() => {
-                std::thread::sleep(delay)
-            }
+            Err(e) if is_transient(&e) && !interrupted() => std::thread::sleep(delay),
             done => return done,
         }
     }
@@ -492,14 +565,14 @@ fn first_line(s: &str) -> &str {
 }
 
 /// The most telling line of a log: the last one that mentions an error.
-fn last_error_line(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+fn last_error_line(text: &str) -> String {
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    lines
-        .iter()
-        .rev()
-        .find(|l| l.to_lowercase().contains("error"))
-        .or(lines.last())
-        .map(|l| l.to_string())
-        .unwrap_or_else(|| "no output".into())
+    let Some(at) = lines.iter().rposition(|l| l.to_lowercase().contains("error")).or(lines.len().checked_sub(1)) else {
+        return "no output".into();
+    };
+    // `errors:` heads a list of what the registry said, one per line.
+    if lines[at].ends_with(':') && at + 1 < lines.len() {
+        return lines[at..].join(" ");
+    }
+    lines[at].to_string()
 }

@@ -2,6 +2,7 @@
 //! after the jobs it is built on, and records what happened to each image.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
@@ -65,6 +66,8 @@ pub struct Context<'a> {
     /// What a job with no steps reports: `present` for load, `skipped` when
     /// the registry already has it.
     pub idle: Action,
+    /// Set when a pull failed for want of a working registry.
+    pub registry_down: AtomicBool,
 }
 
 enum State {
@@ -200,13 +203,22 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action) -> Resul
                 name_locally(from)?;
                 *action = (*action).max(Action::Tagged);
             }
-            Step::Pull { or_build } => match engine.pull(&remote, ctx.arch, log) {
+            Step::Pull { or_build: true } if ctx.registry_down.load(AtomicOrdering::SeqCst) => {
+                crate::reporting::note(&format!("{}: registry unreachable; building", job.name));
+                build(action)?;
+                remote_named = true;
+            }
+            Step::Pull { or_build } => match engine.pull(&remote, ctx.arch, *or_build, log) {
                 Ok(()) => {
                     name_locally(&remote)?;
                     *action = (*action).max(Action::Pulled);
                     remote_named = true;
                 }
                 Err(e) if *or_build && !engine::interrupted() => {
+                    // Once the registry failed, later images build without waiting on it.
+                    if engine::is_transient(&e) {
+                        ctx.registry_down.store(true, AtomicOrdering::SeqCst);
+                    }
                     crate::reporting::note(&format!("{}: pull failed ({e:#}); building", job.name));
                     build(action)?;
                     remote_named = true;

@@ -93,7 +93,7 @@ fn second_push_all_skips_everything() {
     let calls = recorder.take();
     // Registry look-ups are docker's own, or skopeo's for podman.
     let program = engine().program();
-    let lookup = |c: &str| c.starts_with("docker manifest inspect ") || c.starts_with("skopeo inspect ");
+    let lookup = |c: &str| c.starts_with("docker --debug manifest inspect ") || c.starts_with("skopeo inspect ");
     let reads =
         |c: &str| lookup(c) || [" version ", " images "].iter().any(|r| c.starts_with(&format!("{program}{r}")));
     let changing: Vec<&String> = calls.iter().filter(|c| !reads(c)).collect();

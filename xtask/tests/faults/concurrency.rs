@@ -1,0 +1,52 @@
+//! Several runs of the tool at once on one tree and one registry: all
+//! succeed, and what they leave is exactly what one run would have left.
+
+use std::time::Duration;
+
+use crate::state::{check_local, check_registry, hermetic_tree, Fingerprints, Names, PATHS};
+use crate::world::{leftovers, registry, tmp_entries, World};
+use crate::Report;
+
+const RUNS: usize = 3;
+const LIMIT: Duration = Duration::from_secs(180);
+
+pub fn run(report: &mut Report) {
+    let mut world = World::new("concurrent");
+    let tags = hermetic_tree(&world, &PATHS, 0);
+    let mut prints = Fingerprints::default();
+    let tmp_before = tmp_entries();
+
+    let at_once = |world: &World, r: &mut Report, commands: &[&str]| -> Result<(), String> {
+        let runs: Vec<_> = commands.iter().map(|c| world.spawn(&[c])).collect();
+        r.fault("concurrent runs", commands.len() - 1);
+        for run in runs {
+            run.wait(LIMIT).expect(0);
+        }
+        let left = leftovers(world, &tmp_before);
+        if !left.is_empty() {
+            return Err(format!("left behind: {left:?}"));
+        }
+        Ok(())
+    };
+
+    report.case("concurrency: 3 load-all-images at once", |r| {
+        at_once(&world, r, &["load-all-images"; RUNS])?;
+        check_local(&world, &tags, &mut prints, Names::All)
+    });
+
+    report.case("concurrency: 3 push-all-images at once, nothing local", |r| {
+        world.untag_all();
+        at_once(&world, r, &["push-all-images"; RUNS])?;
+        check_local(&world, &tags, &mut prints, Names::All)?;
+        check_registry(&registry(), &world.remote_prefix, &tags, &prints, true, None).map(|_| ())
+    });
+
+    // Loads pull what the push has pushed, or build what it has not yet.
+    world.use_registry(&registry(), Some("mixed"));
+    report.case("concurrency: 2 load-all-images and a push-all-images at once", |r| {
+        world.untag_all();
+        at_once(&world, r, &["load-all-images", "push-all-images", "load-all-images"])?;
+        check_local(&world, &tags, &mut prints, Names::All)?;
+        check_registry(&registry(), &world.remote_prefix, &tags, &prints, true, None).map(|_| ())
+    });
+}

@@ -1,0 +1,220 @@
+//! Hostile names: image directories whose names are shell code, options,
+//! blanks, newlines or not UTF-8 are refused with one clear line and run
+//! nothing; such names of files inside a valid image, very deep nesting and
+//! symlinks out of the tree or in loops are built like any other content.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::world::{file_in, World};
+use crate::Report;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Directory names that must not become images.
+const HOSTILE: [&[u8]; 9] = [
+    b"$(touch x)",
+    b"`touch x`",
+    b"; rm -rf",
+    b"--rm",
+    b"with space",
+    b"new\nline",
+    b"\xff\xfe",
+    b"Upper",
+    b"esc\x1b[31mred",
+];
+
+/// File names that are fine inside an image.
+const AWKWARD: [&[u8]; 11] = [
+    b"with space",
+    b"new\nline",
+    b"\xff\xfe",
+    b"quo'te",
+    b"dq\"x",
+    b"$(touch x)",
+    b"-rm",
+    b"--rm",
+    b"back\\slash",
+    b"tab\tname",
+    b".hidden",
+];
+
+pub fn run(report: &mut Report) {
+    for name in HOSTILE {
+        let shown = String::from_utf8_lossy(name).escape_debug().to_string();
+        report.case(&format!("hostile image directory \"{shown}\" is refused"), |r| {
+            r.fault("hostile directory name", 1);
+            let world = World::new("hostile");
+            world.write("ok/Dockerfile", "FROM scratch\n");
+            let dir = world.images.join(OsStr::from_bytes(name));
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("Dockerfile"), "FROM scratch\nCOPY . /\n").unwrap();
+            for args in [
+                &["list-all-images"][..],
+                &["list-all-images", "--json"],
+                &["local-image", "ok"],
+                &["load-all-images"],
+                &["push-all-images", "--dry-run"],
+            ] {
+                let run = world.xtask(args, LIMIT);
+                run.expect(1);
+                let lines: Vec<&str> = run.stderr.lines().collect();
+                if lines.len() != 1 || !lines[0].starts_with("error: image directory ") {
+                    return Err(format!("expected one line saying which directory is wrong: {run}"));
+                }
+                if !run.stdout.is_empty() {
+                    return Err(format!("printed a result: {run}"));
+                }
+            }
+            no_x(&world)
+        });
+    }
+
+    report.case("awkward file names inside an image: listed, built, all copied", |r| {
+        r.fault("awkward file names", AWKWARD.len());
+        let world = World::new("awkward");
+        world.write("awk/Dockerfile", "FROM scratch\nCOPY . /ctx/\n");
+        for name in AWKWARD {
+            let path = world.images.join("awk").join(OsStr::from_bytes(name));
+            fs::write(&path, name).unwrap();
+            let dir = world.images.join("awk/sub").join(OsStr::from_bytes(name));
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("f"), name).unwrap();
+        }
+        listed_and_built(&world, "awk")?;
+        let copied = export(&world, &format!("{}:latest", world.local("awk")));
+        for name in AWKWARD {
+            for rel in
+                [PathBuf::from(OsStr::from_bytes(name)), Path::new("sub").join(OsStr::from_bytes(name)).join("f")]
+            {
+                let got = fs::read(copied.join("ctx").join(&rel)).ok();
+                if got.as_deref() != Some(name) {
+                    return Err(format!("{} was not copied into the image", rel.display()));
+                }
+            }
+        }
+        no_x(&world)
+    });
+
+    report.case("nesting 200 directories deep inside an image", |r| {
+        r.fault("deep nesting", 1);
+        let world = World::new("deep");
+        world.write("deep/Dockerfile", "FROM scratch\nCOPY . /\n");
+        let rel = vec!["d"; 200].join("/") + "/bottom";
+        world.write(&format!("deep/{rel}"), "at the bottom\n");
+        listed_and_built(&world, "deep")?;
+        let got = file_in(&format!("{}:latest", world.local("deep")), &format!("/{rel}"));
+        if got.as_deref() != Some(b"at the bottom\n".as_slice()) {
+            return Err(format!("the deepest file is not in the image: {got:?}"));
+        }
+        Ok(())
+    });
+
+    report.case("symlinks out of the images root: listed, built, tag ignores what they point at", |r| {
+        r.fault("symlinks out of the tree", 3);
+        let world = World::new("outlink");
+        world.write("links/Dockerfile", "FROM scratch\nCOPY . /\n");
+        let outside = world.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), "outside the tree\n").unwrap();
+        let image = world.images.join("links");
+        symlink(&outside, image.join("abs-dir")).unwrap();
+        symlink(outside.join("secret"), image.join("abs-file")).unwrap();
+        symlink("../../outside", image.join("rel-dir")).unwrap();
+        // A linked directory with a Dockerfile is not an image: links are not followed.
+        fs::write(outside.join("Dockerfile"), "FROM scratch\n").unwrap();
+        symlink(&outside, world.images.join("linked")).unwrap();
+        let before = listed_and_built(&world, "links")?;
+        fs::write(outside.join("secret"), "changed outside the tree\n").unwrap();
+        let after = listed(&world, "links")?;
+        if before != after {
+            return Err(format!("the tag follows content outside the tree: {before} then {after}"));
+        }
+        let copied = export(&world, &format!("{}:latest", world.local("links")));
+        let link = fs::read_link(copied.join("abs-file")).map_err(|e| format!("abs-file is not a symlink: {e}"))?;
+        if link != outside.join("secret") {
+            return Err(format!("abs-file points at {}", link.display()));
+        }
+        Ok(())
+    });
+
+    report.case("symlink loops inside an image and at the root: listed, built, no hang", |r| {
+        r.fault("symlink loops", 4);
+        let world = World::new("loops");
+        world.write("loops/Dockerfile", "FROM scratch\nCOPY . /\n");
+        let image = world.images.join("loops");
+        symlink("two", image.join("one")).unwrap();
+        symlink("one", image.join("two")).unwrap();
+        symlink(".", image.join("self")).unwrap();
+        fs::create_dir_all(image.join("sub")).unwrap();
+        symlink("..", image.join("sub/up")).unwrap();
+        symlink(".", world.images.join("root-loop")).unwrap();
+        listed_and_built(&world, "loops").map(|_| ())
+    });
+}
+
+/// The image's tag from `list-all-images --json`, which must agree with
+/// `local-image`.
+fn listed(world: &World, name: &str) -> Result<String, String> {
+    let run = world.xtask(&["list-all-images", "--json"], LIMIT);
+    run.expect(0);
+    let value: serde_json::Value = serde_json::from_str(&run.stdout).map_err(|e| format!("{e}: {run}"))?;
+    let rows = value.as_array().unwrap();
+    if rows.len() != 1 || rows[0]["name"] != name {
+        return Err(format!("expected only {name}: {run}"));
+    }
+    let tag = rows[0]["tag"].as_str().unwrap().to_string();
+    let local = world.xtask(&["local-image", name], LIMIT);
+    local.expect(0);
+    if local.stdout.trim() != format!("{}:{tag}", world.local(name)) {
+        return Err(format!("local-image disagrees with list-all-images --json ({tag}): {local}"));
+    }
+    Ok(tag)
+}
+
+/// Listed, then loaded (built) under the tag listed; returns the tag.
+fn listed_and_built(world: &World, name: &str) -> Result<String, String> {
+    let tag = listed(world, name)?;
+    let run = world.xtask(&["load", name, "--json"], LIMIT);
+    run.expect(0);
+    let value: serde_json::Value = serde_json::from_str(&run.stdout).map_err(|e| format!("{e}: {run}"))?;
+    if value[0]["action"] != "built" || value[0]["tag"] != tag.as_str() {
+        return Err(format!("expected {name} built as {tag}: {run}"));
+    }
+    Ok(tag)
+}
+
+/// The image's filesystem, unpacked into a directory of the world.
+fn export(world: &World, image: &str) -> PathBuf {
+    let dir = world.path().join(format!("export-{}", crate::world::unique()));
+    fs::create_dir_all(&dir).unwrap();
+    let created = crate::world::docker_ok(&["create", image, "/nothing-runs"]);
+    let container = created.trim();
+    let script = "docker export \"$1\" | tar -x -C \"$2\"";
+    let out = Command::new("sh").args(["-c", script, "sh", container, dir.to_str().unwrap()]).output().unwrap();
+    crate::world::docker_ok(&["rm", container]);
+    assert!(out.status.success(), "docker export {image}: {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+/// No file named `x` appeared where a shell run by the tool would make it.
+fn no_x(world: &World) -> Result<(), String> {
+    let mut places = vec![xtask::workspace_root().join("x"), std::env::current_dir().unwrap().join("x")];
+    places.extend(
+        walkdir::WalkDir::new(world.path())
+            .follow_links(false)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_name() == "x")
+            .map(|e| e.into_path()),
+    );
+    match places.iter().find(|p| p.symlink_metadata().is_ok()) {
+        Some(p) => Err(format!("{} was created", p.display())),
+        None => Ok(()),
+    }
+}
