@@ -185,10 +185,12 @@ impl World {
         format!("{}/{path}_{}", self.remote_prefix, arch())
     }
 
-    /// Every local `repository:tag` with this world's id in it.
+    /// Every local `repository:tag` with this world's id in it. `<none>` is
+    /// no tag: an image a tag moved away from, kept by its pull digest.
     pub fn local_names(&self) -> Vec<String> {
         let out = docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-        let mut names: Vec<String> = out.lines().filter(|l| l.contains(&self.id)).map(String::from).collect();
+        let mut names: Vec<String> =
+            out.lines().filter(|l| l.contains(&self.id) && !l.ends_with(":<none>")).map(String::from).collect();
         names.sort();
         names
     }
