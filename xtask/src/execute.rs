@@ -98,8 +98,9 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
                             {
                                 let base = jobs[j].after.iter().find(|&&b| matches!(states[b], State::Done(false)));
                                 let msg = format!("not built: its base {} failed", jobs[*base.unwrap()].name);
-                                outcomes.lock().unwrap()[j] = Some(failed(&jobs[j], msg, None, 0.0));
-                                progress.finished(outcomes.lock().unwrap()[j].as_ref().unwrap());
+                                let outcome = failed(&jobs[j], msg, None, 0.0);
+                                progress.finished(&outcome);
+                                outcomes.lock().unwrap()[j] = Some(outcome);
                                 states[j] = State::Done(false);
                                 changed = true;
                                 if !keep_going {
