@@ -50,7 +50,12 @@ pub struct Global {
     #[arg(long, env = "IMAGES_DIR", global = true, value_name = "DIR")]
     pub images_dir: Option<PathBuf>,
     /// Architecture to build for: x86_64 (amd64) or aarch64 (arm64) [default: the host's]
-    #[arg(long, env = "ARCH", global = true)]
+    #[arg(
+        long,
+        env = "ARCH",
+        global = true,
+        value_parser = clap::builder::PossibleValuesParser::new(crate::config::Arch::SPELLINGS)
+    )]
     pub arch: Option<String>,
     /// Registry repository prefix for the shared cache: <prefix>/<path>_<arch>:<tag>
     #[arg(long, env = "REMOTE_IMAGE_PREFIX", global = true, value_name = "PREFIX")]
@@ -232,12 +237,6 @@ mod tests {
                 Command::ListAllImages(ListArgs { json: true }),
                 Global { arch: Some("arm64".into()), tag_scheme: Some("gvisor".into()), ..none() },
             ),
-            // Values are checked when settings are resolved, not here.
-            (
-                &["--arch", "sparc", "list-all-images"],
-                Command::ListAllImages(ListArgs { json: false }),
-                Global { arch: Some("sparc".into()), ..none() },
-            ),
             (
                 &["local-image", "basic_hello", "basic/alpine", "basic"],
                 Command::LocalImage { images: strings(&["basic_hello", "basic/alpine", "basic"]) },
@@ -361,6 +360,8 @@ mod tests {
             (&["load-all-images", "x"], ErrorKind::UnknownArgument),
             (&["register-cross", "x"], ErrorKind::UnknownArgument),
             (&["list-all-images", "--arch"], ErrorKind::InvalidValue),
+            (&["--arch", "sparc", "list-all-images"], ErrorKind::InvalidValue),
+            (&["load", "x", "--arch=x86-64"], ErrorKind::InvalidValue),
             (&["load", "-j", "0", "x"], ErrorKind::ValueValidation),
             (&["load", "-j", "many", "x"], ErrorKind::ValueValidation),
             (&["load", "-j", "70000", "x"], ErrorKind::ValueValidation),

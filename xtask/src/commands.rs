@@ -55,11 +55,14 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
 
     let engine = Engine::new(settings.engine);
     engine.check()?;
-    let mut seen = Observed { local: engine.local_images()?, remote: HashMap::new() };
+    let local = engine.local_images()?;
+    let platforms = local_platforms(&engine, &local, &targets)?;
+    let mut seen = Observed { local, platforms, remote: HashMap::new() };
     if mode.needs_remote() {
         seen.remote = remote_lookups(&engine, &targets, &requested, parallelism(args))?;
     }
-    let options = Options { mode, skip_load: args.skip_image_load, push_latest: args.push_as_latest };
+    let options =
+        Options { mode, arch: settings.arch, skip_load: args.skip_image_load, push_latest: args.push_as_latest };
     let jobs = planning::plan(&targets, &requested, &seen, options);
 
     if args.dry_run {
@@ -74,6 +77,21 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
     let log_dir = log_dir(settings)?;
     let paths: Vec<(String, String)> = catalog.images.iter().map(|i| (i.path.clone(), i.dockerfile.clone())).collect();
     let idle = if matches!(mode, Mode::Test | Mode::Push) { Action::Skipped } else { Action::Present };
+    let may_build = jobs.iter().any(|j| j.may_build());
+    // Builders that match cached layers whatever their platform would hand a
+    // foreign build the host's layers: such builds go without the cache.
+    let fresh_builds = may_build && settings.arch != Arch::host()? && engine.builder().shares_cache_across_platforms();
+    if fresh_builds {
+        let remedy = match engine.builder() {
+            crate::engine::Builder::Podman => "",
+            _ => " (BuildKit keeps them apart: install docker's buildx plugin)",
+        };
+        reporting::note(&format!(
+            "building {} images without the layer cache: {} would reuse layers cached for another architecture{remedy}",
+            settings.arch,
+            engine.builder().describe()
+        ));
+    }
     let ctx = execute::Context {
         engine: &engine,
         images_root: &catalog.root,
@@ -83,8 +101,9 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
         log_dir: &log_dir,
         idle,
         registry_down: std::sync::atomic::AtomicBool::new(false),
+        fresh_builds,
     };
-    if jobs.iter().any(|j| j.may_build()) {
+    if may_build {
         cross::register(settings.arch)?;
     }
     crate::engine::install_interrupt_handler();
@@ -139,6 +158,28 @@ fn targets(catalog: &Catalog, settings: &Settings, requested: &[usize]) -> Resul
             (i, target)
         })
         .collect())
+}
+
+/// The platform of each local image the plan may use: those named as one
+/// of the targets' local or remote references. One engine call.
+fn local_platforms(
+    engine: &Engine,
+    local: &HashMap<String, String>,
+    targets: &HashMap<usize, Target>,
+) -> Result<HashMap<String, crate::config::Platform>> {
+    let mut ids: Vec<&str> = targets
+        .values()
+        .flat_map(|t| {
+            [format!("{}:{}", t.local, t.tag), format!("{}:latest", t.local), format!("{}:{}", t.remote, t.tag)]
+        })
+        .filter_map(|r| local.get(&r).map(String::as_str))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    engine.platforms(&ids)
 }
 
 /// Which requested tags the registry has, asked in parallel. A look-up that
@@ -266,14 +307,24 @@ pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> R
 
     let engine = Engine::new(settings.engine);
     engine.check()?;
+    // Each member is what its name says, by the config the registry holds.
     for index in &indexes {
         for (arch, member) in &index.members {
-            if !engine.remote_exists(member)? {
-                bail!(
+            match engine.remote_platform(member)? {
+                None => bail!(
                     "{} for {arch} is not in the registry ({member}): push it first with `ARCH={arch} cargo xtask push {}`",
                     index.name,
                     index.name
-                );
+                ),
+                Some(platform) if !platform.is(*arch) => bail!(
+                    "{} for {arch} in the registry ({member}) is a {platform} image, not {}: no index was published; \
+                     it was built for the wrong architecture, delete it from the registry and push it again with \
+                     `ARCH={arch} cargo xtask push {}`",
+                    index.name,
+                    arch.platform(),
+                    index.name
+                ),
+                Some(_) => {}
             }
         }
     }

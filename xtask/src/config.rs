@@ -17,6 +17,8 @@ pub enum Arch {
 
 impl Arch {
     pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+    /// Every spelling `ARCH` and `--arch` accept.
+    pub const SPELLINGS: [&'static str; 4] = ["x86_64", "amd64", "aarch64", "arm64"];
 
     pub fn host() -> Result<Arch> {
         std::env::consts::ARCH.parse().context("unsupported host architecture")
@@ -43,6 +45,38 @@ impl Arch {
             Arch::X86_64 => "amd64",
             Arch::Aarch64 => "arm64",
         }
+    }
+}
+
+/// An image's platform as its config records it: `linux/arm64`, `linux/arm64/v8`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, serde::Serialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub variant: String,
+}
+
+impl Platform {
+    /// Whether an image of this platform is an image for `arch`. arm64's only
+    /// variant is v8, which engines record or leave out.
+    pub fn is(&self, arch: Arch) -> bool {
+        self.os == "linux"
+            && self.architecture == arch.oci()
+            && match arch {
+                Arch::Aarch64 => self.variant.is_empty() || self.variant == "v8",
+                Arch::X86_64 => self.variant.is_empty(),
+            }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if !self.variant.is_empty() {
+            write!(f, "/{}", self.variant)?;
+        }
+        Ok(())
     }
 }
 

@@ -9,13 +9,13 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::config::{Arch, EngineKind};
+use crate::config::{Arch, EngineKind, Platform};
 
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -58,11 +58,71 @@ pub struct Output {
 pub struct Engine {
     pub kind: EngineKind,
     program: &'static str,
+    /// The CLI's own version, as `check` read it.
+    client_version: OnceLock<String>,
+    builder: OnceLock<Builder>,
+}
+
+/// What builds images. docker's classic builder and podman's match cached
+/// layers without regard to the platform they were built for; BuildKit does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builder {
+    /// docker's legacy builder.
+    Classic,
+    /// BuildKit: through buildx, or the daemon's own, which a client older
+    /// than 23.0 uses when `DOCKER_BUILDKIT=1` is set (`via_env`).
+    BuildKit {
+        via_env: bool,
+    },
+    Podman,
+}
+
+impl Builder {
+    /// Whether a layer cached for one platform may be reused for another.
+    pub fn shares_cache_across_platforms(self) -> bool {
+        !matches!(self, Builder::BuildKit { .. })
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Builder::Classic => "docker's classic builder",
+            Builder::BuildKit { via_env: false } => "BuildKit (buildx)",
+            Builder::BuildKit { via_env: true } => "BuildKit (DOCKER_BUILDKIT=1)",
+            Builder::Podman => "podman",
+        }
+    }
 }
 
 impl Engine {
     pub fn new(kind: EngineKind) -> Engine {
-        Engine { kind, program: kind.program() }
+        Engine { kind, program: kind.program(), client_version: OnceLock::new(), builder: OnceLock::new() }
+    }
+
+    /// The builder `build` uses, found out once: podman's own; for docker,
+    /// `DOCKER_BUILDKIT` when set, else BuildKit whenever the client has it
+    /// (buildx from 23.0 on, the daemon's own before), else the classic one.
+    pub fn builder(&self) -> Builder {
+        *self.builder.get_or_init(|| {
+            if self.kind == EngineKind::Podman {
+                return Builder::Podman;
+            }
+            match std::env::var("DOCKER_BUILDKIT").ok().as_deref().map(str::trim) {
+                Some("0" | "false" | "FALSE" | "False") => return Builder::Classic,
+                Some(v) if !v.is_empty() => return Builder::BuildKit { via_env: false },
+                _ => {}
+            }
+            let major =
+                self.client_version.get().and_then(|v| v.split('.').next()).and_then(|m| m.trim().parse::<u32>().ok());
+            if major.is_some_and(|m| m < 23) {
+                return Builder::BuildKit { via_env: true };
+            }
+            let Ok(sh) = Shell::new() else { return Builder::Classic };
+            let program = self.program;
+            match self.run(cmd!(sh, "{program} buildx version"), None) {
+                Ok(out) if out.ok => Builder::BuildKit { via_env: false },
+                _ => Builder::Classic,
+            }
+        })
     }
 
     /// Runs one engine command to completion; output goes to `log` when given.
@@ -167,11 +227,13 @@ impl Engine {
         let sh = Shell::new()?;
         let program = self.program;
         let format = match self.kind {
-            EngineKind::Docker => "{{.Server.Version}}",
+            EngineKind::Docker => "{{.Client.Version}} {{.Server.Version}}",
             EngineKind::Podman => "{{.Version}}",
         };
         let out = self.run(cmd!(sh, "{program} version --format {format}"), None)?;
         if out.ok {
+            let client = out.stdout.split_whitespace().next().unwrap_or_default();
+            let _ = self.client_version.set(client.to_string());
             return Ok(());
         }
         match self.kind {
@@ -204,13 +266,78 @@ impl Engine {
         if !out.ok {
             bail!("cannot list local images: {}", first_line(&out.stderr));
         }
-        Ok(out
-            .stdout
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .filter(|(r, _)| !r.contains("<none>"))
-            .map(|(r, id)| (r.to_string(), id.to_string()))
-            .collect())
+        let mut images = HashMap::new();
+        for (name, id) in out.stdout.lines().filter_map(|l| l.split_once('\t')) {
+            if name.contains("<none>") {
+                continue;
+            }
+            let id = full_id(id.trim());
+            // podman keeps a name without a registry domain (`local/x`) as
+            // `localhost/local/x`, and answers to both.
+            if self.kind == EngineKind::Podman {
+                if let Some(short) = name.strip_prefix("localhost/") {
+                    images.entry(short.to_string()).or_insert_with(|| id.clone());
+                }
+            }
+            images.insert(name.to_string(), id);
+        }
+        Ok(images)
+    }
+
+    /// The platform each of the local images `ids` (or names) was built for,
+    /// from their configs, in one engine call per few hundred. An image that
+    /// vanished meanwhile is left out.
+    pub fn platforms(&self, ids: &[&str]) -> Result<HashMap<String, Platform>> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let out = self.run(cmd!(sh, "{program} image inspect {chunk...}"), None)?;
+            // Asked about several, engines print what they found, and fail
+            // naming what they did not.
+            let parsed: Vec<InspectedImage> = match serde_json::from_str(out.stdout.trim()) {
+                Ok(images) => images,
+                Err(_) if !out.ok => {
+                    let missing = out.stderr.to_lowercase();
+                    if missing.contains("no such image") || missing.contains("image not known") {
+                        continue;
+                    }
+                    bail!("cannot inspect local images: {}", first_line(&out.stderr));
+                }
+                Err(e) => bail!("cannot read the engine's image inspection: {e}"),
+            };
+            for (asked, image) in chunk.iter().zip(&parsed) {
+                let platform = Platform {
+                    os: image.os.clone(),
+                    architecture: image.architecture.clone(),
+                    variant: image.variant.clone().unwrap_or_default(),
+                };
+                // In order when all were found; by ID in any case.
+                if out.ok {
+                    found.insert(asked.to_string(), platform.clone());
+                }
+                found.insert(full_id(&image.id), platform);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The platform of one local image.
+    pub fn platform(&self, image: &str) -> Result<Platform> {
+        self.platforms(&[image])?
+            .remove(image)
+            .ok_or_else(|| anyhow!("{image} is not present locally: it vanished (removed by another process?)"))
+    }
+
+    /// Removes one local name; the image stays if other names keep it.
+    pub fn untag(&self, reference: &str) -> Result<()> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let out = self.run(cmd!(sh, "{program} rmi {reference}"), None)?;
+        if !out.ok {
+            bail!("cannot remove the name {reference}: {}", first_line(&out.stderr));
+        }
+        Ok(())
     }
 
     /// Whether the registry has `reference`, from its manifest alone: no layer
@@ -220,6 +347,23 @@ impl Engine {
     }
 
     fn remote_exists_once(&self, reference: &str) -> Result<bool> {
+        Ok(self.remote_manifest_once(reference, false)?.is_some())
+    }
+
+    /// The platform of the image `reference` names in the registry, read from
+    /// its config there (not from anything said on the command line); `None`
+    /// when the registry lacks it.
+    pub fn remote_platform(&self, reference: &str) -> Result<Option<Platform>> {
+        retrying(|| match self.remote_manifest_once(reference, true)? {
+            None => Ok(None),
+            Some(text) => parse_remote_platform(self.kind, reference, &text).map(Some),
+        })
+    }
+
+    /// What the registry says of `reference`: its manifest (with `config`,
+    /// what docker makes of the image's config, or the config itself for
+    /// skopeo), or `None` when it has no such manifest.
+    fn remote_manifest_once(&self, reference: &str, config: bool) -> Result<Option<String>> {
         let sh = Shell::new()?;
         let program = self.program;
         let out = match self.kind {
@@ -227,18 +371,20 @@ impl Engine {
             // refused the credentials; only its debug lines tell them apart.
             EngineKind::Docker => {
                 let insecure = is_loopback(reference).then_some("--insecure");
-                self.run(cmd!(sh, "{program} --debug manifest inspect {insecure...} {reference}"), None)?
+                let verbose = config.then_some("-v");
+                self.run(cmd!(sh, "{program} --debug manifest inspect {insecure...} {verbose...} {reference}"), None)?
             }
             // podman cannot read a single image's manifest from a registry;
             // skopeo, its companion, can, with the same credentials.
             EngineKind::Podman => {
                 let tls = is_loopback(reference).then_some("--tls-verify=false");
+                let what = config.then_some("--config");
                 let target = format!("docker://{reference}");
-                self.run_skopeo(cmd!(sh, "skopeo inspect --raw {tls...} {target}"), None)?
+                self.run_skopeo(cmd!(sh, "skopeo inspect {what...} --raw {tls...} {target}"), None)?
             }
         };
         if out.ok {
-            return Ok(true);
+            return Ok(Some(out.stdout));
         }
         let (debug, said): (Vec<&str>, Vec<&str>) = out.stderr.lines().partition(|l| l.contains("level=debug"));
         let said = said.join("\n");
@@ -249,7 +395,7 @@ impl Engine {
                 let what = line.split("msg=").nth(1).unwrap_or(line).trim_matches('"');
                 return Err(registry_error(reference, what));
             }
-            return Ok(false);
+            return Ok(None);
         }
         Err(registry_error(reference, &said))
     }
@@ -268,52 +414,76 @@ impl Engine {
         })
     }
 
-    /// Builds the image and gives it `names`. The engine applies the names
-    /// only once the build has succeeded, so a failed or interrupted build
-    /// leaves no name pointing anywhere new, and nothing of ours on disk.
-    pub fn build(
-        &self,
-        dir: &Path,
-        dockerfile: &str,
-        arch: Arch,
-        args: &[String],
-        names: &[&str],
-        log: &Path,
-    ) -> Result<()> {
+    /// Builds the image and returns its ID. It gets no name here: the caller
+    /// names it once it has checked what was built. `fresh`: use no cached layer.
+    pub fn build(&self, spec: &BuildSpec<'_>, fresh: bool, log: &Path) -> Result<String> {
         // docker's classic builder, and podman's, fail a build when an image
         // they look at for their cache is removed meanwhile (`rmi` or `image
         // prune` by anyone else on the engine); the same build then succeeds.
         for _ in 1..BUILD_ATTEMPTS {
-            match self.build_once(dir, dockerfile, arch, args, names, log) {
+            match self.build_once(spec, fresh, log) {
                 Err(e) if CACHE_RACES.iter().any(|r| format!("{e:#}").contains(r)) && !interrupted() => continue,
                 done => return done,
             }
         }
-        self.build_once(dir, dockerfile, arch, args, names, log)
+        self.build_once(spec, fresh, log)
     }
 
-    fn build_once(
-        &self,
-        dir: &Path,
-        dockerfile: &str,
-        arch: Arch,
-        args: &[String],
-        names: &[&str],
-        log: &Path,
-    ) -> Result<()> {
+    fn build_once(&self, spec: &BuildSpec<'_>, fresh: bool, log: &Path) -> Result<String> {
         let sh = Shell::new()?;
-        let (program, platform) = (self.program, arch.platform());
-        let file = dir.join(dockerfile);
-        let tags = names.iter().flat_map(|n| ["-t", n]);
-        let out =
-            self.run(cmd!(sh, "{program} build --platform {platform} -f {file} {tags...} {args...} {dir}"), Some(log))?;
+        let (program, platform) = (self.program, spec.arch.platform());
+        let file = spec.dir.join(spec.dockerfile);
+        let dir = spec.dir;
+        let args = spec.args;
+        // Beside the log, and of this process alone: runs at once on one
+        // tree build the same image.
+        let iidfile = log.with_extension(format!("{}.iid", std::process::id()));
+        let _ = std::fs::remove_file(&iidfile);
+        let builder = self.builder();
+        let no_cache = fresh.then_some("--no-cache");
+        let own: &[&str] = match builder {
+            // Failed steps leave no stopped container behind.
+            Builder::Classic => &["--force-rm"],
+            Builder::BuildKit { .. } => &["--progress=plain"],
+            Builder::Podman => &[],
+        };
+        let mut command = cmd!(
+            sh,
+            "{program} build {own...} {no_cache...} --platform {platform} --iidfile {iidfile} -f {file} {args...} {dir}"
+        );
+        if builder == (Builder::BuildKit { via_env: true }) {
+            command = command.env("DOCKER_BUILDKIT", "1");
+        }
+        let out = self.run(command, Some(log));
+        let id = std::fs::read_to_string(&iidfile);
+        let _ = std::fs::remove_file(&iidfile);
+        let out = out?;
         if out.ok {
-            return Ok(());
+            let id = id.with_context(|| format!("the build wrote no image ID to {}", iidfile.display()))?;
+            return Ok(full_id(id.trim()));
         }
         let last = last_error_line(&out.stderr);
         if last.to_lowercase().contains("no space left on device") {
             bail!(
                 "the engine ran out of disk space: free some (`{program} system prune`) and retry; log: {}",
+                log.display()
+            );
+        }
+        // An engine that finds the `FROM` image only for another platform
+        // looks for it in a registry, and says so in its own words.
+        let lower = out.stderr.to_lowercase();
+        if [
+            "load metadata for",
+            "did not resolve to an alias",
+            "no image found in manifest list",
+            "does not match the specified platform",
+        ]
+        .iter()
+        .any(|n| lower.contains(n))
+        {
+            bail!(
+                "build failed: {last}; is its base image available for {platform}? A local image for another \
+                 architecture does not count; log: {}",
                 log.display()
             );
         }
@@ -422,6 +592,64 @@ impl Engine {
             return Err(registry_error(target, &last_error_line(&out.stderr)));
         }
         Ok(())
+    }
+}
+
+/// What to build: the context directory, its Dockerfile, for which
+/// architecture, with which extra arguments.
+pub struct BuildSpec<'a> {
+    pub dir: &'a Path,
+    pub dockerfile: &'a str,
+    pub arch: Arch,
+    pub args: &'a [String],
+}
+
+/// The part of `image inspect` that says what an image is for.
+#[derive(serde::Deserialize)]
+struct InspectedImage {
+    #[serde(rename = "Id")]
+    id: String,
+    #[serde(rename = "Os", default)]
+    os: String,
+    #[serde(rename = "Architecture", default)]
+    architecture: String,
+    #[serde(rename = "Variant", default)]
+    variant: Option<String>,
+}
+
+/// The platform in what `remote_manifest_once(…, true)` read: docker's
+/// verbose `manifest inspect` (a descriptor whose platform docker took from
+/// the image's config, or a list of them for an index), or an image config.
+fn parse_remote_platform(kind: EngineKind, reference: &str, text: &str) -> Result<Platform> {
+    let value: serde_json::Value = serde_json::from_str(text.trim())
+        .with_context(|| format!("cannot read what the registry says of {reference}"))?;
+    let field = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let platform = match kind {
+        EngineKind::Docker => {
+            if value.is_array() {
+                bail!("{reference} is a multi-architecture index in the registry, not one image");
+            }
+            value["Descriptor"]["platform"].clone()
+        }
+        EngineKind::Podman => value,
+    };
+    let platform = Platform {
+        os: field(&platform, "os"),
+        architecture: field(&platform, "architecture"),
+        variant: field(&platform, "variant"),
+    };
+    if platform.os.is_empty() || platform.architecture.is_empty() {
+        bail!("the registry does not say which platform {reference} is for");
+    }
+    Ok(platform)
+}
+
+/// Image IDs as docker writes them; podman leaves out the `sha256:`.
+fn full_id(id: &str) -> String {
+    if id.contains(':') {
+        id.to_string()
+    } else {
+        format!("sha256:{id}")
     }
 }
 

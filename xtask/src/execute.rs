@@ -68,6 +68,9 @@ pub struct Context<'a> {
     pub idle: Action,
     /// Set when a pull failed for want of a working registry.
     pub registry_down: AtomicBool,
+    /// Build without the layer cache: the builder would match layers cached
+    /// for another architecture.
+    pub fresh_builds: bool,
 }
 
 enum State {
@@ -188,13 +191,34 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action) -> Resul
                 engine.tag(from, target)?;
             }
         }
+        if let Some(was) = &job.latest_was {
+            crate::reporting::note(&format!(
+                "{}: {latest} now points at the {} image (it was {was})",
+                job.name,
+                ctx.arch.platform()
+            ));
+        }
         Ok(())
     };
     let build = |action: &mut Action| -> Result<()> {
-        let path = &ctx.paths[job.image];
-        let dir = ctx.images_root.join(&path.0);
-        engine.build(&dir, &path.1, ctx.arch, ctx.build_args, &[&remote, &local, &latest], log)?;
+        let id = build_checked(ctx, job, log)?;
+        engine.tag(&id, &remote)?;
+        name_locally(&remote)?;
         *action = (*action).max(Action::Built);
+        Ok(())
+    };
+    // A pulled image is for ARCH, or loses the name the pull gave it.
+    let pull_checked = |quick: bool| -> Result<()> {
+        engine.pull(&remote, ctx.arch, quick, log)?;
+        let platform = engine.platform(&remote)?;
+        if !platform.is(ctx.arch) {
+            engine.untag(&remote)?;
+            bail!(
+                "the registry's {remote} is for {platform}, not {}: it was pushed for the wrong architecture; \
+                 nothing was tagged",
+                ctx.arch.platform()
+            );
+        }
         Ok(())
     };
     let mut remote_named = false;
@@ -209,7 +233,7 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action) -> Resul
                 build(action)?;
                 remote_named = true;
             }
-            Step::Pull { or_build } => match engine.pull(&remote, ctx.arch, *or_build, log) {
+            Step::Pull { or_build } => match pull_checked(*or_build) {
                 Ok(()) => {
                     name_locally(&remote)?;
                     *action = (*action).max(Action::Pulled);
@@ -252,4 +276,38 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action) -> Resul
         }
     }
     Ok(())
+}
+
+/// Builds the job's image and returns its ID once it is known to be for
+/// ARCH. A builder that shares its layer cache across platforms may hand
+/// back layers built for another: then it builds again without the cache.
+fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<String> {
+    let (path, dockerfile) = &ctx.paths[job.image];
+    let dir = ctx.images_root.join(path);
+    let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args };
+    let engine = ctx.engine;
+    let expected = ctx.arch.platform();
+    let mut fresh = ctx.fresh_builds;
+    loop {
+        let id = engine.build(&spec, fresh, log)?;
+        let platform = engine.platform(&id)?;
+        if platform.is(ctx.arch) {
+            return Ok(id);
+        }
+        if !fresh && engine.builder().shares_cache_across_platforms() {
+            crate::reporting::note(&format!(
+                "{}: the build gave a {platform} image, from layers cached for another architecture; \
+                 building again without the cache",
+                job.name
+            ));
+            fresh = true;
+            continue;
+        }
+        let cause = if fresh {
+            "its base image is for another architecture"
+        } else {
+            "a cached layer or its base image is for another architecture"
+        };
+        bail!("built a {platform} image, not {expected}: {cause}; nothing was tagged; log: {}", log.display());
+    }
 }

@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::config::{Arch, Platform};
+
 /// What the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,6 +85,10 @@ pub struct Job {
     pub after: Vec<usize>,
     /// False for a base brought in only because a requested image builds on it.
     pub requested: bool,
+    /// The platform the local `:latest` is for now, when this job moves it
+    /// from an image for another architecture.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_was: Option<String>,
 }
 
 impl Job {
@@ -122,6 +128,9 @@ pub struct Target {
 pub struct Observed {
     /// Local images, `repository:tag` -> image ID.
     pub local: HashMap<String, String>,
+    /// The platform of local images, by ID. An image counts as present only
+    /// when it is for the architecture asked for.
+    pub platforms: HashMap<String, Platform>,
     /// Whether the registry has each image's tag (looked up for test and push).
     pub remote: HashMap<usize, bool>,
 }
@@ -129,8 +138,22 @@ pub struct Observed {
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub mode: Mode,
+    pub arch: Arch,
     pub skip_load: bool,
     pub push_latest: bool,
+}
+
+impl Observed {
+    /// The ID of the local image `reference` names, if it is one for `arch`.
+    pub fn present(&self, reference: &str, arch: Arch) -> Option<&String> {
+        self.local.get(reference).filter(|id| self.platforms.get(*id).is_some_and(|p| p.is(arch)))
+    }
+
+    /// The platform of the local image `reference` names, when it is for
+    /// another architecture than `arch`.
+    pub fn foreign(&self, reference: &str, arch: Arch) -> Option<&Platform> {
+        self.local.get(reference).and_then(|id| self.platforms.get(id)).filter(|p| !p.is(arch))
+    }
 }
 
 /// `targets` holds every requested image and every image they are built on
@@ -138,6 +161,7 @@ pub struct Options {
 pub fn plan(targets: &HashMap<usize, Target>, requested: &[usize], seen: &Observed, opts: Options) -> Vec<Job> {
     let mut steps: HashMap<usize, (Vec<Step>, String)> =
         requested.iter().map(|&i| (i, mode_steps(&targets[&i], seen, opts))).collect();
+    let arch = opts.arch;
 
     // Whatever may be built needs its bases present under their local names
     // first: load them, or make their own job bring them.
@@ -148,7 +172,7 @@ pub fn plan(targets: &HashMap<usize, Target>, requested: &[usize], seen: &Observ
             if needs_local.insert(base) {
                 let (own, _) = steps.get(&base).cloned().unwrap_or_default();
                 if !own.iter().any(Step::brings_local) {
-                    let (load, why) = load_steps(&targets[&base], seen, opts.skip_load);
+                    let (load, why) = load_steps(&targets[&base], seen, opts.skip_load, arch);
                     let entry = steps.entry(base).or_insert_with(|| (Vec::new(), why.clone()));
                     if !requested.contains(&base) {
                         entry.1 = format!("base of another image; {why}");
@@ -177,6 +201,11 @@ pub fn plan(targets: &HashMap<usize, Target>, requested: &[usize], seen: &Observ
             } else {
                 Vec::new()
             };
+            let names_locally = job_steps.iter().any(Step::brings_local);
+            let latest_was = names_locally
+                .then(|| seen.foreign(&format!("{}:latest", t.local), arch))
+                .flatten()
+                .map(|p| p.to_string());
             Job {
                 image: i,
                 name: t.name.clone(),
@@ -187,6 +216,7 @@ pub fn plan(targets: &HashMap<usize, Target>, requested: &[usize], seen: &Observ
                 why,
                 after,
                 requested: requested.contains(&i),
+                latest_was,
             }
         })
         .collect()
@@ -196,33 +226,43 @@ fn refs(t: &Target) -> (String, String, String) {
     (format!("{}:{}", t.local, t.tag), format!("{}:latest", t.local), format!("{}:{}", t.remote, t.tag))
 }
 
-fn load_steps(t: &Target, seen: &Observed, skip_load: bool) -> (Vec<Step>, String) {
+fn load_steps(t: &Target, seen: &Observed, skip_load: bool, arch: Arch) -> (Vec<Step>, String) {
     let (local, latest, remote) = refs(t);
-    if let Some(id) = seen.local.get(&local) {
+    if let Some(id) = seen.present(&local, arch) {
         if seen.local.get(&latest) == Some(id) {
             return (vec![], "present".into());
         }
         return (vec![Step::TagLocal { from: local }], "present; :latest points elsewhere".into());
     }
-    if seen.local.contains_key(&remote) {
+    if seen.present(&remote, arch).is_some() {
         return (vec![Step::TagLocal { from: remote }], "present under its remote name".into());
     }
+    let absent = match seen.foreign(&local, arch) {
+        Some(other) => format!("present only for {other}"),
+        None => "not present locally".to_string(),
+    };
     if skip_load {
-        return (vec![Step::Missing], "not present locally, and SKIP_IMAGE_LOAD forbids pulling or building".into());
+        return (vec![Step::Missing], format!("{absent}, and SKIP_IMAGE_LOAD forbids pulling or building"));
     }
-    (vec![Step::Pull { or_build: true }], "not present locally".into())
+    (vec![Step::Pull { or_build: true }], absent)
 }
 
 fn mode_steps(t: &Target, seen: &Observed, opts: Options) -> (Vec<Step>, String) {
     let (local, _, remote) = refs(t);
     let in_registry = seen.remote.get(&t.image).copied();
+    let arch = opts.arch;
     match opts.mode {
-        Mode::Load => load_steps(t, seen, opts.skip_load),
+        Mode::Load => load_steps(t, seen, opts.skip_load, arch),
         Mode::Pull => (vec![Step::Pull { or_build: false }], "pull requested".into()),
         Mode::Rebuild => (vec![Step::Build], "build requested".into()),
         Mode::Tag => {
-            if seen.local.contains_key(&remote) {
+            if seen.present(&remote, arch).is_some() {
                 (vec![Step::TagLocal { from: remote }], "present under its remote name".into())
+            } else if let Some(other) = seen.foreign(&remote, arch) {
+                (
+                    vec![Step::Missing],
+                    format!("{remote} is for {other}, not {}: pull or build it again", arch.platform()),
+                )
             } else {
                 (vec![Step::Missing], format!("{remote} is not present locally: pull or build it first"))
             }
@@ -236,10 +276,10 @@ fn mode_steps(t: &Target, seen: &Observed, opts: Options) -> (Vec<Step>, String)
             let why;
             if in_registry == Some(true) {
                 why = "the registry has it".to_string();
-            } else if seen.local.contains_key(&remote) {
+            } else if seen.present(&remote, arch).is_some() {
                 steps.push(Step::Push { from: None });
                 why = "the registry lacks it".into();
-            } else if seen.local.contains_key(&local) {
+            } else if seen.present(&local, arch).is_some() {
                 steps.push(Step::Push { from: Some(local) });
                 why = "the registry lacks it".into();
             } else {
@@ -274,7 +314,22 @@ mod tests {
     }
 
     fn opts(mode: Mode) -> Options {
-        Options { mode, skip_load: false, push_latest: false }
+        Options { mode, arch: Arch::X86_64, skip_load: false, push_latest: false }
+    }
+
+    fn platform(architecture: &str) -> Platform {
+        Platform { os: "linux".into(), architecture: architecture.into(), variant: String::new() }
+    }
+
+    /// What was seen: local names of images `id` (for amd64) and `arm` (for arm64).
+    fn local(names: &[(&str, &str)]) -> Observed {
+        let mut seen = Observed::default();
+        for (name, id) in names {
+            seen.local.insert(name.to_string(), id.to_string());
+        }
+        seen.platforms.insert("id".into(), platform("amd64"));
+        seen.platforms.insert("arm".into(), platform("arm64"));
+        seen
     }
 
     fn summary(jobs: &[Job]) -> Vec<(String, Vec<Step>, Vec<usize>, bool)> {
@@ -283,9 +338,7 @@ mod tests {
 
     #[test]
     fn load_present_does_nothing() {
-        let mut seen = Observed::default();
-        seen.local.insert("l/solo:t2".into(), "id".into());
-        seen.local.insert("l/solo:latest".into(), "id".into());
+        let seen = local(&[("l/solo:t2", "id"), ("l/solo:latest", "id")]);
         let jobs = plan(&targets(), &[2], &seen, opts(Mode::Load));
         assert_eq!(summary(&jobs), vec![("solo".into(), vec![], vec![], true)]);
         assert_eq!(jobs[0].why, "present");
@@ -337,9 +390,8 @@ mod tests {
 
     #[test]
     fn push_names_a_locally_present_image_before_pushing() {
-        let mut seen = Observed::default();
+        let mut seen = local(&[("l/solo:t2", "id")]);
         seen.remote.insert(2, false);
-        seen.local.insert("l/solo:t2".into(), "id".into());
         let jobs = plan(&targets(), &[2], &seen, opts(Mode::Push));
         assert_eq!(jobs[0].steps, vec![Step::Push { from: Some("l/solo:t2".into()) }]);
     }
@@ -358,8 +410,7 @@ mod tests {
 
     #[test]
     fn tag_needs_the_remote_named_image() {
-        let mut seen = Observed::default();
-        seen.local.insert("r/solo_x86_64:t2".into(), "id".into());
+        let seen = local(&[("r/solo_x86_64:t2", "id")]);
         let jobs = plan(&targets(), &[0, 2], &seen, opts(Mode::Tag));
         assert_eq!(
             summary(&jobs),
@@ -368,5 +419,84 @@ mod tests {
                 ("solo".into(), vec![Step::TagLocal { from: "r/solo_x86_64:t2".into() }], vec![], true),
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod platform_tests {
+    use super::*;
+
+    fn target(name: &str) -> HashMap<usize, Target> {
+        let t = Target {
+            image: 0,
+            name: name.into(),
+            tag: "t".into(),
+            local: format!("l/{name}"),
+            remote: format!("r/{name}_x86_64"),
+            bases: vec![],
+        };
+        [(0, t)].into()
+    }
+
+    fn seen(names: &[(&str, &str)]) -> Observed {
+        let mut seen = Observed::default();
+        for (name, id) in names {
+            seen.local.insert(name.to_string(), id.to_string());
+        }
+        let p = |a: &str, v: &str| Platform { os: "linux".into(), architecture: a.into(), variant: v.into() };
+        seen.platforms.insert("amd".into(), p("amd64", ""));
+        seen.platforms.insert("arm".into(), p("arm64", ""));
+        seen.platforms.insert("armv8".into(), p("arm64", "v8"));
+        seen
+    }
+
+    fn plan_for(seen: &Observed, mode: Mode, arch: Arch) -> Job {
+        let o = Options { mode, arch, skip_load: false, push_latest: false };
+        plan(&target("x"), &[0], seen, o).remove(0)
+    }
+
+    #[test]
+    fn an_image_for_another_architecture_is_not_present() {
+        let s = seen(&[("l/x:t", "arm"), ("l/x:latest", "arm")]);
+        let job = plan_for(&s, Mode::Load, Arch::X86_64);
+        assert_eq!(
+            (job.steps, job.why.as_str()),
+            (vec![Step::Pull { or_build: true }], "present only for linux/arm64")
+        );
+        assert_eq!(job.latest_was.as_deref(), Some("linux/arm64"));
+        // For its own architecture it is, whether or not the engine records arm64's variant.
+        assert_eq!(plan_for(&s, Mode::Load, Arch::Aarch64).steps, vec![]);
+        let v8 = seen(&[("l/x:t", "armv8"), ("l/x:latest", "armv8")]);
+        assert_eq!(plan_for(&v8, Mode::Load, Arch::Aarch64).steps, vec![]);
+    }
+
+    #[test]
+    fn load_retags_from_the_architectures_own_remote_name_and_says_latest_moves() {
+        let s = seen(&[("l/x:t", "arm"), ("l/x:latest", "arm"), ("r/x_x86_64:t", "amd")]);
+        let job = plan_for(&s, Mode::Load, Arch::X86_64);
+        assert_eq!(job.steps, vec![Step::TagLocal { from: "r/x_x86_64:t".into() }]);
+        assert_eq!(job.latest_was.as_deref(), Some("linux/arm64"));
+        // :latest for the same architecture moves without a word.
+        let same = seen(&[("l/x:latest", "armv8"), ("r/x_x86_64:t", "arm")]);
+        let job = plan_for(&same, Mode::Load, Arch::Aarch64);
+        assert_eq!((job.steps.len(), job.latest_was), (1, None));
+    }
+
+    #[test]
+    fn a_remote_name_on_an_image_for_another_architecture_is_neither_tagged_nor_pushed() {
+        let s = seen(&[("r/x_x86_64:t", "arm"), ("l/x:t", "arm")]);
+        let job = plan_for(&s, Mode::Tag, Arch::X86_64);
+        assert_eq!(job.steps, vec![Step::Missing]);
+        assert_eq!(job.why, "r/x_x86_64:t is for linux/arm64, not linux/amd64: pull or build it again");
+        let mut s = s;
+        s.remote.insert(0, false);
+        assert_eq!(plan_for(&s, Mode::Push, Arch::X86_64).steps, vec![Step::Build, Step::Push { from: None }]);
+    }
+
+    #[test]
+    fn an_image_of_unknown_platform_is_not_present() {
+        let mut s = seen(&[("l/x:t", "gone"), ("l/x:latest", "gone")]);
+        s.platforms.remove("gone");
+        assert_eq!(plan_for(&s, Mode::Load, Arch::X86_64).steps, vec![Step::Pull { or_build: true }]);
     }
 }

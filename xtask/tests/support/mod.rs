@@ -85,6 +85,59 @@ pub fn engine() -> Engine {
     }
 }
 
+/// The builder under test, for docker: `XTASK_TEST_BUILDER=buildkit` puts
+/// Debian's docker 20.10 client (`/usr/bin/docker`) first on the binary's
+/// PATH, which the tool has build with the daemon's BuildKit; otherwise
+/// the `docker` first on PATH (28.x, without buildx) builds with the
+/// classic builder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builder {
+    Classic,
+    BuildKit,
+    Podman,
+}
+
+pub fn builder() -> Builder {
+    let buildkit = match std::env::var("XTASK_TEST_BUILDER").as_deref() {
+        Err(_) | Ok("") | Ok("default") => false,
+        Ok("buildkit") => true,
+        Ok(other) => panic!("XTASK_TEST_BUILDER={other}: use buildkit, or leave it unset"),
+    };
+    match (engine(), buildkit) {
+        (Engine::Podman, false) => Builder::Podman,
+        (Engine::Podman, true) => panic!("XTASK_TEST_BUILDER=buildkit is for docker"),
+        (Engine::Docker, false) => Builder::Classic,
+        (Engine::Docker, true) => Builder::BuildKit,
+    }
+}
+
+impl Builder {
+    /// How a build log of this builder starts, to tell which one ran.
+    pub fn log_start(self) -> &'static str {
+        match self {
+            Builder::Classic => "Step 1/",
+            Builder::BuildKit => "#1 [internal] load build definition",
+            Builder::Podman => "STEP 1/",
+        }
+    }
+}
+
+/// A directory holding `docker` -> Debian's 20.10 client, once per process.
+fn buildkit_client_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let client = Path::new("/usr/bin/docker");
+        assert!(client.exists(), "{} is missing: tests/env/up.sh installs docker.io", client.display());
+        let dir = std::env::temp_dir().join(format!("xtask-test-buildkit-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("docker");
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(client, &link).unwrap();
+        dir
+    })
+    .clone()
+}
+
 /// A short random hex string, so that names never collide between tests or runs.
 fn random() -> String {
     let seed = (std::process::id(), SystemTime::now(), std::thread::current().id());
@@ -168,6 +221,11 @@ impl Sandbox {
             // tests that run at once from writing the same log files.
             .env("CARGO_TARGET_DIR", &self.target)
             .args(args);
+        if builder() == Builder::BuildKit {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let dirs = std::iter::once(buildkit_client_dir()).chain(std::env::split_paths(&path));
+            cmd.env("PATH", std::env::join_paths(dirs).unwrap()).env_remove("DOCKER_BUILDKIT");
+        }
         cmd
     }
 
@@ -227,8 +285,12 @@ impl Sandbox {
     /// The lines of a listing that start with one of this sandbox's prefixes, sorted.
     fn mine(&self, listing: &str) -> Vec<String> {
         let prefixes = [format!("{}/", self.local_prefix), format!("{}/", self.remote_prefix)];
-        let mut names: Vec<String> =
-            listing.lines().filter(|l| prefixes.iter().any(|p| l.starts_with(p.as_str()))).map(String::from).collect();
+        // podman keeps a name without a registry domain under `localhost/`.
+        let mut names: Vec<String> = listing
+            .lines()
+            .filter(|l| prefixes.iter().any(|p| l.strip_prefix("localhost/").unwrap_or(l).starts_with(p.as_str())))
+            .map(String::from)
+            .collect();
         names.sort();
         names
     }
@@ -247,7 +309,10 @@ impl Sandbox {
         for program in programs {
             let real = Command::new("which").arg(program).output().unwrap();
             assert!(real.status.success(), "no {program} on PATH");
-            let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+            let mut real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+            if builder() == Builder::BuildKit && *program == "docker" {
+                real = buildkit_client_dir().join("docker").display().to_string();
+            }
             let script =
                 format!("#!/bin/sh\nprintf '%s\\n' \"{program} $*\" >> '{}'\nexec '{real}' \"$@\"\n", log.display());
             fs::write(bin.join(program), script).unwrap();
