@@ -24,9 +24,15 @@ use crate::config::{FileConfig, Settings};
 /// Exit status for a command that failed; clap uses 2 for bad usage.
 pub const EXIT_FAILURE: i32 = 1;
 
-/// The workspace this xtask belongs to.
+/// The workspace this run is for. `cargo xtask` tells the binary, at run
+/// time, which checkout's `xtask` it ran (`CARGO_MANIFEST_DIR`): checkouts
+/// that share one target directory share one binary, so the directory it was
+/// compiled in may be another checkout's.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let manifest = run.as_deref().filter(|dir| dir.join("Cargo.toml").is_file()).unwrap_or(compiled);
+    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 pub fn settings(cli: &Cli) -> Result<Settings> {
