@@ -177,6 +177,9 @@ pub struct RunArgs {
     /// Never pull or build: fail naming each image that is not present locally
     #[arg(long, env = "SKIP_IMAGE_LOAD", value_parser = clap::builder::FalseyValueParser::new())]
     pub skip_image_load: bool,
+    /// Stream every engine call's command line and output to stderr, each line prefixed with its image
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
     /// Also point the remote :latest at each pushed image's tag
     #[arg(long, env = "DOCKER_PUSH_AS_LATEST", value_parser = clap::builder::FalseyValueParser::new())]
     pub push_as_latest: bool,

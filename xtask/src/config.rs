@@ -191,6 +191,9 @@ pub struct Settings {
     pub non_test: Vec<String>,
     pub build_args: Vec<String>,
     pub engine: EngineKind,
+    /// Someone watches the output on a terminal (not CI, not a pipe): a live
+    /// progress line rather than a line per image and log tails.
+    pub interactive: bool,
 }
 
 impl Settings {
@@ -228,6 +231,7 @@ impl Settings {
             non_test,
             build_args,
             engine,
+            interactive: false,
         })
     }
 }

@@ -18,6 +18,21 @@ use xshell::{cmd, Shell};
 use crate::config::{Arch, EngineKind, Platform};
 
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Receives, under `--verbose`, each engine call's command line and each line
+/// it prints, with the image the calling thread works on.
+pub type Echo = fn(image: Option<&str>, line: &str);
+
+thread_local! {
+    /// The image this thread's engine calls are for, for [`Echo`].
+    static WORKING_ON: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Names the image the calling thread's engine calls are for, until the
+/// next call.
+pub fn working_on(image: Option<&str>) {
+    WORKING_ON.with(|w| *w.borrow_mut() = image.map(String::from));
+}
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// How often a build is tried when it fails only because of [`CACHE_RACES`].
@@ -61,6 +76,7 @@ pub struct Engine {
     /// The CLI's own version, as `check` read it.
     client_version: OnceLock<String>,
     builder: OnceLock<Builder>,
+    echo: Option<Echo>,
 }
 
 /// What builds images. docker's classic builder and podman's match cached
@@ -95,7 +111,24 @@ impl Builder {
 
 impl Engine {
     pub fn new(kind: EngineKind) -> Engine {
-        Engine { kind, program: kind.program(), client_version: OnceLock::new(), builder: OnceLock::new() }
+        Engine { kind, program: kind.program(), client_version: OnceLock::new(), builder: OnceLock::new(), echo: None }
+    }
+
+    /// Hands every call's command line and output to `echo` as well.
+    pub fn echoing(mut self, echo: Echo) -> Engine {
+        self.echo = Some(echo);
+        self
+    }
+
+    fn echo(&self, text: &str) {
+        if let Some(echo) = self.echo {
+            WORKING_ON.with(|w| {
+                let image = w.borrow();
+                for line in text.lines() {
+                    echo(image.as_deref(), line);
+                }
+            });
+        }
     }
 
     /// The builder `build` uses, found out once: podman's own; for docker,
@@ -128,6 +161,7 @@ impl Engine {
     /// Runs one engine command to completion; output goes to `log` when given.
     fn run(&self, cmd: xshell::Cmd<'_>, log: Option<&Path>) -> Result<Output> {
         let shown = cmd.to_string();
+        self.echo(&format!("$ {shown}"));
         let mut command: Command = cmd.into();
         command.stdin(Stdio::null()).process_group(0);
         // SAFETY: prctl is async-signal-safe. If this tool dies, even by
@@ -171,6 +205,7 @@ impl Engine {
         let pid = child.id();
         CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
         let mut combined = Vec::new();
+        let mut echoed = 0;
         if let Some((mut reader, mut file)) = logged {
             let mut buf = [0u8; 16 * 1024];
             loop {
@@ -179,6 +214,15 @@ impl Engine {
                     Ok(n) => {
                         let _ = file.write_all(&buf[..n]);
                         combined.extend_from_slice(&buf[..n]);
+                        // Whole lines as they come; the rest once the call ends.
+                        if self.echo.is_some() {
+                            if let Some(end) = combined.iter().rposition(|&b| b == b'\n') {
+                                if end >= echoed {
+                                    self.echo(&String::from_utf8_lossy(&combined[echoed..=end]));
+                                    echoed = end + 1;
+                                }
+                            }
+                        }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => break,
@@ -192,7 +236,11 @@ impl Engine {
             bail!("interrupted");
         }
         if log.is_some() {
+            self.echo(&String::from_utf8_lossy(&combined[echoed.min(combined.len())..]));
             out.stderr = combined;
+        } else {
+            self.echo(&String::from_utf8_lossy(&out.stdout));
+            self.echo(&String::from_utf8_lossy(&out.stderr));
         }
         Ok(Output {
             ok: out.status.success(),
@@ -698,6 +746,9 @@ pub fn registry_of(reference: &str) -> &str {
 pub struct RegistryError {
     message: String,
     pub transient: bool,
+    /// Nothing listens at the registry's address: worth a few seconds (it
+    /// may be restarting), not the whole budget.
+    pub refused: bool,
 }
 
 impl std::fmt::Display for RegistryError {
@@ -750,7 +801,8 @@ fn registry_error(reference: &str, stderr: &str) -> anyhow::Error {
     } else {
         (format!("{reference}: {}", first_line(stderr)), false)
     };
-    anyhow::Error::new(RegistryError { message, transient })
+    let refused = transient && lower.contains("connection refused");
+    anyhow::Error::new(RegistryError { message, transient, refused })
 }
 
 /// Waits between tries of a registry call that failed transiently: about
@@ -779,13 +831,27 @@ fn retrying<T>(call: impl FnMut() -> Result<T>) -> Result<T> {
 }
 
 fn retrying_with<T>(delays: &[Duration], mut call: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut waited_refused = Duration::ZERO;
     for &delay in delays {
         match call() {
-            Err(e) if is_transient(&e) && !interrupted() => std::thread::sleep(delay),
+            Err(e) if is_refused(&e) && waited_refused >= REFUSED_BUDGET => return Err(e),
+            Err(e) if is_transient(&e) && !interrupted() => {
+                if is_refused(&e) {
+                    waited_refused += delay;
+                }
+                std::thread::sleep(delay)
+            }
             done => return done,
         }
     }
     call()
+}
+
+/// How long a registry that refuses connections is waited for.
+const REFUSED_BUDGET: Duration = Duration::from_millis(1500);
+
+fn is_refused(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<RegistryError>().is_some_and(|r| r.refused)
 }
 
 fn first_line(s: &str) -> &str {

@@ -173,7 +173,9 @@ fn run_job(ctx: &Context, job: &Job) -> Outcome {
     let log = ctx.log_dir.join(format!("{}.log", job.name));
     let _ = std::fs::remove_file(&log);
     let mut action = ctx.idle;
+    engine::working_on(Some(&job.name));
     let result = run_steps(ctx, job, &log, &mut action);
+    engine::working_on(None);
     let seconds = start.elapsed().as_secs_f64();
     let log = log.exists().then_some(log);
     match result {

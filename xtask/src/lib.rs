@@ -49,7 +49,10 @@ pub fn settings(cli: &Cli) -> Result<Settings> {
         }
     };
     let cwd = std::env::current_dir()?;
-    Settings::resolve(file, cli.global.overrides(), &workspace, &cwd)
+    let mut settings = Settings::resolve(file, cli.global.overrides(), &workspace, &cwd)?;
+    use std::io::IsTerminal;
+    settings.interactive = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none_or(|v| v.is_empty());
+    Ok(settings)
 }
 
 /// Output cut short by a closed pipe (`… | head`) is not a failure.

@@ -20,21 +20,31 @@ pub fn note(line: &str) {
 
 static PROGRESS: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
+/// How many lines of a failed image's build log follow its error when the
+/// output is read later (CI), not watched.
+pub const LOG_TAIL_LINES: usize = 100;
+
 pub struct Progress {
     bar: ProgressBar,
     running: Mutex<Vec<String>>,
+    /// Someone watches a terminal: a live line, and the log tails stay in the logs.
+    interactive: bool,
 }
 
 impl Progress {
-    pub fn new(total: usize) -> Progress {
-        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+    /// `interactive`: stderr is a terminal, outside CI. Otherwise there is
+    /// no live line; each finished image gets a line of its own, and a failed
+    /// one its log's last lines.
+    pub fn new(total: usize, interactive: bool) -> Progress {
+        let target = if interactive { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        let bar = ProgressBar::with_draw_target(Some(total as u64), target);
         bar.set_style(
             ProgressStyle::with_template("[{elapsed_precise}] {pos}/{len} {wide_msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.enable_steady_tick(Duration::from_millis(250));
         *PROGRESS.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
-        Progress { bar, running: Mutex::new(Vec::new()) }
+        Progress { bar, running: Mutex::new(Vec::new()), interactive }
     }
 
     pub fn started(&self, name: &str) {
@@ -49,12 +59,20 @@ impl Progress {
         self.bar.set_message(running.join(" "));
         self.bar.inc(1);
         drop(running);
-        if matches!(o.action, Action::Present | Action::Skipped) {
+        if self.interactive && matches!(o.action, Action::Present | Action::Skipped) {
             return;
         }
         let mut line = format!("{:<11} {} {} ({:.1}s)", o.action.as_str(), o.name, o.tag, o.seconds);
         if let Some(e) = &o.error {
             line.push_str(&format!(": {e}"));
+        }
+        if !self.interactive && o.action == Action::Failed {
+            if let Some((log, tail)) = o.log.as_deref().and_then(|log| Some((log, log_tail(log, LOG_TAIL_LINES)?))) {
+                line.push_str(&format!("\n--- last lines of {}", log.display()));
+                for l in tail {
+                    line.push_str(&format!("\n{} | {l}", o.name));
+                }
+            }
         }
         note(&line);
     }
@@ -63,6 +81,23 @@ impl Progress {
         self.bar.finish_and_clear();
         *PROGRESS.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
+}
+
+/// The last `n` lines of a log, if it can be read and is not empty.
+fn log_tail(log: &std::path::Path, n: usize) -> Option<Vec<String>> {
+    let bytes = std::fs::read(log).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    // A carriage return (progress redrawn in place) would hide the prefix.
+    let tail: Vec<String> =
+        lines[lines.len().saturating_sub(n)..].iter().map(|l| l.trim_end_matches('\r').to_string()).collect();
+    (!tail.is_empty()).then_some(tail)
+}
+
+/// A line an engine call printed, or its command line, under `--verbose`:
+/// prefixed with the image it was for.
+pub fn echo(image: Option<&str>, line: &str) {
+    note(&format!("{} | {line}", image.unwrap_or("engine")));
 }
 
 /// The plan, one line per image, for `--dry-run`.

@@ -204,6 +204,69 @@ fn stopped_registry_fails_push_and_load_builds_instead() {
         [outcome("a", &a, "present", None), outcome("b", &b, "built", Some(&s.log("b")))]
     );
     assert!(image_id(&format!("{}:{b}", s.local("b"))).is_some());
+
+    // `test` builds what the registry lacks; a registry that cannot be
+    // asked lacks everything, as for the legacy target, with one warning.
+    let test = s.xtask(&["test", "a", "b", "--json"]);
+    assert_eq!(
+        test.success().outcomes(),
+        [outcome("a", &a, "built", Some(&s.log("a"))), outcome("b", &b, "built", Some(&s.log("b")))]
+    );
+    let warnings: Vec<&str> = test.stderr_lines().into_iter().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 1, "{test}");
+    assert!(
+        warnings[0].starts_with("warning: cannot check the registry for ")
+            && warnings[0].contains(&format!("registry {} is not reachable: ", registry.addr))
+            && warnings[0].ends_with("; building every image as if the registry lacked it"),
+        "{test}"
+    );
+}
+
+/// Off a terminal (CI, a pipe), each finished image gets a line, and a
+/// failure is followed by the last lines of its build log; `--verbose`
+/// streams every engine call, each line prefixed with its image.
+#[test]
+fn ci_logs_show_each_image_and_the_tail_of_a_failed_build() {
+    let s = sandbox_with_a_failing_image("ci-logs");
+    s.xtask(&["load", "a"]).success();
+    let (a, b) = (s.tag("a"), s.tag("b"));
+    let ci = run(s.cmd(&["load", "a", "b", "--keep-going"]).env("CI", "true"));
+    ci.status(1);
+    let lines = ci.stderr_lines();
+    assert!(lines.contains(&format!("present     a {a} (0.0s)").as_str()), "{ci}");
+    let failed = lines.iter().position(|l| l.starts_with(&format!("failed      b {b} ("))).expect("a line for b");
+    assert_eq!(lines[failed + 1], format!("--- last lines of {}", s.log("b")), "{ci}");
+    let log = fs::read_to_string(s.log("b")).unwrap();
+    let tail: Vec<String> = log
+        .lines()
+        .rev()
+        .take(100)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .map(|l| format!("b | {}", l.trim_end_matches('\r')))
+        .collect();
+    assert!(!tail.is_empty());
+    assert_eq!(
+        lines[failed + 2..failed + 2 + tail.len()],
+        tail.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        "{ci}"
+    );
+    assert!(tail.iter().any(|l| l.contains("missing")), "{tail:?}");
+
+    let verbose = run(&mut s.cmd(&["rebuild", "a", "--verbose"]));
+    verbose.success();
+    let program = engine().program();
+    let lines = verbose.stderr_lines();
+    let build =
+        lines.iter().find(|l| l.starts_with(&format!("a | $ {program} build "))).unwrap_or_else(|| panic!("{verbose}"));
+    assert!(build.ends_with(&s.images.join("a").display().to_string()), "{verbose}");
+    assert!(lines.iter().any(|l| l.starts_with(&format!("a | $ {program} tag "))), "{verbose}");
+    // The build's own output, as the log has it.
+    let log = fs::read_to_string(s.log("a")).unwrap();
+    let first = log.lines().find(|l| !l.trim().is_empty()).unwrap();
+    assert!(lines.contains(&format!("a | {first}").as_str()), "{verbose}");
+    assert!(lines.iter().any(|l| l.starts_with(&format!("engine | $ {program} images "))), "{verbose}");
 }
 
 /// An engine that is there but cannot work: for docker, a daemon that does
