@@ -97,6 +97,9 @@ pub struct ListArgs {
     /// Print a JSON array of objects (name, path, dockerfile, group, tag, local, remote, test, arch)
     #[arg(long)]
     pub json: bool,
+    /// List only shard K of N: the images the `*-all-*` commands work on with the same --shard
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,12 +108,28 @@ pub enum Command {
     ListAllImages(ListArgs),
     /// Print every test image name (all images less NON_TEST_IMAGES), sorted
     ListAllTestImages(ListArgs),
-    /// Print the local name and tag of images: <LOCAL_IMAGE_PREFIX>/<path>:<tag>
+    /// Print the local name and tag of images (<LOCAL_IMAGE_PREFIX>/<path>:<tag>), or another field
     LocalImage {
+        /// Print this field instead, a key of the --json rows: name, path, dockerfile, group, arch, tag,
+        /// local, remote or test (only tag, local and remote hash anything)
+        #[arg(long, value_name = "FIELD", default_value = "local")]
+        print: crate::listing::Field,
         /// Image names or groups
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,
     },
+    /// Print the resolved settings as VARIABLE=value lines, or the value of each VARIABLE named
+    #[command(long_about = "Print the resolved settings (flags, then environment, then the settings file) as \
+            VARIABLE=value lines, or the value of each VARIABLE named: IMAGES_DIR (relative to the current \
+            directory when under it), ARCH, REMOTE_IMAGE_PREFIX, LOCAL_IMAGE_PREFIX, TAG_SCHEME, \
+            NON_TEST_IMAGES, DOCKER_BUILD_ARGS, IMAGES_ENGINE.")]
+    Settings {
+        /// Variables to print the value of
+        #[arg(value_name = "VARIABLE")]
+        names: Vec<String>,
+    },
+    /// Write the settings file from a legacy images Makefile (its prefixes and non-test images) with the gvisor tag scheme
+    Init(InitArgs),
     /// Make images present locally: use the local copy, else pull the remote tag, else build; then tag
     Load(Selected),
     /// Pull the remote tag of images, then give them their local names
@@ -140,6 +159,16 @@ pub enum Command {
     RegisterCross,
     /// Publish <REMOTE_IMAGE_PREFIX>/<path>:<tag> as a multi-arch index over the per-arch images in the registry
     PushManifest(Selected),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct InitArgs {
+    /// The legacy Makefile to read REMOTE_IMAGE_PREFIX, LOCAL_IMAGE_PREFIX and NON_TEST_IMAGES from
+    #[arg(long, value_name = "FILE")]
+    pub from_makefile: PathBuf,
+    /// Overwrite the settings file if it exists
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -191,6 +220,7 @@ mod tests {
     use clap::{CommandFactory, FromArgMatches, Parser};
 
     use super::*;
+    use crate::listing::Field;
     use crate::shard::Shard;
 
     const BIN: &str = "cargo xtask";
@@ -225,40 +255,44 @@ mod tests {
         let none = Global::default;
         let strings = |xs: &[&str]| -> Vec<String> { xs.iter().map(|s| s.to_string()).collect() };
         let cases: Vec<(&[&str], Command, Global)> = vec![
-            (&["list-all-images"], Command::ListAllImages(ListArgs { json: false }), none()),
-            (&["list-all-images", "--json"], Command::ListAllImages(ListArgs { json: true }), none()),
-            (&["list-all-test-images"], Command::ListAllTestImages(ListArgs { json: false }), none()),
-            (&["list-all-test-images", "--json"], Command::ListAllTestImages(ListArgs { json: true }), none()),
+            (&["list-all-images"], Command::ListAllImages(ListArgs { json: false, shard: None }), none()),
+            (&["list-all-images", "--json"], Command::ListAllImages(ListArgs { json: true, shard: None }), none()),
+            (&["list-all-test-images"], Command::ListAllTestImages(ListArgs { json: false, shard: None }), none()),
+            (
+                &["list-all-test-images", "--json"],
+                Command::ListAllTestImages(ListArgs { json: true, shard: None }),
+                none(),
+            ),
             (
                 &["--arch", "aarch64", "list-all-images"],
-                Command::ListAllImages(ListArgs { json: false }),
+                Command::ListAllImages(ListArgs { json: false, shard: None }),
                 Global { arch: Some("aarch64".into()), ..none() },
             ),
             // Global settings go before or after the subcommand; the last one given wins.
             (
                 &["--arch=x86_64", "list-all-images", "--json", "--arch=arm64", "--tag-scheme", "gvisor"],
-                Command::ListAllImages(ListArgs { json: true }),
+                Command::ListAllImages(ListArgs { json: true, shard: None }),
                 Global { arch: Some("arm64".into()), tag_scheme: Some("gvisor".into()), ..none() },
             ),
             (
                 &["local-image", "basic_hello", "basic/alpine", "basic"],
-                Command::LocalImage { images: strings(&["basic_hello", "basic/alpine", "basic"]) },
+                Command::LocalImage { print: Field::Local, images: strings(&["basic_hello", "basic/alpine", "basic"]) },
                 none(),
             ),
             (
                 &["--images-dir", "imgs", "--config", "c.toml", "local-image", "x"],
-                Command::LocalImage { images: strings(&["x"]) },
+                Command::LocalImage { print: Field::Local, images: strings(&["x"]) },
                 Global { images_dir: Some("imgs".into()), config: Some("c.toml".into()), ..none() },
             ),
             // Build arguments look like flags.
             (
                 &["local-image", "x", "--build-args", "--build-arg X=1"],
-                Command::LocalImage { images: strings(&["x"]) },
+                Command::LocalImage { print: Field::Local, images: strings(&["x"]) },
                 Global { build_args: Some("--build-arg X=1".into()), ..none() },
             ),
             (
                 &["--build-args=--build-arg X=1 --no-cache", "list-all-images"],
-                Command::ListAllImages(ListArgs { json: false }),
+                Command::ListAllImages(ListArgs { json: false, shard: None }),
                 Global { build_args: Some("--build-arg X=1 --no-cache".into()), ..none() },
             ),
             (
@@ -280,6 +314,37 @@ mod tests {
                     engine: Some("podman".into()),
                     ..none()
                 },
+            ),
+            (
+                &["list-all-test-images", "--shard", "2/3"],
+                Command::ListAllTestImages(ListArgs { json: false, shard: Some(Shard { index: 2, count: 3 }) }),
+                none(),
+            ),
+            (
+                &["local-image", "--print", "tag", "runtimes_go1.22"],
+                Command::LocalImage { print: Field::Tag, images: strings(&["runtimes_go1.22"]) },
+                none(),
+            ),
+            (
+                &["local-image", "x", "y", "--print=dockerfile"],
+                Command::LocalImage { print: Field::Dockerfile, images: strings(&["x", "y"]) },
+                none(),
+            ),
+            (&["settings"], Command::Settings { names: vec![] }, none()),
+            (
+                &["settings", "REMOTE_IMAGE_PREFIX", "IMAGES_DIR"],
+                Command::Settings { names: strings(&["REMOTE_IMAGE_PREFIX", "IMAGES_DIR"]) },
+                none(),
+            ),
+            (
+                &["init", "--from-makefile", "tools/images.mk"],
+                Command::Init(InitArgs { from_makefile: "tools/images.mk".into(), force: false }),
+                none(),
+            ),
+            (
+                &["--config", "c.toml", "init", "--force", "--from-makefile=legacy.mk"],
+                Command::Init(InitArgs { from_makefile: "legacy.mk".into(), force: true }),
+                Global { config: Some("c.toml".into()), ..none() },
             ),
             (&["load", "basic"], Command::Load(selected(&["basic"], RunArgs::default())), none()),
             (
@@ -359,6 +424,14 @@ mod tests {
             (&["list-all-images", "--json", "--json"], ErrorKind::ArgumentConflict),
             (&["local-image", "--json", "x"], ErrorKind::UnknownArgument),
             (&["local-image", "x", "--shard", "1/2"], ErrorKind::UnknownArgument),
+            (&["local-image", "--print", "tag"], ErrorKind::MissingRequiredArgument),
+            (&["local-image", "--print", "colour", "x"], ErrorKind::ValueValidation),
+            (&["local-image", "--print"], ErrorKind::InvalidValue),
+            (&["list-all-images", "--shard", "3/2"], ErrorKind::ValueValidation),
+            (&["settings", "--json"], ErrorKind::UnknownArgument),
+            (&["init"], ErrorKind::MissingRequiredArgument),
+            (&["init", "--from-makefile"], ErrorKind::InvalidValue),
+            (&["init", "--from-makefile", "a.mk", "b.mk"], ErrorKind::UnknownArgument),
             (&["load", "x", "--shard", "1/2"], ErrorKind::UnknownArgument),
             (&["load-all-images", "x"], ErrorKind::UnknownArgument),
             (&["register-cross", "x"], ErrorKind::UnknownArgument),

@@ -36,11 +36,47 @@ pub struct Catalog {
     pub images: Vec<Image>,
     /// Image directories that only have a Dockerfile for another architecture.
     pub other_arch: Vec<Image>,
+    /// Directories with a Dockerfile whose path cannot make an image name,
+    /// set apart by [`discover_lenient`] (always empty from [`discover`]).
+    pub invalid: Vec<Invalid>,
+}
+
+/// A directory with a Dockerfile whose path cannot make an image name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The path relative to the images root, `/`-separated (lossy if not UTF-8).
+    pub path: String,
+    /// What is wrong and what to do, on one line.
+    pub reason: String,
+}
+
+impl Invalid {
+    /// The name a command line would give it: `bad_name` for `bad_name`,
+    /// `basic_Hello` for `basic/Hello`.
+    pub fn name(&self) -> String {
+        self.path.replace('/', "_")
+    }
+
+    pub fn group(&self) -> &str {
+        self.path.split('/').next().unwrap_or(&self.path)
+    }
 }
 
 /// Walks the images root. Symlinks are not followed: a linked directory is not
-/// part of the tree, as for the legacy `find`.
+/// part of the tree, as for the legacy `find`. A directory whose name cannot
+/// make an image name is an error.
 pub fn discover(root: &Path, arch: Arch) -> Result<Catalog> {
+    let catalog = discover_lenient(root, arch)?;
+    if let Some(bad) = catalog.invalid.first() {
+        bail!("{}", bad.reason);
+    }
+    Ok(catalog)
+}
+
+/// Like [`discover`], but a directory whose name cannot make an image name is
+/// set apart in [`Catalog::invalid`] instead: the other images stay usable,
+/// and a command that names it fails (see [`Catalog::select`]).
+pub fn discover_lenient(root: &Path, arch: Arch) -> Result<Catalog> {
     let meta = std::fs::metadata(root).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => anyhow::anyhow!(
             "images directory {} does not exist: set IMAGES_DIR or images_dir in xtask/images.toml",
@@ -81,11 +117,22 @@ pub fn discover(root: &Path, arch: Arch) -> Result<Catalog> {
 
     let mut images = Vec::new();
     let mut other_arch = Vec::new();
+    let mut invalid = Vec::new();
     for (dir, plain, native, other) in found {
         if !(plain || native || other) {
             continue;
         }
-        let path = image_path(root, &dir)?;
+        if dir.as_os_str().is_empty() {
+            bail!("{} holds a Dockerfile itself: put each image in a directory of its own", root.display());
+        }
+        let path = match image_path(root, &dir) {
+            Ok(path) => path,
+            Err(reason) => {
+                let path = dir.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>().join("/");
+                invalid.push(Invalid { path, reason });
+                continue;
+            }
+        };
         let dockerfile = if native { own.clone() } else { "Dockerfile".to_string() };
         let image = Image { name: path.replace('/', "_"), path, dockerfile };
         if plain || native {
@@ -96,7 +143,7 @@ pub fn discover(root: &Path, arch: Arch) -> Result<Catalog> {
     }
     images.sort_by(|a, b| a.name.cmp(&b.name));
     other_arch.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Catalog { root: root.to_path_buf(), arch, images, other_arch })
+    Ok(Catalog { root: root.to_path_buf(), arch, images, other_arch, invalid })
 }
 
 /// A walk's failure as one line naming the path.
@@ -111,29 +158,26 @@ pub fn walk_error(e: walkdir::Error) -> anyhow::Error {
     }
 }
 
-/// The image's `/`-separated path, refusing directory names that cannot be
-/// image references or would make two images' names collide.
-fn image_path(root: &Path, dir: &Path) -> Result<String> {
-    if dir.as_os_str().is_empty() {
-        bail!("{} holds a Dockerfile itself: put each image in a directory of its own", root.display());
-    }
+/// The image's `/`-separated path, or why its directory names cannot be an
+/// image reference or would make two images' names collide.
+fn image_path(root: &Path, dir: &Path) -> std::result::Result<String, String> {
     let mut segments = Vec::new();
     let shown = one_line(&root.join(dir).display().to_string());
     for part in dir.iter() {
         let Some(seg) = part.to_str() else {
-            bail!("image directory {shown} has a name that is not UTF-8: rename it");
+            return Err(format!("image directory {shown} has a name that is not UTF-8: rename it"));
         };
         if seg.contains('_') {
-            bail!(
+            return Err(format!(
                 "image directory {shown} has `_` in its name `{}`: image names join directories with `_`, so names would be ambiguous; use `-` instead",
                 one_line(seg)
-            );
+            ));
         }
         if !valid_segment(seg) {
-            bail!(
+            return Err(format!(
                 "image directory {shown} is not a valid image name (`{}`): use lower case letters, digits, and `.` or `-` between them",
                 one_line(seg)
-            );
+            ));
         }
         segments.push(seg);
     }
@@ -193,15 +237,19 @@ impl Catalog {
     }
 
     /// Like [`Catalog::select`], but names of images that only exist for
-    /// another architecture are returned apart instead of failing.
+    /// another architecture are returned apart instead of failing. Naming a
+    /// directory set apart as invalid, or a group holding one, fails.
     pub fn select_available<'a>(&'a self, args: &[String]) -> Result<(Vec<usize>, Vec<&'a Image>)> {
         let mut unavailable = Vec::new();
         let mut out = Vec::new();
         for arg in args {
-            let name = arg.replace('/', "_");
+            let name = arg.trim_end_matches('/').replace('/', "_");
             if let Some(i) = self.index_of(&name) {
                 out.push(i);
                 continue;
+            }
+            if let Some(bad) = self.invalid.iter().find(|bad| bad.name() == name || bad.group() == name) {
+                bail!("{}", bad.reason);
             }
             let group: Vec<usize> = (0..self.images.len()).filter(|&i| self.images[i].group() == name).collect();
             if !group.is_empty() {

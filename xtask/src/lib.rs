@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod dockerignore;
 pub mod engine;
 pub mod execute;
+pub mod init;
 pub mod listing;
 pub mod planning;
 pub mod reporting;
@@ -68,11 +69,21 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 pub fn run(cli: Cli) -> Result<i32> {
     use commands::Selection::{All, AllTests, Names};
     use planning::Mode;
+    if let Command::Init(args) = &cli.command {
+        // Before the settings are resolved: the file it writes may not exist yet.
+        let (workspace, cwd) = (workspace_root(), std::env::current_dir()?);
+        let to = cli.global.config.as_ref().map_or_else(|| workspace.join("xtask/images.toml"), |c| cwd.join(c));
+        return init::run(&args.from_makefile, &to, args.force, &workspace, &cwd).map(|()| 0);
+    }
     let settings = settings(&cli)?;
     let (mode, selection, args) = match cli.command {
-        Command::ListAllImages(args) => return listing::list(&settings, false, args.json).map(|()| 0),
-        Command::ListAllTestImages(args) => return listing::list(&settings, true, args.json).map(|()| 0),
-        Command::LocalImage { images } => return listing::local_image(&settings, &images).map(|()| 0),
+        Command::Init(_) => unreachable!("init runs before the settings are resolved"),
+        Command::ListAllImages(a) => return listing::list(&settings, false, a.json, a.shard).map(|()| 0),
+        Command::ListAllTestImages(a) => return listing::list(&settings, true, a.json, a.shard).map(|()| 0),
+        Command::LocalImage { print, images } => return listing::local_image(&settings, &images, print).map(|()| 0),
+        Command::Settings { names } => {
+            return listing::print_settings(&settings, &std::env::current_dir()?, &names).map(|()| 0)
+        }
         Command::RegisterCross => return commands::register_cross(&settings).map(|()| 0),
         Command::PushManifest(s) => return commands::push_manifest(&settings, &s.images, &s.run),
         Command::Load(s) => (Mode::Load, Names(s.images), s.run),

@@ -1,12 +1,16 @@
-//! Listing: what `list-all-images`, `list-all-test-images` and `local-image` print.
+//! Listing: what `list-all-images`, `list-all-test-images`, `local-image` and
+//! `settings` print.
 
 use std::io::Write;
+use std::path::Path;
+use std::str::FromStr;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::config::Settings;
-use crate::discovery::{discover, Catalog, Image};
+use crate::config::{Settings, TagScheme};
+use crate::discovery::{discover_lenient, Catalog, Image};
+use crate::shard::{self, Shard};
 use crate::tagging;
 
 #[derive(Debug, Serialize)]
@@ -34,10 +38,18 @@ pub fn remote_name(settings: &Settings, image: &Image) -> String {
     format!("{}/{}_{}", settings.remote_prefix, image.path, settings.arch)
 }
 
-pub fn list(settings: &Settings, tests_only: bool, json: bool) -> Result<()> {
-    let catalog = discover(&settings.images_dir, settings.arch)?;
-    let chosen: Vec<usize> =
+/// Prints every image (or every test image), or those of one shard. A
+/// directory whose name cannot make an image name is skipped with a warning.
+pub fn list(settings: &Settings, tests_only: bool, json: bool, shard: Option<Shard>) -> Result<()> {
+    let catalog = discover_lenient(&settings.images_dir, settings.arch)?;
+    for bad in &catalog.invalid {
+        eprintln!("warning: skipped: {}", bad.reason);
+    }
+    let mut chosen: Vec<usize> =
         (0..catalog.images.len()).filter(|&i| !tests_only || is_test(settings, &catalog.images[i])).collect();
+    if let Some(shard) = shard {
+        chosen = shard::select(&catalog, settings, &chosen, shard)?;
+    }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if !json {
         for &i in &chosen {
@@ -69,13 +81,135 @@ pub fn json_row<'a>(settings: &Settings, catalog: &'a Catalog, i: usize, tag: &'
     }
 }
 
-pub fn local_image(settings: &Settings, names: &[String]) -> Result<()> {
-    let catalog = discover(&settings.images_dir, settings.arch)?;
+/// One field of an image, as `local-image --print` prints it: a key of the
+/// `--json` rows, with the same value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Name,
+    Path,
+    Dockerfile,
+    Group,
+    Arch,
+    Tag,
+    Local,
+    Remote,
+    Test,
+}
+
+impl Field {
+    const ALL: [(&'static str, Field); 9] = [
+        ("name", Field::Name),
+        ("path", Field::Path),
+        ("dockerfile", Field::Dockerfile),
+        ("group", Field::Group),
+        ("arch", Field::Arch),
+        ("tag", Field::Tag),
+        ("local", Field::Local),
+        ("remote", Field::Remote),
+        ("test", Field::Test),
+    ];
+
+    /// Only these hash anything.
+    fn needs_tag(self) -> bool {
+        matches!(self, Field::Tag | Field::Local | Field::Remote)
+    }
+
+    fn of(self, row: &ImageJson) -> String {
+        match self {
+            Field::Name => row.name.to_string(),
+            Field::Path => row.path.to_string(),
+            Field::Dockerfile => row.dockerfile.to_string(),
+            Field::Group => row.group.to_string(),
+            Field::Arch => row.arch.to_string(),
+            Field::Tag => row.tag.to_string(),
+            Field::Local => row.local.clone(),
+            Field::Remote => row.remote.clone(),
+            Field::Test => row.test.to_string(),
+        }
+    }
+}
+
+impl FromStr for Field {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Field> {
+        match Field::ALL.iter().find(|(name, _)| *name == s) {
+            Some((_, field)) => Ok(*field),
+            None => {
+                let names: Vec<&str> = Field::ALL.iter().map(|(name, _)| *name).collect();
+                bail!("unknown field `{s}`: use one of {}", names.join(", "))
+            }
+        }
+    }
+}
+
+/// Prints one field of each selected image, one line each. Only the named
+/// images are looked at: an invalid directory elsewhere in the tree does not
+/// stop it.
+pub fn local_image(settings: &Settings, names: &[String], field: Field) -> Result<()> {
+    let catalog = discover_lenient(&settings.images_dir, settings.arch)?;
     let chosen = catalog.select(names)?;
-    let tags = tagging::tags(&catalog, settings, &chosen)?;
+    let tags = if field.needs_tag() { tagging::tags(&catalog, settings, &chosen)? } else { Default::default() };
     let mut out = std::io::stdout().lock();
     for i in chosen {
-        writeln!(out, "{}:{}", local_name(settings, &catalog.images[i]), tags[&i])?;
+        let tag = tags.get(&i).map_or("", String::as_str);
+        writeln!(out, "{}", field.of(&json_row(settings, &catalog, i, tag)))?;
+    }
+    Ok(())
+}
+
+/// The settings `settings` prints, by the names of their variables.
+pub const SETTINGS: [&str; 8] = [
+    "IMAGES_DIR",
+    "ARCH",
+    "REMOTE_IMAGE_PREFIX",
+    "LOCAL_IMAGE_PREFIX",
+    "TAG_SCHEME",
+    "NON_TEST_IMAGES",
+    "DOCKER_BUILD_ARGS",
+    "IMAGES_ENGINE",
+];
+
+/// A resolved setting as its variable would spell it. The images root is
+/// given relative to `cwd` when it is under it, so that it can be used from
+/// there as it is (`images`, as the legacy Makefile's paths began).
+pub fn setting(settings: &Settings, cwd: &Path, name: &str) -> Option<String> {
+    Some(match name {
+        "IMAGES_DIR" => match settings.images_dir.strip_prefix(cwd) {
+            Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
+            Ok(rel) => rel.display().to_string(),
+            Err(_) => settings.images_dir.display().to_string(),
+        },
+        "ARCH" => settings.arch.to_string(),
+        "REMOTE_IMAGE_PREFIX" => settings.remote_prefix.clone(),
+        "LOCAL_IMAGE_PREFIX" => settings.local_prefix.clone(),
+        "TAG_SCHEME" => match settings.tag_scheme {
+            TagScheme::Content => "content".to_string(),
+            TagScheme::Gvisor => "gvisor".to_string(),
+        },
+        "NON_TEST_IMAGES" => settings.non_test.join("\\|"),
+        "DOCKER_BUILD_ARGS" => settings.build_args.join(" "),
+        "IMAGES_ENGINE" => settings.engine.program().to_string(),
+        _ => return None,
+    })
+}
+
+/// Prints every setting as `NAME=value`, or the value of each one named.
+pub fn print_settings(settings: &Settings, cwd: &Path, names: &[String]) -> Result<()> {
+    let lines: Vec<String> = if names.is_empty() {
+        SETTINGS.iter().map(|name| format!("{name}={}", setting(settings, cwd, name).unwrap_or_default())).collect()
+    } else {
+        let mut values = Vec::new();
+        for name in names {
+            match setting(settings, cwd, name) {
+                Some(value) => values.push(value),
+                None => bail!("unknown setting `{name}`: use one of {}", SETTINGS.join(", ")),
+            }
+        }
+        values
+    };
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }

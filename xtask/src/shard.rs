@@ -13,6 +13,10 @@ use std::str::FromStr;
 
 use anyhow::{bail, Result};
 
+use crate::config::Settings;
+use crate::discovery::Catalog;
+use crate::tagging;
+
 /// A fixed cost per image, in bytes-equivalent: a build or pull of an empty
 /// image still costs the engine about as much as hashing this much.
 pub const IMAGE_COST: u64 = 1 << 20;
@@ -41,6 +45,26 @@ pub struct Item<'a> {
     pub weight: u64,
     /// Names of the images it is built `FROM`.
     pub bases: Vec<&'a str>,
+}
+
+/// The requested images (indexes into the catalog) that fall to one shard,
+/// in the catalog's order: what the `*-all-*` commands and the listing
+/// commands work on with `--shard K/N`.
+pub fn select(catalog: &Catalog, settings: &Settings, requested: &[usize], shard: Shard) -> Result<Vec<usize>> {
+    let mut bases = HashMap::new();
+    for &i in requested {
+        bases.insert(i, tagging::local_bases(catalog, settings, &catalog.images[i])?);
+    }
+    let items: Vec<Item> = requested
+        .iter()
+        .map(|&i| Item {
+            name: &catalog.images[i].name,
+            weight: catalog.context_bytes(i),
+            bases: bases[&i].iter().map(|&b| catalog.images[b].name.as_str()).collect(),
+        })
+        .collect();
+    let mine = split(&items, shard.count).swap_remove(shard.index - 1);
+    Ok(mine.iter().filter_map(|name| catalog.index_of(name)).collect())
 }
 
 /// The names each shard gets, shard 1 first, each list sorted.

@@ -1044,15 +1044,24 @@ mod errors {
         );
     }
 
+    /// An architecture is checked with the command line (exit 2), from the
+    /// flag and from `ARCH` alike.
     #[test]
     fn unknown_arch() {
         let tree = tree();
-        let want = "error: unknown architecture `sparc`: use x86_64 (or amd64) or aarch64 (or arm64)";
-        assert_eq!(error(list(&tree).env("ARCH", "sparc")), want);
-        assert_eq!(error(list(&tree).arg("--arch=sparc")), want);
+        let usage = |value: &str, tip: &str| {
+            format!(
+                "error: invalid value '{value}' for '--arch <ARCH>'\n  [possible values: x86_64, amd64, aarch64, arm64]\n\n{tip}For more information, try '--help'.\n"
+            )
+        };
+        for cmd in [list(&tree).env("ARCH", "sparc"), list(&tree).arg("--arch=sparc")] {
+            let out = run(cmd);
+            assert_eq!((out.code, out.stdout.as_str(), out.stderr), (Some(2), "", usage("sparc", "")));
+        }
+        let out = run(list(&tree).env("ARCH", "X86_64"));
         assert_eq!(
-            error(list(&tree).env("ARCH", "X86_64")),
-            "error: unknown architecture `X86_64`: use x86_64 (or amd64) or aarch64 (or arm64)"
+            (out.code, out.stdout.as_str(), out.stderr),
+            (Some(2), "", usage("X86_64", "  tip: a similar value exists: 'x86_64'\n\n"))
         );
     }
 
@@ -1082,16 +1091,47 @@ mod errors {
         );
     }
 
+    /// A directory whose name cannot make an image name: the list commands
+    /// warn and skip it; naming it, or its group, fails with the same words;
+    /// naming another image works.
+    fn invalid_directory(tree: &Tree, name: &str, group: &str, reason: &str) {
+        let out = run(xtask(tree).arg("list-all-images").env("ARCH", "x86_64"));
+        assert_eq!(
+            (out.code, out.stdout.as_str(), out.stderr),
+            (Some(0), "basic_alpine\nbasic_hello\nplatform\n", format!("warning: skipped: {reason}\n"))
+        );
+        let out = run(xtask(tree).args(["list-all-test-images", "--json"]).env("ARCH", "x86_64"));
+        assert_eq!(out.code, Some(0));
+        assert_eq!(out.stderr, format!("warning: skipped: {reason}\n"));
+        let names: Vec<Value> =
+            serde_json::from_str::<Vec<Value>>(&out.stdout).unwrap().iter().map(|r| r["name"].clone()).collect();
+        assert_eq!(names, [json!("basic_alpine"), json!("basic_hello"), json!("platform")]);
+        for arg in [name, group] {
+            let local =
+                |print: &str| error(xtask(tree).args(["local-image", "--print", print, arg]).env("ARCH", "x86_64"));
+            assert_eq!(local("tag"), format!("error: {reason}"), "{arg}");
+            assert_eq!(local("path"), format!("error: {reason}"), "{arg}");
+        }
+        let t = content_tag(&tree.root, "x86_64", "basic_hello");
+        assert_eq!(
+            run(xtask(tree).args(["local-image", "basic/hello"]).env("ARCH", "x86_64")).ok(),
+            format!("gvisor.dev/images/basic/hello:{t}\n")
+        );
+    }
+
     #[test]
     fn underscore_in_image_directory() {
         let tree = tree();
         tree.write("basic/my_image/Dockerfile", "");
+        let reason = format!(
+            "image directory {}/basic/my_image has `_` in its name `my_image`: image names join directories with `_`, so names would be ambiguous; use `-` instead",
+            tree.root.display()
+        );
+        invalid_directory(&tree, "basic_my_image", "basic_my_image", &reason);
+        // Its group holds valid images too: naming the group names it.
         assert_eq!(
-            error(&mut list(&tree)),
-            format!(
-                "error: image directory {}/basic/my_image has `_` in its name `my_image`: image names join directories with `_`, so names would be ambiguous; use `-` instead",
-                tree.root.display()
-            )
+            error(xtask(&tree).args(["local-image", "basic"]).env("ARCH", "x86_64")),
+            format!("error: {reason}")
         );
     }
 
@@ -1099,26 +1139,22 @@ mod errors {
     fn underscore_in_group_directory() {
         let tree = tree();
         tree.write("my_group/img/Dockerfile", "");
-        assert_eq!(
-            error(&mut list(&tree)),
-            format!(
-                "error: image directory {}/my_group/img has `_` in its name `my_group`: image names join directories with `_`, so names would be ambiguous; use `-` instead",
-                tree.root.display()
-            )
+        let reason = format!(
+            "image directory {}/my_group/img has `_` in its name `my_group`: image names join directories with `_`, so names would be ambiguous; use `-` instead",
+            tree.root.display()
         );
+        invalid_directory(&tree, "my_group/img", "my_group", &reason);
     }
 
     #[test]
     fn upper_case_image_directory() {
         let tree = tree();
         tree.write("basic/Hello/Dockerfile", "");
-        assert_eq!(
-            error(&mut list(&tree)),
-            format!(
-                "error: image directory {}/basic/Hello is not a valid image name (`Hello`): use lower case letters, digits, and `.` or `-` between them",
-                tree.root.display()
-            )
+        let reason = format!(
+            "image directory {}/basic/Hello is not a valid image name (`Hello`): use lower case letters, digits, and `.` or `-` between them",
+            tree.root.display()
         );
+        invalid_directory(&tree, "basic_Hello", "basic/Hello/", &reason);
     }
 
     #[test]
@@ -1127,12 +1163,39 @@ mod errors {
         let dir = tree.root.join(std::ffi::OsStr::from_bytes(b"bad\xff"));
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("Dockerfile"), "").unwrap();
+        let reason =
+            format!("image directory {}/bad\u{fffd} has a name that is not UTF-8: rename it", tree.root.display());
+        invalid_directory(&tree, "bad\u{fffd}", "bad\u{fffd}", &reason);
+    }
+
+    /// The library's strict discovery, which the engine commands use, refuses
+    /// the tree; the lenient one sets the directory apart.
+    #[test]
+    fn strict_and_lenient_discovery() {
+        let tree = tree();
+        tree.write("bad_name/Dockerfile", "").write("bad_name/inner/Dockerfile", "");
+        let arch = Arch::X86_64;
+        let strict = discover(&tree.root, arch).unwrap_err().to_string();
+        let first = format!(
+            "image directory {}/bad_name has `_` in its name `bad_name`: image names join directories with `_`, so names would be ambiguous; use `-` instead",
+            tree.root.display()
+        );
+        assert_eq!(strict, first);
+        let lenient = xtask::discovery::discover_lenient(&tree.root, arch).unwrap();
+        let names: Vec<&str> = lenient.images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["basic_alpine", "basic_hello", "platform"]);
         assert_eq!(
-            error(&mut list(&tree)),
-            format!(
-                "error: image directory {}/bad\u{fffd} has a name that is not UTF-8: rename it",
-                tree.root.display()
-            )
+            lenient.invalid,
+            [
+                xtask::discovery::Invalid { path: "bad_name".into(), reason: first },
+                xtask::discovery::Invalid {
+                    path: "bad_name/inner".into(),
+                    reason: format!(
+                        "image directory {}/bad_name/inner has `_` in its name `bad_name`: image names join directories with `_`, so names would be ambiguous; use `-` instead",
+                        tree.root.display()
+                    )
+                },
+            ]
         );
     }
 

@@ -134,10 +134,11 @@ pub fn content_tag(root: &Path, arch: &str, name: &str) -> String {
     tag_with(root, overrides(root, arch, "content"), name)
 }
 
-/// The tag of one image, computing no other tag than those of its bases.
+/// The tag of one image, computing no other tag than those of its bases (an
+/// invalid directory elsewhere in the tree does not stop it).
 pub fn tag_with(root: &Path, o: Overrides, name: &str) -> String {
     let settings = resolve(root, o);
-    let catalog = discover(&settings.images_dir, settings.arch).unwrap();
+    let catalog = xtask::discovery::discover_lenient(&settings.images_dir, settings.arch).unwrap();
     let i = catalog.index_of(name).unwrap_or_else(|| panic!("no image {name} in {:?}", catalog.images));
     xtask::tagging::tags(&catalog, &settings, &[i]).unwrap()[&i].clone()
 }
