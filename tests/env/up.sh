@@ -15,6 +15,10 @@
 #     (linux/arm64, from Debian's busybox-static:arm64) into docker and
 #     podman and checks that it runs under qemu; the qemu-aarch64 binfmt_misc
 #     handler is registered for that when missing, and left registered,
+#   * puts docker's buildx plugin (Debian trixie's docker-buildx, fetched with
+#     a source list of its own so that nothing else is upgraded) in a docker
+#     config directory of its own, target/test-env/buildx, and checks that
+#     the CLI builds with it there (and only there),
 #   * writes target/test-env/env.sh, to be sourced by tests and read by down.sh.
 #
 # Usage: tests/env/up.sh            (must run as root)
@@ -85,7 +89,7 @@ STARTED_DOCKERD=0 DOCKERD_PID="" PLATFORM=""
 REGISTRY_PID="" REGISTRY_DIR="" REGISTRY=""
 REMOTE_PID="" REMOTE_DIR="" REMOTE_HOST="" REMOTE_PROXY_PID=""
 REMOTE_REGISTRY_PROXY_PIDS="" REMOTE_REGISTRY_PROXY_TARGET=""
-PODMAN_OK=0 ARM64_OK=0
+PODMAN_OK=0 ARM64_OK=0 BUILDX_CONFIG=""
 DOCKERD_LOG=$STATE_DIR/dockerd.log
 REGISTRY_LOG=$STATE_DIR/registry.log
 REMOTE_LOG=$STATE_DIR/remote-dockerd.log
@@ -172,7 +176,8 @@ write_env() {
             "XTASK_TEST_REMOTE_DOCKERD_LOG=$REMOTE_LOG" \
             "XTASK_TEST_REMOTE_PROXY_PID=$REMOTE_PROXY_PID" \
             "XTASK_TEST_REMOTE_REGISTRY_PROXY_PIDS=$REMOTE_REGISTRY_PROXY_PIDS" \
-            "XTASK_TEST_REMOTE_REGISTRY_PROXY_TARGET=$REMOTE_REGISTRY_PROXY_TARGET"; do
+            "XTASK_TEST_REMOTE_REGISTRY_PROXY_TARGET=$REMOTE_REGISTRY_PROXY_TARGET" \
+            "XTASK_TEST_BUILDX_CONFIG=$BUILDX_CONFIG"; do
             printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"
         done
     } >"$tmp"
@@ -733,6 +738,41 @@ if [ "$(cat "$SKOPEO_STAMP" 2>/dev/null)" != "$REGISTRY_PID $REGISTRY" ]; then
     printf '%s\n' "$REGISTRY_PID $REGISTRY" >"$SKOPEO_STAMP"
     log "skopeo inspect against $REGISTRY: ok"
 fi
+
+# ---------------------------------------------------------------- buildx
+# docker 23+ builds with BuildKit through the buildx plugin. bookworm has no
+# docker-buildx; trixie's 0.13 needs only libc6 (>= 2.34). It is fetched with
+# apt state of its own (a trixie-only source list, lists and cache under
+# $BUILDX_DIR), so the system's sources and packages stay as they are, and
+# installed in a docker config directory of its own: the plain `docker`
+# keeps the classic builder for the suites that test it.
+BUILDX_DIR=$STATE_DIR/buildx-apt
+BUILDX_CONFIG=$STATE_DIR/buildx
+if ! DOCKER_CONFIG=$BUILDX_CONFIG docker buildx version >/dev/null 2>&1; then
+    log "fetching docker-buildx from Debian trixie"
+    rm -rf "$BUILDX_DIR"
+    mkdir -p "$BUILDX_DIR/lists/partial" "$BUILDX_DIR/cache/archives/partial" "$BUILDX_DIR/deb"
+    echo 'deb http://deb.debian.org/debian trixie main' >"$BUILDX_DIR/sources.list"
+    apt_opts=(-o "Dir::Etc::sourcelist=$BUILDX_DIR/sources.list" -o Dir::Etc::sourceparts=-
+        -o "Dir::State::Lists=$BUILDX_DIR/lists" -o "Dir::Cache=$BUILDX_DIR/cache"
+        -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root)
+    apt-get "${apt_opts[@]}" update >&2 || die "apt-get update for trixie's docker-buildx failed"
+    (cd "$BUILDX_DIR/deb" && apt-get "${apt_opts[@]}" download docker-buildx) >&2 ||
+        die "cannot download trixie's docker-buildx"
+    deb=$(find "$BUILDX_DIR/deb" -maxdepth 1 -name 'docker-buildx_*.deb' | head -n 1)
+    [ -n "$deb" ] || die "apt-get download left no docker-buildx .deb"
+    dpkg-deb -x "$deb" "$BUILDX_DIR/x"
+    mkdir -p "$BUILDX_CONFIG/cli-plugins"
+    install -m 755 "$BUILDX_DIR/x/usr/libexec/docker/cli-plugins/docker-buildx" "$BUILDX_CONFIG/cli-plugins/"
+    rm -rf "$BUILDX_DIR/x" "$BUILDX_DIR/lists" "$BUILDX_DIR/cache"
+fi
+version=$(DOCKER_CONFIG=$BUILDX_CONFIG docker buildx version) || die "docker buildx does not run from $BUILDX_CONFIG"
+driver=$(DOCKER_CONFIG=$BUILDX_CONFIG docker buildx inspect | awk '$1 == "Driver:" { print $2; exit }')
+[ "$driver" = docker ] || die "the default buildx builder uses driver '$driver', not docker"
+if docker buildx version >/dev/null 2>&1; then
+    log "note: docker buildx also works outside $BUILDX_CONFIG; the classic-builder suites then use BuildKit"
+fi
+log "buildx: $version (driver docker) in $BUILDX_CONFIG"
 
 # ---------------------------------------------------------------- state file
 write_env "$ENV_FILE"

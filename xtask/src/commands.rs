@@ -92,16 +92,21 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
     // Builders that match cached layers whatever their platform would hand a
     // foreign build the host's layers: such builds go without the cache.
     let fresh_builds = may_build && settings.arch != Arch::host()? && engine.builder().shares_cache_across_platforms();
-    if fresh_builds {
-        let remedy = match engine.builder() {
-            crate::engine::Builder::Podman => "",
-            _ => " (BuildKit keeps them apart: install docker's buildx plugin)",
+    if may_build {
+        let builder = engine.builder();
+        let how = if fresh_builds {
+            let remedy = match builder {
+                crate::engine::Builder::Podman => "",
+                _ => " (BuildKit keeps them apart: install docker's buildx plugin)",
+            };
+            format!(
+                ", without the layer cache for {} images: it would reuse layers cached for another architecture{remedy}",
+                settings.arch
+            )
+        } else {
+            String::new()
         };
-        reporting::note(&format!(
-            "building {} images without the layer cache: {} would reuse layers cached for another architecture{remedy}",
-            settings.arch,
-            engine.builder().describe()
-        ));
+        reporting::note(&format!("building with {}{how}", builder.describe()));
     }
     let ctx = execute::Context {
         engine: &engine,

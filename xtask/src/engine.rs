@@ -81,30 +81,42 @@ pub struct Engine {
 
 /// What builds images. docker's classic builder and podman's match cached
 /// layers without regard to the platform they were built for; BuildKit does not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Builder {
     /// docker's legacy builder.
     Classic,
-    /// BuildKit: through buildx, or the daemon's own, which a client older
-    /// than 23.0 uses when `DOCKER_BUILDKIT=1` is set (`via_env`).
-    BuildKit {
-        via_env: bool,
+    /// BuildKit through the buildx plugin, with the selected builder's driver
+    /// (`docker` builds into the daemon's image store; others need `--load`).
+    Buildx {
+        driver: String,
     },
+    /// The daemon's own BuildKit, which a client older than 23.0 uses when
+    /// `DOCKER_BUILDKIT=1` is set (the tool sets it).
+    DaemonBuildKit,
     Podman,
 }
 
 impl Builder {
     /// Whether a layer cached for one platform may be reused for another.
-    pub fn shares_cache_across_platforms(self) -> bool {
-        !matches!(self, Builder::BuildKit { .. })
+    pub fn shares_cache_across_platforms(&self) -> bool {
+        matches!(self, Builder::Classic | Builder::Podman)
     }
 
-    pub fn describe(self) -> &'static str {
+    /// `classic`, `buildkit` or `podman`, for machines.
+    pub fn kind(&self) -> &'static str {
         match self {
-            Builder::Classic => "docker's classic builder",
-            Builder::BuildKit { via_env: false } => "BuildKit (buildx)",
-            Builder::BuildKit { via_env: true } => "BuildKit (DOCKER_BUILDKIT=1)",
+            Builder::Classic => "classic",
+            Builder::Buildx { .. } | Builder::DaemonBuildKit => "buildkit",
             Builder::Podman => "podman",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Builder::Classic => "docker's classic builder".into(),
+            Builder::Buildx { driver } => format!("BuildKit (buildx, driver {driver})"),
+            Builder::DaemonBuildKit => "BuildKit (the daemon's own, DOCKER_BUILDKIT=1)".into(),
+            Builder::Podman => "podman".into(),
         }
     }
 }
@@ -134,28 +146,39 @@ impl Engine {
     /// The builder `build` uses, found out once: podman's own; for docker,
     /// `DOCKER_BUILDKIT` when set, else BuildKit whenever the client has it
     /// (buildx from 23.0 on, the daemon's own before), else the classic one.
-    pub fn builder(&self) -> Builder {
-        *self.builder.get_or_init(|| {
+    pub fn builder(&self) -> &Builder {
+        self.builder.get_or_init(|| {
             if self.kind == EngineKind::Podman {
                 return Builder::Podman;
             }
-            match std::env::var("DOCKER_BUILDKIT").ok().as_deref().map(str::trim) {
-                Some("0" | "false" | "FALSE" | "False") => return Builder::Classic,
-                Some(v) if !v.is_empty() => return Builder::BuildKit { via_env: false },
-                _ => {}
-            }
             let major =
                 self.client_version.get().and_then(|v| v.split('.').next()).and_then(|m| m.trim().parse::<u32>().ok());
-            if major.is_some_and(|m| m < 23) {
-                return Builder::BuildKit { via_env: true };
+            let old_client = major.is_some_and(|m| m < 23);
+            match std::env::var("DOCKER_BUILDKIT").ok().as_deref().map(str::trim) {
+                Some("0" | "false" | "FALSE" | "False") => return Builder::Classic,
+                Some(v) if !v.is_empty() && old_client => return Builder::DaemonBuildKit,
+                _ if old_client => return Builder::DaemonBuildKit,
+                _ => {}
             }
-            let Ok(sh) = Shell::new() else { return Builder::Classic };
-            let program = self.program;
-            match self.run(cmd!(sh, "{program} buildx version"), None) {
-                Ok(out) if out.ok => Builder::BuildKit { via_env: false },
-                _ => Builder::Classic,
+            // From 23.0 on, `docker build` is buildx's when the plugin is there.
+            match self.buildx_driver() {
+                Some(driver) => Builder::Buildx { driver },
+                None => Builder::Classic,
             }
         })
+    }
+
+    /// The driver of buildx's selected builder (`BUILDX_BUILDER`, or the
+    /// current one), or `None` without buildx.
+    fn buildx_driver(&self) -> Option<String> {
+        let sh = Shell::new().ok()?;
+        let program = self.program;
+        let out = self.run(cmd!(sh, "{program} buildx inspect"), None).ok()?;
+        if !out.ok {
+            return None;
+        }
+        let driver = out.stdout.lines().find_map(|l| l.strip_prefix("Driver:")).map(|d| d.trim().to_string());
+        Some(driver.unwrap_or_else(|| "docker".into()))
     }
 
     /// Runs one engine command to completion; output goes to `log` when given.
@@ -492,14 +515,18 @@ impl Engine {
         let own: &[&str] = match builder {
             // Failed steps leave no stopped container behind.
             Builder::Classic => &["--force-rm"],
-            Builder::BuildKit { .. } => &["--progress=plain"],
+            Builder::Buildx { driver } if driver == "docker" => &["--progress=plain"],
+            // A builder without the daemon's image store keeps its result
+            // to itself unless told to load it there.
+            Builder::Buildx { .. } => &["--progress=plain", "--load"],
+            Builder::DaemonBuildKit => &["--progress=plain"],
             Builder::Podman => &[],
         };
         let mut command = cmd!(
             sh,
             "{program} build {own...} {no_cache...} --platform {platform} --iidfile {iidfile} -f {file} {args...} {dir}"
         );
-        if builder == (Builder::BuildKit { via_env: true }) {
+        if *builder == Builder::DaemonBuildKit {
             command = command.env("DOCKER_BUILDKIT", "1");
         }
         let out = self.run(command, Some(log));

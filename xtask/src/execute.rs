@@ -53,6 +53,9 @@ pub struct Outcome {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<PathBuf>,
+    /// What built the image (`classic`, `buildkit`, `podman`), when it was built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<&'static str>,
 }
 
 /// Everything a job needs besides the job itself.
@@ -159,13 +162,15 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
                 seconds: 0.0,
                 error: None,
                 log: None,
+                builder: None,
             })
         })
         .collect()
 }
 
 fn failed(job: &Job, error: String, log: Option<PathBuf>, seconds: f64) -> Outcome {
-    Outcome { name: job.name.clone(), tag: job.tag.clone(), action: Action::Failed, seconds, error: Some(error), log }
+    let (name, tag) = (job.name.clone(), job.tag.clone());
+    Outcome { name, tag, action: Action::Failed, seconds, error: Some(error), log, builder: None }
 }
 
 fn run_job(ctx: &Context, job: &Job) -> Outcome {
@@ -179,7 +184,10 @@ fn run_job(ctx: &Context, job: &Job) -> Outcome {
     let seconds = start.elapsed().as_secs_f64();
     let log = log.exists().then_some(log);
     match result {
-        Ok(()) => Outcome { name: job.name.clone(), tag: job.tag.clone(), action, seconds, error: None, log },
+        Ok(()) => {
+            let builder = (action == Action::Built).then(|| ctx.engine.builder().kind());
+            Outcome { name: job.name.clone(), tag: job.tag.clone(), action, seconds, error: None, log, builder }
+        }
         Err(e) => failed(job, format!("{e:#}"), log, seconds),
     }
 }

@@ -85,29 +85,35 @@ pub fn engine() -> Engine {
     }
 }
 
-/// The builder under test, for docker: `XTASK_TEST_BUILDER=buildkit` puts
-/// Debian's docker 20.10 client (`/usr/bin/docker`) first on the binary's
-/// PATH, which the tool has build with the daemon's BuildKit; otherwise
-/// the `docker` first on PATH (28.x, without buildx) builds with the
-/// classic builder.
+/// The builder under test, for docker (`XTASK_TEST_BUILDER`):
+/// - unset: the `docker` first on PATH (28.x, without buildx), which builds
+///   with the classic builder;
+/// - `buildx`: the same client with the buildx plugin that tests/env/up.sh
+///   put in a docker config directory of its own (`DOCKER_CONFIG`), which
+///   builds with BuildKit;
+/// - `buildkit-env`: Debian's docker 20.10 client (`/usr/bin/docker`) first
+///   on the binary's PATH, which the tool has build with the daemon's own
+///   BuildKit (`DOCKER_BUILDKIT=1`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Builder {
     Classic,
-    BuildKit,
+    Buildx,
+    BuildKitEnv,
     Podman,
 }
 
 pub fn builder() -> Builder {
-    let buildkit = match std::env::var("XTASK_TEST_BUILDER").as_deref() {
-        Err(_) | Ok("") | Ok("default") => false,
-        Ok("buildkit") => true,
-        Ok(other) => panic!("XTASK_TEST_BUILDER={other}: use buildkit, or leave it unset"),
+    let asked = match std::env::var("XTASK_TEST_BUILDER").as_deref() {
+        Err(_) | Ok("") => None,
+        Ok("buildx") => Some(Builder::Buildx),
+        Ok("buildkit-env") => Some(Builder::BuildKitEnv),
+        Ok(other) => panic!("XTASK_TEST_BUILDER={other}: use buildx or buildkit-env, or leave it unset"),
     };
-    match (engine(), buildkit) {
-        (Engine::Podman, false) => Builder::Podman,
-        (Engine::Podman, true) => panic!("XTASK_TEST_BUILDER=buildkit is for docker"),
-        (Engine::Docker, false) => Builder::Classic,
-        (Engine::Docker, true) => Builder::BuildKit,
+    match (engine(), asked) {
+        (Engine::Podman, None) => Builder::Podman,
+        (Engine::Podman, Some(b)) => panic!("XTASK_TEST_BUILDER={b:?} is for docker"),
+        (Engine::Docker, None) => Builder::Classic,
+        (Engine::Docker, Some(b)) => b,
     }
 }
 
@@ -116,9 +122,30 @@ impl Builder {
     pub fn log_start(self) -> &'static str {
         match self {
             Builder::Classic => "Step 1/",
-            Builder::BuildKit => "#1 [internal] load build definition",
+            Builder::Buildx | Builder::BuildKitEnv => "#1 [internal] load build definition",
             Builder::Podman => "STEP 1/",
         }
+    }
+
+    /// What `--json` outcomes call it.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Builder::Classic => "classic",
+            Builder::Buildx | Builder::BuildKitEnv => "buildkit",
+            Builder::Podman => "podman",
+        }
+    }
+
+    pub fn is_buildkit(self) -> bool {
+        matches!(self, Builder::Buildx | Builder::BuildKitEnv)
+    }
+}
+
+/// The docker config directory holding the buildx plugin.
+pub fn buildx_config() -> String {
+    match std::env::var("XTASK_TEST_BUILDX_CONFIG") {
+        Ok(c) if !c.is_empty() => c,
+        _ => panic!("XTASK_TEST_BUILDX_CONFIG is not set: run the engine tests with `tests/run`"),
     }
 }
 
@@ -221,10 +248,16 @@ impl Sandbox {
             // tests that run at once from writing the same log files.
             .env("CARGO_TARGET_DIR", &self.target)
             .args(args);
-        if builder() == Builder::BuildKit {
-            let path = std::env::var_os("PATH").unwrap_or_default();
-            let dirs = std::iter::once(buildkit_client_dir()).chain(std::env::split_paths(&path));
-            cmd.env("PATH", std::env::join_paths(dirs).unwrap()).env_remove("DOCKER_BUILDKIT");
+        match builder() {
+            Builder::BuildKitEnv => {
+                let path = std::env::var_os("PATH").unwrap_or_default();
+                let dirs = std::iter::once(buildkit_client_dir()).chain(std::env::split_paths(&path));
+                cmd.env("PATH", std::env::join_paths(dirs).unwrap()).env_remove("DOCKER_BUILDKIT");
+            }
+            Builder::Buildx => {
+                cmd.env("DOCKER_CONFIG", buildx_config()).env_remove("DOCKER_BUILDKIT");
+            }
+            Builder::Classic | Builder::Podman => {}
         }
         cmd
     }
@@ -310,7 +343,7 @@ impl Sandbox {
             let real = Command::new("which").arg(program).output().unwrap();
             assert!(real.status.success(), "no {program} on PATH");
             let mut real = String::from_utf8(real.stdout).unwrap().trim().to_string();
-            if builder() == Builder::BuildKit && *program == "docker" {
+            if builder() == Builder::BuildKitEnv && *program == "docker" {
                 real = buildkit_client_dir().join("docker").display().to_string();
             }
             let script =
@@ -395,6 +428,11 @@ impl Run {
     /// The `--json` outcomes, without `seconds` (which varies); each must
     /// have had one.
     pub fn outcomes(&self) -> Vec<Value> {
+        self.outcomes_built_by(builder().kind())
+    }
+
+    /// [`Run::outcomes`], for a run whose builds were made by `kind`.
+    pub fn outcomes_built_by(&self, kind: &str) -> Vec<Value> {
         let value: Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self}"));
         let Value::Array(items) = value else { panic!("not an array: {self}") };
         items
@@ -402,6 +440,11 @@ impl Run {
             .map(|mut o| {
                 let seconds = o.as_object_mut().and_then(|m| m.remove("seconds"));
                 assert!(seconds.as_ref().is_some_and(Value::is_f64), "no seconds in {o}: {self}");
+                // A built image names the builder under test, and only a built one.
+                let built = o["action"] == "built";
+                let named = o.as_object_mut().and_then(|m| m.remove("builder"));
+                let expected = built.then(|| json!(kind));
+                assert_eq!(named, expected, "the builder of {o}: {self}");
                 o
             })
             .collect()
