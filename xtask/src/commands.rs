@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use crate::cli::RunArgs;
 use crate::config::{Arch, Settings};
 use crate::cross::{self, Registered};
-use crate::discovery::{discover, Catalog};
+use crate::discovery::{discover, discover_lenient, Catalog};
 use crate::engine::Engine;
 use crate::execute::{self, Action};
 use crate::listing::{is_test, local_name, remote_name};
@@ -28,7 +28,16 @@ pub enum Selection {
 
 /// Runs one engine command; returns the process exit status.
 pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs) -> Result<i32> {
-    let catalog = discover(&settings.images_dir, settings.arch)?;
+    // A directory that cannot make an image name stops only what names it:
+    // `*-all-*` does the rest, then fails naming it.
+    let catalog = discover_lenient(&settings.images_dir, settings.arch)?;
+    let invalid: Vec<String> = match selection {
+        Selection::Names(_) => Vec::new(),
+        _ => catalog.invalid.iter().map(|bad| bad.reason.clone()).collect(),
+    };
+    for reason in &invalid {
+        reporting::note(&format!("warning: skipped: {reason}"));
+    }
     let (requested, shard) = match &selection {
         Selection::Names(names) => {
             let (chosen, unavailable) = catalog.select_available(names)?;
@@ -82,7 +91,7 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
         } else {
             print!("{}", reporting::plan_text(&jobs));
         }
-        return Ok(0);
+        return Ok(invalid_failure(&invalid).unwrap_or(0));
     }
 
     let log_dir = log_dir(settings)?;
@@ -142,7 +151,17 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
         return Ok(EXIT_INTERRUPTED);
     }
     let failures = outcomes.iter().filter(|o| matches!(o.action, Action::Failed | Action::NotStarted)).count();
-    Ok(if failures > 0 { crate::EXIT_FAILURE } else { 0 })
+    let invalid = invalid_failure(&invalid);
+    Ok(if failures > 0 { crate::EXIT_FAILURE } else { invalid.unwrap_or(0) })
+}
+
+/// Says why each invalid image directory was left out, once the rest is
+/// done; the run then fails.
+fn invalid_failure(reasons: &[String]) -> Option<i32> {
+    for reason in reasons {
+        eprintln!("error: {reason}");
+    }
+    (!reasons.is_empty()).then_some(crate::EXIT_FAILURE)
 }
 
 /// The requested images and, transitively, the local images they are built on.

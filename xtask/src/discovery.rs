@@ -251,12 +251,20 @@ impl Catalog {
             if let Some(bad) = self.invalid.iter().find(|bad| bad.name() == name || bad.group() == name) {
                 bail!("{}", bad.reason);
             }
-            let group: Vec<usize> = (0..self.images.len()).filter(|&i| self.images[i].group() == name).collect();
+            // A group, or any directory of images (`compatibility_gitea`
+            // for the images under compatibility/gitea/): directory names
+            // hold no `_`, so the name gives the path back.
+            let path = name.replace('_', "/");
+            let under = |image: &Image| image.path == path || image.path.starts_with(&format!("{path}/"));
+            if let Some(bad) = self.invalid.iter().find(|bad| bad.path.starts_with(&format!("{path}/"))) {
+                bail!("{}", bad.reason);
+            }
+            let group: Vec<usize> = (0..self.images.len()).filter(|&i| under(&self.images[i])).collect();
             if !group.is_empty() {
                 out.extend(group);
                 continue;
             }
-            let others: Vec<&Image> = self.other_arch.iter().filter(|i| i.name == name || i.group() == name).collect();
+            let others: Vec<&Image> = self.other_arch.iter().filter(|i| under(i)).collect();
             if others.is_empty() {
                 bail!("{}", self.unknown(&name));
             }

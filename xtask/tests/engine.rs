@@ -511,3 +511,49 @@ fn warm_load_all_asks_the_engine_three_times() {
     let calls = recorder.take();
     assert_eq!(calls.len(), 3, "engine calls (version, listing, platforms): {calls:#?}");
 }
+
+/// A directory of images without a Dockerfile of its own selects the images
+/// under it; a directory whose name cannot make an image name fails what
+/// names it, and an `*-all-*` run does the rest before failing, naming it.
+#[test]
+fn directories_select_their_images_and_an_invalid_one_fails_only_what_needs_it() {
+    let s = Sandbox::new("dirs");
+    s.scratch_image("good");
+    s.scratch_image("compat/gitea/one");
+    s.scratch_image("compat/gitea/two");
+    s.scratch_image("compat/other");
+    s.scratch_image("bad_name");
+    let bad = format!(
+        "image directory {} has `_` in its name `bad_name`: image names join directories with `_`, so names would \
+         be ambiguous; use `-` instead",
+        s.images.join("bad_name").display()
+    );
+
+    let plan = s.xtask(&["load", "compat_gitea", "--dry-run", "--json"]);
+    let names: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&plan.success().stdout)
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["compat_gitea_one", "compat_gitea_two"], "{plan}");
+    let plan = s.xtask(&["load", "compat/gitea/", "--dry-run", "--json"]);
+    assert_eq!(serde_json::from_str::<Vec<serde_json::Value>>(&plan.success().stdout).unwrap().len(), 2, "{plan}");
+
+    let named = s.xtask(&["load", "bad_name"]);
+    named.status(1);
+    assert_eq!(named.stderr_lines(), [format!("error: {bad}")], "{named}");
+
+    let all = s.xtask(&["load-all-images", "--json"]);
+    all.status(1);
+    let tags: Vec<String> =
+        ["compat_gitea_one", "compat_gitea_two", "compat_other", "good"].iter().map(|n| s.tag(n)).collect();
+    let expected: Vec<serde_json::Value> = ["compat_gitea_one", "compat_gitea_two", "compat_other", "good"]
+        .iter()
+        .zip(&tags)
+        .map(|(n, t)| outcome(n, t, "built", Some(&s.log(n))))
+        .collect();
+    assert_eq!(all.outcomes(), expected, "{all}");
+    let lines = all.stderr_lines();
+    assert_eq!(lines.first(), Some(&format!("warning: skipped: {bad}").as_str()), "{all}");
+    assert_eq!(lines.last(), Some(&format!("error: {bad}").as_str()), "{all}");
+}
