@@ -70,12 +70,12 @@ impl Project {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("project");
         cp_a(Path::new(FIXTURE), &root);
+        // The README's first step: the tool, less its settings.
         let workspace = xtask::workspace_root();
-        for file in ["Cargo.toml", "Cargo.lock", ".cargo/config.toml", "xtask/Cargo.toml"] {
-            fs::create_dir_all(root.join(file).parent().unwrap()).unwrap();
-            fs::copy(workspace.join(file), root.join(file)).unwrap();
+        for file in ["xtask", ".cargo", "Cargo.toml", "Cargo.lock"] {
+            cp_a(&workspace.join(file), &root.join(file));
         }
-        cp_a(&workspace.join("xtask/src"), &root.join("xtask/src"));
+        fs::remove_file(root.join("xtask/images.toml")).unwrap();
         let bin = tmp.path().join("bin");
         fs::create_dir(&bin).unwrap();
         fs::write(bin.join("cargo"), STAND_IN).unwrap();
