@@ -518,6 +518,40 @@ fn image_functions() {
     }
 }
 
+/// Every variable and function of the Make API is defined by the shim, and
+/// documented by `images-help` and by the README.
+#[test]
+fn make_api_is_documented() {
+    let readme = fs::read_to_string(xtask::workspace_root().join("README.md")).unwrap();
+    let p = Project::migrated();
+    let api = [
+        ("ARCH", "$(ARCH)"),
+        ("REMOTE_IMAGE_PREFIX", "$(REMOTE_IMAGE_PREFIX)"),
+        ("LOCAL_IMAGE_PREFIX", "$(LOCAL_IMAGE_PREFIX)"),
+        ("ALL_IMAGES", "$(ALL_IMAGES)"),
+        ("TEST_IMAGES", "$(TEST_IMAGES)"),
+        ("path", "$(call path,<image>)"),
+        ("dockerfile", "$(call dockerfile,<image>)"),
+        ("tag", "$(call tag,<image>)"),
+        ("remote_image", "$(call remote_image,<image>)"),
+        ("local_image", "$(call local_image,<image>)"),
+    ];
+    let flavors = show(&p, &api.iter().map(|(name, _)| format!("$(flavor {name})")).collect::<Vec<_>>().join(" "), &[]);
+    assert_eq!(
+        flavors.ok(),
+        "simple recursive recursive recursive recursive recursive recursive recursive recursive recursive\n"
+    );
+    for (_, doc) in api {
+        assert!(IMAGES_HELP.contains(doc), "images-help does not mention {doc}");
+        assert!(readme.contains(&format!("`{doc}`")), "the README does not mention {doc}");
+    }
+    for doc in ["images-help", "XTASK_FLAGS", "make -k", "make -i", "make -jN", "init --from-makefile tools/images.mk"]
+    {
+        assert!(readme.contains(doc), "the README does not mention {doc}");
+    }
+    assert_eq!(p.calls(), "");
+}
+
 // ---- targets ---------------------------------------------------------------------------
 
 /// `make -k` and `make -i` mean --keep-going, `make -jN` on a `*-all-*`
