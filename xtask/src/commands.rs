@@ -13,6 +13,7 @@ use crate::engine::Engine;
 use crate::execute::{self, Action};
 use crate::listing::{is_test, local_name, remote_name};
 use crate::planning::{self, Mode, Observed, Options, Target};
+use crate::registry::{Credentials, Registry, Transport};
 use crate::reporting::{self, Progress};
 use crate::shard::{self, Shard};
 use crate::tagging;
@@ -70,8 +71,10 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
     let local = engine.local_images()?;
     let platforms = local_platforms(&engine, &local, &targets)?;
     let mut seen = Observed { local, platforms, remote: HashMap::new() };
+    let registry = registry_client(settings);
+    let mut registry_down = false;
     if mode.needs_remote() {
-        match remote_lookups(&engine, &targets, &requested, parallelism(args)) {
+        match remote_lookups(&registry, &targets, &requested, parallelism(args), false) {
             Ok(found) => seen.remote = found,
             // What the registry lacks is built, and a registry that cannot
             // be asked lacks everything: the legacy `test` targets built then.
@@ -79,6 +82,31 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
                 reporting::note(&format!("warning: {e:#}; building every image as if the registry lacked it"))
             }
             Err(e) => return Err(e),
+        }
+    } else if mode == Mode::Load && !args.skip_image_load {
+        // Pull only what the registry has; what it lacks goes straight to
+        // the build. A registry that cannot be asked is not waited on.
+        let missing: Vec<usize> = {
+            let mut m: Vec<usize> = targets
+                .values()
+                .filter(|t| {
+                    [format!("{}:{}", t.local, t.tag), format!("{}:{}", t.remote, t.tag)]
+                        .iter()
+                        .all(|r| seen.present(r, settings.arch).is_none())
+                })
+                .map(|t| t.image)
+                .collect();
+            m.sort_unstable();
+            m
+        };
+        if !missing.is_empty() {
+            match remote_lookups(&registry, &targets, &missing, parallelism(args), true) {
+                Ok(found) => seen.remote = found,
+                Err(e) => {
+                    reporting::note(&format!("warning: {e:#}; building what is not present"));
+                    registry_down = true;
+                }
+            }
         }
     }
     let options =
@@ -125,7 +153,8 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
         build_args: &settings.build_args,
         log_dir: &log_dir,
         idle,
-        registry_down: std::sync::atomic::AtomicBool::new(false),
+        registry: &registry,
+        registry_down: std::sync::atomic::AtomicBool::new(registry_down),
         fresh_builds,
     };
     if may_build {
@@ -220,20 +249,21 @@ fn local_platforms(
 /// Which requested tags the registry has, asked in parallel. A look-up that
 /// fails is an error, never taken as "absent".
 fn remote_lookups(
-    engine: &Engine,
+    registry: &Registry,
     targets: &HashMap<usize, Target>,
-    requested: &[usize],
+    asked: &[usize],
     parallel: usize,
+    quick: bool,
 ) -> Result<HashMap<usize, bool>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<(usize, Result<bool>)>> = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
-        for _ in 0..parallel.max(4).min(requested.len()) {
+        for _ in 0..parallel.max(8).min(asked.len()) {
             scope.spawn(|| loop {
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some(&i) = requested.get(k) else { return };
+                let Some(&i) = asked.get(k) else { return };
                 let t = &targets[&i];
-                let found = engine.remote_exists(&format!("{}:{}", t.remote, t.tag));
+                let found = registry.exists(&format!("{}:{}", t.remote, t.tag), quick);
                 let failed = found.is_err();
                 results.lock().unwrap().push((i, found));
                 if failed {
@@ -269,21 +299,9 @@ fn log_dir(settings: &Settings) -> Result<PathBuf> {
 
 /// The requested images that fall to one shard; see [`crate::shard`].
 fn shard_of(catalog: &Catalog, settings: &Settings, requested: &[usize], shard: Shard) -> Result<Vec<usize>> {
-    let mut bases = HashMap::new();
-    for &i in requested {
-        bases.insert(i, tagging::local_bases(catalog, settings, &catalog.images[i])?);
-    }
-    let items: Vec<shard::Item> = requested
-        .iter()
-        .map(|&i| shard::Item {
-            name: &catalog.images[i].name,
-            weight: catalog.context_bytes(i),
-            bases: bases[&i].iter().map(|&b| catalog.images[b].name.as_str()).collect(),
-        })
-        .collect();
-    let mine = shard::split(&items, shard.count).swap_remove(shard.index - 1);
+    let mine = shard::select(catalog, settings, requested, shard)?;
     reporting::note(&format!("shard {}/{}: {} of {} images", shard.index, shard.count, mine.len(), requested.len()));
-    Ok(mine.iter().filter_map(|name| catalog.index_of(name)).collect())
+    Ok(mine)
 }
 
 pub fn register_cross(settings: &Settings) -> Result<()> {
@@ -295,6 +313,20 @@ pub fn register_cross(settings: &Settings) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A multi-architecture index: `reference` over one image per architecture.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Index {
+    name: String,
+    reference: String,
+    members: Vec<(Arch, String)>,
+}
+
+/// The registry client, with the engine's credentials and docker's rules
+/// for plain HTTP and CA files.
+fn registry_client(settings: &Settings) -> Registry {
+    Registry::new(Credentials::of(settings.engine), Transport::system(&settings.insecure_registries))
 }
 
 /// Publishes `<REMOTE_IMAGE_PREFIX>/<path>:<tag>` as an index over the
@@ -320,7 +352,7 @@ pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> R
     wanted.sort_unstable();
     wanted.dedup();
 
-    let mut indexes: Vec<crate::engine::Index> = Vec::new();
+    let mut indexes: Vec<Index> = Vec::new();
     for name in &wanted {
         let mut members = Vec::new();
         let mut path = String::new();
@@ -332,36 +364,39 @@ pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> R
             members.push((*arch, format!("{}:{tag}", remote_name(&s, &catalog.images[i]))));
             path = catalog.images[i].path.clone();
         }
-        let tag = crate::engine::index_tag(&members);
-        indexes.push(crate::engine::Index {
+        let tag = tagging::index_tag(&members);
+        indexes.push(Index {
             name: name.clone(),
             reference: format!("{}/{path}:{tag}", settings.remote_prefix),
             members,
         });
     }
 
-    let engine = Engine::new(settings.engine);
-    engine.check()?;
     // Each member is what its name says, by the config the registry holds.
+    let registry = registry_client(settings);
+    let mut read: Vec<Vec<crate::registry::Member>> = Vec::new();
     for index in &indexes {
+        let mut members = Vec::new();
         for (arch, member) in &index.members {
-            match engine.remote_platform(member)? {
+            match registry.member(member)? {
                 None => bail!(
                     "{} for {arch} is not in the registry ({member}): push it first with `ARCH={arch} cargo xtask push {}`",
                     index.name,
                     index.name
                 ),
-                Some(platform) if !platform.is(*arch) => bail!(
-                    "{} for {arch} in the registry ({member}) is a {platform} image, not {}: no index was published; \
+                Some(m) if !m.platform.is(*arch) => bail!(
+                    "{} for {arch} in the registry ({member}) is a {} image, not {}: no index was published; \
                      it was built for the wrong architecture, delete it from the registry and push it again with \
                      `ARCH={arch} cargo xtask push {}`",
                     index.name,
+                    m.platform,
                     arch.platform(),
                     index.name
                 ),
-                Some(_) => {}
+                Some(m) => members.push(m),
             }
         }
+        read.push(members);
     }
     if args.dry_run || args.json {
         if args.json {
@@ -375,11 +410,8 @@ pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> R
             return Ok(0);
         }
     }
-    let log_dir = log_dir(settings)?;
-    for index in &indexes {
-        let log = log_dir.join(format!("{}.manifest.log", index.name));
-        let _ = std::fs::remove_file(&log);
-        engine.push_index(index, &log).map_err(|e| anyhow::anyhow!("{}: {e:#}", index.name))?;
+    for (index, members) in indexes.iter().zip(&read) {
+        registry.push_index(&index.reference, members).map_err(|e| anyhow::anyhow!("{}: {e:#}", index.name))?;
         eprintln!("pushed index {} over {}", index.reference, index.members.len());
     }
     Ok(0)

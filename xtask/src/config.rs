@@ -157,6 +157,7 @@ pub struct FileConfig {
     pub tag_scheme: Option<String>,
     pub non_test_images: Option<Vec<String>>,
     pub engine: Option<String>,
+    pub insecure_registries: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -191,6 +192,9 @@ pub struct Settings {
     pub non_test: Vec<String>,
     pub build_args: Vec<String>,
     pub engine: EngineKind,
+    /// Registries spoken to over plain HTTP besides loopback and the docker
+    /// daemon's `insecure-registries`: `host[:port]` or an IP range.
+    pub insecure_registries: Vec<String>,
     /// Someone watches the output on a terminal (not CI, not a pipe): a live
     /// progress line rather than a line per image and log tails.
     pub interactive: bool,
@@ -231,6 +235,7 @@ impl Settings {
             non_test,
             build_args,
             engine,
+            insecure_registries: file.insecure_registries.unwrap_or_default(),
             interactive: false,
         })
     }

@@ -10,12 +10,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use crate::config::{Arch, EngineKind, Platform};
+use crate::registry::{cli_error, retrying, retrying_with, QUICK_RETRY_DELAYS, RETRY_DELAYS};
 
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
@@ -272,17 +272,6 @@ impl Engine {
         })
     }
 
-    /// skopeo is podman's companion for registry look-ups; its absence is
-    /// reported as such, not as the engine's.
-    fn run_skopeo(&self, cmd: xshell::Cmd<'_>, log: Option<&Path>) -> Result<Output> {
-        let has_skopeo = std::env::var_os("PATH")
-            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("skopeo").is_file()));
-        if !has_skopeo {
-            bail!("skopeo is not installed: podman needs it to look at registries (apt-get install skopeo)");
-        }
-        self.run(cmd, log)
-    }
-
     fn not_installed(&self) -> String {
         match self.kind {
             EngineKind::Docker => {
@@ -411,66 +400,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether the registry has `reference`, from its manifest alone: no layer
-    /// is downloaded, and the engine's own credentials are used.
-    pub fn remote_exists(&self, reference: &str) -> Result<bool> {
-        retrying(|| self.remote_exists_once(reference))
-    }
-
-    fn remote_exists_once(&self, reference: &str) -> Result<bool> {
-        Ok(self.remote_manifest_once(reference, false)?.is_some())
-    }
-
-    /// The platform of the image `reference` names in the registry, read from
-    /// its config there (not from anything said on the command line); `None`
-    /// when the registry lacks it.
-    pub fn remote_platform(&self, reference: &str) -> Result<Option<Platform>> {
-        retrying(|| match self.remote_manifest_once(reference, true)? {
-            None => Ok(None),
-            Some(text) => parse_remote_platform(self.kind, reference, &text).map(Some),
-        })
-    }
-
-    /// What the registry says of `reference`: its manifest (with `config`,
-    /// what docker makes of the image's config, or the config itself for
-    /// skopeo), or `None` when it has no such manifest.
-    fn remote_manifest_once(&self, reference: &str, config: bool) -> Result<Option<String>> {
-        let sh = Shell::new()?;
-        let program = self.program;
-        let out = match self.kind {
-            // `--debug`: docker says "no such manifest" also when the registry
-            // refused the credentials; only its debug lines tell them apart.
-            EngineKind::Docker => {
-                let insecure = is_loopback(reference).then_some("--insecure");
-                let verbose = config.then_some("-v");
-                self.run(cmd!(sh, "{program} --debug manifest inspect {insecure...} {verbose...} {reference}"), None)?
-            }
-            // podman cannot read a single image's manifest from a registry;
-            // skopeo, its companion, can, with the same credentials.
-            EngineKind::Podman => {
-                let tls = is_loopback(reference).then_some("--tls-verify=false");
-                let what = config.then_some("--config");
-                let target = format!("docker://{reference}");
-                self.run_skopeo(cmd!(sh, "skopeo inspect {what...} --raw {tls...} {target}"), None)?
-            }
-        };
-        if out.ok {
-            return Ok(Some(out.stdout));
-        }
-        let (debug, said): (Vec<&str>, Vec<&str>) = out.stderr.lines().partition(|l| l.contains("level=debug"));
-        let said = said.join("\n");
-        let err = said.to_lowercase();
-        if err.contains("no such manifest") || err.contains("manifest unknown") || err.contains("not found") {
-            let refused = debug.iter().find(|l| l.contains("continuing on error") && !l.contains("manifest unknown"));
-            if let Some(line) = refused {
-                let what = line.split("msg=").nth(1).unwrap_or(line).trim_matches('"');
-                return Err(registry_error(reference, what));
-            }
-            return Ok(None);
-        }
-        Err(registry_error(reference, &said))
-    }
-
     /// `quick`: give up sooner on a failing registry (the caller can build).
     pub fn pull(&self, reference: &str, arch: Arch, quick: bool, log: &Path) -> Result<()> {
         let sh = Shell::new()?;
@@ -479,7 +408,7 @@ impl Engine {
         retrying_with(if quick { &QUICK_RETRY_DELAYS } else { &RETRY_DELAYS }, || {
             let out = self.run(cmd!(sh, "{program} pull {tls...} --platform {platform} {reference}"), Some(log))?;
             if !out.ok {
-                return Err(registry_error(reference, &last_error_line(&out.stderr)));
+                return Err(cli_error(reference, &last_error_line(&out.stderr)));
             }
             Ok(())
         })
@@ -565,54 +494,6 @@ impl Engine {
         bail!("build failed: {last}; log: {}", log.display())
     }
 
-    /// Publishes an index over images already in the registry: no layer moves.
-    pub fn push_index(&self, index: &Index, log: &Path) -> Result<()> {
-        retrying(|| self.push_index_once(index, log))
-    }
-
-    fn push_index_once(&self, index: &Index, log: &Path) -> Result<()> {
-        let sh = Shell::new()?;
-        let program = self.program;
-        let list = &index.reference;
-        let members: Vec<&str> = index.members.iter().map(|(_, r)| r.as_str()).collect();
-        match self.kind {
-            EngineKind::Docker => {
-                let insecure = is_loopback(list).then_some("--insecure");
-                let _ = self.run(cmd!(sh, "{program} manifest rm {list}"), None);
-                let created =
-                    self.run(cmd!(sh, "{program} manifest create {insecure...} {list} {members...}"), Some(log))?;
-                if !created.ok {
-                    return Err(registry_error(list, &last_error_line(&created.stderr)));
-                }
-                let pushed = self.run(cmd!(sh, "{program} manifest push --purge {insecure...} {list}"), Some(log))?;
-                if !pushed.ok {
-                    return Err(registry_error(list, &last_error_line(&pushed.stderr)));
-                }
-            }
-            EngineKind::Podman => {
-                let tls = is_loopback(list).then_some("--tls-verify=false");
-                let local = format!("xtask-index/{}:{}", index.name, std::process::id());
-                let _ = self.run(cmd!(sh, "{program} manifest rm {local}"), None);
-                let mut last = self.run(cmd!(sh, "{program} manifest create {local}"), Some(log))?;
-                for member in &members {
-                    if last.ok {
-                        let target = format!("docker://{member}");
-                        last = self.run(cmd!(sh, "{program} manifest add {tls...} {local} {target}"), Some(log))?;
-                    }
-                }
-                if last.ok {
-                    let target = format!("docker://{list}");
-                    last = self.run(cmd!(sh, "{program} manifest push --all {tls...} {local} {target}"), Some(log))?;
-                }
-                let _ = self.run(cmd!(sh, "{program} manifest rm {local}"), None);
-                if !last.ok {
-                    return Err(registry_error(list, &last_error_line(&last.stderr)));
-                }
-            }
-        }
-        Ok(())
-    }
-
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
         let sh = Shell::new()?;
         let program = self.program;
@@ -630,43 +511,10 @@ impl Engine {
         retrying(|| {
             let out = self.run(cmd!(sh, "{program} push {tls...} {reference}"), Some(log))?;
             if !out.ok {
-                return Err(registry_error(reference, &last_error_line(&out.stderr)));
+                return Err(cli_error(reference, &last_error_line(&out.stderr)));
             }
             Ok(())
         })
-    }
-
-    /// Points `target` at the manifest `source` already has in the registry,
-    /// uploading no layer and needing no local copy.
-    pub fn remote_alias(&self, source: &str, target: &str, log: &Path) -> Result<()> {
-        retrying(|| self.remote_alias_once(source, target, log))
-    }
-
-    fn remote_alias_once(&self, source: &str, target: &str, log: &Path) -> Result<()> {
-        let sh = Shell::new()?;
-        let program = self.program;
-        let out = match self.kind {
-            EngineKind::Docker => {
-                let insecure = is_loopback(target).then_some("--insecure");
-                let _ = self.run(cmd!(sh, "{program} manifest rm {target}"), None);
-                let created =
-                    self.run(cmd!(sh, "{program} manifest create {insecure...} {target} {source}"), Some(log))?;
-                if !created.ok {
-                    return Err(registry_error(source, &last_error_line(&created.stderr)));
-                }
-                self.run(cmd!(sh, "{program} manifest push --purge {insecure...} {target}"), Some(log))?
-            }
-            EngineKind::Podman => {
-                let tls: &[&str] =
-                    if is_loopback(target) { &["--src-tls-verify=false", "--dest-tls-verify=false"] } else { &[] };
-                let (from, to) = (format!("docker://{source}"), format!("docker://{target}"));
-                self.run_skopeo(cmd!(sh, "skopeo copy {tls...} {from} {to}"), Some(log))?
-            }
-        };
-        if !out.ok {
-            return Err(registry_error(target, &last_error_line(&out.stderr)));
-        }
-        Ok(())
     }
 }
 
@@ -692,33 +540,6 @@ struct InspectedImage {
     variant: Option<String>,
 }
 
-/// The platform in what `remote_manifest_once(…, true)` read: docker's
-/// verbose `manifest inspect` (a descriptor whose platform docker took from
-/// the image's config, or a list of them for an index), or an image config.
-fn parse_remote_platform(kind: EngineKind, reference: &str, text: &str) -> Result<Platform> {
-    let value: serde_json::Value = serde_json::from_str(text.trim())
-        .with_context(|| format!("cannot read what the registry says of {reference}"))?;
-    let field = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
-    let platform = match kind {
-        EngineKind::Docker => {
-            if value.is_array() {
-                bail!("{reference} is a multi-architecture index in the registry, not one image");
-            }
-            value["Descriptor"]["platform"].clone()
-        }
-        EngineKind::Podman => value,
-    };
-    let platform = Platform {
-        os: field(&platform, "os"),
-        architecture: field(&platform, "architecture"),
-        variant: field(&platform, "variant"),
-    };
-    if platform.os.is_empty() || platform.architecture.is_empty() {
-        bail!("the registry does not say which platform {reference} is for");
-    }
-    Ok(platform)
-}
-
 /// Image IDs as docker writes them; podman leaves out the `sha256:`.
 fn full_id(id: &str) -> String {
     if id.contains(':') {
@@ -728,33 +549,6 @@ fn full_id(id: &str) -> String {
     }
 }
 
-/// A multi-architecture index: `reference` over one image per architecture.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Index {
-    pub name: String,
-    pub reference: String,
-    pub members: Vec<(Arch, String)>,
-}
-
-/// The index's tag: its members' tags, hashed. With the `gvisor` scheme every
-/// architecture has the same tag, which is then the index's tag too.
-pub fn index_tag(members: &[(Arch, String)]) -> String {
-    use sha2::{Digest, Sha256};
-    let tags: Vec<&str> = members.iter().map(|(_, r)| r.rsplit(':').next().unwrap_or(r)).collect();
-    if tags.windows(2).all(|w| w[0] == w[1]) && !tags.is_empty() {
-        return tags[0].to_string();
-    }
-    let mut h = Sha256::new();
-    h.update(b"xtask-index-v1");
-    for (arch, reference) in members {
-        h.update([0]);
-        h.update(arch.as_str());
-        h.update([0]);
-        h.update(reference.rsplit(':').next().unwrap_or(reference));
-    }
-    crate::tagging::hex(&h.finalize())[..crate::tagging::TAG_LEN].to_string()
-}
-
 /// The daemon talks plain HTTP to registries on loopback; the CLI's own
 /// registry calls must be told so.
 pub fn is_loopback(reference: &str) -> bool {
@@ -762,123 +556,6 @@ pub fn is_loopback(reference: &str) -> bool {
     let host =
         host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
     host == "localhost" || host.starts_with("127.") || host == "[::1]"
-}
-
-pub fn registry_of(reference: &str) -> &str {
-    reference.split('/').next().unwrap_or(reference)
-}
-
-/// A registry call that failed; a `transient` failure is worth another try.
-#[derive(Debug)]
-pub struct RegistryError {
-    message: String,
-    pub transient: bool,
-    /// Nothing listens at the registry's address: worth a few seconds (it
-    /// may be restarting), not the whole budget.
-    pub refused: bool,
-}
-
-impl std::fmt::Display for RegistryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for RegistryError {}
-
-fn registry_error(reference: &str, stderr: &str) -> anyhow::Error {
-    let registry = registry_of(reference);
-    let lower = stderr.to_lowercase();
-    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
-    let (message, transient) = if has(&["manifest unknown", "not found", "no such manifest"]) {
-        (format!("the registry has no {reference}"), false)
-    } else if has(&[
-        "connection refused",
-        "i/o timeout",
-        "connection reset",
-        "eof",
-        "broken pipe",
-        "timeout",
-        "use of closed network connection",
-    ]) {
-        (format!("registry {registry} is not reachable: {}", first_line(stderr)), true)
-    } else if has(&["no such host"]) {
-        (format!("registry {registry} is not reachable: {}", first_line(stderr)), false)
-    } else if has(&["unauthorized", "authentication required", "denied", "no basic auth credentials"]) {
-        (format!("registry {registry} refused the credentials for {reference}: run `docker login {registry}`"), false)
-    } else if has(&[
-        "toomanyrequests",
-        "429",
-        "500 internal",
-        "502 bad",
-        "503 service",
-        "504 gateway",
-        "status: 5",
-        "status code 5",
-    ]) {
-        (format!("registry {registry} failed: {}", first_line(stderr)), true)
-    } else if has(&["unsupported manifest format"]) {
-        // docker's `manifest inspect` says so when a request after the
-        // manifest's failed; the next try reads it whole.
-        (format!("registry {registry} answered in part: {}", first_line(stderr)), true)
-    } else if has(&["blob unknown", "blob upload unknown"]) {
-        // Another push of the same layers, from this engine or another, was
-        // under way: the next try finds them there.
-        (format!("registry {registry} lost a layer of a push under way: {}", first_line(stderr)), true)
-    } else {
-        (format!("{reference}: {}", first_line(stderr)), false)
-    };
-    let refused = transient && lower.contains("connection refused");
-    anyhow::Error::new(RegistryError { message, transient, refused })
-}
-
-/// Waits between tries of a registry call that failed transiently: about
-/// twenty seconds in all, so that a push gets through a registry that fails
-/// one connection in five; then the last failure is reported.
-const RETRY_DELAYS: [Duration; 7] = [
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(4),
-    Duration::from_secs(4),
-    Duration::from_secs(4),
-    Duration::from_secs(4),
-];
-
-/// For a pull that has a build to fall back on: waiting long is worse than building.
-const QUICK_RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(1)];
-
-/// Whether an error is a registry failure worth another try.
-pub fn is_transient(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<RegistryError>().is_some_and(|r| r.transient)
-}
-
-fn retrying<T>(call: impl FnMut() -> Result<T>) -> Result<T> {
-    retrying_with(&RETRY_DELAYS, call)
-}
-
-fn retrying_with<T>(delays: &[Duration], mut call: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut waited_refused = Duration::ZERO;
-    for &delay in delays {
-        match call() {
-            Err(e) if is_refused(&e) && waited_refused >= REFUSED_BUDGET => return Err(e),
-            Err(e) if is_transient(&e) && !interrupted() => {
-                if is_refused(&e) {
-                    waited_refused += delay;
-                }
-                std::thread::sleep(delay)
-            }
-            done => return done,
-        }
-    }
-    call()
-}
-
-/// How long a registry that refuses connections is waited for.
-const REFUSED_BUDGET: Duration = Duration::from_millis(1500);
-
-fn is_refused(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<RegistryError>().is_some_and(|r| r.refused)
 }
 
 fn first_line(s: &str) -> &str {

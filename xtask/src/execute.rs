@@ -24,6 +24,8 @@ pub enum Action {
     Tagged,
     Pulled,
     Built,
+    /// The remote `:latest` was moved to the tag; nothing else was pushed.
+    Latest,
     Pushed,
     Failed,
 }
@@ -37,6 +39,7 @@ impl Action {
             Action::Tagged => "tagged",
             Action::Pulled => "pulled",
             Action::Built => "built",
+            Action::Latest => "latest",
             Action::Pushed => "pushed",
             Action::Failed => "failed",
         }
@@ -61,6 +64,7 @@ pub struct Outcome {
 /// Everything a job needs besides the job itself.
 pub struct Context<'a> {
     pub engine: &'a Engine,
+    pub registry: &'a crate::registry::Registry,
     pub images_root: &'a Path,
     pub paths: &'a [(String, String)],
     pub arch: Arch,
@@ -231,7 +235,6 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action) -> Resul
         }
         Ok(())
     };
-    let mut remote_named = false;
     for step in &job.steps {
         match step {
             Step::TagLocal { from } => {
@@ -241,46 +244,38 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action) -> Resul
             Step::Pull { or_build: true } if ctx.registry_down.load(AtomicOrdering::SeqCst) => {
                 crate::reporting::note(&format!("{}: registry unreachable; building", job.name));
                 build(action)?;
-                remote_named = true;
             }
             Step::Pull { or_build } => match pull_checked(*or_build) {
                 Ok(()) => {
                     name_locally(&remote)?;
                     *action = (*action).max(Action::Pulled);
-                    remote_named = true;
                 }
                 Err(e) if *or_build && !engine::interrupted() => {
                     // Once the registry failed, later images build without waiting on it.
-                    if engine::is_transient(&e) {
+                    if crate::registry::is_transient(&e) {
                         ctx.registry_down.store(true, AtomicOrdering::SeqCst);
                     }
                     crate::reporting::note(&format!("{}: pull failed ({e:#}); building", job.name));
                     build(action)?;
-                    remote_named = true;
                 }
                 Err(e) => return Err(e),
             },
             Step::Build => {
                 build(action)?;
-                remote_named = true;
             }
             Step::Push { from } => {
                 if let Some(from) = from {
                     engine.tag(from, &remote)?;
                 }
                 engine.push(&remote, log)?;
-                remote_named = true;
                 *action = (*action).max(Action::Pushed);
             }
             Step::PushLatest => {
-                let remote_latest = job.remote_latest();
-                if remote_named {
-                    engine.tag(&remote, &remote_latest)?;
-                    engine.push(&remote_latest, log)?;
-                } else {
-                    engine.remote_alias(&remote, &remote_latest, log)?;
+                // The tag's manifest, byte for byte, under `:latest`; only
+                // when it points elsewhere.
+                if ctx.registry.retag(&remote, &job.remote_latest())? {
+                    *action = (*action).max(Action::Latest);
                 }
-                *action = (*action).max(Action::Pushed);
             }
             Step::Missing => bail!("{}", job.why),
         }

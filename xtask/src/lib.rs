@@ -11,6 +11,7 @@ pub mod execute;
 pub mod init;
 pub mod listing;
 pub mod planning;
+pub mod registry;
 pub mod reporting;
 pub mod shard;
 pub mod tagging;

@@ -244,7 +244,11 @@ fn load_steps(t: &Target, seen: &Observed, skip_load: bool, arch: Arch) -> (Vec<
     if skip_load {
         return (vec![Step::Missing], format!("{absent}, and SKIP_IMAGE_LOAD forbids pulling or building"));
     }
-    (vec![Step::Pull { or_build: true }], absent)
+    match seen.remote.get(&t.image) {
+        Some(false) => (vec![Step::Build], format!("{absent}, nor in the registry")),
+        Some(true) => (vec![Step::Pull { or_build: true }], format!("{absent}; the registry has it")),
+        None => (vec![Step::Pull { or_build: true }], absent),
+    }
 }
 
 fn mode_steps(t: &Target, seen: &Observed, opts: Options) -> (Vec<Step>, String) {

@@ -333,6 +333,25 @@ fn short(digest: &[u8]) -> String {
     hex(digest)[..TAG_LEN].to_string()
 }
 
+/// The tag of a multi-architecture index: its members' tags, hashed. With
+/// the `gvisor` scheme every architecture has the same tag, which is then the
+/// index's tag too.
+pub fn index_tag(members: &[(crate::config::Arch, String)]) -> String {
+    let tags: Vec<&str> = members.iter().map(|(_, r)| r.rsplit(':').next().unwrap_or(r)).collect();
+    if tags.windows(2).all(|w| w[0] == w[1]) && !tags.is_empty() {
+        return tags[0].to_string();
+    }
+    let mut h = Sha256::new();
+    h.update(b"xtask-index-v1");
+    for (arch, reference) in members {
+        h.update([0]);
+        h.update(arch.as_str());
+        h.update([0]);
+        h.update(reference.rsplit(':').next().unwrap_or(reference));
+    }
+    hex(&h.finalize())[..TAG_LEN].to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
