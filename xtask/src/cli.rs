@@ -210,6 +210,9 @@ pub struct RunArgs {
     /// Never pull or build: fail naming each image that is not present locally
     #[arg(long, env = "SKIP_IMAGE_LOAD", value_parser = clap::builder::FalseyValueParser::new())]
     pub skip_image_load: bool,
+    /// Build from nothing: no previous version as a cache source, and the engine's own cache unused
+    #[arg(long)]
+    pub no_cache: bool,
     /// Stream every engine call's command line and output to stderr, each line prefixed with its image
     #[arg(long, short = 'v')]
     pub verbose: bool,

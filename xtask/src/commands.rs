@@ -70,7 +70,7 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
     engine.check()?;
     let local = engine.local_images()?;
     let platforms = local_platforms(&engine, &local, &targets)?;
-    let mut seen = Observed { local, platforms, remote: HashMap::new() };
+    let mut seen = Observed { local, platforms, ..Observed::default() };
     let registry = registry_client(settings);
     let mut registry_down = false;
     if mode.needs_remote() {
@@ -109,9 +109,29 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
             }
         }
     }
-    let options =
-        Options { mode, arch: settings.arch, skip_load: args.skip_image_load, push_latest: args.push_as_latest };
-    let jobs = planning::plan(&targets, &requested, &seen, options);
+    let options = Options {
+        mode,
+        arch: settings.arch,
+        cache: settings.cache_from && !args.no_cache,
+        skip_load: args.skip_image_load,
+        push_latest: args.push_as_latest,
+    };
+    let mut jobs = planning::plan(&targets, &requested, &seen, options);
+    // What builds may start from: the registry's `:latest`, asked only for
+    // images that will build and have no local `:latest` for ARCH.
+    let asked = if options.cache && !registry_down {
+        planning::wants_remote_latest(&jobs, &seen, settings.arch)
+    } else {
+        vec![]
+    };
+    if !asked.is_empty() {
+        let latest: HashMap<usize, Target> =
+            asked.iter().map(|i| (*i, Target { tag: "latest".into(), ..targets[i].clone() })).collect();
+        if let Ok(found) = remote_lookups(&registry, &latest, &asked, parallelism(args), true) {
+            seen.remote_latest = found;
+            jobs = planning::plan(&targets, &requested, &seen, options);
+        }
+    }
 
     if args.dry_run {
         if args.json {
@@ -156,6 +176,8 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
         registry: &registry,
         registry_down: std::sync::atomic::AtomicBool::new(registry_down),
         fresh_builds,
+        no_cache: args.no_cache,
+        cache_to: mode == Mode::Push && settings.cache_from,
     };
     if may_build {
         cross::register(settings.arch)?;

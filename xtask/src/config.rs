@@ -158,6 +158,7 @@ pub struct FileConfig {
     pub non_test_images: Option<Vec<String>>,
     pub engine: Option<String>,
     pub insecure_registries: Option<Vec<String>>,
+    pub cache_from: Option<bool>,
 }
 
 impl FileConfig {
@@ -195,6 +196,8 @@ pub struct Settings {
     /// Registries spoken to over plain HTTP besides loopback and the docker
     /// daemon's `insecure-registries`: `host[:port]` or an IP range.
     pub insecure_registries: Vec<String>,
+    /// Builds take unchanged steps from the image's previous version.
+    pub cache_from: bool,
     /// Someone watches the output on a terminal (not CI, not a pipe): a live
     /// progress line rather than a line per image and log tails.
     pub interactive: bool,
@@ -236,6 +239,7 @@ impl Settings {
             build_args,
             engine,
             insecure_registries: file.insecure_registries.unwrap_or_default(),
+            cache_from: file.cache_from.unwrap_or(true),
             interactive: false,
         })
     }

@@ -414,22 +414,23 @@ impl Engine {
         })
     }
 
-    /// Builds the image and returns its ID. It gets no name here: the caller
-    /// names it once it has checked what was built. `fresh`: use no cached layer.
-    pub fn build(&self, spec: &BuildSpec<'_>, fresh: bool, log: &Path) -> Result<String> {
+    /// Builds the image and returns its ID, and how many steps came from
+    /// the cache when the builder says. It gets no name here: the caller
+    /// names it once it has checked what was built.
+    pub fn build(&self, spec: &BuildSpec<'_>, cache: &BuildCache, log: &Path) -> Result<Built> {
         // docker's classic builder, and podman's, fail a build when an image
         // they look at for their cache is removed meanwhile (`rmi` or `image
         // prune` by anyone else on the engine); the same build then succeeds.
         for _ in 1..BUILD_ATTEMPTS {
-            match self.build_once(spec, fresh, log) {
+            match self.build_once(spec, cache, log) {
                 Err(e) if CACHE_RACES.iter().any(|r| format!("{e:#}").contains(r)) && !interrupted() => continue,
                 done => return done,
             }
         }
-        self.build_once(spec, fresh, log)
+        self.build_once(spec, cache, log)
     }
 
-    fn build_once(&self, spec: &BuildSpec<'_>, fresh: bool, log: &Path) -> Result<String> {
+    fn build_once(&self, spec: &BuildSpec<'_>, cache: &BuildCache, log: &Path) -> Result<Built> {
         let sh = Shell::new()?;
         let (program, platform) = (self.program, spec.arch.platform());
         let file = spec.dir.join(spec.dockerfile);
@@ -440,20 +441,31 @@ impl Engine {
         let iidfile = log.with_extension(format!("{}.iid", std::process::id()));
         let _ = std::fs::remove_file(&iidfile);
         let builder = self.builder();
-        let no_cache = fresh.then_some("--no-cache");
+        let no_cache = cache.none.then_some("--no-cache");
         let own: &[&str] = match builder {
             // Failed steps leave no stopped container behind.
             Builder::Classic => &["--force-rm"],
-            Builder::Buildx { driver } if driver == "docker" => &["--progress=plain"],
+            // Inline cache metadata, so that the image can be the cache of
+            // its next version, wherever that is built.
+            Builder::Buildx { driver } if driver == "docker" => {
+                &["--progress=plain", "--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+            }
             // A builder without the daemon's image store keeps its result
             // to itself unless told to load it there.
-            Builder::Buildx { .. } => &["--progress=plain", "--load"],
-            Builder::DaemonBuildKit => &["--progress=plain"],
+            Builder::Buildx { .. } => &["--progress=plain", "--build-arg", "BUILDKIT_INLINE_CACHE=1", "--load"],
+            Builder::DaemonBuildKit => &["--progress=plain", "--build-arg", "BUILDKIT_INLINE_CACHE=1"],
             Builder::Podman => &[],
         };
+        let cache_from = cache.from.as_deref().map(|from| ["--cache-from", from]);
+        let cache_from = cache_from.iter().flatten();
+        let cache_to = cache.to.as_deref().map(|to| ["--cache-to", to]);
+        let cache_to = cache_to.iter().flatten();
+        // podman reads and writes its cache repository itself.
+        let tls = (self.kind == EngineKind::Podman && cache.from.iter().chain(&cache.to).any(|r| is_loopback(r)))
+            .then_some("--tls-verify=false");
         let mut command = cmd!(
             sh,
-            "{program} build {own...} {no_cache...} --platform {platform} --iidfile {iidfile} -f {file} {args...} {dir}"
+            "{program} build {own...} {no_cache...} {cache_from...} {cache_to...} {tls...} --platform {platform} --iidfile {iidfile} -f {file} {args...} {dir}"
         );
         if *builder == Builder::DaemonBuildKit {
             command = command.env("DOCKER_BUILDKIT", "1");
@@ -464,7 +476,7 @@ impl Engine {
         let out = out?;
         if out.ok {
             let id = id.with_context(|| format!("the build wrote no image ID to {}", iidfile.display()))?;
-            return Ok(full_id(id.trim()));
+            return Ok(Built { id: full_id(id.trim()), steps_reused: steps_reused(builder, &out.stderr) });
         }
         let last = last_error_line(&out.stderr);
         if last.to_lowercase().contains("no space left on device") {
@@ -525,6 +537,37 @@ pub struct BuildSpec<'a> {
     pub dockerfile: &'a str,
     pub arch: Arch,
     pub args: &'a [String],
+}
+
+/// What a build may take from a cache.
+#[derive(Clone, Debug, Default)]
+pub struct BuildCache {
+    /// `--no-cache`: nothing at all.
+    pub none: bool,
+    /// An image (or, for podman, a cache repository) to take layers from.
+    pub from: Option<String>,
+    /// podman: the cache repository to push the layers built to.
+    pub to: Option<String>,
+}
+
+/// A finished build: the image, and how many of its steps the builder took
+/// from its cache, when its output says.
+#[derive(Clone, Debug)]
+pub struct Built {
+    pub id: String,
+    pub steps_reused: Option<u32>,
+}
+
+/// The steps a build's output reports as taken from the cache.
+fn steps_reused(builder: &Builder, output: &str) -> Option<u32> {
+    let count = |f: &dyn Fn(&str) -> bool| output.lines().filter(|l| f(l.trim())).count() as u32;
+    Some(match builder {
+        Builder::Classic => count(&|l| l == "---> Using cache"),
+        Builder::Podman => count(&|l| l.starts_with("--> Using cache")),
+        Builder::Buildx { .. } | Builder::DaemonBuildKit => {
+            count(&|l| l.starts_with('#') && l.ends_with(" CACHED") && l.split_whitespace().count() == 2)
+        }
+    })
 }
 
 /// The part of `image inspect` that says what an image is for.

@@ -59,6 +59,20 @@ pub struct Outcome {
     /// What built the image (`classic`, `buildkit`, `podman`), when it was built.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub builder: Option<&'static str>,
+    /// The previous version the build took unchanged steps from, when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheUse>,
+}
+
+/// The cache source a build was given, and what it made of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CacheUse {
+    /// `local`, `remote`, or for podman `repository` (its cache repository).
+    pub kind: &'static str,
+    pub reference: String,
+    /// Steps taken from the cache, when the builder says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps_reused: Option<u32>,
 }
 
 /// Everything a job needs besides the job itself.
@@ -78,6 +92,11 @@ pub struct Context<'a> {
     /// Build without the layer cache: the builder would match layers cached
     /// for another architecture.
     pub fresh_builds: bool,
+    /// `--no-cache`: no cache source, and the engine's own cache unused.
+    pub no_cache: bool,
+    /// podman pushes the layers it builds to the image's cache repository
+    /// (when the run pushes), for the next version's build.
+    pub cache_to: bool,
 }
 
 enum State {
@@ -167,6 +186,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
                 error: None,
                 log: None,
                 builder: None,
+                cache: None,
             })
         })
         .collect()
@@ -174,7 +194,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
 
 fn failed(job: &Job, error: String, log: Option<PathBuf>, seconds: f64) -> Outcome {
     let (name, tag) = (job.name.clone(), job.tag.clone());
-    Outcome { name, tag, action: Action::Failed, seconds, error: Some(error), log, builder: None }
+    Outcome { name, tag, action: Action::Failed, seconds, error: Some(error), log, builder: None, cache: None }
 }
 
 fn run_job(ctx: &Context, job: &Job) -> Outcome {
@@ -182,21 +202,22 @@ fn run_job(ctx: &Context, job: &Job) -> Outcome {
     let log = ctx.log_dir.join(format!("{}.log", job.name));
     let _ = std::fs::remove_file(&log);
     let mut action = ctx.idle;
+    let mut cache = None;
     engine::working_on(Some(&job.name));
-    let result = run_steps(ctx, job, &log, &mut action);
+    let result = run_steps(ctx, job, &log, &mut action, &mut cache);
     engine::working_on(None);
     let seconds = start.elapsed().as_secs_f64();
     let log = log.exists().then_some(log);
     match result {
         Ok(()) => {
             let builder = (action == Action::Built).then(|| ctx.engine.builder().kind());
-            Outcome { name: job.name.clone(), tag: job.tag.clone(), action, seconds, error: None, log, builder }
+            Outcome { name: job.name.clone(), tag: job.tag.clone(), action, seconds, error: None, log, builder, cache }
         }
         Err(e) => failed(job, format!("{e:#}"), log, seconds),
     }
 }
 
-fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action) -> Result<()> {
+fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &mut Option<CacheUse>) -> Result<()> {
     let engine = ctx.engine;
     let (local, latest, remote) = (job.local_ref(), job.local_latest(), job.remote_ref());
     let name_locally = |from: &str| -> Result<()> {
@@ -214,8 +235,9 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action) -> Resul
         }
         Ok(())
     };
-    let build = |action: &mut Action| -> Result<()> {
-        let id = build_checked(ctx, job, log)?;
+    let mut build = |action: &mut Action| -> Result<()> {
+        let (id, used) = build_checked(ctx, job, log)?;
+        *cache = used;
         engine.tag(&id, &remote)?;
         name_locally(&remote)?;
         *action = (*action).max(Action::Built);
@@ -284,35 +306,95 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action) -> Resul
 }
 
 /// Builds the job's image and returns its ID once it is known to be for
-/// ARCH. A builder that shares its layer cache across platforms may hand
-/// back layers built for another: then it builds again without the cache.
-fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<String> {
+/// ARCH, with the cache source it was given. A builder that shares its layer
+/// cache across platforms may hand back layers built for another: then it
+/// builds again without the cache.
+fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(String, Option<CacheUse>)> {
     let (path, dockerfile) = &ctx.paths[job.image];
     let dir = ctx.images_root.join(path);
     let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args };
     let engine = ctx.engine;
     let expected = ctx.arch.platform();
-    let mut fresh = ctx.fresh_builds;
+    let (mut cache, mut used) = build_cache(ctx, job, log);
     loop {
-        let id = engine.build(&spec, fresh, log)?;
-        let platform = engine.platform(&id)?;
+        let built = engine.build(&spec, &cache, log)?;
+        let platform = engine.platform(&built.id)?;
         if platform.is(ctx.arch) {
-            return Ok(id);
+            let used = used.map(|u| CacheUse { steps_reused: built.steps_reused, ..u });
+            return Ok((built.id, used));
         }
-        if !fresh && engine.builder().shares_cache_across_platforms() {
+        if !cache.none && engine.builder().shares_cache_across_platforms() {
             crate::reporting::note(&format!(
                 "{}: the build gave a {platform} image, from layers cached for another architecture; \
                  building again without the cache",
                 job.name
             ));
-            fresh = true;
+            cache = engine::BuildCache { none: true, ..engine::BuildCache::default() };
+            used = None;
             continue;
         }
-        let cause = if fresh {
+        let cause = if cache.none {
             "its base image is for another architecture"
         } else {
             "a cached layer or its base image is for another architecture"
         };
         bail!("built a {platform} image, not {expected}: {cause}; nothing was tagged; log: {}", log.display());
     }
+}
+
+/// What the build may take from a cache: the plan's source as each builder
+/// takes it. The classic builder needs the image present (a remote
+/// `:latest` is pulled for it, and checked to be for ARCH); BuildKit reads
+/// it where it is, local or in the registry, from the inline cache its
+/// builds carry; podman reads the layers its builds pushed to the image's
+/// cache repository.
+fn build_cache(ctx: &Context, job: &Job, log: &Path) -> (engine::BuildCache, Option<CacheUse>) {
+    use crate::engine::Builder;
+    use crate::planning::CacheSource;
+    let engine = ctx.engine;
+    let builder = engine.builder();
+    let mut cache = engine::BuildCache { none: ctx.no_cache, ..engine::BuildCache::default() };
+    let podman_repo = format!("{}-buildcache", job.remote);
+    if *builder == Builder::Podman && ctx.cache_to && !ctx.no_cache {
+        cache.to = Some(podman_repo.clone());
+    }
+    let mut used = None;
+    if let (false, Some(source)) = (ctx.no_cache, &job.cache) {
+        let reference = source.reference().to_string();
+        let kind = if matches!(source, CacheSource::Local(_)) { "local" } else { "remote" };
+        match builder {
+            Builder::Podman => {
+                used = Some(CacheUse { kind: "repository", reference: podman_repo.clone(), steps_reused: None });
+                cache.from = Some(podman_repo);
+            }
+            Builder::Classic if kind == "remote" => {
+                // Pulled for the cache only; an image for another platform is not used.
+                let pulled = engine.pull(&reference, ctx.arch, true, log).and_then(|()| engine.platform(&reference));
+                match pulled {
+                    Ok(platform) if platform.is(ctx.arch) => {
+                        used = Some(CacheUse { kind, reference: reference.clone(), steps_reused: None });
+                        cache.from = Some(reference);
+                    }
+                    Ok(platform) => crate::reporting::note(&format!(
+                        "{}: {reference} is for {platform}: building without it",
+                        job.name
+                    )),
+                    Err(e) => crate::reporting::note(&format!("{}: no cache from {reference} ({e:#})", job.name)),
+                }
+            }
+            _ => {
+                used = Some(CacheUse { kind, reference: reference.clone(), steps_reused: None });
+                cache.from = Some(reference);
+            }
+        }
+    }
+    // A foreign build on a builder that matches layers across platforms gets
+    // none of its own cache; the classic builder with `--cache-from` looks at
+    // that image alone, which is for ARCH.
+    let classic_with_source = *builder == Builder::Classic && cache.from.is_some();
+    if ctx.fresh_builds && !classic_with_source {
+        cache = engine::BuildCache { none: true, ..engine::BuildCache::default() };
+        used = None;
+    }
+    (cache, used)
 }

@@ -67,6 +67,25 @@ impl Step {
     }
 }
 
+/// What a build takes unchanged steps from: the previous version of the
+/// image, for the same architecture.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "reference", rename_all = "lowercase")]
+pub enum CacheSource {
+    /// The local `:latest`.
+    Local(String),
+    /// The registry's `<remote>:latest`.
+    Remote(String),
+}
+
+impl CacheSource {
+    pub fn reference(&self) -> &str {
+        match self {
+            CacheSource::Local(r) | CacheSource::Remote(r) => r,
+        }
+    }
+}
+
 /// One image's share of the plan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Job {
@@ -89,6 +108,9 @@ pub struct Job {
     /// from an image for another architecture.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latest_was: Option<String>,
+    /// Where a build takes unchanged steps from, if it builds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSource>,
 }
 
 impl Job {
@@ -133,12 +155,17 @@ pub struct Observed {
     pub platforms: HashMap<String, Platform>,
     /// Whether the registry has each image's tag (looked up for test and push).
     pub remote: HashMap<usize, bool>,
+    /// Whether the registry has each image's `<remote>:latest` (looked up for
+    /// images that may build and have no local `:latest` for the architecture).
+    pub remote_latest: HashMap<usize, bool>,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub mode: Mode,
     pub arch: Arch,
+    /// Builds may take unchanged steps from the previous version.
+    pub cache: bool,
     pub skip_load: bool,
     pub push_latest: bool,
 }
@@ -206,6 +233,8 @@ pub fn plan(targets: &HashMap<usize, Target>, requested: &[usize], seen: &Observ
                 .then(|| seen.foreign(&format!("{}:latest", t.local), arch))
                 .flatten()
                 .map(|p| p.to_string());
+            let cache =
+                (opts.cache && job_steps.iter().any(Step::may_build)).then(|| cache_source(t, seen, arch)).flatten();
             Job {
                 image: i,
                 name: t.name.clone(),
@@ -217,8 +246,37 @@ pub fn plan(targets: &HashMap<usize, Target>, requested: &[usize], seen: &Observ
                 after,
                 requested: requested.contains(&i),
                 latest_was,
+                cache,
             }
         })
+        .collect()
+}
+
+/// The previous version to build on: the local `:latest` when it is for
+/// the architecture, else the registry's `:latest` when it has one.
+fn cache_source(t: &Target, seen: &Observed, arch: Arch) -> Option<CacheSource> {
+    let latest = format!("{}:latest", t.local);
+    if seen.present(&latest, arch).is_some() {
+        return Some(CacheSource::Local(latest));
+    }
+    (seen.remote_latest.get(&t.image) == Some(&true)).then(|| CacheSource::Remote(format!("{}:latest", t.remote)))
+}
+
+/// Images that may build, have no local `:latest` for the architecture, and
+/// whose `<remote>:latest` the registry was not asked about yet.
+pub fn wants_remote_latest(jobs: &[Job], seen: &Observed, arch: Arch) -> Vec<usize> {
+    // A pull of a tag the registry has needs no build.
+    let builds = |j: &Job| {
+        j.steps.iter().any(|s| match s {
+            Step::Build => true,
+            Step::Pull { or_build: true } => seen.remote.get(&j.image) != Some(&true),
+            _ => false,
+        })
+    };
+    jobs.iter()
+        .filter(|j| builds(j) && seen.present(&j.local_latest(), arch).is_none())
+        .filter(|j| !seen.remote_latest.contains_key(&j.image))
+        .map(|j| j.image)
         .collect()
 }
 
@@ -318,7 +376,7 @@ mod tests {
     }
 
     fn opts(mode: Mode) -> Options {
-        Options { mode, arch: Arch::X86_64, skip_load: false, push_latest: false }
+        Options { mode, arch: Arch::X86_64, cache: false, skip_load: false, push_latest: false }
     }
 
     fn platform(architecture: &str) -> Platform {
@@ -455,7 +513,7 @@ mod platform_tests {
     }
 
     fn plan_for(seen: &Observed, mode: Mode, arch: Arch) -> Job {
-        let o = Options { mode, arch, skip_load: false, push_latest: false };
+        let o = Options { mode, arch, cache: true, skip_load: false, push_latest: false };
         plan(&target("x"), &[0], seen, o).remove(0)
     }
 
@@ -502,5 +560,31 @@ mod platform_tests {
         let mut s = seen(&[("l/x:t", "gone"), ("l/x:latest", "gone")]);
         s.platforms.remove("gone");
         assert_eq!(plan_for(&s, Mode::Load, Arch::X86_64).steps, vec![Step::Pull { or_build: true }]);
+    }
+
+    #[test]
+    fn builds_take_the_previous_version_of_their_own_architecture() {
+        // The local :latest, when it is for the architecture.
+        let mut s = seen(&[("l/x:latest", "amd")]);
+        let job = plan_for(&s, Mode::Rebuild, Arch::X86_64);
+        assert_eq!(job.cache, Some(CacheSource::Local("l/x:latest".into())));
+        // An aarch64 :latest is never used for x86_64: the registry's, if any.
+        s = seen(&[("l/x:latest", "arm")]);
+        assert_eq!(plan_for(&s, Mode::Rebuild, Arch::X86_64).cache, None);
+        assert_eq!(wants_remote_latest(&[plan_for(&s, Mode::Rebuild, Arch::X86_64)], &s, Arch::X86_64), vec![0]);
+        s.remote_latest.insert(0, true);
+        assert_eq!(
+            plan_for(&s, Mode::Rebuild, Arch::X86_64).cache,
+            Some(CacheSource::Remote("r/x_x86_64:latest".into()))
+        );
+        assert_eq!(
+            wants_remote_latest(&[plan_for(&s, Mode::Rebuild, Arch::X86_64)], &s, Arch::X86_64),
+            Vec::<usize>::new()
+        );
+        // Nothing that does not build, and nothing when turned off.
+        let present = seen(&[("l/x:t", "amd"), ("l/x:latest", "amd")]);
+        assert_eq!(plan_for(&present, Mode::Load, Arch::X86_64).cache, None);
+        let o = Options { mode: Mode::Rebuild, arch: Arch::X86_64, cache: false, skip_load: false, push_latest: false };
+        assert_eq!(plan(&target("x"), &[0], &seen(&[("l/x:latest", "amd")]), o)[0].cache, None);
     }
 }

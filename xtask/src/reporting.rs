@@ -62,7 +62,14 @@ impl Progress {
         if self.interactive && matches!(o.action, Action::Present | Action::Skipped) {
             return;
         }
-        let mut line = format!("{:<11} {} {} ({:.1}s)", o.action.as_str(), o.name, o.tag, o.seconds);
+        let cache = match &o.cache {
+            Some(c) => match c.steps_reused {
+                Some(n) => format!(", {n} step{} from {}", if n == 1 { "" } else { "s" }, c.reference),
+                None => format!(", cache from {}", c.reference),
+            },
+            None => String::new(),
+        };
+        let mut line = format!("{:<11} {} {} ({:.1}s{cache})", o.action.as_str(), o.name, o.tag, o.seconds);
         if let Some(e) = &o.error {
             line.push_str(&format!(": {e}"));
         }
@@ -110,7 +117,8 @@ pub fn plan_text(jobs: &[Job]) -> String {
         } else {
             job.steps.iter().map(|s| s.describe()).collect::<Vec<_>>().join(", then ")
         };
-        out.push_str(&format!("{:<width$}  {}  {steps}  ({})\n", job.name, job.tag, job.why));
+        let cache = job.cache.as_ref().map(|c| format!("; cache from {}", c.reference())).unwrap_or_default();
+        out.push_str(&format!("{:<width$}  {}  {steps}  ({}{cache})\n", job.name, job.tag, job.why));
     }
     out
 }
@@ -118,9 +126,19 @@ pub fn plan_text(jobs: &[Job]) -> String {
 /// The table printed when work is done.
 pub fn summary_text(outcomes: &[Outcome]) -> String {
     let width = outcomes.iter().map(|o| o.name.len()).max().unwrap_or(0).max("IMAGE".len());
-    let mut out = format!("{:<width$}  {:<16}  {:<11}  {:>8}\n", "IMAGE", "TAG", "ACTION", "SECONDS");
+    // A column for the cache builds started from, when any did.
+    let cached = outcomes.iter().any(|o| o.cache.is_some());
+    let mut out = format!("{:<width$}  {:<16}  {:<11}  {:>8}", "IMAGE", "TAG", "ACTION", "SECONDS");
+    out.push_str(if cached { "  CACHE\n" } else { "\n" });
     for o in outcomes {
-        out.push_str(&format!("{:<width$}  {:<16}  {:<11}  {:>8.1}\n", o.name, o.tag, o.action.as_str(), o.seconds));
+        out.push_str(&format!("{:<width$}  {:<16}  {:<11}  {:>8.1}", o.name, o.tag, o.action.as_str(), o.seconds));
+        match &o.cache {
+            Some(c) => {
+                let steps = c.steps_reused.map(|n| format!(" ({n} reused)")).unwrap_or_default();
+                out.push_str(&format!("  {}{steps}\n", c.reference));
+            }
+            None => out.push('\n'),
+        }
     }
     let count = |a: Action| outcomes.iter().filter(|o| o.action == a).count();
     let mut totals = Vec::new();
@@ -129,6 +147,7 @@ pub fn summary_text(outcomes: &[Outcome]) -> String {
         Action::Tagged,
         Action::Pulled,
         Action::Built,
+        Action::Latest,
         Action::Pushed,
         Action::Skipped,
         Action::Failed,

@@ -572,3 +572,102 @@ fn directories_select_their_images_and_an_invalid_one_fails_only_what_needs_it()
     assert_eq!(lines.first(), Some(&format!("warning: skipped: {bad}").as_str()), "{all}");
     assert_eq!(lines.last(), Some(&format!("error: {bad}").as_str()), "{all}");
 }
+
+/// Whether a build re-ran the expensive step: it writes random bytes.
+fn expensive(s: &Sandbox) -> String {
+    run_in(&format!("{}:latest", s.local("inc")), &["cat", "/expensive"])
+}
+
+/// A changed image is built on its previous version: the local `:latest`
+/// (a developer's machine), else the registry's (a CI machine with nothing
+/// local); unchanged steps are not run again, a changed step and those after
+/// it are; `--no-cache` builds from nothing; and the tag is the same whatever
+/// the cache.
+#[test]
+fn a_changed_image_builds_on_its_previous_version() {
+    let s = Sandbox::new("incremental");
+    s.write(
+        "inc/Dockerfile",
+        &format!("FROM {}\nRUN head -c 16 /dev/urandom | od -An -tx1 > /expensive\nCOPY small /small\n", base_image()),
+    );
+    s.write("inc/small", "1\n");
+    let remote_latest = format!("{}:latest", s.remote("inc"));
+    let latest_pushed = |args: &[&str]| run(s.cmd(args).env("DOCKER_PUSH_AS_LATEST", "true"));
+
+    // The first build of a new image has nothing to start from.
+    let first = latest_pushed(&["push", "inc", "--json"]);
+    assert_eq!(first.success().caches(), [serde_json::Value::Null], "{first}");
+    let v1 = expensive(&s);
+
+    // Developer: the previous version is here.
+    s.write("inc/small", "2\n");
+    let dev = s.xtask(&["load", "inc", "--json"]);
+    let cache = &dev.success().caches()[0];
+    let (kind, reference) = match engine() {
+        Engine::Docker => ("local", format!("{}:latest", s.local("inc"))),
+        Engine::Podman => ("repository", format!("{}-buildcache", s.remote("inc"))),
+    };
+    assert_eq!((cache["kind"].as_str(), cache["reference"].as_str()), (Some(kind), Some(reference.as_str())), "{dev}");
+    assert!(cache["steps_reused"].as_u64().is_some_and(|n| n >= 1), "{dev}");
+    assert_eq!(expensive(&s), v1, "the unchanged step ran again: {dev}");
+    assert_eq!(run_in(&format!("{}:latest", s.local("inc")), &["cat", "/small"]), "2\n");
+    latest_pushed(&["push", "inc"]).success();
+
+    // CI: nothing local, the registry has the previous version's :latest.
+    untag(&s.local_names());
+    s.write("inc/small", "3\n");
+    let ci = s.xtask(&["load", "inc", "--json"]);
+    let cache = &ci.success().caches()[0];
+    let (kind, reference) = match engine() {
+        Engine::Docker => ("remote", remote_latest.clone()),
+        Engine::Podman => ("repository", format!("{}-buildcache", s.remote("inc"))),
+    };
+    assert_eq!((cache["kind"].as_str(), cache["reference"].as_str()), (Some(kind), Some(reference.as_str())), "{ci}");
+    assert!(cache["steps_reused"].as_u64().is_some_and(|n| n >= 1), "{ci}");
+    assert_eq!(expensive(&s), v1, "the unchanged step ran again: {ci}");
+    let tag = s.tag("inc");
+    assert_eq!(ci.outcomes(), [outcome("inc", &tag, "built", Some(&s.log("inc")))], "{ci}");
+
+    // A changed step, and every step after it, runs again.
+    s.write(
+        "inc/Dockerfile",
+        &format!(
+            "FROM {}\nRUN head -c 16 /dev/urandom | od -An -tx1 > /expensive && true\nCOPY small /small\n",
+            base_image()
+        ),
+    );
+    s.xtask(&["load", "inc"]).success();
+    let v2 = expensive(&s);
+    assert_ne!(v2, v1, "a changed step was taken from the cache");
+
+    // --no-cache: from nothing.
+    let fresh = s.xtask(&["rebuild", "inc", "--no-cache", "--json"]);
+    assert_eq!(fresh.success().caches(), [serde_json::Value::Null], "{fresh}");
+    assert_ne!(expensive(&s), v2, "--no-cache took the step from a cache");
+}
+
+/// An aarch64 `:latest` is never the cache of an x86_64 build: the plan
+/// names none (or the registry's x86_64 one).
+#[test]
+fn the_cache_source_is_for_the_same_architecture() {
+    let s = Sandbox::new("cache-arch");
+    s.scratch_image("tools");
+    s.write("tools/big", &"x".repeat(1000));
+    let with_arch = |arch: &str, args: &[&str]| run(s.cmd(args).env("ARCH", arch));
+    with_arch("x86_64", &["load", "tools"]).success();
+    s.write("tools/big", &"y".repeat(1000));
+    let plan = with_arch("x86_64", &["load", "tools", "--dry-run", "--json"]);
+    let jobs: serde_json::Value = serde_json::from_str(&plan.success().stdout).unwrap();
+    let local_latest = format!("{}:latest", s.local("tools"));
+    assert_eq!(jobs[0]["cache"], serde_json::json!({ "kind": "local", "reference": local_latest }), "{plan}");
+
+    with_arch("aarch64", &["load", "tools"]).success();
+    s.write("tools/big", &"z".repeat(1000));
+    let plan = with_arch("x86_64", &["load", "tools", "--dry-run", "--json"]);
+    let jobs: serde_json::Value = serde_json::from_str(&plan.success().stdout).unwrap();
+    assert_eq!(
+        jobs[0]["cache"],
+        serde_json::Value::Null,
+        "the aarch64 :latest is the cache of an x86_64 build: {plan}"
+    );
+}

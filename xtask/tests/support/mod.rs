@@ -122,7 +122,7 @@ impl Builder {
     pub fn log_start(self) -> &'static str {
         match self {
             Builder::Classic => "Step 1/",
-            Builder::Buildx | Builder::BuildKitEnv => "#1 [internal] load build definition",
+            Builder::Buildx | Builder::BuildKitEnv => "#1 [internal] load ",
             Builder::Podman => "STEP 1/",
         }
     }
@@ -445,9 +445,18 @@ impl Run {
                 let named = o.as_object_mut().and_then(|m| m.remove("builder"));
                 let expected = built.then(|| json!(kind));
                 assert_eq!(named, expected, "the builder of {o}: {self}");
+                // Which previous version a build started from is checked by
+                // the tests about it (`Run::caches`).
+                o.as_object_mut().unwrap().remove("cache");
                 o
             })
             .collect()
+    }
+
+    /// The `cache` of each `--json` outcome (null where there is none).
+    pub fn caches(&self) -> Vec<Value> {
+        let value: Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self}"));
+        value.as_array().unwrap_or_else(|| panic!("not an array: {self}")).iter().map(|o| o["cache"].clone()).collect()
     }
 
     pub fn stderr_lines(&self) -> Vec<&str> {
