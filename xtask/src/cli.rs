@@ -40,6 +40,24 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Whether the command asked for JSON on stdout: its errors go there too.
+    pub fn json(&self) -> bool {
+        match &self.command {
+            Command::ListAllImages(a) | Command::ListAllTestImages(a) => a.json,
+            Command::Load(s) => s.opts.common.json,
+            Command::Pull(s) | Command::Tag(s) => s.opts.common.json,
+            Command::Rebuild(s) | Command::Test(s) => s.opts.common.json,
+            Command::Push(s) => s.opts.common.json,
+            Command::LoadAllImages(a) | Command::LoadAllTestImages(a) => a.opts.common.json,
+            Command::BuildAllImages(a) | Command::TestAllTestImages(a) => a.opts.common.json,
+            Command::PushAllImages(a) | Command::PushAllTestImages(a) => a.opts.common.json,
+            Command::PushManifest(s) => s.opts.json,
+            Command::LocalImage { .. } | Command::Settings { .. } | Command::Init(_) | Command::RegisterCross => false,
+        }
+    }
+}
+
 #[derive(Debug, Args, Clone, Default)]
 #[command(next_help_heading = "Settings")]
 pub struct Global {
@@ -64,16 +82,22 @@ pub struct Global {
     #[arg(long, env = "LOCAL_IMAGE_PREFIX", global = true, value_name = "PREFIX")]
     pub local_image_prefix: Option<String>,
     /// How tags are computed: content or gvisor (the legacy Makefile's tags)
-    #[arg(long, env = "TAG_SCHEME", global = true, value_name = "SCHEME")]
+    #[arg(
+        long,
+        env = "TAG_SCHEME",
+        global = true,
+        value_name = "SCHEME",
+        value_parser = clap::builder::PossibleValuesParser::new(["content", "gvisor"])
+    )]
     pub tag_scheme: Option<String>,
-    /// Images that are not test images, as `a\|b`: an entry matches when it occurs in the image's name or path
+    /// Images that are not test images, as `a|b` (or the legacy `a\|b`): an entry matches when it occurs in the image's name or path
     #[arg(long, env = "NON_TEST_IMAGES", global = true, value_name = "LIST")]
     pub non_test_images: Option<String>,
     /// Extra arguments for every build, split on whitespace (e.g. "--build-arg X=1")
     #[arg(long, env = "DOCKER_BUILD_ARGS", global = true, value_name = "ARGS", allow_hyphen_values = true)]
     pub build_args: Option<String>,
     /// Container engine: docker or podman
-    #[arg(long, env = "IMAGES_ENGINE", global = true)]
+    #[arg(long, env = "IMAGES_ENGINE", global = true, value_parser = clap::builder::PossibleValuesParser::new(["docker", "podman"]))]
     pub engine: Option<String>,
 }
 
@@ -135,34 +159,34 @@ pub enum Command {
         existing settings file is kept unless --force is given.")]
     Init(InitArgs),
     /// Make images present locally: use the local copy, else pull the remote tag, else build; then tag
-    Load(Selected),
+    Load(Selected<LoadOptions>),
     /// Pull the remote tag of images, then give them their local names
-    Pull(Selected),
+    Pull(Selected<PlainOptions>),
     /// Build images locally, whatever the registry has
     #[command(visible_alias = "build")]
-    Rebuild(Selected),
+    Rebuild(Selected<BuildOptions>),
     /// Give the local names (:<tag> and :latest) to images present under their remote names
-    Tag(Selected),
+    Tag(Selected<PlainOptions>),
     /// Build the images whose tag the registry lacks (without pushing them)
-    Test(Selected),
+    Test(Selected<BuildOptions>),
     /// Build and push the images whose tag the registry lacks; skip the rest
-    Push(Selected),
+    Push(Selected<PushOptions>),
     /// `load` every image
-    LoadAllImages(AllArgs),
+    LoadAllImages(AllArgs<LoadOptions>),
     /// `load` every test image
-    LoadAllTestImages(AllArgs),
+    LoadAllTestImages(AllArgs<LoadOptions>),
     /// `rebuild` every image
-    BuildAllImages(AllArgs),
+    BuildAllImages(AllArgs<BuildOptions>),
     /// `push` every image
-    PushAllImages(AllArgs),
+    PushAllImages(AllArgs<PushOptions>),
     /// `push` every test image
-    PushAllTestImages(AllArgs),
+    PushAllTestImages(AllArgs<PushOptions>),
     /// `test` every test image
-    TestAllTestImages(AllArgs),
+    TestAllTestImages(AllArgs<BuildOptions>),
     /// Make foreign-architecture binaries runnable (qemu binfmt), for building ARCH on this host
     RegisterCross,
     /// Publish <REMOTE_IMAGE_PREFIX>/<path>:<tag> as a multi-arch index over the per-arch images in the registry
-    PushManifest(Selected),
+    PushManifest(Selected<ManifestOptions>),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -176,49 +200,162 @@ pub struct InitArgs {
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct AllArgs {
+pub struct AllArgs<O: Args> {
     #[command(flatten)]
-    pub run: RunArgs,
+    pub opts: O,
     /// Work on shard K of N: N CI machines given 1/N..N/N together cover every image once
     #[arg(long, value_name = "K/N")]
     pub shard: Option<crate::shard::Shard>,
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct Selected {
-    /// Image names (basic_hello, or basic/hello) or groups (basic)
+pub struct Selected<O: Args> {
+    /// Image names (basic_hello, basic/hello or basic/hello/), groups (basic) or directories of images
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
     #[command(flatten)]
-    pub run: RunArgs,
+    pub opts: O,
 }
 
-#[derive(Debug, Args, Clone, Default)]
-pub struct RunArgs {
+/// What every engine command takes.
+#[derive(Debug, Args, Clone, Default, PartialEq, Eq)]
+pub struct Common {
     /// Images worked on at once [default: number of cores]
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
     /// When an image fails, finish the others instead of stopping
     #[arg(long)]
     pub keep_going: bool,
-    /// Print what would be pulled, built, tagged and pushed, and why; change nothing
+    /// Print what would be pulled, built, tagged and pushed, and why, after looking at the engine and the registry; change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Print the plan (with --dry-run) or the outcome for each image as JSON on stdout
+    /// Print the plan (with --dry-run) or the outcome as JSON on stdout (see the README's "JSON")
     #[arg(long)]
     pub json: bool,
+    /// Print only errors and the final count
+    #[arg(long, short = 'q', conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Stream every engine call's command line and output to stderr, each line prefixed with its image
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+/// `pull` and `tag`: nothing is built.
+#[derive(Debug, Args, Clone, Default, PartialEq, Eq)]
+pub struct PlainOptions {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `load` and its `*-all-*` forms.
+#[derive(Debug, Args, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    #[command(flatten)]
+    pub common: Common,
     /// Never pull or build: fail naming each image that is not present locally
     #[arg(long, env = "SKIP_IMAGE_LOAD", value_parser = clap::builder::FalseyValueParser::new())]
     pub skip_image_load: bool,
     /// Build from nothing: no previous version as a cache source, and the engine's own cache unused
     #[arg(long)]
     pub no_cache: bool,
-    /// Stream every engine call's command line and output to stderr, each line prefixed with its image
-    #[arg(long, short = 'v')]
-    pub verbose: bool,
-    /// Also point the remote :latest at each pushed image's tag
+}
+
+/// `rebuild`, `test` and their `*-all-*` forms.
+#[derive(Debug, Args, Clone, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    #[command(flatten)]
+    pub common: Common,
+    /// Build from nothing: no previous version as a cache source, and the engine's own cache unused
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+/// `push` and its `*-all-*` forms.
+#[derive(Debug, Args, Clone, Default, PartialEq, Eq)]
+pub struct PushOptions {
+    #[command(flatten)]
+    pub common: Common,
+    /// Build from nothing: no previous version as a cache source, and the engine's own cache unused
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Also point the remote :latest at each image's tag (the same manifest, stored again)
     #[arg(long, env = "DOCKER_PUSH_AS_LATEST", value_parser = clap::builder::FalseyValueParser::new())]
     pub push_as_latest: bool,
+}
+
+/// `push-manifest`: it only writes indexes.
+#[derive(Debug, Args, Clone, Default, PartialEq, Eq)]
+pub struct ManifestOptions {
+    /// Print the indexes that would be published, after checking their members in the registry; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the indexes as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The options of an engine command, resolved into what every command reads.
+pub trait RunOptions {
+    fn run_args(&self) -> RunArgs;
+}
+
+impl RunOptions for PlainOptions {
+    fn run_args(&self) -> RunArgs {
+        RunArgs::from(&self.common)
+    }
+}
+
+impl RunOptions for LoadOptions {
+    fn run_args(&self) -> RunArgs {
+        RunArgs { skip_image_load: self.skip_image_load, no_cache: self.no_cache, ..RunArgs::from(&self.common) }
+    }
+}
+
+impl RunOptions for BuildOptions {
+    fn run_args(&self) -> RunArgs {
+        RunArgs { no_cache: self.no_cache, ..RunArgs::from(&self.common) }
+    }
+}
+
+impl RunOptions for PushOptions {
+    fn run_args(&self) -> RunArgs {
+        RunArgs { no_cache: self.no_cache, push_as_latest: self.push_as_latest, ..RunArgs::from(&self.common) }
+    }
+}
+
+impl RunOptions for ManifestOptions {
+    fn run_args(&self) -> RunArgs {
+        RunArgs { dry_run: self.dry_run, json: self.json, ..RunArgs::default() }
+    }
+}
+
+/// Every engine command's options, as the commands read them; those a
+/// command does not take are off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunArgs {
+    pub jobs: Option<u16>,
+    pub keep_going: bool,
+    pub dry_run: bool,
+    pub json: bool,
+    pub quiet: bool,
+    pub verbose: bool,
+    pub skip_image_load: bool,
+    pub no_cache: bool,
+    pub push_as_latest: bool,
+}
+
+impl From<&Common> for RunArgs {
+    fn from(c: &Common) -> RunArgs {
+        RunArgs {
+            jobs: c.jobs,
+            keep_going: c.keep_going,
+            dry_run: c.dry_run,
+            json: c.json,
+            quiet: c.quiet,
+            verbose: c.verbose,
+            ..RunArgs::default()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -242,12 +379,60 @@ mod tests {
         Cli::from_arg_matches(&matches)
     }
 
-    fn selected(images: &[&str], run: RunArgs) -> Selected {
-        Selected { images: images.iter().map(|s| s.to_string()).collect(), run }
+    /// An engine command, from what it resolves to; options the command
+    /// does not take must be off in `run`.
+    fn eng(kind: &str, images: &[&str], run: RunArgs, shard: Option<Shard>) -> Command {
+        let common = Common {
+            jobs: run.jobs,
+            keep_going: run.keep_going,
+            dry_run: run.dry_run,
+            json: run.json,
+            quiet: run.quiet,
+            verbose: run.verbose,
+        };
+        let images: Vec<String> = images.iter().map(|s| s.to_string()).collect();
+        let load = LoadOptions { common: common.clone(), skip_image_load: run.skip_image_load, no_cache: run.no_cache };
+        let build = BuildOptions { common: common.clone(), no_cache: run.no_cache };
+        let push = PushOptions { common: common.clone(), no_cache: run.no_cache, push_as_latest: run.push_as_latest };
+        let plain = PlainOptions { common };
+        let command = match kind {
+            "load" => Command::Load(Selected { images, opts: load }),
+            "pull" => Command::Pull(Selected { images, opts: plain }),
+            "rebuild" => Command::Rebuild(Selected { images, opts: build }),
+            "tag" => Command::Tag(Selected { images, opts: plain }),
+            "test" => Command::Test(Selected { images, opts: build }),
+            "push" => Command::Push(Selected { images, opts: push }),
+            "push-manifest" => Command::PushManifest(Selected {
+                images,
+                opts: ManifestOptions { dry_run: run.dry_run, json: run.json },
+            }),
+            "load-all-images" => Command::LoadAllImages(AllArgs { opts: load, shard }),
+            "load-all-test-images" => Command::LoadAllTestImages(AllArgs { opts: load, shard }),
+            "build-all-images" => Command::BuildAllImages(AllArgs { opts: build, shard }),
+            "push-all-images" => Command::PushAllImages(AllArgs { opts: push, shard }),
+            "push-all-test-images" => Command::PushAllTestImages(AllArgs { opts: push, shard }),
+            "test-all-test-images" => Command::TestAllTestImages(AllArgs { opts: build, shard }),
+            other => panic!("no engine command {other}"),
+        };
+        // The options a command does not take stay off.
+        if let Some(resolved) = run_args_of(&command) {
+            assert_eq!(resolved, run, "{kind} does not take every option of {run:?}");
+        }
+        command
     }
 
-    fn all(run: RunArgs, shard: Option<Shard>) -> AllArgs {
-        AllArgs { run, shard }
+    fn run_args_of(c: &Command) -> Option<RunArgs> {
+        Some(match c {
+            Command::Load(s) => s.opts.run_args(),
+            Command::Pull(s) | Command::Tag(s) => s.opts.run_args(),
+            Command::Rebuild(s) | Command::Test(s) => s.opts.run_args(),
+            Command::Push(s) => s.opts.run_args(),
+            Command::PushManifest(s) => s.opts.run_args(),
+            Command::LoadAllImages(a) | Command::LoadAllTestImages(a) => a.opts.run_args(),
+            Command::BuildAllImages(a) | Command::TestAllTestImages(a) => a.opts.run_args(),
+            Command::PushAllImages(a) | Command::PushAllTestImages(a) => a.opts.run_args(),
+            _ => return None,
+        })
     }
 
     #[test]
@@ -313,7 +498,7 @@ mod tests {
                     "podman",
                     "test-all-test-images",
                 ],
-                Command::TestAllTestImages(all(RunArgs::default(), None)),
+                eng("test-all-test-images", &[], RunArgs::default(), None),
                 Global {
                     remote_image_prefix: Some("r.example:5000/x".into()),
                     local_image_prefix: Some("l.example/y".into()),
@@ -353,51 +538,67 @@ mod tests {
                 Command::Init(InitArgs { from_makefile: "legacy.mk".into(), force: true }),
                 Global { config: Some("c.toml".into()), ..none() },
             ),
-            (&["load", "basic"], Command::Load(selected(&["basic"], RunArgs::default())), none()),
+            (&["load", "basic"], eng("load", &["basic"], RunArgs::default(), None), none()),
             (
                 &["load", "-j", "4", "--keep-going", "a", "--dry-run", "--json", "b"],
-                Command::Load(selected(
+                eng(
+                    "load",
                     &["a", "b"],
                     RunArgs { jobs: Some(4), keep_going: true, dry_run: true, json: true, ..RunArgs::default() },
-                )),
+                    None,
+                ),
                 none(),
             ),
-            (&["build", "x"], Command::Rebuild(selected(&["x"], RunArgs::default())), none()),
+            (&["build", "x"], eng("rebuild", &["x"], RunArgs::default(), None), none()),
             (
-                &["rebuild", "x", "--skip-image-load", "-j1"],
-                Command::Rebuild(selected(
+                &["rebuild", "x", "--no-cache", "-j1", "-q"],
+                eng(
+                    "rebuild",
                     &["x"],
-                    RunArgs { jobs: Some(1), skip_image_load: true, ..RunArgs::default() },
-                )),
+                    RunArgs { jobs: Some(1), no_cache: true, quiet: true, ..RunArgs::default() },
+                    None,
+                ),
                 none(),
             ),
-            (&["pull", "basic/hello"], Command::Pull(selected(&["basic/hello"], RunArgs::default())), none()),
-            (&["tag", "x", "y"], Command::Tag(selected(&["x", "y"], RunArgs::default())), none()),
-            (&["test", "x"], Command::Test(selected(&["x"], RunArgs::default())), none()),
+            (
+                &["load", "x", "--skip-image-load", "--no-cache", "-v"],
+                eng(
+                    "load",
+                    &["x"],
+                    RunArgs { skip_image_load: true, no_cache: true, verbose: true, ..RunArgs::default() },
+                    None,
+                ),
+                none(),
+            ),
+            (&["pull", "basic/hello"], eng("pull", &["basic/hello"], RunArgs::default(), None), none()),
+            (&["tag", "x", "y"], eng("tag", &["x", "y"], RunArgs::default(), None), none()),
+            (&["test", "x"], eng("test", &["x"], RunArgs::default(), None), none()),
             (
                 &["push", "x", "--push-as-latest"],
-                Command::Push(selected(&["x"], RunArgs { push_as_latest: true, ..RunArgs::default() })),
+                eng("push", &["x"], RunArgs { push_as_latest: true, ..RunArgs::default() }, None),
                 none(),
             ),
-            (&["push-manifest", "x"], Command::PushManifest(selected(&["x"], RunArgs::default())), none()),
-            (&["load-all-images"], Command::LoadAllImages(all(RunArgs::default(), None)), none()),
+            (&["push-manifest", "x"], eng("push-manifest", &["x"], RunArgs::default(), None), none()),
+            (&["load-all-images"], eng("load-all-images", &[], RunArgs::default(), None), none()),
             (
                 &["load-all-test-images", "--dry-run"],
-                Command::LoadAllTestImages(all(RunArgs { dry_run: true, ..RunArgs::default() }, None)),
+                eng("load-all-test-images", &[], RunArgs { dry_run: true, ..RunArgs::default() }, None),
                 none(),
             ),
             (
                 &["build-all-images", "--keep-going"],
-                Command::BuildAllImages(all(RunArgs { keep_going: true, ..RunArgs::default() }, None)),
+                eng("build-all-images", &[], RunArgs { keep_going: true, ..RunArgs::default() }, None),
                 none(),
             ),
-            (&["push-all-images"], Command::PushAllImages(all(RunArgs::default(), None)), none()),
+            (&["push-all-images"], eng("push-all-images", &[], RunArgs::default(), None), none()),
             (
                 &["push-all-test-images", "--shard", "2/4", "-j2"],
-                Command::PushAllTestImages(all(
+                eng(
+                    "push-all-test-images",
+                    &[],
                     RunArgs { jobs: Some(2), ..RunArgs::default() },
                     Some(Shard { index: 2, count: 4 }),
-                )),
+                ),
                 none(),
             ),
             (&["register-cross"], Command::RegisterCross, none()),
@@ -444,6 +645,17 @@ mod tests {
             (&["register-cross", "x"], ErrorKind::UnknownArgument),
             (&["list-all-images", "--arch"], ErrorKind::InvalidValue),
             (&["--arch", "sparc", "list-all-images"], ErrorKind::InvalidValue),
+            (&["--tag-scheme", "sha", "list-all-images"], ErrorKind::InvalidValue),
+            (&["load", "x", "--engine=containerd"], ErrorKind::InvalidValue),
+            // Each command takes only the options that change what it does.
+            (&["rebuild", "x", "--skip-image-load"], ErrorKind::UnknownArgument),
+            (&["load", "x", "--push-as-latest"], ErrorKind::UnknownArgument),
+            (&["pull", "x", "--no-cache"], ErrorKind::UnknownArgument),
+            (&["tag", "x", "--push-as-latest"], ErrorKind::UnknownArgument),
+            (&["push-manifest", "x", "-j", "2"], ErrorKind::UnknownArgument),
+            (&["push-manifest", "x", "--keep-going"], ErrorKind::UnknownArgument),
+            (&["build-all-images", "--skip-image-load"], ErrorKind::UnknownArgument),
+            (&["load", "x", "--quiet", "--verbose"], ErrorKind::ArgumentConflict),
             (&["load", "x", "--arch=x86-64"], ErrorKind::InvalidValue),
             (&["load", "-j", "0", "x"], ErrorKind::ValueValidation),
             (&["load", "-j", "many", "x"], ErrorKind::ValueValidation),

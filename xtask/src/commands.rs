@@ -10,11 +10,11 @@ use crate::config::{Arch, Settings};
 use crate::cross::{self, Registered};
 use crate::discovery::{discover, discover_lenient, Catalog};
 use crate::engine::Engine;
-use crate::execute::{self, Action};
+use crate::execute::{self, Action, Outcome};
 use crate::listing::{is_test, local_name, remote_name};
-use crate::planning::{self, Mode, Observed, Options, Target};
+use crate::planning::{self, ImageInfo, Mode, Observed, Options, Target};
 use crate::registry::{Credentials, Registry, Transport};
-use crate::reporting::{self, Progress};
+use crate::reporting::{self, Progress, Verbosity};
 use crate::shard::{self, Shard};
 use crate::tagging;
 
@@ -39,24 +39,34 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
     for reason in &invalid {
         reporting::note(&format!("warning: skipped: {reason}"));
     }
-    let (requested, shard) = match &selection {
+    // Images without a Dockerfile for ARCH are reported as skipped, with the rest.
+    let (requested, shard, unavailable) = match &selection {
         Selection::Names(names) => {
             let (chosen, unavailable) = catalog.select_available(names)?;
-            for other in unavailable {
-                reporting::note(&format!("skipped: {}", catalog.unavailable(other)));
-            }
-            (chosen, None)
+            (chosen, None, unavailable)
         }
-        Selection::All(shard) => ((0..catalog.images.len()).collect(), *shard),
-        Selection::AllTests(shard) => {
-            ((0..catalog.images.len()).filter(|&i| is_test(settings, &catalog.images[i])).collect(), *shard)
-        }
+        Selection::All(shard) => ((0..catalog.images.len()).collect(), *shard, catalog.other_arch.iter().collect()),
+        Selection::AllTests(shard) => (
+            (0..catalog.images.len()).filter(|&i| is_test(settings, &catalog.images[i])).collect(),
+            *shard,
+            catalog.other_arch.iter().filter(|i| is_test(settings, i)).collect(),
+        ),
     };
-    if !matches!(selection, Selection::Names(_)) {
-        for other in &catalog.other_arch {
-            reporting::note(&format!("skipped {}: not available for {}", other.name, settings.arch));
-        }
-    }
+    let skipped: Vec<Outcome> = unavailable
+        .iter()
+        .map(|image| {
+            let info = ImageInfo {
+                name: image.name.clone(),
+                path: image.path.clone(),
+                arch: settings.arch,
+                tag: None,
+                local: None,
+                remote: None,
+                test: is_test(settings, image),
+            };
+            Outcome::new(info, Action::Skipped, Some(format!("not available for {}", settings.arch)))
+        })
+        .collect();
     let requested = match shard {
         Some(shard) => shard_of(&catalog, settings, &requested, shard)?,
         None => requested,
@@ -135,9 +145,9 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
 
     if args.dry_run {
         if args.json {
-            reporting::print_json(&jobs)?;
+            reporting::print_json(&reporting::PlanDocument::new(mode, settings.arch, &jobs, &skipped))?;
         } else {
-            print!("{}", reporting::plan_text(&jobs));
+            print!("{}", reporting::plan_text(&jobs, &skipped));
         }
         return Ok(invalid_failure(&invalid).unwrap_or(0));
     }
@@ -149,7 +159,7 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
     // Builders that match cached layers whatever their platform would hand a
     // foreign build the host's layers: such builds go without the cache.
     let fresh_builds = may_build && settings.arch != Arch::host()? && engine.builder().shares_cache_across_platforms();
-    if may_build {
+    if may_build && !args.quiet {
         let builder = engine.builder();
         let how = if fresh_builds {
             let remedy = match builder {
@@ -183,25 +193,25 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
         cross::register(settings.arch)?;
     }
     crate::engine::install_interrupt_handler();
-    let progress = Progress::new(jobs.len(), settings.interactive);
-    let outcomes = execute::execute(&ctx, &jobs, parallelism(args), args.keep_going, &progress);
+    let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
+    let progress = Progress::new(jobs.len(), settings.interactive, verbosity);
+    for o in &skipped {
+        progress.finished(o);
+    }
+    let mut outcomes = execute::execute(&ctx, &jobs, parallelism(args), args.keep_going, &progress);
     progress.finish();
+    outcomes.extend(skipped);
+    outcomes.sort_by(|a, b| a.name().cmp(b.name()));
     if args.json {
-        reporting::print_json(&outcomes)?;
+        let builder = may_build.then(|| engine.builder().kind());
+        reporting::print_json(&reporting::OutcomeDocument { mode, arch: settings.arch, builder, images: &outcomes })?;
     }
-    if outcomes.iter().any(|o| o.action != Action::Present) || outcomes.len() <= 20 {
-        eprint!("{}", reporting::summary_text(&outcomes));
-    } else {
-        eprintln!("{} images present", outcomes.len());
-    }
-    if let Some(o) = outcomes.iter().find(|o| o.log.is_some() && o.action == Action::Failed) {
-        eprintln!("logs: {}", o.log.as_ref().unwrap().parent().unwrap_or(&log_dir).display());
-    }
+    eprint!("{}", reporting::summary_text(&outcomes, verbosity));
     if crate::engine::interrupted() {
         eprintln!("interrupted: no tag was applied to unfinished images");
         return Ok(EXIT_INTERRUPTED);
     }
-    let failures = outcomes.iter().filter(|o| matches!(o.action, Action::Failed | Action::NotStarted)).count();
+    let failures = outcomes.iter().filter(|o| o.action.is_failure()).count();
     let invalid = invalid_failure(&invalid);
     Ok(if failures > 0 { crate::EXIT_FAILURE } else { invalid.unwrap_or(0) })
 }
@@ -236,6 +246,8 @@ fn targets(catalog: &Catalog, settings: &Settings, requested: &[usize]) -> Resul
             let target = Target {
                 image: i,
                 name: image.name.clone(),
+                path: image.path.clone(),
+                test: is_test(settings, image),
                 tag: tags[&i].clone(),
                 local: local_name(settings, image),
                 remote: remote_name(settings, image),
@@ -338,7 +350,7 @@ pub fn register_cross(settings: &Settings) -> Result<()> {
 }
 
 /// A multi-architecture index: `reference` over one image per architecture.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 struct Index {
     name: String,
     reference: String,
@@ -422,7 +434,26 @@ pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> R
     }
     if args.dry_run || args.json {
         if args.json {
-            reporting::print_json(&indexes)?;
+            #[derive(serde::Serialize)]
+            struct Member<'a> {
+                arch: Arch,
+                reference: &'a str,
+            }
+            #[derive(serde::Serialize)]
+            struct Shown<'a> {
+                name: &'a str,
+                reference: &'a str,
+                members: Vec<Member<'a>>,
+            }
+            let shown: Vec<Shown> = indexes
+                .iter()
+                .map(|i| Shown {
+                    name: &i.name,
+                    reference: &i.reference,
+                    members: i.members.iter().map(|(arch, reference)| Member { arch: *arch, reference }).collect(),
+                })
+                .collect();
+            reporting::print_json(&serde_json::json!({ "indexes": shown }))?;
         }
         if args.dry_run {
             for index in &indexes {

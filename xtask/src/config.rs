@@ -245,9 +245,10 @@ impl Settings {
     }
 }
 
-/// `NON_TEST_IMAGES` keeps the legacy `grep` alternation syntax: `a\|b\|c`.
+/// `NON_TEST_IMAGES` keeps the legacy `grep` alternation syntax, `a\|b\|c`,
+/// and takes the plain `a|b|c` too.
 pub fn split_legacy_list(list: &str) -> Vec<String> {
-    list.split("\\|").map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    list.replace("\\|", "|").split('|').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
 
 fn check_prefix(what: &str, prefix: &str) -> Result<()> {

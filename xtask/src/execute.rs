@@ -11,14 +11,17 @@ use serde::Serialize;
 
 use crate::config::Arch;
 use crate::engine::{self, Engine};
-use crate::planning::{Job, Step};
+use crate::planning::{ImageInfo, Job, Step};
 use crate::reporting::Progress;
 
-/// What happened to an image, from least to most work done.
+/// What happened to an image, from least to most work done, then how it
+/// ended without being done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
+    /// The run stopped (a failure without `--keep-going`) before its turn.
     NotStarted,
+    /// Nothing to do: the registry has it, or no Dockerfile for the architecture.
     Skipped,
     Present,
     Tagged,
@@ -27,13 +30,18 @@ pub enum Action {
     /// The remote `:latest` was moved to the tag; nothing else was pushed.
     Latest,
     Pushed,
+    /// Not built because an image it is built on failed.
+    Blocked,
+    /// Stopped by Ctrl-C or SIGTERM.
+    Interrupted,
     Failed,
 }
 
 impl Action {
+    /// As the summary says it (`--json` spells `not started` as `not-started`).
     pub fn as_str(self) -> &'static str {
         match self {
-            Action::NotStarted => "not-started",
+            Action::NotStarted => "not started",
             Action::Skipped => "skipped",
             Action::Present => "present",
             Action::Tagged => "tagged",
@@ -41,16 +49,28 @@ impl Action {
             Action::Built => "built",
             Action::Latest => "latest",
             Action::Pushed => "pushed",
+            Action::Blocked => "blocked",
+            Action::Interrupted => "interrupted",
             Action::Failed => "failed",
         }
+    }
+
+    /// Whether the image is not done.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Action::NotStarted | Action::Blocked | Action::Interrupted | Action::Failed)
     }
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
-    pub name: String,
-    pub tag: String,
+    #[serde(flatten)]
+    pub image: ImageInfo,
     pub action: Action,
+    /// Why: what the plan found (`not in the registry`), what was skipped for
+    /// (`registry has it`), or which base blocked it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(serialize_with = "milliseconds")]
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -62,6 +82,29 @@ pub struct Outcome {
     /// The previous version the build took unchanged steps from, when it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheUse>,
+    /// When it ended, in the order images ended: causes come before the
+    /// failures they brought.
+    #[serde(skip)]
+    pub ended: u64,
+}
+
+impl Outcome {
+    pub fn new(image: ImageInfo, action: Action, reason: Option<String>) -> Outcome {
+        Outcome { image, action, reason, seconds: 0.0, error: None, log: None, builder: None, cache: None, ended: 0 }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.image.name
+    }
+
+    pub fn tag(&self) -> &str {
+        self.image.tag.as_deref().unwrap_or("-")
+    }
+}
+
+/// Seconds, to the millisecond.
+fn milliseconds<S: serde::Serializer>(seconds: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64((seconds * 1000.0).round() / 1000.0)
 }
 
 /// The cache source a build was given, and what it made of it.
@@ -106,8 +149,25 @@ enum State {
 }
 
 pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, progress: &Progress) -> Vec<Outcome> {
-    let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; jobs.len()]);
-    let state = Mutex::new((jobs.iter().map(|_| State::Waiting).collect::<Vec<_>>(), false));
+    let ended = std::sync::atomic::AtomicU64::new(0);
+    let end = |mut o: Outcome| -> Outcome {
+        o.ended = ended.fetch_add(1, AtomicOrdering::SeqCst);
+        progress.finished(&o);
+        o
+    };
+    // What needs nothing is done before any work starts, so that a stop
+    // after a failure never leaves it "not started".
+    let mut first: Vec<Option<Outcome>> = vec![None; jobs.len()];
+    let mut states: Vec<State> = jobs.iter().map(|_| State::Waiting).collect();
+    for (j, job) in jobs.iter().enumerate() {
+        if job.steps.is_empty() {
+            let reason = (ctx.idle == Action::Skipped).then(|| "registry has it".to_string());
+            first[j] = Some(end(Outcome::new(job.info(), ctx.idle, reason)));
+            states[j] = State::Done(true);
+        }
+    }
+    let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new(first);
+    let state = Mutex::new((states, false));
     let wake = Condvar::new();
     std::thread::scope(|scope| {
         for _ in 0..parallel.max(1).min(jobs.len().max(1)) {
@@ -119,23 +179,21 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
                         if *stop || engine::interrupted() {
                             break None;
                         }
-                        // A job whose base failed fails without running.
+                        // A job whose base failed is blocked without running.
                         let mut changed = false;
                         for j in 0..jobs.len() {
-                            if matches!(states[j], State::Waiting)
-                                && jobs[j].after.iter().any(|&b| matches!(states[b], State::Done(false)))
-                            {
-                                let base = jobs[j].after.iter().find(|&&b| matches!(states[b], State::Done(false)));
-                                let msg = format!("not built: its base {} failed", jobs[*base.unwrap()].name);
-                                let outcome = failed(&jobs[j], msg, None, 0.0);
-                                progress.finished(&outcome);
-                                outcomes.lock().unwrap()[j] = Some(outcome);
-                                states[j] = State::Done(false);
-                                changed = true;
-                                if !keep_going {
-                                    *stop = true;
-                                }
+                            if !matches!(states[j], State::Waiting) {
+                                continue;
                             }
+                            let Some(&base) = jobs[j].after.iter().find(|&&b| matches!(states[b], State::Done(false)))
+                            else {
+                                continue;
+                            };
+                            let reason = format!("its base {} failed", jobs[base].name);
+                            let outcome = end(Outcome::new(jobs[j].info(), Action::Blocked, Some(reason)));
+                            outcomes.lock().unwrap()[j] = Some(outcome);
+                            states[j] = State::Done(false);
+                            changed = true;
                         }
                         if changed {
                             wake.notify_all();
@@ -160,9 +218,8 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
                     return;
                 };
                 progress.started(&jobs[j].name);
-                let outcome = run_job(ctx, &jobs[j]);
-                progress.finished(&outcome);
-                let ok = outcome.action != Action::Failed;
+                let outcome = end(run_job(ctx, &jobs[j]));
+                let ok = !outcome.action.is_failure();
                 outcomes.lock().unwrap()[j] = Some(outcome);
                 let mut guard = state.lock().unwrap();
                 guard.0[j] = State::Done(ok);
@@ -175,26 +232,32 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
         }
     });
     let outcomes = outcomes.into_inner().unwrap();
-    jobs.iter()
+    let outcomes = jobs
+        .iter()
         .zip(outcomes)
         .map(|(job, o)| {
-            o.unwrap_or_else(|| Outcome {
-                name: job.name.clone(),
-                tag: job.tag.clone(),
-                action: Action::NotStarted,
-                seconds: 0.0,
-                error: None,
-                log: None,
-                builder: None,
-                cache: None,
+            o.unwrap_or_else(|| {
+                let action = if engine::interrupted() { Action::Interrupted } else { Action::NotStarted };
+                Outcome::new(job.info(), action, None)
             })
         })
-        .collect()
-}
-
-fn failed(job: &Job, error: String, log: Option<PathBuf>, seconds: f64) -> Outcome {
-    let (name, tag) = (job.name.clone(), job.tag.clone());
-    Outcome { name, tag, action: Action::Failed, seconds, error: Some(error), log, builder: None, cache: None }
+        .collect::<Vec<_>>();
+    // What waited on an image that failed was blocked by it, even when the
+    // run stopped before saying so.
+    let failed: Vec<bool> = outcomes.iter().map(|o| o.action.is_failure()).collect();
+    let mut outcomes = outcomes;
+    for (j, job) in jobs.iter().enumerate() {
+        if outcomes[j].action == Action::NotStarted {
+            if let Some(&base) = job.after.iter().find(|&&b| failed[b] && outcomes[b].action != Action::NotStarted) {
+                let reason = format!("its base {} failed", jobs[base].name);
+                outcomes[j] = Outcome {
+                    ended: ended.fetch_add(1, AtomicOrdering::SeqCst),
+                    ..Outcome::new(job.info(), Action::Blocked, Some(reason))
+                };
+            }
+        }
+    }
+    outcomes
 }
 
 fn run_job(ctx: &Context, job: &Job) -> Outcome {
@@ -208,13 +271,21 @@ fn run_job(ctx: &Context, job: &Job) -> Outcome {
     engine::working_on(None);
     let seconds = start.elapsed().as_secs_f64();
     let log = log.exists().then_some(log);
+    let mut outcome = Outcome::new(job.info(), action, Some(job.why.clone()));
+    outcome.seconds = seconds;
+    outcome.log = log;
     match result {
         Ok(()) => {
-            let builder = (action == Action::Built).then(|| ctx.engine.builder().kind());
-            Outcome { name: job.name.clone(), tag: job.tag.clone(), action, seconds, error: None, log, builder, cache }
+            outcome.builder = (action == Action::Built).then(|| ctx.engine.builder().kind());
+            outcome.cache = cache;
         }
-        Err(e) => failed(job, format!("{e:#}"), log, seconds),
+        Err(_) if engine::interrupted() => outcome.action = Action::Interrupted,
+        Err(e) => {
+            outcome.action = Action::Failed;
+            outcome.error = Some(format!("{e:#}"));
+        }
     }
+    outcome
 }
 
 fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &mut Option<CacheUse>) -> Result<()> {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, RunOptions};
 use crate::config::{FileConfig, Settings};
 
 /// Exit status for a command that failed; clap uses 2 for bad usage.
@@ -86,19 +86,19 @@ pub fn run(cli: Cli) -> Result<i32> {
             return listing::print_settings(&settings, &std::env::current_dir()?, &names).map(|()| 0)
         }
         Command::RegisterCross => return commands::register_cross(&settings).map(|()| 0),
-        Command::PushManifest(s) => return commands::push_manifest(&settings, &s.images, &s.run),
-        Command::Load(s) => (Mode::Load, Names(s.images), s.run),
-        Command::Pull(s) => (Mode::Pull, Names(s.images), s.run),
-        Command::Rebuild(s) => (Mode::Rebuild, Names(s.images), s.run),
-        Command::Tag(s) => (Mode::Tag, Names(s.images), s.run),
-        Command::Test(s) => (Mode::Test, Names(s.images), s.run),
-        Command::Push(s) => (Mode::Push, Names(s.images), s.run),
-        Command::LoadAllImages(a) => (Mode::Load, All(a.shard), a.run),
-        Command::LoadAllTestImages(a) => (Mode::Load, AllTests(a.shard), a.run),
-        Command::BuildAllImages(a) => (Mode::Rebuild, All(a.shard), a.run),
-        Command::PushAllImages(a) => (Mode::Push, All(a.shard), a.run),
-        Command::PushAllTestImages(a) => (Mode::Push, AllTests(a.shard), a.run),
-        Command::TestAllTestImages(a) => (Mode::Test, AllTests(a.shard), a.run),
+        Command::PushManifest(s) => return commands::push_manifest(&settings, &s.images, &s.opts.run_args()),
+        Command::Load(s) => (Mode::Load, Names(s.images), s.opts.run_args()),
+        Command::Pull(s) => (Mode::Pull, Names(s.images), s.opts.run_args()),
+        Command::Rebuild(s) => (Mode::Rebuild, Names(s.images), s.opts.run_args()),
+        Command::Tag(s) => (Mode::Tag, Names(s.images), s.opts.run_args()),
+        Command::Test(s) => (Mode::Test, Names(s.images), s.opts.run_args()),
+        Command::Push(s) => (Mode::Push, Names(s.images), s.opts.run_args()),
+        Command::LoadAllImages(a) => (Mode::Load, All(a.shard), a.opts.run_args()),
+        Command::LoadAllTestImages(a) => (Mode::Load, AllTests(a.shard), a.opts.run_args()),
+        Command::BuildAllImages(a) => (Mode::Rebuild, All(a.shard), a.opts.run_args()),
+        Command::PushAllImages(a) => (Mode::Push, All(a.shard), a.opts.run_args()),
+        Command::PushAllTestImages(a) => (Mode::Push, AllTests(a.shard), a.opts.run_args()),
+        Command::TestAllTestImages(a) => (Mode::Test, AllTests(a.shard), a.opts.run_args()),
     };
     commands::run(&settings, mode, selection, &args)
 }

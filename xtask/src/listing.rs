@@ -60,7 +60,12 @@ pub fn list(settings: &Settings, tests_only: bool, json: bool, shard: Option<Sha
     }
     let tags = tagging::tags(&catalog, settings, &chosen)?;
     let rows: Vec<ImageJson> = chosen.iter().map(|&i| json_row(settings, &catalog, i, &tags[&i])).collect();
-    serde_json::to_writer_pretty(&mut out, &rows)?;
+    #[derive(Serialize)]
+    struct Document<'a> {
+        schema: u32,
+        images: &'a [ImageJson<'a>],
+    }
+    serde_json::to_writer_pretty(&mut out, &Document { schema: crate::reporting::SCHEMA, images: &rows })?;
     writeln!(out)?;
     out.flush()?;
     Ok(())

@@ -9,12 +9,17 @@ fn main() {
         }
     }
     let cli = xtask::cli::Cli::parse();
+    let json = cli.json();
     match xtask::run(cli) {
         Ok(0) => {}
         Ok(status) => std::process::exit(status),
         Err(e) if xtask::is_broken_pipe(&e) => {}
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let message = format!("{e:#}");
+            eprintln!("error: {message}");
+            if json {
+                let _ = xtask::reporting::print_json(&serde_json::json!({ "error": message }));
+            }
             std::process::exit(xtask::EXIT_FAILURE);
         }
     }

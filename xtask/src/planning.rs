@@ -86,12 +86,31 @@ impl CacheSource {
     }
 }
 
+/// An image as every JSON document shows it: the same object for lists,
+/// plans and outcomes. The tag and names are missing only for an image
+/// that is not available for the architecture.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageInfo {
+    pub name: String,
+    pub path: String,
+    pub arch: Arch,
+    pub tag: Option<String>,
+    /// `<LOCAL_IMAGE_PREFIX>/<path>:<tag>`
+    pub local: Option<String>,
+    /// `<REMOTE_IMAGE_PREFIX>/<path>_<arch>:<tag>`
+    pub remote: Option<String>,
+    pub test: bool,
+}
+
 /// One image's share of the plan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Job {
     #[serde(skip)]
     pub image: usize,
     pub name: String,
+    pub path: String,
+    pub arch: Arch,
+    pub test: bool,
     pub tag: String,
     /// `<LOCAL_IMAGE_PREFIX>/<path>`, without a tag.
     pub local: String,
@@ -114,6 +133,18 @@ pub struct Job {
 }
 
 impl Job {
+    pub fn info(&self) -> ImageInfo {
+        ImageInfo {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            arch: self.arch,
+            tag: Some(self.tag.clone()),
+            local: Some(self.local_ref()),
+            remote: Some(self.remote_ref()),
+            test: self.test,
+        }
+    }
+
     /// Whether running this job may build (and so run foreign binaries).
     pub fn may_build(&self) -> bool {
         self.steps.iter().any(Step::may_build)
@@ -138,6 +169,8 @@ impl Job {
 pub struct Target {
     pub image: usize,
     pub name: String,
+    pub path: String,
+    pub test: bool,
     pub tag: String,
     pub local: String,
     pub remote: String,
@@ -238,6 +271,9 @@ pub fn plan(targets: &HashMap<usize, Target>, requested: &[usize], seen: &Observ
             Job {
                 image: i,
                 name: t.name.clone(),
+                path: t.path.clone(),
+                arch,
+                test: t.test,
                 tag: t.tag.clone(),
                 local: t.local.clone(),
                 remote: t.remote.clone(),
@@ -303,8 +339,8 @@ fn load_steps(t: &Target, seen: &Observed, skip_load: bool, arch: Arch) -> (Vec<
         return (vec![Step::Missing], format!("{absent}, and SKIP_IMAGE_LOAD forbids pulling or building"));
     }
     match seen.remote.get(&t.image) {
-        Some(false) => (vec![Step::Build], format!("{absent}, nor in the registry")),
-        Some(true) => (vec![Step::Pull { or_build: true }], format!("{absent}; the registry has it")),
+        Some(false) => (vec![Step::Build], "not in the registry".to_string()),
+        Some(true) => (vec![Step::Pull { or_build: true }], "in the registry".to_string()),
         None => (vec![Step::Pull { or_build: true }], absent),
     }
 }
@@ -364,6 +400,8 @@ mod tests {
         Target {
             image,
             name: name.into(),
+            path: name.into(),
+            test: true,
             tag: format!("t{image}"),
             local: format!("l/{name}"),
             remote: format!("r/{name}_x86_64"),
@@ -492,6 +530,8 @@ mod platform_tests {
         let t = Target {
             image: 0,
             name: name.into(),
+            path: name.into(),
+            test: true,
             tag: "t".into(),
             local: format!("l/{name}"),
             remote: format!("r/{name}_x86_64"),

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::config::Arch;
 use crate::execute::{Action, Outcome};
-use crate::planning::Job;
+use crate::planning::{CacheSource, ImageInfo, Job, Mode, Step};
 
 /// A line for people, on stderr, that does not tear the progress line.
 pub fn note(line: &str) {
@@ -24,19 +25,29 @@ static PROGRESS: Mutex<Option<ProgressBar>> = Mutex::new(None);
 /// output is read later (CI), not watched.
 pub const LOG_TAIL_LINES: usize = 100;
 
+/// How much people see: `--quiet` (errors and the final count), the
+/// default, or `--verbose` (every engine call too, through [`echo`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+}
+
 pub struct Progress {
     bar: ProgressBar,
     running: Mutex<Vec<String>>,
     /// Someone watches a terminal: a live line, and the log tails stay in the logs.
     interactive: bool,
+    verbosity: Verbosity,
 }
 
 impl Progress {
     /// `interactive`: stderr is a terminal, outside CI. Otherwise there is
     /// no live line; each finished image gets a line of its own, and a failed
     /// one its log's last lines.
-    pub fn new(total: usize, interactive: bool) -> Progress {
-        let target = if interactive { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    pub fn new(total: usize, interactive: bool, verbosity: Verbosity) -> Progress {
+        let shown = interactive && verbosity != Verbosity::Quiet;
+        let target = if shown { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
         let bar = ProgressBar::with_draw_target(Some(total as u64), target);
         bar.set_style(
             ProgressStyle::with_template("[{elapsed_precise}] {pos}/{len} {wide_msg}")
@@ -44,7 +55,7 @@ impl Progress {
         );
         bar.enable_steady_tick(Duration::from_millis(250));
         *PROGRESS.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
-        Progress { bar, running: Mutex::new(Vec::new()), interactive }
+        Progress { bar, running: Mutex::new(Vec::new()), interactive, verbosity }
     }
 
     pub fn started(&self, name: &str) {
@@ -53,31 +64,28 @@ impl Progress {
         self.bar.set_message(running.join(" "));
     }
 
+    /// One line per finished image: on a terminal, for those that did
+    /// something or failed; off one, for every image, a failed one followed by
+    /// its log's last lines. Nothing with `--quiet`.
     pub fn finished(&self, o: &Outcome) {
         let mut running = self.running.lock().unwrap();
-        running.retain(|n| n != &o.name);
+        running.retain(|n| n != o.name());
         self.bar.set_message(running.join(" "));
         self.bar.inc(1);
         drop(running);
-        if self.interactive && matches!(o.action, Action::Present | Action::Skipped) {
+        if self.verbosity == Verbosity::Quiet {
             return;
         }
-        let cache = match &o.cache {
-            Some(c) => match c.steps_reused {
-                Some(n) => format!(", {n} step{} from {}", if n == 1 { "" } else { "s" }, c.reference),
-                None => format!(", cache from {}", c.reference),
-            },
-            None => String::new(),
-        };
-        let mut line = format!("{:<11} {} {} ({:.1}s{cache})", o.action.as_str(), o.name, o.tag, o.seconds);
-        if let Some(e) = &o.error {
-            line.push_str(&format!(": {e}"));
+        // What needed nothing is in the count line (and the table).
+        if matches!(o.action, Action::Present | Action::Skipped) {
+            return;
         }
+        let mut line = outcome_line(o);
         if !self.interactive && o.action == Action::Failed {
             if let Some((log, tail)) = o.log.as_deref().and_then(|log| Some((log, log_tail(log, LOG_TAIL_LINES)?))) {
                 line.push_str(&format!("\n--- last lines of {}", log.display()));
                 for l in tail {
-                    line.push_str(&format!("\n{} | {l}", o.name));
+                    line.push_str(&format!("\n{} | {l}", o.name()));
                 }
             }
         }
@@ -87,6 +95,38 @@ impl Progress {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
         *PROGRESS.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// `built       web_app 1a2b3c4d5e6f7a8b (1.2s; not in the registry; 3 steps from …:latest)`
+fn outcome_line(o: &Outcome) -> String {
+    let mut details = Vec::new();
+    if !matches!(o.action, Action::Blocked | Action::NotStarted) {
+        details.push(format!("{:.1}s", o.seconds));
+    }
+    let why = match o.action {
+        // The error comes at the end, with the others; the log is where to look.
+        Action::Failed => o.log.as_ref().map(|l| format!("log: {}", l.display())),
+        _ => o.reason.clone(),
+    };
+    details.extend(why);
+    if let Some(c) = &o.cache {
+        details.push(match c.steps_reused {
+            Some(n) => format!("{n} step{} from {}", if n == 1 { "" } else { "s" }, c.reference),
+            None => format!("cache from {}", c.reference),
+        });
+    }
+    format!("{:<11} {} {} ({})", o.action.as_str(), o.name(), o.tag(), details.join("; "))
+}
+
+/// The action as the summary says it, exactly.
+pub fn action_text(o: &Outcome) -> String {
+    match (o.action, o.reason.as_deref()) {
+        (Action::Skipped, Some(reason)) => format!("skipped: {reason}"),
+        (Action::Blocked, Some(reason)) => {
+            format!("blocked by {}", reason.trim_start_matches("its base ").trim_end_matches(" failed"))
+        }
+        (action, _) => action.as_str().to_string(),
     }
 }
 
@@ -108,8 +148,8 @@ pub fn echo(image: Option<&str>, line: &str) {
 }
 
 /// The plan, one line per image, for `--dry-run`.
-pub fn plan_text(jobs: &[Job]) -> String {
-    let width = jobs.iter().map(|j| j.name.len()).max().unwrap_or(0);
+pub fn plan_text(jobs: &[Job], skipped: &[Outcome]) -> String {
+    let width = jobs.iter().map(|j| j.name.len()).chain(skipped.iter().map(|o| o.name().len())).max().unwrap_or(0);
     let mut out = String::new();
     for job in jobs {
         let steps = if job.steps.is_empty() {
@@ -120,28 +160,16 @@ pub fn plan_text(jobs: &[Job]) -> String {
         let cache = job.cache.as_ref().map(|c| format!("; cache from {}", c.reference())).unwrap_or_default();
         out.push_str(&format!("{:<width$}  {}  {steps}  ({}{cache})\n", job.name, job.tag, job.why));
     }
+    for o in skipped {
+        out.push_str(&format!("{:<width$}  {:<16}  {}\n", o.name(), "-", action_text(o)));
+    }
     out
 }
 
-/// The table printed when work is done.
-pub fn summary_text(outcomes: &[Outcome]) -> String {
-    let width = outcomes.iter().map(|o| o.name.len()).max().unwrap_or(0).max("IMAGE".len());
-    // A column for the cache builds started from, when any did.
-    let cached = outcomes.iter().any(|o| o.cache.is_some());
-    let mut out = format!("{:<width$}  {:<16}  {:<11}  {:>8}", "IMAGE", "TAG", "ACTION", "SECONDS");
-    out.push_str(if cached { "  CACHE\n" } else { "\n" });
-    for o in outcomes {
-        out.push_str(&format!("{:<width$}  {:<16}  {:<11}  {:>8.1}", o.name, o.tag, o.action.as_str(), o.seconds));
-        match &o.cache {
-            Some(c) => {
-                let steps = c.steps_reused.map(|n| format!(" ({n} reused)")).unwrap_or_default();
-                out.push_str(&format!("  {}{steps}\n", c.reference));
-            }
-            None => out.push('\n'),
-        }
-    }
-    let count = |a: Action| outcomes.iter().filter(|o| o.action == a).count();
-    let mut totals = Vec::new();
+/// `3 images: 2 built, 1 failed`; `1 image: 1 present`.
+pub fn count_line(outcomes: &[Outcome]) -> String {
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let mut totals: Vec<String> = Vec::new();
     for a in [
         Action::Present,
         Action::Tagged,
@@ -151,23 +179,227 @@ pub fn summary_text(outcomes: &[Outcome]) -> String {
         Action::Pushed,
         Action::Skipped,
         Action::Failed,
+        Action::Blocked,
+        Action::Interrupted,
         Action::NotStarted,
     ] {
-        let n = count(a);
+        let n = outcomes.iter().filter(|o| o.action == a).count();
         if n > 0 {
             totals.push(format!("{n} {}", a.as_str()));
         }
     }
-    out.push_str(&format!("{} images: {}\n", outcomes.len(), totals.join(", ")));
-    for o in outcomes.iter().filter(|o| o.error.is_some()) {
-        out.push_str(&format!("error: {}: {}\n", o.name, o.error.as_deref().unwrap_or_default()));
+    if outcomes.is_empty() {
+        return "no images".to_string();
+    }
+    format!("{}: {}", plural(outcomes.len(), "image"), totals.join(", "))
+}
+
+/// What is printed when the work is done: a table when anything happened
+/// (not with `--quiet`), the count, then each error, causes first.
+pub fn summary_text(outcomes: &[Outcome], verbosity: Verbosity) -> String {
+    let idle = outcomes.iter().all(|o| matches!(o.action, Action::Present | Action::Skipped));
+    let mut out = String::new();
+    if verbosity != Verbosity::Quiet && !idle {
+        out.push_str(&table(outcomes));
+    }
+    out.push_str(&count_line(outcomes));
+    out.push('\n');
+    let mut errors: Vec<&Outcome> =
+        outcomes.iter().filter(|o| o.error.is_some() || o.action == Action::Blocked).collect();
+    errors.sort_by_key(|o| o.ended);
+    for o in errors {
+        match (&o.error, o.action) {
+            (Some(e), _) => out.push_str(&format!("error: {}: {e}\n", o.name())),
+            (None, _) => {
+                out.push_str(&format!("error: {}: not built: {}\n", o.name(), o.reason.as_deref().unwrap_or_default()))
+            }
+        }
     }
     out
 }
 
+fn table(outcomes: &[Outcome]) -> String {
+    let width = outcomes.iter().map(|o| o.name().len()).max().unwrap_or(0).max("IMAGE".len());
+    let actions: Vec<String> = outcomes.iter().map(action_text).collect();
+    let action_width = actions.iter().map(|a| a.len()).max().unwrap_or(0).max("ACTION".len());
+    // A column for the cache builds started from, when any did.
+    let cached = outcomes.iter().any(|o| o.cache.is_some());
+    let mut out = format!("{:<width$}  {:<16}  {:<action_width$}  {:>8}", "IMAGE", "TAG", "ACTION", "SECONDS");
+    out.push_str(if cached { "  CACHE\n" } else { "\n" });
+    for (o, action) in outcomes.iter().zip(&actions) {
+        out.push_str(&format!("{:<width$}  {:<16}  {:<action_width$}  {:>8.1}", o.name(), o.tag(), action, o.seconds));
+        match &o.cache {
+            Some(c) => {
+                let steps = c.steps_reused.map(|n| format!(" ({n} reused)")).unwrap_or_default();
+                out.push_str(&format!("  {}{steps}\n", c.reference));
+            }
+            None => out.push('\n'),
+        }
+    }
+    out
+}
+
+/// `--json` of an engine command: what happened to each image.
+#[derive(serde::Serialize)]
+pub struct OutcomeDocument<'a> {
+    #[serde(rename = "command")]
+    pub mode: Mode,
+    pub arch: Arch,
+    /// What builds ran on, when the run could build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<&'static str>,
+    pub images: &'a [Outcome],
+}
+
+/// `--dry-run --json`: what would happen to each image, and why.
+#[derive(serde::Serialize)]
+pub struct PlanDocument<'a> {
+    #[serde(rename = "command")]
+    pub mode: Mode,
+    pub arch: Arch,
+    pub plan: Vec<PlanEntry<'a>>,
+}
+
+#[derive(serde::Serialize)]
+pub struct PlanEntry<'a> {
+    #[serde(flatten)]
+    pub image: ImageInfo,
+    pub steps: &'a [Step],
+    pub why: String,
+    /// Images (by name) that must be done first: those it is built on.
+    pub after: Vec<&'a str>,
+    /// False for a base brought in only because a requested image is built on it.
+    pub requested: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'a CacheSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_was: Option<&'a str>,
+}
+
+impl<'a> PlanDocument<'a> {
+    pub fn new(mode: Mode, arch: Arch, jobs: &'a [Job], skipped: &'a [Outcome]) -> PlanDocument<'a> {
+        let mut plan: Vec<PlanEntry<'a>> = jobs
+            .iter()
+            .map(|j| PlanEntry {
+                image: j.info(),
+                steps: &j.steps,
+                why: j.why.clone(),
+                after: j.after.iter().map(|&b| jobs[b].name.as_str()).collect(),
+                requested: j.requested,
+                cache: j.cache.as_ref(),
+                latest_was: j.latest_was.as_deref(),
+            })
+            .collect();
+        plan.extend(skipped.iter().map(|o| PlanEntry {
+            image: o.image.clone(),
+            steps: &[],
+            why: o.reason.clone().unwrap_or_default(),
+            after: vec![],
+            requested: true,
+            cache: None,
+            latest_was: None,
+        }));
+        plan.sort_by(|a, b| a.image.name.cmp(&b.image.name));
+        PlanDocument { mode, arch, plan }
+    }
+}
+
+/// The version of the JSON documents' shape, at the top of each.
+pub const SCHEMA: u32 = 1;
+
+/// Prints a JSON document: `{"schema": 1, <the fields of value>}`; `value`
+/// serializes as an object.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Document<'a, T> {
+        schema: u32,
+        #[serde(flatten)]
+        body: &'a T,
+    }
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
+    serde_json::to_writer_pretty(&mut out, &Document { schema: SCHEMA, body: value })?;
     writeln!(out)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::execute::CacheUse;
+
+    fn outcome(name: &str, action: Action, reason: Option<&str>, ended: u64) -> Outcome {
+        let tag = format!("{name:0>16}");
+        let image = ImageInfo {
+            name: name.into(),
+            path: name.into(),
+            arch: Arch::X86_64,
+            tag: Some(tag.clone()),
+            local: Some(format!("l/{name}:{tag}")),
+            remote: Some(format!("r/{name}_x86_64:{tag}")),
+            test: true,
+        };
+        Outcome { ended, ..Outcome::new(image, action, reason.map(String::from)) }
+    }
+
+    fn run() -> Vec<Outcome> {
+        let mut built = outcome("web", Action::Built, Some("not in the registry"), 1);
+        built.seconds = 1.25;
+        built.cache = Some(CacheUse { kind: "local", reference: "l/web:latest".into(), steps_reused: Some(2) });
+        let mut failed = outcome("base", Action::Failed, Some("not in the registry"), 2);
+        failed.seconds = 0.5;
+        failed.error = Some("build failed: no such file; log: /logs/base.log".into());
+        failed.log = Some("/logs/base.log".into());
+        let mut armonly = outcome("armonly", Action::Skipped, Some("not available for x86_64"), 0);
+        armonly.image.tag = None;
+        vec![
+            armonly,
+            failed,
+            outcome("app", Action::Blocked, Some("its base base failed"), 3),
+            outcome("old", Action::Present, Some("present"), 0),
+            outcome("later", Action::NotStarted, None, 4),
+            built,
+        ]
+    }
+
+    #[test]
+    fn summary_in_full() {
+        assert_eq!(
+            summary_text(&run(), Verbosity::Normal),
+            "\
+IMAGE    TAG               ACTION                              SECONDS  CACHE
+armonly  -                 skipped: not available for x86_64       0.0
+base     000000000000base  failed                                  0.5
+app      0000000000000app  blocked by base                         0.0
+old      0000000000000old  present                                 0.0
+later    00000000000later  not started                             0.0
+web      0000000000000web  built                                   1.2  l/web:latest (2 reused)
+6 images: 1 present, 1 built, 1 skipped, 1 failed, 1 blocked, 1 not started
+error: base: build failed: no such file; log: /logs/base.log
+error: app: not built: its base base failed
+"
+        );
+    }
+
+    #[test]
+    fn quiet_and_idle_runs_print_the_count_alone() {
+        let quiet = summary_text(&run(), Verbosity::Quiet);
+        assert_eq!(
+            quiet,
+            "6 images: 1 present, 1 built, 1 skipped, 1 failed, 1 blocked, 1 not started\n\
+             error: base: build failed: no such file; log: /logs/base.log\n\
+             error: app: not built: its base base failed\n"
+        );
+        let idle = vec![outcome("a", Action::Present, None, 0)];
+        assert_eq!(summary_text(&idle, Verbosity::Normal), "1 image: 1 present\n");
+        assert_eq!(count_line(&[]), "no images");
+    }
+
+    #[test]
+    fn one_line_per_image_worked_on() {
+        let all = run();
+        let line = |name: &str| outcome_line(all.iter().find(|o| o.name() == name).unwrap());
+        assert_eq!(line("web"), "built       web 0000000000000web (1.2s; not in the registry; 2 steps from l/web:latest)");
+        assert_eq!(line("base"), "failed      base 000000000000base (0.5s; log: /logs/base.log)");
+        assert_eq!(line("app"), "blocked     app 0000000000000app (its base base failed)");
+    }
 }

@@ -1068,13 +1068,18 @@ mod errors {
     #[test]
     fn unknown_scheme() {
         let tree = tree();
+        // A bad value is a bad command line (exit 2), from the environment too.
+        for cmd in [list(&tree).env("TAG_SCHEME", "md5"), list(&tree).arg("--tag-scheme=Gvisor")] {
+            let out = run(cmd);
+            assert_eq!((out.code, out.stdout.as_str()), (Some(2), ""), "{}", out.stderr);
+            assert!(out.stderr.starts_with("error: invalid value '"), "{}", out.stderr);
+            assert!(out.stderr.contains("[possible values: content, gvisor]"), "{}", out.stderr);
+        }
+        // From the settings file, the tool says it.
+        let config = tree.config("tag_scheme = \"md5\"\n");
         assert_eq!(
-            error(list(&tree).env("TAG_SCHEME", "md5")),
+            error(list(&tree).env("IMAGES_CONFIG", &config)),
             "error: unknown tag scheme `md5`: use content or gvisor"
-        );
-        assert_eq!(
-            error(list(&tree).arg("--tag-scheme=Gvisor")),
-            "error: unknown tag scheme `Gvisor`: use content or gvisor"
         );
     }
 
@@ -1103,8 +1108,8 @@ mod errors {
         let out = run(xtask(tree).args(["list-all-test-images", "--json"]).env("ARCH", "x86_64"));
         assert_eq!(out.code, Some(0));
         assert_eq!(out.stderr, format!("warning: skipped: {reason}\n"));
-        let names: Vec<Value> =
-            serde_json::from_str::<Vec<Value>>(&out.stdout).unwrap().iter().map(|r| r["name"].clone()).collect();
+        let document: Value = serde_json::from_str(&out.stdout).unwrap();
+        let names: Vec<Value> = document["images"].as_array().unwrap().iter().map(|r| r["name"].clone()).collect();
         assert_eq!(names, [json!("basic_alpine"), json!("basic_hello"), json!("platform")]);
         for arg in [name, group] {
             let local =
@@ -1279,7 +1284,9 @@ mod errors {
         let config = tree.config("tag_sceme = \"gvisor\"\n");
         // The parser's message spans lines (it draws the place of the fault).
         let out = run(list(&tree).env("IMAGES_CONFIG", &config));
-        assert_eq!((out.code, out.stdout.as_str()), (Some(1), ""));
+        assert_eq!(out.code, Some(1));
+        let document: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+        assert!(document["error"].as_str().unwrap().starts_with("invalid settings file"), "{}", out.stdout);
         assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
         let first = out.stderr.lines().next().unwrap();
         assert_eq!(

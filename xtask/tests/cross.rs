@@ -23,12 +23,9 @@ fn sorted(mut names: Vec<String>) -> Vec<String> {
     names
 }
 
-/// The `--json` array a command printed.
-fn json_array(run: &Run) -> Vec<Value> {
-    match serde_json::from_str(&run.stdout) {
-        Ok(Value::Array(items)) => items,
-        other => panic!("not a JSON array ({other:?}): {run}"),
-    }
+/// The array under `key` in the `--json` document a command printed.
+fn json_array(run: &Run, key: &str) -> Vec<Value> {
+    run.items(key)
 }
 
 /// Builds an aarch64 image under qemu, pushes it, removes it and loads it
@@ -95,7 +92,7 @@ fn dockerfiles_per_architecture() {
 
     // The listing: which images there are for each architecture, from which Dockerfile.
     let dockerfiles = |run: &Run| -> Vec<(String, String)> {
-        let items = json_array(run.success());
+        let items = json_array(run.success(), "images");
         items.iter().map(|i| (i["name"].as_str().unwrap().into(), i["dockerfile"].as_str().unwrap().into())).collect()
     };
     let listed = aarch64(&["list-all-images", "--json"]);
@@ -108,18 +105,24 @@ fn dockerfiles_per_architecture() {
 
     let both = s.arch_tag("aarch64", "both");
     let all = aarch64(&["load-all-images", "--json"]);
-    assert_eq!(all.success().outcomes(), [outcome("both", &both, "built", Some(&s.log_for("aarch64", "both")))]);
-    assert!(all.stderr_lines().contains(&"skipped only86: not available for aarch64"), "{all}");
+    let skipped = serde_json::json!({ "name": "only86", "tag": null, "action": "skipped" });
+    assert_eq!(
+        all.success().outcomes(),
+        [outcome("both", &both, "built", Some(&s.log_for("aarch64", "both"))), skipped.clone()]
+    );
+    assert_eq!(all.images()[1]["reason"], "not available for aarch64", "{all}");
+    let row = all.stderr_lines().into_iter().find(|l| l.starts_with("only86 ")).unwrap_or_else(|| panic!("{all}"));
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["only86", "-", "skipped:", "not", "available", "for", "aarch64", "0.0"]
+    );
     let which = run_in_platform(&format!("{}:latest", s.local("both")), "linux/arm64", &["cat", "/which"]);
     assert_eq!(which, format!("aarch64 {}\n", s.id), "the build did not use Dockerfile.aarch64");
 
     let one = aarch64(&["load", "only86", "--json"]);
-    assert_eq!(one.success().outcomes(), Vec::<Value>::new());
-    let note = format!(
-        "skipped: image `only86` is not available for aarch64: {} has no Dockerfile or Dockerfile.aarch64",
-        s.images.join("only86").display()
-    );
-    assert!(one.stderr_lines().contains(&note.as_str()), "{one}");
+    assert_eq!(one.success().outcomes(), [skipped]);
+    assert_eq!(one.images()[0]["reason"], "not available for aarch64", "{one}");
+    assert_eq!(one.stderr_lines(), ["1 image: 1 skipped"], "{one}");
     assert!(s.local_names().iter().all(|n| !n.contains("/only86")), "{:?}", s.local_names());
 }
 
@@ -147,7 +150,7 @@ fn push_manifest_publishes_an_index_over_both_architectures() {
 
     with_arch("aarch64", &["push", "multi"]).success();
     let published = with_arch("x86_64", &["push-manifest", "multi", "--json"]);
-    let indexes = json_array(published.success());
+    let indexes = json_array(published.success(), "indexes");
     assert_eq!(indexes.len(), 1, "{published}");
     let index = indexes[0]["reference"].as_str().unwrap().to_string();
     let tag = index.strip_prefix(&format!("{}/multi:", s.remote_prefix)).unwrap_or_else(|| panic!("{published}"));
@@ -281,7 +284,7 @@ fn shards_cover_every_image_once_and_keep_families_together() {
         for index in 1..=count {
             let shard = format!("{index}/{count}");
             let plan = s.xtask(&["load-all-images", "--dry-run", "--json", "--shard", &shard]);
-            let jobs = json_array(plan.success());
+            let jobs = json_array(plan.success(), "plan");
             assert!(
                 plan.stderr_lines()
                     .iter()
@@ -570,14 +573,19 @@ esac
         .env_remove("DOCKER_CONFIG")
         .env_remove("DOCKER_BUILDKIT"));
     built.success();
-    let outcomes: Value = serde_json::from_str(&built.stdout).unwrap();
+    let outcomes = built.images();
     assert_eq!(outcomes[0]["action"], "built", "{built}");
     assert_eq!(outcomes[0]["builder"], "buildkit", "{built}");
     assert!(built.stderr_lines().contains(&"building with BuildKit (buildx, driver docker-container)"), "{built}");
     let calls = fs::read_to_string(&calls).unwrap();
     let build = calls.lines().find(|l| l.starts_with("build ")).unwrap_or_else(|| panic!("{calls}"));
     let dir = s.images.join("x");
-    assert!(build.starts_with("build --progress=plain --load --platform linux/amd64 --iidfile "), "{build}");
+    assert!(
+        build.starts_with(
+            "build --progress=plain --build-arg BUILDKIT_INLINE_CACHE=1 --load --platform linux/amd64 --iidfile "
+        ),
+        "{build}"
+    );
     assert!(build.ends_with(&format!(" -f {}/Dockerfile {}", dir.display(), dir.display())), "{build}");
     // Named only once built and checked.
     let tags: Vec<&str> = calls.lines().filter(|l| l.starts_with("tag ")).collect();

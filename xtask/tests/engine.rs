@@ -166,7 +166,7 @@ fn failure_without_keep_going_leaves_the_rest_not_started() {
             outcome("c", &c, "not-started", None),
         ]
     );
-    assert!(run.stderr_lines().contains(&"3 images: 1 built, 1 failed, 1 not-started"), "{run}");
+    assert!(run.stderr_lines().contains(&"3 images: 1 built, 1 failed, 1 not started"), "{run}");
     assert_eq!(
         s.local_names(),
         sorted(vec![
@@ -191,12 +191,9 @@ fn stopped_registry_fails_push_and_load_builds_instead() {
     registry.stop();
 
     let push = s.xtask(&["push", "a", "b", "--json"]);
-    push.status(1);
-    assert_eq!(push.stdout, "");
-    let lines = push.stderr_lines();
-    assert_eq!(lines.len(), 1, "{push}");
+    let line = push.json_error();
     assert!(
-        lines[0].starts_with("error: ") && lines[0].contains(&format!("registry {} is not reachable: ", registry.addr)),
+        line.starts_with("error: ") && line.contains(&format!("registry {} is not reachable: ", registry.addr)),
         "{push}"
     );
 
@@ -235,7 +232,9 @@ fn ci_logs_show_each_image_and_the_tail_of_a_failed_build() {
     let ci = run(s.cmd(&["load", "a", "b", "--keep-going"]).env("CI", "true"));
     ci.status(1);
     let lines = ci.stderr_lines();
-    assert!(lines.contains(&format!("present     a {a} (0.0s)").as_str()), "{ci}");
+    // What needed nothing gets no line of its own: the count says it.
+    assert!(!lines.iter().any(|l| l.contains(&format!(" a {a} "))), "{ci}");
+    assert!(lines.contains(&"2 images: 1 present, 1 failed"), "{ci}");
     let failed = lines.iter().position(|l| l.starts_with(&format!("failed      b {b} ("))).expect("a line for b");
     assert_eq!(lines[failed + 1], format!("--- last lines of {}", s.log("b")), "{ci}");
     let log = fs::read_to_string(s.log("b")).unwrap();
@@ -288,12 +287,9 @@ fn unreachable_daemon_is_one_clear_error() {
             "error: podman does not work here: ",
         ),
     };
-    run.status(1);
-    assert_eq!(run.stdout, "");
-    let lines = run.stderr_lines();
-    assert_eq!(lines.len(), 1, "{run}");
-    assert!(lines[0].starts_with(expected), "{run}");
-    assert!(lines[0].len() > expected.len(), "the engine's own words are missing: {run}");
+    let line = run.json_error();
+    assert!(line.starts_with(expected), "{run}");
+    assert!(line.len() > expected.len(), "the engine's own words are missing: {run}");
 }
 
 #[test]
@@ -304,8 +300,7 @@ fn missing_engine_is_one_clear_error() {
     let empty = s.path().join("empty-bin");
     fs::create_dir(&empty).unwrap();
     let run = run(s.cmd(&["load", "x", "--json"]).env("PATH", &empty));
-    run.status(1);
-    assert_eq!(run.stdout, "");
+    run.json_error();
     let expected = match engine() {
         Engine::Docker => {
             "error: docker is not installed: install it (apt-get install docker.io) or choose podman with --engine podman"
@@ -440,8 +435,8 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert_eq!(
         load.success().stdout,
         format!(
-            "a      {a}  build  (not present locally, nor in the registry)\n\
-             grp_b  {b}  build  (not present locally, nor in the registry)\n"
+            "a      {a}  build  (not in the registry)\n\
+             grp_b  {b}  build  (not in the registry)\n"
         )
     );
     let why = "the registry lacks it and it is not present locally";
@@ -454,16 +449,24 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let plan: serde_json::Value = serde_json::from_str(&rebuild.success().stdout).unwrap();
     assert_eq!(
         plan,
-        json!([{
-            "name": "a",
-            "tag": a,
-            "local": s.local("a"),
-            "remote": s.remote("a"),
-            "steps": [{ "step": "build" }],
-            "why": "build requested",
-            "after": [],
-            "requested": true,
-        }])
+        json!({
+            "schema": 1,
+            "command": "rebuild",
+            "arch": support::arch(),
+            "plan": [{
+                "name": "a",
+                "path": "a",
+                "arch": support::arch(),
+                "tag": a,
+                "local": format!("{}:{a}", s.local("a")),
+                "remote": format!("{}:{a}", s.remote("a")),
+                "test": true,
+                "steps": [{ "step": "build" }],
+                "why": "build requested",
+                "after": [],
+                "requested": true,
+            }],
+        })
     );
 
     assert_eq!(s.local_names(), Vec::<String>::new());
@@ -545,14 +548,11 @@ fn directories_select_their_images_and_an_invalid_one_fails_only_what_needs_it()
     );
 
     let plan = s.xtask(&["load", "compat_gitea", "--dry-run", "--json"]);
-    let names: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&plan.success().stdout)
-        .unwrap()
-        .iter()
-        .map(|j| j["name"].as_str().unwrap().to_string())
-        .collect();
+    let names: Vec<String> =
+        plan.success().items("plan").iter().map(|j| j["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names, ["compat_gitea_one", "compat_gitea_two"], "{plan}");
     let plan = s.xtask(&["load", "compat/gitea/", "--dry-run", "--json"]);
-    assert_eq!(serde_json::from_str::<Vec<serde_json::Value>>(&plan.success().stdout).unwrap().len(), 2, "{plan}");
+    assert_eq!(plan.success().items("plan").len(), 2, "{plan}");
 
     let named = s.xtask(&["load", "bad_name"]);
     named.status(1);
@@ -657,17 +657,166 @@ fn the_cache_source_is_for_the_same_architecture() {
     with_arch("x86_64", &["load", "tools"]).success();
     s.write("tools/big", &"y".repeat(1000));
     let plan = with_arch("x86_64", &["load", "tools", "--dry-run", "--json"]);
-    let jobs: serde_json::Value = serde_json::from_str(&plan.success().stdout).unwrap();
+    let jobs = plan.success().items("plan");
     let local_latest = format!("{}:latest", s.local("tools"));
     assert_eq!(jobs[0]["cache"], serde_json::json!({ "kind": "local", "reference": local_latest }), "{plan}");
 
     with_arch("aarch64", &["load", "tools"]).success();
     s.write("tools/big", &"z".repeat(1000));
     let plan = with_arch("x86_64", &["load", "tools", "--dry-run", "--json"]);
-    let jobs: serde_json::Value = serde_json::from_str(&plan.success().stdout).unwrap();
+    let jobs = plan.success().items("plan");
     assert_eq!(
         jobs[0]["cache"],
         serde_json::Value::Null,
         "the aarch64 :latest is the cache of an x86_64 build: {plan}"
     );
+}
+
+/// Checks a `--json` document against the schema the README gives (its
+/// `kind`: list, plan, outcomes, indexes or error): the exact keys of every
+/// object and the type of every value.
+fn check_schema(kind: &str, doc: &serde_json::Value) {
+    use serde_json::Value;
+    let object = |v: &Value, what: &str| -> serde_json::Map<String, Value> {
+        v.as_object().unwrap_or_else(|| panic!("{what} is not an object: {v}")).clone()
+    };
+    // Required keys, and optional ones; nothing else.
+    let keys = |o: &serde_json::Map<String, Value>, required: &[&str], optional: &[&str], what: &str| {
+        for k in required {
+            assert!(o.contains_key(*k), "{what} lacks {k}: {o:?}");
+        }
+        for k in o.keys() {
+            assert!(required.contains(&k.as_str()) || optional.contains(&k.as_str()), "{what} has {k}: {o:?}");
+        }
+    };
+    let string = |v: &Value, what: &str| assert!(v.is_string(), "{what} is not a string: {v}");
+    let image_keys = ["name", "path", "arch", "tag", "local", "remote", "test"];
+    let image = |o: &serde_json::Map<String, Value>| {
+        for k in ["name", "path"] {
+            string(&o[k], k);
+        }
+        assert!(["x86_64", "aarch64"].contains(&o["arch"].as_str().unwrap_or_default()), "arch: {o:?}");
+        for k in ["tag", "local", "remote"] {
+            assert!(o[k].is_string() || o[k].is_null(), "{k}: {o:?}");
+        }
+        if let Some(tag) = o["tag"].as_str() {
+            assert!(tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()), "tag: {o:?}");
+            for k in ["local", "remote"] {
+                assert!(o[k].as_str().unwrap().ends_with(&format!(":{tag}")), "{k}: {o:?}");
+            }
+        }
+        assert!(o["test"].is_boolean(), "test: {o:?}");
+    };
+    let cache = |v: &Value, steps: bool| {
+        let c = object(v, "cache");
+        keys(&c, &["kind", "reference"], if steps { &["steps_reused"] } else { &[] }, "cache");
+        string(&c["reference"], "cache reference");
+    };
+    let top = object(doc, "the document");
+    assert_eq!(top["schema"], serde_json::json!(1), "{doc}");
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        image_keys.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    match kind {
+        "list" => {
+            keys(&top, &["schema", "images"], &[], "a list");
+            for item in top["images"].as_array().unwrap() {
+                let o = object(item, "an image");
+                keys(&o, &with(&["dockerfile", "group"]), &[], "a listed image");
+                image(&o);
+            }
+        }
+        "plan" => {
+            keys(&top, &["schema", "command", "arch", "plan"], &[], "a plan");
+            for item in top["plan"].as_array().unwrap() {
+                let o = object(item, "a plan entry");
+                keys(&o, &with(&["steps", "why", "after", "requested"]), &["cache", "latest_was"], "a plan entry");
+                image(&o);
+                for step in o["steps"].as_array().unwrap() {
+                    string(&step["step"], "step");
+                }
+                assert!(o["after"].as_array().unwrap().iter().all(Value::is_string), "after: {o:?}");
+                assert!(o["requested"].is_boolean());
+                if let Some(c) = o.get("cache") {
+                    cache(c, false);
+                }
+            }
+        }
+        "outcomes" => {
+            keys(&top, &["schema", "command", "arch", "images"], &["builder"], "outcomes");
+            for item in top["images"].as_array().unwrap() {
+                let o = object(item, "an outcome");
+                keys(&o, &with(&["action", "seconds"]), &["reason", "log", "error", "builder", "cache"], "an outcome");
+                image(&o);
+                let actions = [
+                    "present",
+                    "tagged",
+                    "pulled",
+                    "built",
+                    "latest",
+                    "pushed",
+                    "skipped",
+                    "failed",
+                    "blocked",
+                    "interrupted",
+                    "not-started",
+                ];
+                assert!(actions.contains(&o["action"].as_str().unwrap_or_default()), "action: {o:?}");
+                let seconds = o["seconds"].as_f64().unwrap();
+                assert_eq!((seconds * 1000.0).round() / 1000.0, seconds, "seconds to the millisecond: {o:?}");
+                if let Some(c) = o.get("cache") {
+                    cache(c, true);
+                }
+            }
+        }
+        "indexes" => {
+            keys(&top, &["schema", "indexes"], &[], "indexes");
+            for item in top["indexes"].as_array().unwrap() {
+                let o = object(item, "an index");
+                keys(&o, &["name", "reference", "members"], &[], "an index");
+                for m in o["members"].as_array().unwrap() {
+                    keys(&object(m, "a member"), &["arch", "reference"], &[], "a member");
+                }
+            }
+        }
+        "error" => keys(&top, &["schema", "error"], &[], "an error"),
+        other => panic!("no document kind {other}"),
+    }
+}
+
+/// Every command's `--json` follows the one schema.
+#[test]
+fn every_json_document_follows_the_schema() {
+    let s = Sandbox::new("schema");
+    s.scratch_image("grp/a");
+    s.write("b/Dockerfile", &format!("FROM {}:latest\nCOPY id /id\n", s.local("grp/a")));
+    s.write("b/id", &s.id);
+    s.write("armonly/Dockerfile.aarch64", "FROM scratch\n");
+    let doc = |args: &[&str], code: i32| -> serde_json::Value {
+        let run = s.xtask(args);
+        run.status(code);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run}"))
+    };
+    let docs = [
+        ("list", doc(&["list-all-images", "--json"], 0)),
+        ("list", doc(&["list-all-test-images", "--json"], 0)),
+        ("plan", doc(&["load-all-images", "--dry-run", "--json"], 0)),
+        ("plan", doc(&["push", "b", "--dry-run", "--json"], 0)),
+        ("outcomes", doc(&["load-all-images", "--json"], 0)),
+        ("outcomes", doc(&["load", "b", "--json"], 0)),
+        ("outcomes", doc(&["rebuild", "b", "--json"], 0)),
+        ("outcomes", doc(&["push-all-images", "--json", "--push-as-latest"], 0)),
+        ("outcomes", doc(&["test-all-test-images", "--json"], 0)),
+        ("outcomes", doc(&["tag", "b", "--json"], 0)),
+        ("outcomes", doc(&["pull", "b", "--json"], 0)),
+        ("error", doc(&["load", "nope", "--json"], 1)),
+        ("error", doc(&["push-manifest", "b", "--json"], 1)),
+    ];
+    for (kind, d) in &docs {
+        check_schema(kind, d);
+    }
+    // The checker itself refuses what the schema does not allow.
+    let mut bad = docs[4].1.clone();
+    bad["images"][0]["extra"] = serde_json::json!(1);
+    assert!(std::panic::catch_unwind(|| check_schema("outcomes", &bad)).is_err());
 }

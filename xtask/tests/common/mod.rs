@@ -219,19 +219,32 @@ impl Run {
         &self.stdout
     }
 
+    /// The images of a listing's `--json` document (`schema` 1).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(self.ok()).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
+        let document: serde_json::Value =
+            serde_json::from_str(self.ok()).unwrap_or_else(|e| panic!("{e}: {}", self.stdout));
+        assert_eq!(document["schema"], serde_json::json!(1), "{}", self.stdout);
+        let keys: Vec<&String> = document.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["images", "schema"], "{}", self.stdout);
+        assert!(self.stdout.starts_with("{\n  \"schema\": 1,\n"), "the schema comes first: {}", self.stdout);
+        document["images"].clone()
     }
 
     /// A failure reported the way every failure must be: exit 1, no panic,
-    /// nothing on stdout, one `error: ` line on stderr; returns that line.
+    /// one `error: ` line on stderr, and on stdout nothing, or under `--json`
+    /// the same error as a JSON document; returns that line.
     pub fn error_line(&self) -> &str {
         assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
         assert_eq!(self.code, Some(1), "stdout: {}\nstderr: {}", self.stdout, self.stderr);
-        assert_eq!(self.stdout, "");
         let lines: Vec<&str> = self.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{}", self.stderr);
         assert!(lines[0].starts_with("error: "), "{}", self.stderr);
+        if !self.stdout.is_empty() {
+            let document: serde_json::Value =
+                serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout));
+            let expected = serde_json::json!({ "schema": 1, "error": lines[0].strip_prefix("error: ").unwrap() });
+            assert_eq!(document, expected);
+        }
         lines[0]
     }
 }

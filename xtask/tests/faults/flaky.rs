@@ -44,9 +44,9 @@ fn counting<T>(r: &mut Report, proxy: &Proxy, body: impl FnOnce() -> T) -> T {
 
 fn actions(run: &Run) -> Vec<(String, String)> {
     let value: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run}"));
-    value
+    value["images"]
         .as_array()
-        .unwrap()
+        .unwrap_or_else(|| panic!("no images: {run}"))
         .iter()
         .map(|o| (o["name"].as_str().unwrap().to_string(), o["action"].as_str().unwrap().to_string()))
         .collect()

@@ -175,7 +175,7 @@ fn listed(world: &World, name: &str) -> Result<String, String> {
     let run = world.xtask(&["list-all-images", "--json"], LIMIT);
     run.expect(0);
     let value: serde_json::Value = serde_json::from_str(&run.stdout).map_err(|e| format!("{e}: {run}"))?;
-    let rows = value.as_array().unwrap();
+    let rows = value["images"].as_array().ok_or_else(|| format!("no images: {run}"))?;
     if rows.len() != 1 || rows[0]["name"] != name {
         return Err(format!("expected only {name}: {run}"));
     }
@@ -194,7 +194,8 @@ fn listed_and_built(world: &World, name: &str) -> Result<String, String> {
     let run = world.xtask(&["load", name, "--json"], LIMIT);
     run.expect(0);
     let value: serde_json::Value = serde_json::from_str(&run.stdout).map_err(|e| format!("{e}: {run}"))?;
-    if value[0]["action"] != "built" || value[0]["tag"] != tag.as_str() {
+    let first = &value["images"][0];
+    if first["action"] != "built" || first["tag"] != tag.as_str() {
         return Err(format!("expected {name} built as {tag}: {run}"));
     }
     Ok(tag)

@@ -433,30 +433,71 @@ impl Run {
 
     /// [`Run::outcomes`], for a run whose builds were made by `kind`.
     pub fn outcomes_built_by(&self, kind: &str) -> Vec<Value> {
-        let value: Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self}"));
-        let Value::Array(items) = value else { panic!("not an array: {self}") };
-        items
+        self.images()
             .into_iter()
             .map(|mut o| {
                 let seconds = o.as_object_mut().and_then(|m| m.remove("seconds"));
-                assert!(seconds.as_ref().is_some_and(Value::is_f64), "no seconds in {o}: {self}");
+                assert!(seconds.as_ref().is_some_and(Value::is_number), "no seconds in {o}: {self}");
                 // A built image names the builder under test, and only a built one.
                 let built = o["action"] == "built";
                 let named = o.as_object_mut().and_then(|m| m.remove("builder"));
                 let expected = built.then(|| json!(kind));
                 assert_eq!(named, expected, "the builder of {o}: {self}");
-                // Which previous version a build started from is checked by
-                // the tests about it (`Run::caches`).
-                o.as_object_mut().unwrap().remove("cache");
+                // The image object is the same in every document: its names
+                // carry its tag.
+                let tag = o["tag"].clone();
+                for key in ["local", "remote"] {
+                    let name = o[key].as_str().map(String::from);
+                    match (&tag, name) {
+                        (Value::String(tag), Some(name)) => assert!(name.ends_with(&format!(":{tag}")), "{o}: {self}"),
+                        (Value::Null, None) => {}
+                        _ => panic!("{key} does not go with the tag in {o}: {self}"),
+                    }
+                }
+                let m = o.as_object_mut().unwrap();
+                for key in ["path", "arch", "local", "remote", "test", "reason", "cache"] {
+                    assert!(key == "reason" || key == "cache" || m.contains_key(key), "no {key} in {m:?}: {self}");
+                    m.remove(key);
+                }
                 o
             })
             .collect()
     }
 
+    /// The array under `key` in the `--json` document printed (`schema` 1).
+    pub fn items(&self, key: &str) -> Vec<Value> {
+        let value: Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self}"));
+        assert_eq!(value["schema"], json!(1), "{self}");
+        match value.get(key) {
+            Some(Value::Array(items)) => items.clone(),
+            _ => panic!("no {key} array: {self}"),
+        }
+    }
+
+    /// A failure under `--json`: exit 1, one `error: ` line on stderr, and
+    /// the same error as the JSON document on stdout; returns the line.
+    pub fn json_error(&self) -> &str {
+        self.status(1);
+        let lines = self.stderr_lines();
+        assert_eq!(lines.len(), 1, "{self}");
+        let value: Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self}"));
+        assert_eq!(value, json!({ "schema": 1, "error": lines[0].strip_prefix("error: ").unwrap() }), "{self}");
+        lines[0]
+    }
+
+    /// The `images` of a `--json` document of an engine command, whole.
+    pub fn images(&self) -> Vec<Value> {
+        let value: Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self}"));
+        assert_eq!(value["schema"], json!(1), "{self}");
+        match value.get("images") {
+            Some(Value::Array(items)) => items.clone(),
+            _ => panic!("no images array: {self}"),
+        }
+    }
+
     /// The `cache` of each `--json` outcome (null where there is none).
     pub fn caches(&self) -> Vec<Value> {
-        let value: Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self}"));
-        value.as_array().unwrap_or_else(|| panic!("not an array: {self}")).iter().map(|o| o["cache"].clone()).collect()
+        self.images().iter().map(|o| o["cache"].clone()).collect()
     }
 
     pub fn stderr_lines(&self) -> Vec<&str> {
