@@ -82,6 +82,10 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
     let platforms = local_platforms(&engine, &local, &targets)?;
     let mut seen = Observed { local, platforms, ..Observed::default() };
     let registry = registry_client(settings);
+    crate::registry::on_retry(reporting::retrying);
+    if args.quiet {
+        reporting::set_quiet();
+    }
     let mut registry_down = false;
     if mode.needs_remote() {
         match remote_lookups(&registry, &targets, &requested, parallelism(args), false) {
@@ -91,7 +95,28 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
             Err(e) if mode == Mode::Test => {
                 reporting::note(&format!("warning: {e:#}; building every image as if the registry lacked it"))
             }
-            Err(e) => return Err(e),
+            // Every image fails, naming the registry; the summary still says
+            // what each image is.
+            Err(e) => {
+                let error = format!("{e:#}");
+                let mut outcomes: Vec<Outcome> = requested
+                    .iter()
+                    .map(|i| {
+                        let mut o = Outcome::new(targets[i].info(settings.arch), Action::Failed, None);
+                        o.error = Some(error.clone());
+                        o
+                    })
+                    .collect();
+                outcomes.sort_by(|a, b| a.name().cmp(b.name()));
+                if args.json {
+                    let document =
+                        reporting::OutcomeDocument { mode, arch: settings.arch, builder: None, images: &outcomes };
+                    reporting::print_json(&document)?;
+                }
+                let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
+                eprint!("{}", reporting::summary_text(&outcomes, verbosity));
+                return Ok(crate::EXIT_FAILURE);
+            }
         }
     } else if mode == Mode::Load && !args.skip_image_load {
         // Pull only what the registry has; what it lacks goes straight to
@@ -312,7 +337,7 @@ fn remote_lookups(
             Ok(found) => {
                 out.insert(i, found);
             }
-            Err(e) => bail!("cannot check the registry for {}: {e:#}", targets[&i].name),
+            Err(e) => bail!("cannot check the registry: {e:#}"),
         }
     }
     Ok(out)

@@ -178,6 +178,20 @@ pub struct Target {
     pub bases: Vec<usize>,
 }
 
+impl Target {
+    pub fn info(&self, arch: Arch) -> ImageInfo {
+        ImageInfo {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            arch,
+            tag: Some(self.tag.clone()),
+            local: Some(format!("{}:{}", self.local, self.tag)),
+            remote: Some(format!("{}:{}", self.remote, self.tag)),
+            test: self.test,
+        }
+    }
+}
+
 /// What was seen before planning.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {

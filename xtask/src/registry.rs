@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -915,9 +915,17 @@ pub fn retrying<T>(call: impl FnMut() -> Result<T>) -> Result<T> {
     retrying_with(&RETRY_DELAYS, call)
 }
 
+/// Told of each retry (what failed, and when the next try is), to show it.
+static ON_RETRY: OnceLock<fn(&str)> = OnceLock::new();
+
+/// Sets what is told of each retry, once per run.
+pub fn on_retry(tell: fn(&str)) {
+    let _ = ON_RETRY.set(tell);
+}
+
 pub fn retrying_with<T>(delays: &[Duration], mut call: impl FnMut() -> Result<T>) -> Result<T> {
     let mut waited_refused = Duration::ZERO;
-    for &delay in delays {
+    for (attempt, &delay) in delays.iter().enumerate() {
         match call() {
             Err(e) if is_refused(&e) && waited_refused >= REFUSED_BUDGET => return Err(e),
             Err(e) if is_transient(&e) && !crate::engine::interrupted() => {
@@ -925,7 +933,11 @@ pub fn retrying_with<T>(delays: &[Duration], mut call: impl FnMut() -> Result<T>
                     waited_refused += delay;
                 }
                 let asked = e.downcast_ref::<RegistryError>().and_then(|r| r.retry_after).unwrap_or_default();
-                std::thread::sleep(delay.max(asked.min(MAX_RETRY_AFTER)));
+                let wait = delay.max(asked.min(MAX_RETRY_AFTER));
+                if let Some(tell) = ON_RETRY.get() {
+                    tell(&format!("{e}; try {} in {:.1}s", attempt + 2, wait.as_secs_f64()));
+                }
+                std::thread::sleep(wait);
             }
             done => return done,
         }

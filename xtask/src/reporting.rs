@@ -55,6 +55,7 @@ impl Progress {
         );
         bar.enable_steady_tick(Duration::from_millis(250));
         *PROGRESS.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
+        QUIET.store(verbosity == Verbosity::Quiet, std::sync::atomic::Ordering::Relaxed);
         Progress { bar, running: Mutex::new(Vec::new()), interactive, verbosity }
     }
 
@@ -141,6 +142,24 @@ fn log_tail(log: &std::path::Path, n: usize) -> Option<Vec<String>> {
     (!tail.is_empty()).then_some(tail)
 }
 
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--quiet` from the start, before any progress line exists.
+pub fn set_quiet() {
+    QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A registry call about to be tried again: on the progress line when there
+/// is one, else a line of its own (none with `--quiet`).
+pub fn retrying(what: &str) {
+    let bar = PROGRESS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match bar {
+        Some(bar) if !bar.is_hidden() => bar.set_message(format!("retrying: {what}")),
+        _ if QUIET.load(std::sync::atomic::Ordering::Relaxed) => {}
+        _ => eprintln!("retrying: {what}"),
+    }
+}
+
 /// A line an engine call printed, or its command line, under `--verbose`:
 /// prefixed with the image it was for.
 pub fn echo(image: Option<&str>, line: &str) {
@@ -204,16 +223,23 @@ pub fn summary_text(outcomes: &[Outcome], verbosity: Verbosity) -> String {
     }
     out.push_str(&count_line(outcomes));
     out.push('\n');
-    let mut errors: Vec<&Outcome> =
+    let mut failed: Vec<&Outcome> =
         outcomes.iter().filter(|o| o.error.is_some() || o.action == Action::Blocked).collect();
-    errors.sort_by_key(|o| o.ended);
-    for o in errors {
-        match (&o.error, o.action) {
-            (Some(e), _) => out.push_str(&format!("error: {}: {e}\n", o.name())),
-            (None, _) => {
-                out.push_str(&format!("error: {}: not built: {}\n", o.name(), o.reason.as_deref().unwrap_or_default()))
-            }
+    failed.sort_by_key(|o| o.ended);
+    // One line per error; images that failed the same way share it.
+    let mut errors: Vec<(Vec<&str>, String)> = Vec::new();
+    for o in failed {
+        let message = match &o.error {
+            Some(e) => e.clone(),
+            None => format!("not built: {}", o.reason.as_deref().unwrap_or_default()),
+        };
+        match errors.iter_mut().find(|(_, m)| *m == message) {
+            Some((names, _)) => names.push(o.name()),
+            None => errors.push((vec![o.name()], message)),
         }
+    }
+    for (names, message) in errors {
+        out.push_str(&format!("error: {}: {message}\n", names.join(", ")));
     }
     out
 }
@@ -398,7 +424,10 @@ error: app: not built: its base base failed
     fn one_line_per_image_worked_on() {
         let all = run();
         let line = |name: &str| outcome_line(all.iter().find(|o| o.name() == name).unwrap());
-        assert_eq!(line("web"), "built       web 0000000000000web (1.2s; not in the registry; 2 steps from l/web:latest)");
+        assert_eq!(
+            line("web"),
+            "built       web 0000000000000web (1.2s; not in the registry; 2 steps from l/web:latest)"
+        );
         assert_eq!(line("base"), "failed      base 000000000000base (0.5s; log: /logs/base.log)");
         assert_eq!(line("app"), "blocked     app 0000000000000app (its base base failed)");
     }

@@ -190,10 +190,24 @@ fn stopped_registry_fails_push_and_load_builds_instead() {
     assert_eq!(pushed.success().outcomes(), [outcome("a", &a, "pushed", Some(&s.log("a")))]);
     registry.stop();
 
+    // Every image fails, naming the registry, after a short wait shown as
+    // it happens; the summary says so once.
     let push = s.xtask(&["push", "a", "b", "--json"]);
-    let line = push.json_error();
+    push.status(1);
+    let images = push.images();
+    assert_eq!(
+        images.iter().map(|o| o["action"].clone()).collect::<Vec<_>>(),
+        [json!("failed"), json!("failed")],
+        "{push}"
+    );
+    let unreachable = format!("registry {} is not reachable: ", registry.addr);
+    let lines = push.stderr_lines();
+    assert!(lines.iter().any(|l| l.starts_with("retrying: ") && l.contains(&unreachable)), "{push}");
+    assert!(lines.contains(&"2 images: 2 failed"), "{push}");
+    let errors: Vec<&&str> = lines.iter().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{push}");
     assert!(
-        line.starts_with("error: ") && line.contains(&format!("registry {} is not reachable: ", registry.addr)),
+        errors[0].starts_with("error: a, b: cannot check the registry: ") && errors[0].contains(&unreachable),
         "{push}"
     );
 
@@ -214,7 +228,7 @@ fn stopped_registry_fails_push_and_load_builds_instead() {
     let warnings: Vec<&str> = test.stderr_lines().into_iter().filter(|l| l.starts_with("warning: ")).collect();
     assert_eq!(warnings.len(), 1, "{test}");
     assert!(
-        warnings[0].starts_with("warning: cannot check the registry for ")
+        warnings[0].starts_with("warning: cannot check the registry: ")
             && warnings[0].contains(&format!("registry {} is not reachable: ", registry.addr))
             && warnings[0].ends_with("; building every image as if the registry lacked it"),
         "{test}"
