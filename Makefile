@@ -130,7 +130,7 @@ _xtask_lists := list-all-images list-all-test-images
 _xtask_alls := load-all-images load-all-test-images build-all-images push-all-images push-all-test-images \
 	test-all-test-images
 _xtask_verbs := local-image push-manifest load pull rebuild build tag test push
-_xtask_engine := $(_xtask_alls) push-manifest load pull rebuild build tag test push
+_xtask_engine := $(_xtask_alls) load pull rebuild build tag test push
 
 # The command line for a target: the command, the image (if any), the flags
 # make's own flags mean for it, then XTASK_FLAGS as given.
