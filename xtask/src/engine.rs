@@ -44,7 +44,7 @@ const CACHE_RACES: &[&str] =
 /// How often the local images are listed when an image vanishes meanwhile.
 const LIST_ATTEMPTS: usize = 5;
 /// What podman's listing says when an image vanished under it.
-const LIST_RACES: &[&str] = &["image not known", "locating item named"];
+const LIST_RACES: &[&str] = &["image not known", "locating item named", "layer not known"];
 
 /// On Ctrl-C or SIGTERM: stop every running engine process (each runs in a
 /// process group of its own, so the signal reaches what it started too) and

@@ -546,7 +546,7 @@ pub fn local_listing(format: &str) -> Result<String, String> {
         if out.status.success() {
             return Ok(String::from_utf8(out.stdout).unwrap());
         }
-        if !["image not known", "locating item named"].iter().any(|r| stderr.contains(r)) {
+        if !["image not known", "locating item named", "layer not known"].iter().any(|r| stderr.contains(r)) {
             return Err(format!("{} {args:?}: {stderr}", engine().program()));
         }
     }
