@@ -140,6 +140,7 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
                 Err(e) => {
                     reporting::note(&format!("warning: {e:#}; building what is not present"));
                     registry_down = true;
+                    seen.registry_down = true;
                 }
             }
         }

@@ -205,6 +205,8 @@ pub struct Observed {
     /// Whether the registry has each image's `<remote>:latest` (looked up for
     /// images that may build and have no local `:latest` for the architecture).
     pub remote_latest: HashMap<usize, bool>,
+    /// The registry could not be asked: what is not present is built.
+    pub registry_down: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -355,6 +357,7 @@ fn load_steps(t: &Target, seen: &Observed, skip_load: bool, arch: Arch) -> (Vec<
     match seen.remote.get(&t.image) {
         Some(false) => (vec![Step::Build], "not in the registry".to_string()),
         Some(true) => (vec![Step::Pull { or_build: true }], "in the registry".to_string()),
+        None if seen.registry_down => (vec![Step::Build], format!("{absent}; the registry cannot be asked")),
         None => (vec![Step::Pull { or_build: true }], absent),
     }
 }
