@@ -214,6 +214,7 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
         fresh_builds,
         no_cache: args.no_cache,
         cache_to: mode == Mode::Push && settings.cache_from,
+        direct_push: mode == Mode::Push && may_build && engine.pushes_from_builder(),
     };
     if may_build {
         cross::register(settings.arch)?;

@@ -430,6 +430,48 @@ impl Engine {
         self.build_once(spec, cache, log)
     }
 
+    /// With a buildx builder that has no local image store: builds and
+    /// pushes the image to `repository` by digest alone (no tag, no round
+    /// trip through the daemon), and returns its manifest digest. The caller
+    /// checks it in the registry before giving it a tag.
+    pub fn build_push(&self, spec: &BuildSpec<'_>, cache: &BuildCache, repository: &str, log: &Path) -> Result<String> {
+        let sh = Shell::new()?;
+        let (program, platform) = (self.program, spec.arch.platform());
+        let (file, dir, args) = (spec.dir.join(spec.dockerfile), spec.dir, spec.args);
+        let metadata = log.with_extension(format!("{}.metadata.json", std::process::id()));
+        let _ = std::fs::remove_file(&metadata);
+        let no_cache = cache.none.then_some("--no-cache");
+        let cache_from = cache.from.as_deref().map(|from| ["--cache-from", from]);
+        let cache_from = cache_from.iter().flatten();
+        let output = format!("type=image,name={repository},push-by-digest=true,name-canonical=true,push=true");
+        let out = self.run(
+            cmd!(
+                sh,
+                "{program} buildx build --progress=plain --build-arg BUILDKIT_INLINE_CACHE=1 {no_cache...} {cache_from...} --platform {platform} --metadata-file {metadata} --output {output} -f {file} {args...} {dir}"
+            ),
+            Some(log),
+        );
+        let written = std::fs::read_to_string(&metadata);
+        let _ = std::fs::remove_file(&metadata);
+        let out = out?;
+        if !out.ok {
+            bail!("build failed: {}; log: {}", last_error_line(&out.stderr), log.display());
+        }
+        let written = written.with_context(|| format!("the build wrote no metadata to {}", metadata.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&written)
+            .with_context(|| format!("the build's metadata is not JSON: {}", metadata.display()))?;
+        match value["containerimage.digest"].as_str() {
+            Some(digest) if digest.starts_with("sha256:") => Ok(digest.to_string()),
+            _ => bail!("the build's metadata names no pushed image digest; log: {}", log.display()),
+        }
+    }
+
+    /// Whether builds go straight to the registry when pushing: buildx with
+    /// a builder that has no local image store.
+    pub fn pushes_from_builder(&self) -> bool {
+        matches!(self.builder(), Builder::Buildx { driver } if driver != "docker")
+    }
+
     fn build_once(&self, spec: &BuildSpec<'_>, cache: &BuildCache, log: &Path) -> Result<Built> {
         let sh = Shell::new()?;
         let (program, platform) = (self.program, spec.arch.platform());

@@ -140,6 +140,9 @@ pub struct Context<'a> {
     /// podman pushes the layers it builds to the image's cache repository
     /// (when the run pushes), for the next version's build.
     pub cache_to: bool,
+    /// A build that is to be pushed goes straight from the builder to the
+    /// registry (buildx without a local image store).
+    pub direct_push: bool,
 }
 
 enum State {
@@ -306,13 +309,13 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
         }
         Ok(())
     };
-    let mut build = |action: &mut Action| -> Result<()> {
+    // Returns the cache source the build had.
+    let build = |action: &mut Action| -> Result<Option<CacheUse>> {
         let (id, used) = build_checked(ctx, job, log)?;
-        *cache = used;
         engine.tag(&id, &remote)?;
         name_locally(&remote)?;
         *action = (*action).max(Action::Built);
-        Ok(())
+        Ok(used)
     };
     // A pulled image is for ARCH, or loses the name the pull gave it.
     let pull_checked = |quick: bool| -> Result<()> {
@@ -328,6 +331,8 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
         }
         Ok(())
     };
+    // Built and pushed in one go, never through the local store.
+    let direct = ctx.direct_push && job.steps.contains(&Step::Build) && job.steps.contains(&Step::Push { from: None });
     for step in &job.steps {
         match step {
             Step::TagLocal { from } => {
@@ -336,7 +341,7 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
             }
             Step::Pull { or_build: true } if ctx.registry_down.load(AtomicOrdering::SeqCst) => {
                 crate::reporting::note(&format!("{}: registry unreachable; building", job.name));
-                build(action)?;
+                *cache = build(action)?;
             }
             Step::Pull { or_build } => match pull_checked(*or_build) {
                 Ok(()) => {
@@ -349,13 +354,20 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
                         ctx.registry_down.store(true, AtomicOrdering::SeqCst);
                     }
                     crate::reporting::note(&format!("{}: pull failed ({e:#}); building", job.name));
-                    build(action)?;
+                    *cache = build(action)?;
                 }
                 Err(e) => return Err(e),
             },
-            Step::Build => {
-                build(action)?;
+            Step::Build if direct => {
+                let (digest, used) = build_pushed(ctx, job, log)?;
+                *cache = used;
+                ctx.registry.retag(&format!("{}@{digest}", job.remote), &remote)?;
+                *action = (*action).max(Action::Pushed);
             }
+            Step::Build => {
+                *cache = build(action)?;
+            }
+            Step::Push { from: None } if direct => {}
             Step::Push { from } => {
                 if let Some(from) = from {
                     engine.tag(from, &remote)?;
@@ -411,6 +423,29 @@ fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(String, Option
         };
         bail!("built a {platform} image, not {expected}: {cause}; nothing was tagged; log: {}", log.display());
     }
+}
+
+/// Builds the job's image straight into the registry and returns its
+/// digest once the registry's copy is known to be for ARCH (it has no tag
+/// until then).
+fn build_pushed(ctx: &Context, job: &Job, log: &Path) -> Result<(String, Option<CacheUse>)> {
+    let (path, dockerfile) = &ctx.paths[job.image];
+    let dir = ctx.images_root.join(path);
+    let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args };
+    let (build_cache, used) = build_cache(ctx, job, log);
+    let digest = ctx.engine.build_push(&spec, &build_cache, &job.remote, log)?;
+    let pushed = format!("{}@{digest}", job.remote);
+    let platform =
+        ctx.registry.platform(&pushed)?.ok_or_else(|| anyhow::anyhow!("the registry lacks {pushed}, just pushed"))?;
+    if !platform.is(ctx.arch) {
+        bail!(
+            "built a {platform} image, not {}: its base image is for another architecture; it was pushed as {pushed} \
+             but given no tag; log: {}",
+            ctx.arch.platform(),
+            log.display()
+        );
+    }
+    Ok((digest, used))
 }
 
 /// What the build may take from a cache: the plan's source as each builder

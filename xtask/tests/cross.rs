@@ -599,3 +599,95 @@ esac
         ]
     );
 }
+
+/// `push` with a buildx builder that has no local image store builds
+/// straight into the registry, by digest, checks the registry's copy, then
+/// tags it there: nothing goes through the local store. No such builder runs
+/// here, so a stand-in `docker` plays one: it builds with the real docker,
+/// pushes under a name of its own to get a digest, and reports that digest
+/// as buildx's metadata file would.
+#[test]
+fn a_buildx_builder_without_the_image_store_pushes_straight_to_the_registry() {
+    let s = Sandbox::new("buildx-push");
+    s.scratch_image("x");
+    let bin = s.path().join("fake-bin");
+    fs::create_dir_all(&bin).unwrap();
+    let calls = s.path().join("calls");
+    let real = String::from_utf8(Command::new("which").arg("docker").output().unwrap().stdout).unwrap();
+    let script = format!(
+        r#"#!/bin/sh
+printf '%s\n' "$*" >> '{calls}'
+real='{real}'
+case "$1" in
+version) echo "28.2.2 28.2.2" ;;
+images) ;;
+buildx)
+    [ "$2" = inspect ] && {{ printf 'Name:   remote\nDriver: docker-container\n'; exit 0; }}
+    shift 2
+    while [ $# -gt 1 ]; do
+        case "$1" in
+        --metadata-file) meta=$2; shift ;;
+        --output) name=$(printf '%s' "$2" | sed 's/.*name=\([^,]*\).*/\1/'); shift ;;
+        -f) file=$2; shift ;;
+        esac
+        shift
+    done
+    id=$(DOCKER_BUILDKIT=0 "$real" build -q -f "$file" "$1") || exit 1
+    "$real" tag "$id" "$name:stand-in" && "$real" push -q "$name:stand-in" >/dev/null || exit 1
+    digest=$("$real" image inspect --format '{{{{index .RepoDigests 0}}}}' "$name:stand-in" | sed 's/.*@//')
+    "$real" rmi "$name:stand-in" >/dev/null
+    printf '{{"containerimage.digest": "%s"}}' "$digest" > "$meta" ;;
+*) echo "unexpected: $*" >&2; exit 1 ;;
+esac
+"#,
+        calls = calls.display(),
+        real = real.trim()
+    );
+    fs::write(bin.join("docker"), script).unwrap();
+    fs::set_permissions(bin.join("docker"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let tag = s.tag("x");
+    let pushed = run(s
+        .cmd(&["push", "x", "--json"])
+        .env("PATH", path)
+        .env("IMAGES_ENGINE", "docker")
+        .env("ARCH", "x86_64")
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("DOCKER_BUILDKIT"));
+    pushed.success();
+    let images = pushed.images();
+    assert_eq!(
+        (images[0]["action"].as_str(), images[0]["tag"].as_str()),
+        (Some("pushed"), Some(tag.as_str())),
+        "{pushed}"
+    );
+    let calls = fs::read_to_string(&calls).unwrap();
+    let remote = s.remote("x");
+    let build = calls.lines().find(|l| l.starts_with("buildx build ")).unwrap_or_else(|| panic!("{calls}"));
+    let dir = s.images.join("x");
+    assert!(
+        build.starts_with(
+            "buildx build --progress=plain --build-arg BUILDKIT_INLINE_CACHE=1 --platform linux/amd64 --metadata-file "
+        ),
+        "{build}"
+    );
+    assert!(
+        build.ends_with(&format!(
+            " --output type=image,name={remote},push-by-digest=true,name-canonical=true,push=true -f {}/Dockerfile {}",
+            dir.display(),
+            dir.display()
+        )),
+        "{build}"
+    );
+    // Nothing through the local store: no tag, push or pull of the engine.
+    assert!(
+        calls.lines().all(|l| !l.starts_with("tag ") && !l.starts_with("push ") && !l.starts_with("pull ")),
+        "{calls}"
+    );
+    // The registry has the tag, on the very manifest the builder pushed.
+    let by_tag = manifest_digests(&format!("{remote}:{tag}"));
+    let by_stand_in = manifest_digests(&format!("{remote}:stand-in"));
+    assert_eq!(by_tag, by_stand_in);
+    assert_eq!(registry_platform(&format!("{remote}:{tag}")), "linux/amd64");
+    assert_eq!(s.local_names(), Vec::<String>::new());
+}
