@@ -163,6 +163,28 @@ pub enum Command {
     RegisterCross,
     /// Publish <REMOTE_IMAGE_PREFIX>/<path>:<tag> as a multi-arch index over the per-arch images in the registry
     PushManifest(Selected),
+    /// Check Dockerfiles and build contexts for reproducibility and correctness hazards, before anything is built
+    #[command(
+        long_about = "Check every image's Dockerfiles (for each architecture) and build context for \
+            reproducibility and correctness hazards, before anything is built. Prints one line per finding, \
+            `path:line: level: message [rule]`, on stdout, and exits 1 when there is an error (or a warning, \
+            with --deny-warnings).",
+        after_long_help = crate::check::RULES_HELP
+    )]
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// Image names or groups to check [default: every image]
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Print the findings as a JSON array of objects (path, line, level, rule, message)
+    #[arg(long)]
+    pub json: bool,
+    /// Fail on warnings too, as CI should
+    #[arg(long)]
+    pub deny_warnings: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -1,10 +1,12 @@
 //! `cargo xtask`: keeps a project's test container images.
 
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod cross;
 pub mod discovery;
+pub mod dockerfile;
 pub mod dockerignore;
 pub mod engine;
 pub mod execute;
@@ -87,6 +89,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::RegisterCross => return commands::register_cross(&settings).map(|()| 0),
         Command::PushManifest(s) => return commands::push_manifest(&settings, &s.images, &s.run),
+        Command::Check(a) => return check::run(&settings, &a.images, a.json, a.deny_warnings),
         Command::Load(s) => (Mode::Load, Names(s.images), s.run),
         Command::Pull(s) => (Mode::Pull, Names(s.images), s.run),
         Command::Rebuild(s) => (Mode::Rebuild, Names(s.images), s.run),
