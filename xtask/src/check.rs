@@ -476,9 +476,7 @@ impl Tree<'_> {
             stages: Vec::new(),
             found: Vec::new(),
         };
-        for problem in &file.problems {
-            walk.add(problem.line, SYNTAX, problem.message.clone());
-        }
+
         // BuildKit's automatic platform arguments, where they have one value.
         if let [arch] = arches {
             let platform = arch.platform();
@@ -487,7 +485,8 @@ impl Tree<'_> {
             walk.global.insert("TARGETARCH".into(), arch.oci().into());
             walk.global.insert("TARGETVARIANT".into(), String::new());
         }
-        let mut all = Vec::new();
+        let mut all: Vec<Diagnostic> =
+            file.problems.iter().map(|p| Diagnostic::new(rel, Some(p.line), SYNTAX, p.message.clone())).collect();
         let mut seen_from = false;
         for ins in &file.instructions {
             walk.found.clear();
@@ -506,7 +505,7 @@ impl Tree<'_> {
             match keyword {
                 "ARG" => self.arg(ins, seen_from, &mut walk),
                 "ENV" => {
-                    for (name, value) in dockerfile::assignments("ENV", ins.args()) {
+                    for (name, value) in dockerfile::assignments("ENV", ins.args(), walk.escape) {
                         match value.and_then(|v| dockerfile::substitute(&v, &walk.vars, walk.escape)) {
                             Some(v) => walk.vars.insert(name, v),
                             None => walk.vars.remove(&name),
@@ -531,7 +530,7 @@ impl Tree<'_> {
     }
 
     fn arg(&self, ins: &Instruction, seen_from: bool, walk: &mut Walk) {
-        for (name, default) in dockerfile::assignments("ARG", ins.args()) {
+        for (name, default) in dockerfile::assignments("ARG", ins.args(), walk.escape) {
             let scope = if seen_from { &walk.vars } else { &walk.global };
             let value = self
                 .build_args
@@ -548,7 +547,7 @@ impl Tree<'_> {
     }
 
     fn from(&self, ins: &Instruction, walk: &mut Walk) {
-        let words = dockerfile::words(ins.args());
+        let words = dockerfile::words(ins.args(), walk.escape);
         let Some(reference) = words.first() else {
             walk.add(ins.line, SYNTAX, "FROM names no image".into());
             return;
@@ -683,7 +682,9 @@ impl Tree<'_> {
         }
         let words: Vec<(String, usize)> = match ins.exec_form() {
             Some(words) => words.into_iter().map(|w| (w, ins.line)).collect(),
-            None => dockerfile::words(ins.args()).into_iter().map(|w| (w.text, ins.line_at(w.at))).collect(),
+            None => {
+                dockerfile::words(ins.args(), walk.escape).into_iter().map(|w| (w.text, ins.line_at(w.at))).collect()
+            }
         };
         let Some((_, sources)) = words.split_last().filter(|(_, s)| !s.is_empty()) else {
             walk.add(ins.line, SYNTAX, format!("{keyword} needs a source and a destination"));

@@ -154,7 +154,7 @@ pub fn parse(text: &str) -> Dockerfile {
             allowed: std::mem::take(&mut allowed),
         };
         if matches!(instruction.keyword.as_str(), "RUN" | "COPY" | "ADD") && instruction.exec_form().is_none() {
-            for (name, strip_tabs) in heredoc_markers(instruction.args()) {
+            for (name, strip_tabs) in heredoc_markers(instruction.args(), file.escape) {
                 let start = i;
                 let end = (i..lines.len()).find(|&j| {
                     let l = if strip_tabs { lines[j].trim_start_matches('\t') } else { lines[j] };
@@ -239,9 +239,9 @@ fn flags(rest: &str) -> (Vec<Flag>, usize) {
 /// The heredocs an instruction's arguments open, in order: each delimiter
 /// (quotes removed) and whether `<<-` strips leading tabs. A marker is a
 /// word of its own: `<<EOF`, `<<-EOF`, `<<"EOF"`, `2<<EOF`.
-fn heredoc_markers(args: &str) -> Vec<(String, bool)> {
+fn heredoc_markers(args: &str, escape: char) -> Vec<(String, bool)> {
     let mut out = Vec::new();
-    for word in words(args) {
+    for word in words(args, escape) {
         let rest = word.raw.trim_start_matches(|c: char| c.is_ascii_digit());
         let Some(rest) = rest.strip_prefix("<<") else { continue };
         let (strip_tabs, rest) = match rest.strip_prefix('-') {
@@ -266,8 +266,9 @@ pub struct Word {
 }
 
 /// Splits arguments into words at blanks outside quotes, as BuildKit does
-/// for FROM, COPY, ADD, ARG and ENV.
-pub fn words(args: &str) -> Vec<Word> {
+/// for FROM, COPY, ADD, ARG and ENV. The escape character quotes the next
+/// one, except before `$`, where it stays for [`substitute`] to read.
+pub fn words(args: &str, escape: char) -> Vec<Word> {
     let mut out = Vec::new();
     let mut chars = args.char_indices().peekable();
     while let Some(&(start, c)) = chars.peek() {
@@ -286,10 +287,12 @@ pub fn words(args: &str) -> Vec<Word> {
                 }
                 None if c == '"' || c == '\'' => quote = Some(c),
                 Some(q) if c == q => quote = None,
-                _ if c == '\\' && quote != Some('\'') => {
+                _ if c == escape && quote != Some('\'') => {
                     chars.next();
-                    if let Some(&(_, next)) = chars.peek() {
-                        text.push(next);
+                    match chars.peek() {
+                        Some(&(_, '$')) => text.extend([escape, '$']),
+                        Some(&(_, next)) => text.push(next),
+                        None => {}
                     }
                 }
                 _ => text.push(c),
@@ -303,11 +306,11 @@ pub fn words(args: &str) -> Vec<Word> {
 
 /// `ARG` and `ENV` arguments as (name, value) pairs: `A=1 B="two words"`,
 /// `ARG NAME` (no value), or ENV's old `NAME value with blanks`.
-pub fn assignments(keyword: &str, args: &str) -> Vec<(String, Option<String>)> {
-    let words = words(args);
+pub fn assignments(keyword: &str, args: &str, escape: char) -> Vec<(String, Option<String>)> {
+    let words = words(args, escape);
     if keyword == "ENV" && words.first().is_some_and(|w| !w.text.contains('=')) && words.len() > 1 {
         let value = args[words[1].at..].trim_end();
-        let value = words_text(value);
+        let value = self::words(value, escape).into_iter().map(|w| w.text).collect::<Vec<_>>().join(" ");
         return vec![(words[0].text.clone(), Some(value))];
     }
     words
@@ -317,10 +320,6 @@ pub fn assignments(keyword: &str, args: &str) -> Vec<(String, Option<String>)> {
             None => (w.text, None),
         })
         .collect()
-}
-
-fn words_text(text: &str) -> String {
-    words(text).into_iter().map(|w| w.text).collect::<Vec<_>>().join(" ")
 }
 
 /// Replaces `$NAME`, `${NAME}`, `${NAME:-default}` and `${NAME:+alternative}`
@@ -423,7 +422,7 @@ pub fn from_references(file: &Dockerfile, build_args: &HashMap<String, String>) 
     for ins in &file.instructions {
         match ins.keyword.as_str() {
             "ARG" if !seen_from => {
-                for (name, default) in assignments("ARG", ins.args()) {
+                for (name, default) in assignments("ARG", ins.args(), file.escape) {
                     let value = build_args
                         .get(&name)
                         .cloned()
@@ -436,7 +435,7 @@ pub fn from_references(file: &Dockerfile, build_args: &HashMap<String, String>) 
             }
             "FROM" => {
                 seen_from = true;
-                let reference = words(ins.args()).into_iter().next();
+                let reference = words(ins.args(), file.escape).into_iter().next();
                 out.extend(reference.and_then(|r| substitute(&r.text, &global, file.escape)));
             }
             _ => {}
@@ -588,13 +587,15 @@ mod tests {
 
     #[test]
     fn words_and_assignments() {
-        let texts: Vec<String> = words(r#"a "b c" 'd e' f\ g"#).into_iter().map(|w| w.text).collect();
-        assert_eq!(texts, [s("a"), s("b c"), s("d e"), s("f g")]);
+        let texts =
+            |args: &str, escape: char| -> Vec<String> { words(args, escape).into_iter().map(|w| w.text).collect() };
+        assert_eq!(texts(r#"a "b c" 'd e' f\ g \$x"#, '\\'), [s("a"), s("b c"), s("d e"), s("f g"), s("\\$x")]);
+        assert_eq!(texts(r"C:\x\ `$y a` b", '`'), [s(r"C:\x\"), s("`$y"), s("a b")]);
         assert_eq!(
-            assignments("ARG", r#"A=1 B="two words" C"#),
+            assignments("ARG", r#"A=1 B="two words" C"#, '\\'),
             vec![(s("A"), Some(s("1"))), (s("B"), Some(s("two words"))), (s("C"), None)]
         );
-        assert_eq!(assignments("ENV", "PATH /a:/b  c"), vec![(s("PATH"), Some(s("/a:/b c")))]);
+        assert_eq!(assignments("ENV", "PATH /a:/b  c", '\\'), vec![(s("PATH"), Some(s("/a:/b c")))]);
     }
 
     #[test]
