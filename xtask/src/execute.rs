@@ -62,6 +62,17 @@ pub struct Outcome {
     /// The previous version the build took unchanged steps from, when it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheUse>,
+    /// The size of what was pulled, built and pushed, for the summary.
+    #[serde(skip)]
+    pub bytes: Bytes,
+}
+
+/// Bytes of the images pulled, built and pushed, as the engine sizes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bytes {
+    pub pulled: u64,
+    pub built: u64,
+    pub pushed: u64,
 }
 
 /// The cache source a build was given, and what it made of it.
@@ -97,6 +108,8 @@ pub struct Context<'a> {
     /// podman pushes the layers it builds to the image's cache repository
     /// (when the run pushes), for the next version's build.
     pub cache_to: bool,
+    /// The labels of what is built.
+    pub provenance: &'a crate::provenance::Provenance,
 }
 
 enum State {
@@ -187,6 +200,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
                 log: None,
                 builder: None,
                 cache: None,
+                bytes: Bytes::default(),
             })
         })
         .collect()
@@ -194,7 +208,8 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
 
 fn failed(job: &Job, error: String, log: Option<PathBuf>, seconds: f64) -> Outcome {
     let (name, tag) = (job.name.clone(), job.tag.clone());
-    Outcome { name, tag, action: Action::Failed, seconds, error: Some(error), log, builder: None, cache: None }
+    let bytes = Bytes::default();
+    Outcome { name, tag, action: Action::Failed, seconds, error: Some(error), log, builder: None, cache: None, bytes }
 }
 
 fn run_job(ctx: &Context, job: &Job) -> Outcome {
@@ -203,21 +218,30 @@ fn run_job(ctx: &Context, job: &Job) -> Outcome {
     let _ = std::fs::remove_file(&log);
     let mut action = ctx.idle;
     let mut cache = None;
+    let mut bytes = Bytes::default();
     engine::working_on(Some(&job.name));
-    let result = run_steps(ctx, job, &log, &mut action, &mut cache);
+    let result = run_steps(ctx, job, &log, &mut action, &mut cache, &mut bytes);
     engine::working_on(None);
     let seconds = start.elapsed().as_secs_f64();
     let log = log.exists().then_some(log);
     match result {
         Ok(()) => {
             let builder = (action == Action::Built).then(|| ctx.engine.builder().kind());
-            Outcome { name: job.name.clone(), tag: job.tag.clone(), action, seconds, error: None, log, builder, cache }
+            let (name, tag) = (job.name.clone(), job.tag.clone());
+            Outcome { name, tag, action, seconds, error: None, log, builder, cache, bytes }
         }
         Err(e) => failed(job, format!("{e:#}"), log, seconds),
     }
 }
 
-fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &mut Option<CacheUse>) -> Result<()> {
+fn run_steps(
+    ctx: &Context,
+    job: &Job,
+    log: &Path,
+    action: &mut Action,
+    cache: &mut Option<CacheUse>,
+    bytes: &mut Bytes,
+) -> Result<()> {
     let engine = ctx.engine;
     let (local, latest, remote) = (job.local_ref(), job.local_latest(), job.remote_ref());
     let name_locally = |from: &str| -> Result<()> {
@@ -235,8 +259,13 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
         }
         Ok(())
     };
-    let mut build = |action: &mut Action| -> Result<()> {
-        let (id, used) = build_checked(ctx, job, log)?;
+    // The size of the image this job has under its remote name, once known.
+    let mut size: Option<u64> = None;
+    let mut build = |action: &mut Action, size: &mut Option<u64>, bytes: &mut Bytes| -> Result<()> {
+        let (built, used) = build_checked(ctx, job, log)?;
+        let id = built.id;
+        *size = Some(built.size);
+        bytes.built += built.size;
         *cache = used;
         engine.tag(&id, &remote)?;
         name_locally(&remote)?;
@@ -244,9 +273,10 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
         Ok(())
     };
     // A pulled image is for ARCH, or loses the name the pull gave it.
-    let pull_checked = |quick: bool| -> Result<()> {
+    let pull_checked = |quick: bool| -> Result<u64> {
         engine.pull(&remote, ctx.arch, quick, log)?;
-        let platform = engine.platform(&remote)?;
+        let pulled = engine.image(&remote)?;
+        let platform = pulled.platform;
         if !platform.is(ctx.arch) {
             engine.untag(&remote)?;
             bail!(
@@ -255,7 +285,7 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
                 ctx.arch.platform()
             );
         }
-        Ok(())
+        Ok(pulled.size)
     };
     for step in &job.steps {
         match step {
@@ -265,10 +295,12 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
             }
             Step::Pull { or_build: true } if ctx.registry_down.load(AtomicOrdering::SeqCst) => {
                 crate::reporting::note(&format!("{}: registry unreachable; building", job.name));
-                build(action)?;
+                build(action, &mut size, bytes)?;
             }
             Step::Pull { or_build } => match pull_checked(*or_build) {
-                Ok(()) => {
+                Ok(pulled) => {
+                    size = Some(pulled);
+                    bytes.pulled += pulled;
                     name_locally(&remote)?;
                     *action = (*action).max(Action::Pulled);
                 }
@@ -278,18 +310,22 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
                         ctx.registry_down.store(true, AtomicOrdering::SeqCst);
                     }
                     crate::reporting::note(&format!("{}: pull failed ({e:#}); building", job.name));
-                    build(action)?;
+                    build(action, &mut size, bytes)?;
                 }
                 Err(e) => return Err(e),
             },
             Step::Build => {
-                build(action)?;
+                build(action, &mut size, bytes)?;
             }
             Step::Push { from } => {
                 if let Some(from) = from {
                     engine.tag(from, &remote)?;
                 }
                 engine.push(&remote, log)?;
+                bytes.pushed += match size {
+                    Some(size) => size,
+                    None => engine.image(&remote).map_or(0, |image| image.size),
+                };
                 *action = (*action).max(Action::Pushed);
             }
             Step::PushLatest => {
@@ -305,23 +341,25 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
     Ok(())
 }
 
-/// Builds the job's image and returns its ID once it is known to be for
-/// ARCH, with the cache source it was given. A builder that shares its layer
+/// Builds the job's image and returns it once it is known to be for ARCH,
+/// with the cache source it was given. A builder that shares its layer
 /// cache across platforms may hand back layers built for another: then it
 /// builds again without the cache.
-fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(String, Option<CacheUse>)> {
+fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageDetails, Option<CacheUse>)> {
     let (path, dockerfile) = &ctx.paths[job.image];
     let dir = ctx.images_root.join(path);
-    let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args };
+    let labels = ctx.provenance.labels(path, &job.tag);
+    let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args, labels: &labels };
     let engine = ctx.engine;
     let expected = ctx.arch.platform();
     let (mut cache, mut used) = build_cache(ctx, job, log);
     loop {
         let built = engine.build(&spec, &cache, log)?;
-        let platform = engine.platform(&built.id)?;
+        let image = engine.image(&built.id)?;
+        let platform = image.platform.clone();
         if platform.is(ctx.arch) {
             let used = used.map(|u| CacheUse { steps_reused: built.steps_reused, ..u });
-            return Ok((built.id, used));
+            return Ok((image, used));
         }
         if !cache.none && engine.builder().shares_cache_across_platforms() {
             crate::reporting::note(&format!(

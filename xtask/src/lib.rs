@@ -13,9 +13,11 @@ pub mod execute;
 pub mod init;
 pub mod listing;
 pub mod planning;
+pub mod provenance;
 pub mod registry;
 pub mod reporting;
 pub mod shard;
+pub mod status;
 pub mod tagging;
 
 use std::path::{Path, PathBuf};
@@ -90,6 +92,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::RegisterCross => return commands::register_cross(&settings).map(|()| 0),
         Command::PushManifest(s) => return commands::push_manifest(&settings, &s.images, &s.run),
         Command::Check(a) => return check::run(&settings, &a.images, a.json, a.deny_warnings),
+        Command::Status(a) => return status::run(&settings, &a.images, a.local, a.json, a.markdown.as_deref()),
         Command::Load(s) => (Mode::Load, Names(s.images), s.run),
         Command::Pull(s) => (Mode::Pull, Names(s.images), s.run),
         Command::Rebuild(s) => (Mode::Rebuild, Names(s.images), s.run),

@@ -159,10 +159,36 @@ pub fn summary_text(outcomes: &[Outcome]) -> String {
         }
     }
     out.push_str(&format!("{} images: {}\n", outcomes.len(), totals.join(", ")));
+    if outcomes.iter().any(|o| matches!(o.action, Action::Pulled | Action::Built | Action::Pushed)) {
+        let sum = |f: fn(&Outcome) -> u64| human_bytes(outcomes.iter().map(f).sum());
+        out.push_str(&format!(
+            "bytes: {} pulled, {} built, {} pushed\n",
+            sum(|o| o.bytes.pulled),
+            sum(|o| o.bytes.built),
+            sum(|o| o.bytes.pushed)
+        ));
+    }
     for o in outcomes.iter().filter(|o| o.error.is_some()) {
         out.push_str(&format!("error: {}: {}\n", o.name, o.error.as_deref().unwrap_or_default()));
     }
     out
+}
+
+/// A size as engines print them: decimal units, three significant digits.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ if value < 10.0 => format!("{value:.2} {}", UNITS[unit]),
+        _ if value < 100.0 => format!("{value:.1} {}", UNITS[unit]),
+        _ => format!("{value:.0} {}", UNITS[unit]),
+    }
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -170,4 +196,48 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::execute::Bytes;
+
+    #[test]
+    fn sizes() {
+        let shown: Vec<String> =
+            [0, 999, 1_000, 1_994, 12_345, 999_499, 1_990_000, 3_500_000_000].map(human_bytes).into();
+        assert_eq!(shown, ["0 B", "999 B", "1.00 kB", "1.99 kB", "12.3 kB", "999 kB", "1.99 MB", "3.50 GB"]);
+    }
+
+    #[test]
+    fn summary_gives_the_bytes_moved() {
+        let outcome = |name: &str, action: Action, bytes: Bytes| Outcome {
+            name: name.into(),
+            tag: "0123456789abcdef".into(),
+            action,
+            seconds: 1.0,
+            error: None,
+            log: None,
+            builder: None,
+            cache: None,
+            bytes,
+        };
+        let outcomes = [
+            outcome("a", Action::Pulled, Bytes { pulled: 2_000, ..Bytes::default() }),
+            outcome("bb", Action::Pushed, Bytes { built: 500, pushed: 500, ..Bytes::default() }),
+            outcome("c", Action::Present, Bytes::default()),
+        ];
+        assert_eq!(
+            summary_text(&outcomes),
+            "IMAGE  TAG               ACTION        SECONDS\n\
+             a      0123456789abcdef  pulled            1.0\n\
+             bb     0123456789abcdef  pushed            1.0\n\
+             c      0123456789abcdef  present           1.0\n\
+             3 images: 1 present, 1 pulled, 1 pushed\n\
+             bytes: 2.00 kB pulled, 500 B built, 500 B pushed\n"
+        );
+        // Nothing moved, nothing said.
+        assert!(!summary_text(&outcomes[2..]).contains("bytes"));
+    }
 }
