@@ -53,6 +53,8 @@ impl Cli {
             Command::BuildAllImages(a) | Command::TestAllTestImages(a) => a.opts.common.json,
             Command::PushAllImages(a) | Command::PushAllTestImages(a) => a.opts.common.json,
             Command::PushManifest(s) => s.opts.json,
+            Command::Check(a) => a.json,
+            Command::Status(a) => a.json,
             Command::LocalImage { .. } | Command::Settings { .. } | Command::Init(_) | Command::RegisterCross => false,
         }
     }
@@ -187,6 +189,51 @@ pub enum Command {
     RegisterCross,
     /// Publish <REMOTE_IMAGE_PREFIX>/<path>:<tag> as a multi-arch index over the per-arch images in the registry
     PushManifest(Selected<ManifestOptions>),
+    /// Check Dockerfiles and build contexts for reproducibility and correctness hazards, before anything is built
+    #[command(
+        long_about = "Check every image's Dockerfiles (for each architecture) and build context for \
+            reproducibility and correctness hazards, before anything is built. Prints one line per finding, \
+            `path:line: level: message [rule]`, on stdout, and exits 1 when there is an error (or a warning, \
+            with --deny-warnings).",
+        after_long_help = crate::check::RULES_HELP
+    )]
+    Check(CheckArgs),
+    /// Show where each image stands: its local and registry state, size, layers, architecture, when it was built
+    #[command(long_about = "Show where each image stands, for ARCH: its tag; locally, whether the image with that \
+        tag is present (current), only an older one or one for another architecture (stale), or none (absent); \
+        whether the registry has the tag; and the local image's size, layers, architecture, build time and the \
+        revision it was built from. One engine call lists the local images and one reads them; the registry gets \
+        one request per image, in parallel.")]
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// Image names or groups to check [default: every image]
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Print the findings as a JSON array of objects (path, line, level, rule, message)
+    #[arg(long)]
+    pub json: bool,
+    /// Fail on warnings too, as CI should
+    #[arg(long)]
+    pub deny_warnings: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    /// Image names or groups [default: every image]
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Do not ask the registry
+    #[arg(long)]
+    pub local: bool,
+    /// Print a JSON array of objects, one per image, on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Also append a Markdown summary table to FILE (e.g. "$GITHUB_STEP_SUMMARY")
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -602,6 +649,27 @@ mod tests {
                 none(),
             ),
             (&["register-cross"], Command::RegisterCross, none()),
+            (&["check"], Command::Check(CheckArgs { images: vec![], json: false, deny_warnings: false }), none()),
+            (
+                &["check", "basic", "--json", "--deny-warnings", "default"],
+                Command::Check(CheckArgs { images: strings(&["basic", "default"]), json: true, deny_warnings: true }),
+                none(),
+            ),
+            (
+                &["status"],
+                Command::Status(StatusArgs { images: vec![], local: false, json: false, markdown: None }),
+                none(),
+            ),
+            (
+                &["status", "--local", "basic_hello", "--markdown", "summary.md", "--json"],
+                Command::Status(StatusArgs {
+                    images: strings(&["basic_hello"]),
+                    local: true,
+                    json: true,
+                    markdown: Some("summary.md".into()),
+                }),
+                none(),
+            ),
             (
                 &["register-cross", "--arch", "aarch64"],
                 Command::RegisterCross,
@@ -643,6 +711,10 @@ mod tests {
             (&["load", "x", "--shard", "1/2"], ErrorKind::UnknownArgument),
             (&["load-all-images", "x"], ErrorKind::UnknownArgument),
             (&["register-cross", "x"], ErrorKind::UnknownArgument),
+            (&["check", "--shard", "1/2"], ErrorKind::UnknownArgument),
+            (&["check", "--deny-warning"], ErrorKind::UnknownArgument),
+            (&["status", "--markdown"], ErrorKind::InvalidValue),
+            (&["status", "--dry-run"], ErrorKind::UnknownArgument),
             (&["list-all-images", "--arch"], ErrorKind::InvalidValue),
             (&["--arch", "sparc", "list-all-images"], ErrorKind::InvalidValue),
             (&["--tag-scheme", "sha", "list-all-images"], ErrorKind::InvalidValue),

@@ -13,6 +13,7 @@ use crate::engine::Engine;
 use crate::execute::{self, Action, Outcome};
 use crate::listing::{is_test, local_name, remote_name};
 use crate::planning::{self, ImageInfo, Mode, Observed, Options, Target};
+use crate::provenance::{GitState, Provenance};
 use crate::registry::{Credentials, Registry, Transport};
 use crate::reporting::{self, Progress, Verbosity};
 use crate::shard::{self, Shard};
@@ -201,6 +202,9 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
         };
         reporting::note(&format!("building with {}{how}", builder.describe()));
     }
+    // What built images are labelled with: git is asked only when something may build.
+    let git = if may_build { GitState::read(&settings.images_dir) } else { None };
+    let provenance = Provenance::new(settings, git);
     let ctx = execute::Context {
         engine: &engine,
         images_root: &catalog.root,
@@ -215,6 +219,7 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
         no_cache: args.no_cache,
         cache_to: mode == Mode::Push && settings.cache_from,
         direct_push: mode == Mode::Push && may_build && engine.pushes_from_builder(),
+        provenance: &provenance,
     };
     if may_build {
         cross::register(settings.arch)?;

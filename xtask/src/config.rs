@@ -110,6 +110,15 @@ pub enum TagScheme {
     Gvisor,
 }
 
+impl TagScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TagScheme::Content => "content",
+            TagScheme::Gvisor => "gvisor",
+        }
+    }
+}
+
 impl FromStr for TagScheme {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<TagScheme> {
@@ -159,6 +168,7 @@ pub struct FileConfig {
     pub engine: Option<String>,
     pub insecure_registries: Option<Vec<String>>,
     pub cache_from: Option<bool>,
+    pub source: Option<String>,
 }
 
 impl FileConfig {
@@ -198,6 +208,9 @@ pub struct Settings {
     pub insecure_registries: Vec<String>,
     /// Builds take unchanged steps from the image's previous version.
     pub cache_from: bool,
+    /// Where the images' source lives (a repository URL), for the
+    /// `org.opencontainers.image.source` label of what is built.
+    pub source: Option<String>,
     /// Someone watches the output on a terminal (not CI, not a pipe): a live
     /// progress line rather than a line per image and log tails.
     pub interactive: bool,
@@ -240,6 +253,7 @@ impl Settings {
             engine,
             insecure_registries: file.insecure_registries.unwrap_or_default(),
             cache_from: file.cache_from.unwrap_or(true),
+            source: file.source.filter(|s| !s.trim().is_empty()),
             interactive: false,
         })
     }

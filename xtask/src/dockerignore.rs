@@ -10,6 +10,8 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 #[derive(Debug, Default)]
 pub struct DockerIgnore {
     rules: Vec<(GlobMatcher, bool)>,
+    /// The line of each rule, from 1.
+    lines: Vec<usize>,
     has_exceptions: bool,
 }
 
@@ -27,7 +29,8 @@ impl DockerIgnore {
 
     pub fn parse(text: &str) -> Result<DockerIgnore> {
         let mut rules = Vec::new();
-        for line in text.lines() {
+        let mut lines = Vec::new();
+        for (number, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -46,9 +49,10 @@ impl DockerIgnore {
                 .build()
                 .with_context(|| format!("pattern `{line}`"))?;
             rules.push((glob.compile_matcher(), !include));
+            lines.push(number + 1);
         }
         let has_exceptions = rules.iter().any(|(_, exclude)| !exclude);
-        Ok(DockerIgnore { rules, has_exceptions })
+        Ok(DockerIgnore { rules, lines, has_exceptions })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -63,13 +67,18 @@ impl DockerIgnore {
 
     /// `rel` is relative to the context root.
     pub fn excluded(&self, rel: &Path) -> bool {
-        let mut excluded = false;
-        for (glob, exclude) in &self.rules {
-            if excluded == *exclude {
+        self.excluded_by(rel).is_some()
+    }
+
+    /// The line of the pattern that excludes `rel`, if one does.
+    pub fn excluded_by(&self, rel: &Path) -> Option<usize> {
+        let mut excluded = None;
+        for ((glob, exclude), line) in self.rules.iter().zip(&self.lines) {
+            if excluded.is_some() == *exclude {
                 continue;
             }
             if rel.ancestors().filter(|p| !p.as_os_str().is_empty()).any(|p| glob.is_match(p)) {
-                excluded = *exclude;
+                excluded = exclude.then_some(*line);
             }
         }
         excluded
@@ -122,5 +131,13 @@ mod tests {
         for (ignore, path, want) in cases {
             assert_eq!(check(ignore, path), want, "{ignore:?} on {path:?}");
         }
+    }
+
+    #[test]
+    fn line_of_the_excluding_pattern() {
+        let ignore = DockerIgnore::parse("# c\n\n*.md\n!README.md\nREADME*\n").unwrap();
+        assert_eq!(ignore.excluded_by(Path::new("a.md")), Some(3));
+        assert_eq!(ignore.excluded_by(Path::new("README.md")), Some(5));
+        assert_eq!(ignore.excluded_by(Path::new("x")), None);
     }
 }

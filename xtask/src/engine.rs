@@ -2,7 +2,7 @@
 //! [`Engine::run`], which tracks the child so an interrupt can stop it, and
 //! turns the engine's failures into one-line errors that say what to do.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -344,10 +344,10 @@ impl Engine {
         Ok(images)
     }
 
-    /// The platform each of the local images `ids` (or names) was built for,
-    /// from their configs, in one engine call per few hundred. An image that
-    /// vanished meanwhile is left out.
-    pub fn platforms(&self, ids: &[&str]) -> Result<HashMap<String, Platform>> {
+    /// What each of the local images `ids` (or names) is, from their
+    /// configs, in one engine call per few hundred. An image that vanished
+    /// meanwhile is left out.
+    pub fn inspect(&self, ids: &[&str]) -> Result<HashMap<String, ImageDetails>> {
         let sh = Shell::new()?;
         let program = self.program;
         let mut found = HashMap::new();
@@ -366,27 +366,34 @@ impl Engine {
                 }
                 Err(e) => bail!("cannot read the engine's image inspection: {e}"),
             };
-            for (asked, image) in chunk.iter().zip(&parsed) {
-                let platform = Platform {
-                    os: image.os.clone(),
-                    architecture: image.architecture.clone(),
-                    variant: image.variant.clone().unwrap_or_default(),
-                };
+            for (asked, image) in chunk.iter().zip(parsed) {
+                let details = image.details();
                 // In order when all were found; by ID in any case.
                 if out.ok {
-                    found.insert(asked.to_string(), platform.clone());
+                    found.insert(asked.to_string(), details.clone());
                 }
-                found.insert(full_id(&image.id), platform);
+                found.insert(details.id.clone(), details);
             }
         }
         Ok(found)
     }
 
-    /// The platform of one local image.
-    pub fn platform(&self, image: &str) -> Result<Platform> {
-        self.platforms(&[image])?
+    /// The platform each of the local images `ids` (or names) was built for;
+    /// see [`Engine::inspect`].
+    pub fn platforms(&self, ids: &[&str]) -> Result<HashMap<String, Platform>> {
+        Ok(self.inspect(ids)?.into_iter().map(|(k, d)| (k, d.platform)).collect())
+    }
+
+    /// What one local image is.
+    pub fn image(&self, image: &str) -> Result<ImageDetails> {
+        self.inspect(&[image])?
             .remove(image)
             .ok_or_else(|| anyhow!("{image} is not present locally: it vanished (removed by another process?)"))
+    }
+
+    /// The platform of one local image.
+    pub fn platform(&self, image: &str) -> Result<Platform> {
+        self.image(image).map(|d| d.platform)
     }
 
     /// Removes one local name; the image stays if other names keep it.
@@ -502,12 +509,14 @@ impl Engine {
         let cache_from = cache_from.iter().flatten();
         let cache_to = cache.to.as_deref().map(|to| ["--cache-to", to]);
         let cache_to = cache_to.iter().flatten();
+        let labels: Vec<String> =
+            spec.labels.iter().flat_map(|(k, v)| ["--label".into(), format!("{k}={v}")]).collect();
         // podman reads and writes its cache repository itself.
         let tls = (self.kind == EngineKind::Podman && cache.from.iter().chain(&cache.to).any(|r| is_loopback(r)))
             .then_some("--tls-verify=false");
         let mut command = cmd!(
             sh,
-            "{program} build {own...} {no_cache...} {cache_from...} {cache_to...} {tls...} --platform {platform} --iidfile {iidfile} -f {file} {args...} {dir}"
+            "{program} build {own...} {no_cache...} {cache_from...} {cache_to...} {tls...} --platform {platform} --iidfile {iidfile} {labels...} -f {file} {args...} {dir}"
         );
         if *builder == Builder::DaemonBuildKit {
             command = command.env("DOCKER_BUILDKIT", "1");
@@ -579,6 +588,8 @@ pub struct BuildSpec<'a> {
     pub dockerfile: &'a str,
     pub arch: Arch,
     pub args: &'a [String],
+    /// `--label` pairs: they describe the image and never change its tag.
+    pub labels: &'a [(String, String)],
 }
 
 /// What a build may take from a cache.
@@ -612,7 +623,20 @@ fn steps_reused(builder: &Builder, output: &str) -> Option<u32> {
     })
 }
 
-/// The part of `image inspect` that says what an image is for.
+/// A local image as the engine describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageDetails {
+    pub id: String,
+    pub platform: Platform,
+    /// Bytes, as the engine counts them (every layer, the base's included).
+    pub size: u64,
+    pub layers: usize,
+    /// When it was built, as the engine writes it (RFC 3339).
+    pub created: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The part of `image inspect` read: what an image is for, and what it is.
 #[derive(serde::Deserialize)]
 struct InspectedImage {
     #[serde(rename = "Id")]
@@ -623,6 +647,43 @@ struct InspectedImage {
     architecture: String,
     #[serde(rename = "Variant", default)]
     variant: Option<String>,
+    #[serde(rename = "Size", default)]
+    size: u64,
+    #[serde(rename = "Created", default)]
+    created: Option<String>,
+    #[serde(rename = "RootFS", default)]
+    rootfs: Option<InspectedRootFs>,
+    #[serde(rename = "Config", default)]
+    config: Option<InspectedConfig>,
+}
+
+#[derive(serde::Deserialize)]
+struct InspectedRootFs {
+    #[serde(rename = "Layers", default)]
+    layers: Option<Vec<String>>,
+}
+
+#[derive(serde::Deserialize)]
+struct InspectedConfig {
+    #[serde(rename = "Labels", default)]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+impl InspectedImage {
+    fn details(self) -> ImageDetails {
+        ImageDetails {
+            id: full_id(&self.id),
+            platform: Platform {
+                os: self.os,
+                architecture: self.architecture,
+                variant: self.variant.unwrap_or_default(),
+            },
+            size: self.size,
+            layers: self.rootfs.and_then(|r| r.layers).map_or(0, |l| l.len()),
+            created: self.created.unwrap_or_default(),
+            labels: self.config.and_then(|c| c.labels).unwrap_or_default(),
+        }
+    }
 }
 
 /// Image IDs as docker writes them; podman leaves out the `sha256:`.

@@ -86,11 +86,33 @@ pub struct Outcome {
     /// failures they brought.
     #[serde(skip)]
     pub ended: u64,
+    /// The size of what was pulled, built and pushed, for the summary.
+    #[serde(skip)]
+    pub bytes: Bytes,
+}
+
+/// Bytes of the images pulled, built and pushed, as the engine sizes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bytes {
+    pub pulled: u64,
+    pub built: u64,
+    pub pushed: u64,
 }
 
 impl Outcome {
     pub fn new(image: ImageInfo, action: Action, reason: Option<String>) -> Outcome {
-        Outcome { image, action, reason, seconds: 0.0, error: None, log: None, builder: None, cache: None, ended: 0 }
+        Outcome {
+            image,
+            action,
+            reason,
+            seconds: 0.0,
+            error: None,
+            log: None,
+            builder: None,
+            cache: None,
+            ended: 0,
+            bytes: Bytes::default(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -143,6 +165,8 @@ pub struct Context<'a> {
     /// A build that is to be pushed goes straight from the builder to the
     /// registry (buildx without a local image store).
     pub direct_push: bool,
+    /// The labels of what is built.
+    pub provenance: &'a crate::provenance::Provenance,
 }
 
 enum State {
@@ -269,14 +293,16 @@ fn run_job(ctx: &Context, job: &Job) -> Outcome {
     let _ = std::fs::remove_file(&log);
     let mut action = ctx.idle;
     let mut cache = None;
+    let mut bytes = Bytes::default();
     engine::working_on(Some(&job.name));
-    let result = run_steps(ctx, job, &log, &mut action, &mut cache);
+    let result = run_steps(ctx, job, &log, &mut action, &mut cache, &mut bytes);
     engine::working_on(None);
     let seconds = start.elapsed().as_secs_f64();
     let log = log.exists().then_some(log);
     let mut outcome = Outcome::new(job.info(), action, Some(job.why.clone()));
     outcome.seconds = seconds;
     outcome.log = log;
+    outcome.bytes = bytes;
     match result {
         Ok(()) => {
             outcome.builder = (action == Action::Built).then(|| ctx.engine.builder().kind());
@@ -291,7 +317,14 @@ fn run_job(ctx: &Context, job: &Job) -> Outcome {
     outcome
 }
 
-fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &mut Option<CacheUse>) -> Result<()> {
+fn run_steps(
+    ctx: &Context,
+    job: &Job,
+    log: &Path,
+    action: &mut Action,
+    cache: &mut Option<CacheUse>,
+    bytes: &mut Bytes,
+) -> Result<()> {
     let engine = ctx.engine;
     let (local, latest, remote) = (job.local_ref(), job.local_latest(), job.remote_ref());
     let name_locally = |from: &str| -> Result<()> {
@@ -310,17 +343,23 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
         Ok(())
     };
     // Returns the cache source the build had.
-    let build = |action: &mut Action| -> Result<Option<CacheUse>> {
-        let (id, used) = build_checked(ctx, job, log)?;
+    // The size of the image this job has under its remote name, once known.
+    let mut size: Option<u64> = None;
+    let build = |action: &mut Action, size: &mut Option<u64>, bytes: &mut Bytes| -> Result<Option<CacheUse>> {
+        let (built, used) = build_checked(ctx, job, log)?;
+        *size = Some(built.size);
+        bytes.built += built.size;
+        let id = built.id;
         engine.tag(&id, &remote)?;
         name_locally(&remote)?;
         *action = (*action).max(Action::Built);
         Ok(used)
     };
     // A pulled image is for ARCH, or loses the name the pull gave it.
-    let pull_checked = |quick: bool| -> Result<()> {
+    let pull_checked = |quick: bool| -> Result<u64> {
         engine.pull(&remote, ctx.arch, quick, log)?;
-        let platform = engine.platform(&remote)?;
+        let pulled = engine.image(&remote)?;
+        let platform = pulled.platform;
         if !platform.is(ctx.arch) {
             engine.untag(&remote)?;
             bail!(
@@ -329,7 +368,7 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
                 ctx.arch.platform()
             );
         }
-        Ok(())
+        Ok(pulled.size)
     };
     // Built and pushed in one go, never through the local store.
     let direct = ctx.direct_push && job.steps.contains(&Step::Build) && job.steps.contains(&Step::Push { from: None });
@@ -341,10 +380,12 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
             }
             Step::Pull { or_build: true } if ctx.registry_down.load(AtomicOrdering::SeqCst) => {
                 crate::reporting::note(&format!("{}: registry unreachable; building", job.name));
-                *cache = build(action)?;
+                *cache = build(action, &mut size, bytes)?;
             }
             Step::Pull { or_build } => match pull_checked(*or_build) {
-                Ok(()) => {
+                Ok(pulled) => {
+                    size = Some(pulled);
+                    bytes.pulled += pulled;
                     name_locally(&remote)?;
                     *action = (*action).max(Action::Pulled);
                 }
@@ -354,7 +395,7 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
                         ctx.registry_down.store(true, AtomicOrdering::SeqCst);
                     }
                     crate::reporting::note(&format!("{}: pull failed ({e:#}); building", job.name));
-                    *cache = build(action)?;
+                    *cache = build(action, &mut size, bytes)?;
                 }
                 Err(e) => return Err(e),
             },
@@ -365,7 +406,7 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
                 *action = (*action).max(Action::Pushed);
             }
             Step::Build => {
-                *cache = build(action)?;
+                *cache = build(action, &mut size, bytes)?;
             }
             Step::Push { from: None } if direct => {}
             Step::Push { from } => {
@@ -373,6 +414,10 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
                     engine.tag(from, &remote)?;
                 }
                 engine.push(&remote, log)?;
+                bytes.pushed += match size {
+                    Some(size) => size,
+                    None => engine.image(&remote).map_or(0, |image| image.size),
+                };
                 *action = (*action).max(Action::Pushed);
             }
             Step::PushLatest => {
@@ -392,19 +437,21 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, action: &mut Action, cache: &
 /// ARCH, with the cache source it was given. A builder that shares its layer
 /// cache across platforms may hand back layers built for another: then it
 /// builds again without the cache.
-fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(String, Option<CacheUse>)> {
+fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageDetails, Option<CacheUse>)> {
     let (path, dockerfile) = &ctx.paths[job.image];
     let dir = ctx.images_root.join(path);
-    let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args };
+    let labels = ctx.provenance.labels(path, &job.tag);
+    let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args, labels: &labels };
     let engine = ctx.engine;
     let expected = ctx.arch.platform();
     let (mut cache, mut used) = build_cache(ctx, job, log);
     loop {
         let built = engine.build(&spec, &cache, log)?;
-        let platform = engine.platform(&built.id)?;
+        let image = engine.image(&built.id)?;
+        let platform = image.platform.clone();
         if platform.is(ctx.arch) {
             let used = used.map(|u| CacheUse { steps_reused: built.steps_reused, ..u });
-            return Ok((built.id, used));
+            return Ok((image, used));
         }
         if !cache.none && engine.builder().shares_cache_across_platforms() {
             crate::reporting::note(&format!(
@@ -431,7 +478,8 @@ fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(String, Option
 fn build_pushed(ctx: &Context, job: &Job, log: &Path) -> Result<(String, Option<CacheUse>)> {
     let (path, dockerfile) = &ctx.paths[job.image];
     let dir = ctx.images_root.join(path);
-    let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args };
+    let labels = ctx.provenance.labels(path, &job.tag);
+    let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args, labels: &labels };
     let (build_cache, used) = build_cache(ctx, job, log);
     let digest = ctx.engine.build_push(&spec, &build_cache, &job.remote, log)?;
     let pushed = format!("{}@{digest}", job.remote);

@@ -1,19 +1,23 @@
 //! `cargo xtask`: keeps a project's test container images.
 
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod cross;
 pub mod discovery;
+pub mod dockerfile;
 pub mod dockerignore;
 pub mod engine;
 pub mod execute;
 pub mod init;
 pub mod listing;
 pub mod planning;
+pub mod provenance;
 pub mod registry;
 pub mod reporting;
 pub mod shard;
+pub mod status;
 pub mod tagging;
 
 use std::path::{Path, PathBuf};
@@ -87,6 +91,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::RegisterCross => return commands::register_cross(&settings).map(|()| 0),
         Command::PushManifest(s) => return commands::push_manifest(&settings, &s.images, &s.opts.run_args()),
+        Command::Check(a) => return check::run(&settings, &a.images, a.json, a.deny_warnings),
+        Command::Status(a) => return status::run(&settings, &a.images, a.local, a.json, a.markdown.as_deref()),
         Command::Load(s) => (Mode::Load, Names(s.images), s.opts.run_args()),
         Command::Pull(s) => (Mode::Pull, Names(s.images), s.opts.run_args()),
         Command::Rebuild(s) => (Mode::Rebuild, Names(s.images), s.opts.run_args()),

@@ -223,6 +223,15 @@ pub fn summary_text(outcomes: &[Outcome], verbosity: Verbosity) -> String {
     }
     out.push_str(&count_line(outcomes));
     out.push('\n');
+    if outcomes.iter().any(|o| matches!(o.action, Action::Pulled | Action::Built | Action::Pushed)) {
+        let sum = |f: fn(&Outcome) -> u64| human_bytes(outcomes.iter().map(f).sum());
+        out.push_str(&format!(
+            "bytes: {} pulled, {} built, {} pushed\n",
+            sum(|o| o.bytes.pulled),
+            sum(|o| o.bytes.built),
+            sum(|o| o.bytes.pushed)
+        ));
+    }
     let mut failed: Vec<&Outcome> =
         outcomes.iter().filter(|o| o.error.is_some() || o.action == Action::Blocked).collect();
     failed.sort_by_key(|o| o.ended);
@@ -330,6 +339,23 @@ impl<'a> PlanDocument<'a> {
     }
 }
 
+/// A size as engines print them: decimal units, three significant digits.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ if value < 10.0 => format!("{value:.2} {}", UNITS[unit]),
+        _ if value < 100.0 => format!("{value:.1} {}", UNITS[unit]),
+        _ => format!("{value:.0} {}", UNITS[unit]),
+    }
+}
+
 /// The version of the JSON documents' shape, at the top of each.
 pub const SCHEMA: u32 = 1;
 
@@ -388,6 +414,27 @@ mod tests {
     }
 
     #[test]
+    fn sizes() {
+        let shown: Vec<String> =
+            [0, 999, 1_000, 1_994, 12_345, 999_499, 1_990_000, 3_500_000_000].map(human_bytes).into();
+        assert_eq!(shown, ["0 B", "999 B", "1.00 kB", "1.99 kB", "12.3 kB", "999 kB", "1.99 MB", "3.50 GB"]);
+    }
+
+    #[test]
+    fn summary_gives_the_bytes_moved() {
+        use crate::execute::Bytes;
+        let mut pulled = outcome("a", Action::Pulled, None, 0);
+        pulled.bytes = Bytes { pulled: 2_000, ..Bytes::default() };
+        let mut pushed = outcome("bb", Action::Pushed, None, 1);
+        pushed.bytes = Bytes { built: 500, pushed: 500, ..Bytes::default() };
+        let present = outcome("c", Action::Present, None, 2);
+        let text = summary_text(&[pulled, pushed, present.clone()], Verbosity::Quiet);
+        assert_eq!(text, "3 images: 1 present, 1 pulled, 1 pushed\nbytes: 2.00 kB pulled, 500 B built, 500 B pushed\n");
+        // Nothing moved, nothing said.
+        assert_eq!(summary_text(&[present], Verbosity::Quiet), "1 image: 1 present\n");
+    }
+
+    #[test]
     fn summary_in_full() {
         assert_eq!(
             summary_text(&run(), Verbosity::Normal),
@@ -400,6 +447,7 @@ old      0000000000000old  present                                 0.0
 later    00000000000later  not started                             0.0
 web      0000000000000web  built                                   1.2  l/web:latest (2 reused)
 6 images: 1 present, 1 built, 1 skipped, 1 failed, 1 blocked, 1 not started
+bytes: 0 B pulled, 0 B built, 0 B pushed
 error: base: build failed: no such file; log: /logs/base.log
 error: app: not built: its base base failed
 "
@@ -412,6 +460,7 @@ error: app: not built: its base base failed
         assert_eq!(
             quiet,
             "6 images: 1 present, 1 built, 1 skipped, 1 failed, 1 blocked, 1 not started\n\
+             bytes: 0 B pulled, 0 B built, 0 B pushed\n\
              error: base: build failed: no such file; log: /logs/base.log\n\
              error: app: not built: its base base failed\n"
         );

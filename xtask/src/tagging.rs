@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Settings, TagScheme};
 use crate::discovery::{walk_error, Catalog, Image};
+use crate::dockerfile;
 use crate::dockerignore::DockerIgnore;
 
 /// Mixed into every `content` tag: changing it changes every tag.
@@ -249,7 +250,7 @@ pub fn local_bases(catalog: &Catalog, settings: &Settings, image: &Image) -> Res
     let text = String::from_utf8_lossy(&bytes);
     let prefix = format!("{}/", settings.local_prefix);
     let mut bases = Vec::new();
-    for reference in from_references(&text) {
+    for reference in from_references(&text, &settings.build_args) {
         let Some(rest) = reference.strip_prefix(&prefix) else { continue };
         let path = strip_tag(rest);
         match catalog.by_path(path) {
@@ -267,19 +268,11 @@ pub fn local_bases(catalog: &Catalog, settings: &Settings, image: &Image) -> Res
     Ok(bases)
 }
 
-/// The image references of a Dockerfile's `FROM` lines.
-fn from_references(text: &str) -> Vec<&str> {
-    let mut refs = Vec::new();
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("FROM")) {
-            continue;
-        }
-        if let Some(reference) = words.find(|w| !w.starts_with("--")) {
-            refs.push(reference);
-        }
-    }
-    refs
+/// The image references of a Dockerfile's `FROM` instructions, global
+/// `ARG`s substituted (see [`dockerfile::from_references`]).
+fn from_references(text: &str, build_args: &[String]) -> Vec<String> {
+    let file = dockerfile::parse(text);
+    dockerfile::from_references(&file, &dockerfile::build_args(build_args))
 }
 
 fn strip_tag(reference: &str) -> &str {
@@ -374,7 +367,7 @@ mod tests {
     #[test]
     fn references() {
         let text = "ARG X\nFROM --platform=linux/amd64 gvisor.dev/images/basic/busybox:latest AS b\n from scratch\nRUN from x\n";
-        assert_eq!(from_references(text), vec!["gvisor.dev/images/basic/busybox:latest", "scratch"]);
+        assert_eq!(from_references(text, &[]), vec!["gvisor.dev/images/basic/busybox:latest", "scratch"]);
         assert_eq!(strip_tag("localhost:5000/a/b:t"), "localhost:5000/a/b");
         assert_eq!(strip_tag("localhost:5000/a/b"), "localhost:5000/a/b");
         assert_eq!(strip_tag("a/b@sha256:00"), "a/b");
