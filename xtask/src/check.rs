@@ -612,20 +612,17 @@ impl Tree<'_> {
             None => walk.add(
                 line,
                 BASE_TAG,
-                format!("{how} {reference} has no tag, so it means `latest`, which moves: name a version, and add its digest"),
+                format!(
+                    "{how} {reference} has no tag: it means `latest`, which moves; name a version (and its digest)"
+                ),
             ),
-            Some("latest") => walk.add(
-                line,
-                BASE_TAG,
-                format!("{how} {reference}: `latest` moves; name a version, and add its digest"),
-            ),
+            Some("latest") => {
+                walk.add(line, BASE_TAG, format!("{how} {reference}: `latest` moves; name a version (and its digest)"))
+            }
             Some(_) => walk.add(
                 line,
                 BASE_DIGEST,
-                format!(
-                    "{how} {reference} has no digest: the tag can be pushed again with other contents; append \
-                     @sha256:<digest> (`docker buildx imagetools inspect {reference}` prints it)"
-                ),
+                format!("{how} {reference} has no digest: its tag can be pushed again; append @sha256:<digest>"),
             ),
         }
     }
@@ -707,10 +704,7 @@ impl Tree<'_> {
                     walk.add(
                         *line,
                         ADD_CHECKSUM,
-                        format!(
-                            "ADD {source} without --checksum: what it serves can change; add \
-                             --checksum=sha256:<digest> (or the commit, for a git repository)"
-                        ),
+                        format!("ADD {source} without --checksum: what it serves can change; add --checksum=sha256:<digest>"),
                     );
                 }
                 continue;
@@ -809,11 +803,7 @@ fn run_rules(ins: &Instruction, walk: &mut Walk) {
         walk.add(
             line,
             UNPINNED_PACKAGES,
-            format!(
-                "{command} of unpinned packages: {}; each build may get other versions: pin them ({pin}), or allow \
-                 it with the reason",
-                packages.join(", ")
-            ),
+            format!("{command} of unpinned packages: {}; pin them ({pin})", packages.join(", ")),
         );
     }
     for (line, fetch, shell) in facts.piped {
@@ -821,8 +811,8 @@ fn run_rules(ins: &Instruction, walk: &mut Walk) {
             line,
             CURL_PIPE_SHELL,
             format!(
-                "`{fetch} … | {shell}` runs a script fetched at build time, unverified: download it, check its \
-                 checksum (sha256sum -c), then run it"
+                "`{fetch} … | {shell}`: a script fetched at build time runs unverified; download it, check its \
+                 sha256, then run it"
             ),
         );
     }
@@ -830,8 +820,8 @@ fn run_rules(ins: &Instruction, walk: &mut Walk) {
         walk.add(
             line,
             APT_LISTS,
-            "apt-get update leaves the package lists in the layer, where they go stale: end the same RUN with \
-             `rm -rf /var/lib/apt/lists/*`"
+            "apt-get update without `rm -rf /var/lib/apt/lists/*` in the same RUN: the lists stay in the layer \
+             and go stale"
                 .into(),
         );
     }

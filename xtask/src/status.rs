@@ -99,6 +99,9 @@ pub fn run(
         for bad in &catalog.invalid {
             eprintln!("warning: skipped: {}", bad.reason);
         }
+        for other in &catalog.other_arch {
+            eprintln!("skipped {}: not available for {}", other.name, settings.arch);
+        }
         (0..catalog.images.len()).collect()
     } else {
         let (chosen, unavailable) = catalog.select_available(names)?;

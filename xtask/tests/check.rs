@@ -167,42 +167,42 @@ fn one_case_per_rule() {
     let tree = rules_tree();
     let out = run(&mut tree.check(&[]));
     let expected = [
-        "images/add-checksum/Dockerfile:2: error: ADD https://example.com/a.tar.gz without --checksum: what it serves can change; add --checksum=sha256:<digest> (or the commit, for a git repository) [add-checksum]",
-        "images/add-checksum/Dockerfile:4: error: ADD git@github.com:x/y.git without --checksum: what it serves can change; add --checksum=sha256:<digest> (or the commit, for a git repository) [add-checksum]",
-        "images/apt-lists/Dockerfile:2: warning: apt-get update leaves the package lists in the layer, where they go stale: end the same RUN with `rm -rf /var/lib/apt/lists/*` [apt-lists]",
-        "images/apt-lists/Dockerfile:3: warning: apt-get update leaves the package lists in the layer, where they go stale: end the same RUN with `rm -rf /var/lib/apt/lists/*` [apt-lists]",
+        "images/add-checksum/Dockerfile:2: error: ADD https://example.com/a.tar.gz without --checksum: what it serves can change; add --checksum=sha256:<digest> [add-checksum]",
+        "images/add-checksum/Dockerfile:4: error: ADD git@github.com:x/y.git without --checksum: what it serves can change; add --checksum=sha256:<digest> [add-checksum]",
+        "images/apt-lists/Dockerfile:2: warning: apt-get update without `rm -rf /var/lib/apt/lists/*` in the same RUN: the lists stay in the layer and go stale [apt-lists]",
+        "images/apt-lists/Dockerfile:3: warning: apt-get update without `rm -rf /var/lib/apt/lists/*` in the same RUN: the lists stay in the layer and go stale [apt-lists]",
         "images/arch/Dockerfile.PPC64LE: error: Dockerfile.PPC64LE is never used: PPC64LE is not an architecture the tool builds for (x86_64, aarch64) [arch-suffix]",
         "images/arch/Dockerfile.X86_64: error: Dockerfile.X86_64 is never used: the tool calls this architecture x86_64; rename it Dockerfile.x86_64 [arch-suffix]",
         "images/arch/Dockerfile.amd64: error: Dockerfile.amd64 is never used: the tool calls this architecture x86_64; rename it Dockerfile.x86_64 [arch-suffix]",
         "images/arm-only/Dockerfile.arm64: error: Dockerfile.arm64 is never used: the tool calls this architecture aarch64; rename it Dockerfile.aarch64 [arch-suffix]",
-        "images/base-digest/Dockerfile:1: warning: FROM debian:13 has no digest: the tag can be pushed again with other contents; append @sha256:<digest> (`docker buildx imagetools inspect debian:13` prints it) [base-digest]",
-        "images/base-tag/Dockerfile:1: error: FROM alpine has no tag, so it means `latest`, which moves: name a version, and add its digest [base-tag]",
-        "images/base-tag/Dockerfile:2: error: FROM debian:latest: `latest` moves; name a version, and add its digest [base-tag]",
+        "images/base-digest/Dockerfile:1: warning: FROM debian:13 has no digest: its tag can be pushed again; append @sha256:<digest> [base-digest]",
+        "images/base-tag/Dockerfile:1: error: FROM alpine has no tag: it means `latest`, which moves; name a version (and its digest) [base-tag]",
+        "images/base-tag/Dockerfile:2: error: FROM debian:latest: `latest` moves; name a version (and its digest) [base-tag]",
         "images/catalog-name/Dockerfile:2: error: FROM xtask.test/images/base_nested: `base_nested` is an image name, not its path; use its local name xtask.test/images/base/nested [catalog-name]",
         "images/catalog-name/Dockerfile:3: error: FROM registry.test:5000/cache/base_x86_64:0123456789abcdef: the cache registry's name for the catalog image base, which is not built first; use its local name xtask.test/images/base [catalog-name]",
         "images/catalog-name/Dockerfile:4: error: FROM localhost/xtask.test/images/base: podman's spelling of the local name; use xtask.test/images/base, which every engine finds [catalog-name]",
         &format!("images/catalog-name/Dockerfile:5: error: FROM xtask.test/images/nope: no image nope in {}: add it, or fix the FROM line [catalog-name]", tree.root().display()),
         "images/catalog-name/Dockerfile:6: error: FROM xtask.test/images/only-arm: only-arm is not an image for x86_64: add a Dockerfile for it there, or fix the FROM line [catalog-name]",
         "images/catalog-name/Dockerfile:7: error: COPY --from xtask.test/images/base: a catalog image copied from is not built first; name it in a stage (`FROM xtask.test/images/base:latest AS base`) and copy from the stage [catalog-name]",
-        "images/curl-pipe/Dockerfile:2: warning: `curl … | sh` runs a script fetched at build time, unverified: download it, check its checksum (sha256sum -c), then run it [curl-pipe-shell]",
-        "images/curl-pipe/Dockerfile:3: warning: `wget … | bash` runs a script fetched at build time, unverified: download it, check its checksum (sha256sum -c), then run it [curl-pipe-shell]",
+        "images/curl-pipe/Dockerfile:2: warning: `curl … | sh`: a script fetched at build time runs unverified; download it, check its sha256, then run it [curl-pipe-shell]",
+        "images/curl-pipe/Dockerfile:3: warning: `wget … | bash`: a script fetched at build time runs unverified; download it, check its sha256, then run it [curl-pipe-shell]",
         "images/ignored/.dockerignore:2: error: excludes Dockerfile, the image's own Dockerfile: remove the pattern, or re-include it with `!Dockerfile` [ignored-dockerfile]",
         "images/missing-source/Dockerfile:3: error: COPY absent.txt: not in the build context [missing-source]",
         "images/missing-source/Dockerfile:4: error: COPY *.md: not in the build context [missing-source]",
         "images/missing-source/Dockerfile:5: error: COPY build.log: .dockerignore excludes it from the build context [missing-source]",
         "images/missing-source/Dockerfile:8: error: COPY cannot fetch https://example.com/x: use ADD with --checksum [missing-source]",
-        "images/missing-source/Dockerfile:9: error: COPY --from other has no tag, so it means `latest`, which moves: name a version, and add its digest [base-tag]",
+        "images/missing-source/Dockerfile:9: error: COPY --from other has no tag: it means `latest`, which moves; name a version (and its digest) [base-tag]",
         "images/no-from/Dockerfile: error: no FROM: a Dockerfile needs at least one stage [syntax]",
         "images/syntax/Dockerfile:1: error: RUN before the first FROM: only ARG may come before it [syntax]",
         "images/syntax/Dockerfile:3: error: no rule `no-such-rule` can be allowed: use base-tag, catalog-name, add-checksum, missing-source, base-digest, unpinned-packages, curl-pipe-shell, apt-lists [syntax]",
         "images/syntax/Dockerfile:4: error: unknown instruction `FRM` [syntax]",
         "images/syntax/Dockerfile:5: error: malformed xtask comment: write `# xtask: allow(<rule>[, <rule>…])` [syntax]",
         "images/syntax/Dockerfile:6: error: heredoc `EOF` is never closed: end it with a line holding `EOF` alone [syntax]",
-        "images/unpinned/Dockerfile:2: warning: apt-get install of unpinned packages: git; each build may get other versions: pin them (name=version), or allow it with the reason [unpinned-packages]",
-        "images/unpinned/Dockerfile:4: warning: apk add of unpinned packages: musl-dev; each build may get other versions: pin them (name=version), or allow it with the reason [unpinned-packages]",
-        "images/unpinned/Dockerfile:5: warning: pip install of unpinned packages: flask; each build may get other versions: pin them (name==version), or allow it with the reason [unpinned-packages]",
-        "images/unpinned/Dockerfile:5: warning: pip install of unpinned packages: pip; each build may get other versions: pin them (name==version), or allow it with the reason [unpinned-packages]",
-        "images/unpinned/Dockerfile:6: warning: npm install of unpinned packages: left-pad@^1.3.0, @scope/pkg; each build may get other versions: pin them (name@version), or allow it with the reason [unpinned-packages]",
+        "images/unpinned/Dockerfile:2: warning: apt-get install of unpinned packages: git; pin them (name=version) [unpinned-packages]",
+        "images/unpinned/Dockerfile:4: warning: apk add of unpinned packages: musl-dev; pin them (name=version) [unpinned-packages]",
+        "images/unpinned/Dockerfile:5: warning: pip install of unpinned packages: flask; pin them (name==version) [unpinned-packages]",
+        "images/unpinned/Dockerfile:5: warning: pip install of unpinned packages: pip; pin them (name==version) [unpinned-packages]",
+        "images/unpinned/Dockerfile:6: warning: npm install of unpinned packages: left-pad@^1.3.0, @scope/pkg; pin them (name@version) [unpinned-packages]",
     ];
     assert_eq!(out.stdout.lines().collect::<Vec<_>>(), expected, "{}", out.stderr);
     assert_eq!(out.stderr, "checked 15 Dockerfiles: 26 errors, 10 warnings\n");
@@ -269,12 +269,12 @@ fn awkward_dockerfiles() {
     assert_eq!(
         out.stdout.lines().collect::<Vec<_>>(),
         [
-            "images/awkward/Dockerfile:11: warning: apt-get install of unpinned packages: make; each build may get other versions: pin them (name=version), or allow it with the reason [unpinned-packages]",
-            "images/awkward/Dockerfile:17: warning: apt-get update leaves the package lists in the layer, where they go stale: end the same RUN with `rm -rf /var/lib/apt/lists/*` [apt-lists]",
-            "images/awkward/Dockerfile:26: warning: pip install of unpinned packages: flask; each build may get other versions: pin them (name==version), or allow it with the reason [unpinned-packages]",
-            "images/awkward/Dockerfile:27: warning: apt-get install of unpinned packages: vim; each build may get other versions: pin them (name=version), or allow it with the reason [unpinned-packages]",
-            "images/awkward/Dockerfile:38: error: FROM debian has no tag, so it means `latest`, which moves: name a version, and add its digest [base-tag]",
-            "images/escape/Dockerfile:4: warning: apt-get install of unpinned packages: git; each build may get other versions: pin them (name=version), or allow it with the reason [unpinned-packages]",
+            "images/awkward/Dockerfile:11: warning: apt-get install of unpinned packages: make; pin them (name=version) [unpinned-packages]",
+            "images/awkward/Dockerfile:17: warning: apt-get update without `rm -rf /var/lib/apt/lists/*` in the same RUN: the lists stay in the layer and go stale [apt-lists]",
+            "images/awkward/Dockerfile:26: warning: pip install of unpinned packages: flask; pin them (name==version) [unpinned-packages]",
+            "images/awkward/Dockerfile:27: warning: apt-get install of unpinned packages: vim; pin them (name=version) [unpinned-packages]",
+            "images/awkward/Dockerfile:38: error: FROM debian has no tag: it means `latest`, which moves; name a version (and its digest) [base-tag]",
+            "images/escape/Dockerfile:4: warning: apt-get install of unpinned packages: git; pin them (name=version) [unpinned-packages]",
             "images/escape/Dockerfile:6: error: COPY C:\\not-a-continuation\\: not in the build context [missing-source]",
         ],
         "{}",
@@ -292,8 +292,8 @@ fn json_selection_and_denied_warnings() {
     let row = |path: &str, line: u64, rule: &str, message: &str| json!({ "path": path, "line": line, "level": "warning", "rule": rule, "message": message });
     let piped = |fetch: &str, shell: &str| {
         format!(
-            "`{fetch} … | {shell}` runs a script fetched at build time, unverified: download it, check its checksum \
-             (sha256sum -c), then run it"
+            "`{fetch} … | {shell}`: a script fetched at build time runs unverified; download it, check its sha256, \
+             then run it"
         )
     };
     assert_eq!(
@@ -303,8 +303,7 @@ fn json_selection_and_denied_warnings() {
                 "images/base-digest/Dockerfile",
                 1,
                 "base-digest",
-                "FROM debian:13 has no digest: the tag can be pushed again with other contents; append @sha256:<digest> \
-                 (`docker buildx imagetools inspect debian:13` prints it)"
+                "FROM debian:13 has no digest: its tag can be pushed again; append @sha256:<digest>"
             ),
             row("images/curl-pipe/Dockerfile", 2, "curl-pipe-shell", &piped("curl", "sh")),
             row("images/curl-pipe/Dockerfile", 3, "curl-pipe-shell", &piped("wget", "bash")),
