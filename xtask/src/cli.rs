@@ -120,7 +120,7 @@ impl Global {
 
 #[derive(Debug, Args, Clone, Copy)]
 pub struct ListArgs {
-    /// Print a JSON array of objects (name, path, dockerfile, group, tag, local, remote, test, arch)
+    /// Print a JSON document: {"schema": 1, "images": [{name, path, dockerfile, group, arch, tag, local, remote, test}]}
     #[arg(long)]
     pub json: bool,
     /// List only shard K of N: the images the `*-all-*` commands work on with the same --shard
@@ -212,7 +212,7 @@ pub struct CheckArgs {
     /// Image names or groups to check [default: every image]
     #[arg(value_name = "IMAGE")]
     pub images: Vec<String>,
-    /// Print the findings as a JSON array of objects (path, line, level, rule, message)
+    /// Print a JSON document: {"schema": 1, "findings": [{path, line, level, rule, message}]}
     #[arg(long)]
     pub json: bool,
     /// Fail on warnings too, as CI should
@@ -228,7 +228,7 @@ pub struct StatusArgs {
     /// Do not ask the registry
     #[arg(long)]
     pub local: bool,
-    /// Print a JSON array of objects, one per image, on stdout
+    /// Print a JSON document on stdout: {"schema": 1, "images": [...]}, one object per image
     #[arg(long)]
     pub json: bool,
     /// Also append a Markdown summary table to FILE (e.g. "$GITHUB_STEP_SUMMARY")

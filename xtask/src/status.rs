@@ -42,11 +42,12 @@ pub enum RegistryState {
 /// One image's status, as `--json` prints it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Status {
-    pub name: String,
-    pub path: String,
-    pub arch: Arch,
-    pub tag: String,
+    /// The image object every JSON document shows.
+    #[serde(flatten)]
+    pub image: crate::planning::ImageInfo,
+    #[serde(rename = "local_state")]
     pub local: Local,
+    #[serde(rename = "registry_state")]
     pub registry: RegistryStatus,
 }
 
@@ -155,7 +156,16 @@ pub fn run(
                 Ok(false) => RegistryStatus { state: RegistryState::LacksTag, reference, reason: None },
                 Err(e) => RegistryStatus { state: RegistryState::Unknown, reference, reason: Some(format!("{e:#}")) },
             };
-            Status { name: image.name.clone(), path: image.path.clone(), arch: settings.arch, tag, local, registry }
+            let info = crate::planning::ImageInfo {
+                name: image.name.clone(),
+                path: image.path.clone(),
+                arch: settings.arch,
+                local: Some(format!("{}:{tag}", local_name(settings, image))),
+                remote: Some(registry.reference.clone()),
+                tag: Some(tag),
+                test: crate::listing::is_test(settings, image),
+            };
+            Status { image: info, local, registry }
         })
         .collect();
 
@@ -163,7 +173,7 @@ pub fn run(
     let failed: Vec<&Status> =
         rows.iter().filter(|r| r.registry.reason.as_deref().is_some_and(|r| r != NOT_ASKED)).collect();
     if let Some(first) = failed.first() {
-        let names: Vec<&str> = failed.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = failed.iter().map(|r| r.image.name.as_str()).collect();
         let reason = first.registry.reason.as_deref().unwrap_or_default();
         let what = if failed.len() == 1 { "" } else { "; the first error" };
         eprintln!("warning: cannot ask the registry about {}{what}: {reason}", names.join(", "));
@@ -306,8 +316,8 @@ fn cells(row: &Status) -> [String; 8] {
     let image = row.local.image.as_ref();
     let or_dash = |f: &dyn Fn(&LocalImage) -> String| image.map_or("-".to_string(), f);
     [
-        row.name.clone(),
-        row.tag.clone(),
+        row.image.name.clone(),
+        row.image.tag.clone().unwrap_or_default(),
         local.to_string(),
         registry.to_string(),
         or_dash(&|i| human_bytes(i.size)),
@@ -387,10 +397,15 @@ mod tests {
             details("sha256:2", "amd64", "2025-02-01T10:11:12.123456789Z", Some("0123456789abcdef-dirty")),
         )]);
         let row = |name: &str, tag: &str, local: Local, state: RegistryState, reason: Option<&str>| Status {
-            name: name.into(),
-            path: name.into(),
-            arch: Arch::X86_64,
-            tag: tag.into(),
+            image: crate::planning::ImageInfo {
+                name: name.into(),
+                path: name.into(),
+                arch: Arch::X86_64,
+                tag: Some(tag.into()),
+                local: Some(format!("l/{name}:{tag}")),
+                remote: Some(format!("r/{name}_x86_64:{tag}")),
+                test: true,
+            },
             local,
             registry: RegistryStatus {
                 state,

@@ -288,7 +288,9 @@ fn awkward_dockerfiles() {
 fn json_selection_and_denied_warnings() {
     let tree = rules_tree();
     let out = run(&mut tree.check(&["curl-pipe", "base-digest", "--json"]));
-    let found: Value = serde_json::from_str(&out.stdout).unwrap();
+    let document: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(document["schema"], json!(1), "{}", out.stdout);
+    let found = document["findings"].clone();
     let row = |path: &str, line: u64, rule: &str, message: &str| json!({ "path": path, "line": line, "level": "warning", "rule": rule, "message": message });
     let piped = |fetch: &str, shell: &str| {
         format!(

@@ -124,7 +124,9 @@ fn status_tells_each_state() {
     assert_ne!(tags["stale"], old_stale);
 
     let out = s.xtask(&["status", "--json"]);
-    let rows: Value = serde_json::from_str(&out.success().stdout).unwrap();
+    let document: Value = serde_json::from_str(&out.success().stdout).unwrap();
+    assert_eq!(document["schema"], json!(1), "{out}");
+    let rows = document["images"].clone();
     // Each image was built from the clean commit (`stale` before its change).
     let local = |reference: String| -> Value {
         let seen = inspect(&reference);
@@ -146,8 +148,11 @@ fn status_tells_each_state() {
             "path": image,
             "arch": support::arch(),
             "tag": tags[image],
-            "local": local,
-            "registry": { "state": registry, "reference": format!("{}:{}", s.remote(image), tags[image]) },
+            "local": format!("{}:{}", s.local(image), tags[image]),
+            "remote": format!("{}:{}", s.remote(image), tags[image]),
+            "test": true,
+            "local_state": local,
+            "registry_state": { "state": registry, "reference": format!("{}:{}", s.remote(image), tags[image]) },
         })
     };
     assert_eq!(
@@ -226,15 +231,16 @@ fn status_with_the_registry_down() {
     s.scratch_image("b");
     s.use_registry("127.0.0.1:1");
     let out = s.xtask(&["status", "--json"]);
-    let rows: Value = serde_json::from_str(&out.success().stdout).unwrap();
+    let document: Value = serde_json::from_str(&out.success().stdout).unwrap();
+    let rows = document["images"].clone();
     let states: Vec<(&str, &str)> = rows
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["local"]["state"].as_str().unwrap(), r["registry"]["state"].as_str().unwrap()))
+        .map(|r| (r["local_state"]["state"].as_str().unwrap(), r["registry_state"]["state"].as_str().unwrap()))
         .collect();
     assert_eq!(states, [("absent", "unknown"), ("absent", "unknown")], "{out}");
-    let reason = rows[0]["registry"]["reason"].as_str().unwrap();
+    let reason = rows[0]["registry_state"]["reason"].as_str().unwrap();
     assert!(reason.starts_with("registry 127.0.0.1:1 is not reachable: "), "{out}");
     assert_eq!(
         out.stderr,
@@ -315,12 +321,15 @@ fn labels_record_provenance_and_survive_a_pull() {
     let dirty_tag = s.tag("lab");
     s.xtask(&["load", "lab", "other"]).success();
     let status = s.xtask(&["status", "--local", "--json"]);
-    let rows: Value = serde_json::from_str(&status.success().stdout).unwrap();
+    let document: Value = serde_json::from_str(&status.success().stdout).unwrap();
+    let rows = document["images"].clone();
     let revisions: Vec<(&str, &str, &str)> = rows
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["name"].as_str().unwrap(), r["tag"].as_str().unwrap(), r["local"]["revision"].as_str().unwrap()))
+        .map(|r| {
+            (r["name"].as_str().unwrap(), r["tag"].as_str().unwrap(), r["local_state"]["revision"].as_str().unwrap())
+        })
         .collect();
     let other_tag = s.tag("other");
     let dirty = format!("{commit}-dirty");
