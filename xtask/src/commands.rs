@@ -360,7 +360,27 @@ fn log_dir(settings: &Settings) -> Result<PathBuf> {
         .unwrap_or_else(|| crate::workspace_root().join("target"));
     let dir = target.join("xtask-logs").join(settings.arch.as_str());
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create log directory {}: {e}", dir.display()))?;
+    remove_left_behind(&dir);
     Ok(dir)
+}
+
+/// Removes what a run that was killed left beside the logs: the image-ID
+/// and metadata files its builds wrote, named after its process, when that
+/// process is gone.
+fn remove_left_behind(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".iid").or_else(|| name.strip_suffix(".metadata.json")) else { continue };
+        let Some(pid) = stem.rsplit('.').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+        let alive =
+            unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The requested images that fall to one shard; see [`crate::shard`].
