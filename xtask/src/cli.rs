@@ -92,7 +92,7 @@ impl Global {
     }
 }
 
-#[derive(Debug, Args, Clone, Copy)]
+#[derive(Debug, Args, Clone)]
 pub struct ListArgs {
     /// Print a JSON array of objects (name, path, dockerfile, group, tag, local, remote, test, arch)
     #[arg(long)]
@@ -100,6 +100,9 @@ pub struct ListArgs {
     /// List only shard K of N: the images the `*-all-*` commands work on with the same --shard
     #[arg(long, value_name = "K/N")]
     pub shard: Option<crate::shard::Shard>,
+    /// Only images whose tag differs from their tag at git revision REV, or that were no image there
+    #[arg(long, value_name = "REV")]
+    pub changed_since: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +168,22 @@ pub enum Command {
     PushManifest(Selected),
 }
 
+impl Command {
+    /// The git revision `--changed-since` names, for the commands that take it.
+    pub fn changed_since(&self) -> Option<&str> {
+        match self {
+            Command::ListAllImages(a) | Command::ListAllTestImages(a) => a.changed_since.as_deref(),
+            Command::LoadAllImages(a)
+            | Command::LoadAllTestImages(a)
+            | Command::BuildAllImages(a)
+            | Command::PushAllImages(a)
+            | Command::PushAllTestImages(a)
+            | Command::TestAllTestImages(a) => a.changed_since.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct InitArgs {
     /// The legacy Makefile to read REMOTE_IMAGE_PREFIX, LOCAL_IMAGE_PREFIX and NON_TEST_IMAGES from
@@ -182,6 +201,9 @@ pub struct AllArgs {
     /// Work on shard K of N: N CI machines given 1/N..N/N together cover every image once
     #[arg(long, value_name = "K/N")]
     pub shard: Option<crate::shard::Shard>,
+    /// Only images whose tag differs from their tag at git revision REV, or that were no image there
+    #[arg(long, value_name = "REV")]
+    pub changed_since: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -247,7 +269,7 @@ mod tests {
     }
 
     fn all(run: RunArgs, shard: Option<Shard>) -> AllArgs {
-        AllArgs { run, shard }
+        AllArgs { run, shard, changed_since: None }
     }
 
     #[test]
@@ -262,23 +284,35 @@ mod tests {
         let none = Global::default;
         let strings = |xs: &[&str]| -> Vec<String> { xs.iter().map(|s| s.to_string()).collect() };
         let cases: Vec<(&[&str], Command, Global)> = vec![
-            (&["list-all-images"], Command::ListAllImages(ListArgs { json: false, shard: None }), none()),
-            (&["list-all-images", "--json"], Command::ListAllImages(ListArgs { json: true, shard: None }), none()),
-            (&["list-all-test-images"], Command::ListAllTestImages(ListArgs { json: false, shard: None }), none()),
+            (
+                &["list-all-images"],
+                Command::ListAllImages(ListArgs { json: false, shard: None, changed_since: None }),
+                none(),
+            ),
+            (
+                &["list-all-images", "--json"],
+                Command::ListAllImages(ListArgs { json: true, shard: None, changed_since: None }),
+                none(),
+            ),
+            (
+                &["list-all-test-images"],
+                Command::ListAllTestImages(ListArgs { json: false, shard: None, changed_since: None }),
+                none(),
+            ),
             (
                 &["list-all-test-images", "--json"],
-                Command::ListAllTestImages(ListArgs { json: true, shard: None }),
+                Command::ListAllTestImages(ListArgs { json: true, shard: None, changed_since: None }),
                 none(),
             ),
             (
                 &["--arch", "aarch64", "list-all-images"],
-                Command::ListAllImages(ListArgs { json: false, shard: None }),
+                Command::ListAllImages(ListArgs { json: false, shard: None, changed_since: None }),
                 Global { arch: Some("aarch64".into()), ..none() },
             ),
             // Global settings go before or after the subcommand; the last one given wins.
             (
                 &["--arch=x86_64", "list-all-images", "--json", "--arch=arm64", "--tag-scheme", "gvisor"],
-                Command::ListAllImages(ListArgs { json: true, shard: None }),
+                Command::ListAllImages(ListArgs { json: true, shard: None, changed_since: None }),
                 Global { arch: Some("arm64".into()), tag_scheme: Some("gvisor".into()), ..none() },
             ),
             (
@@ -299,7 +333,7 @@ mod tests {
             ),
             (
                 &["--build-args=--build-arg X=1 --no-cache", "list-all-images"],
-                Command::ListAllImages(ListArgs { json: false, shard: None }),
+                Command::ListAllImages(ListArgs { json: false, shard: None, changed_since: None }),
                 Global { build_args: Some("--build-arg X=1 --no-cache".into()), ..none() },
             ),
             (
@@ -324,7 +358,11 @@ mod tests {
             ),
             (
                 &["list-all-test-images", "--shard", "2/3"],
-                Command::ListAllTestImages(ListArgs { json: false, shard: Some(Shard { index: 2, count: 3 }) }),
+                Command::ListAllTestImages(ListArgs {
+                    json: false,
+                    shard: Some(Shard { index: 2, count: 3 }),
+                    changed_since: None,
+                }),
                 none(),
             ),
             (
@@ -400,6 +438,24 @@ mod tests {
                 )),
                 none(),
             ),
+            (
+                &["list-all-test-images", "--changed-since", "origin/main", "--json"],
+                Command::ListAllTestImages(ListArgs {
+                    json: true,
+                    shard: None,
+                    changed_since: Some("origin/main".into()),
+                }),
+                none(),
+            ),
+            (
+                &["test-all-test-images", "--changed-since=HEAD~3", "--shard", "1/2"],
+                Command::TestAllTestImages(AllArgs {
+                    run: RunArgs::default(),
+                    shard: Some(Shard { index: 1, count: 2 }),
+                    changed_since: Some("HEAD~3".into()),
+                }),
+                none(),
+            ),
             (&["register-cross"], Command::RegisterCross, none()),
             (
                 &["register-cross", "--arch", "aarch64"],
@@ -441,6 +497,8 @@ mod tests {
             (&["init", "--from-makefile", "a.mk", "b.mk"], ErrorKind::UnknownArgument),
             (&["load", "x", "--shard", "1/2"], ErrorKind::UnknownArgument),
             (&["load-all-images", "x"], ErrorKind::UnknownArgument),
+            (&["load", "x", "--changed-since", "HEAD"], ErrorKind::UnknownArgument),
+            (&["list-all-images", "--changed-since"], ErrorKind::InvalidValue),
             (&["register-cross", "x"], ErrorKind::UnknownArgument),
             (&["list-all-images", "--arch"], ErrorKind::InvalidValue),
             (&["--arch", "sparc", "list-all-images"], ErrorKind::InvalidValue),

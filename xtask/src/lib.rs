@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod dockerignore;
 pub mod engine;
 pub mod execute;
+pub mod history;
 pub mod init;
 pub mod listing;
 pub mod planning;
@@ -77,10 +78,16 @@ pub fn run(cli: Cli) -> Result<i32> {
         return init::run(&args.from_makefile, &to, args.force, &workspace, &cwd).map(|()| 0);
     }
     let settings = settings(&cli)?;
+    let changed_since = cli.command.changed_since().map(String::from);
+    let changed_since = changed_since.as_deref();
     let (mode, selection, args) = match cli.command {
         Command::Init(_) => unreachable!("init runs before the settings are resolved"),
-        Command::ListAllImages(a) => return listing::list(&settings, false, a.json, a.shard).map(|()| 0),
-        Command::ListAllTestImages(a) => return listing::list(&settings, true, a.json, a.shard).map(|()| 0),
+        Command::ListAllImages(a) => {
+            return listing::list(&settings, false, a.json, a.shard, changed_since).map(|()| 0)
+        }
+        Command::ListAllTestImages(a) => {
+            return listing::list(&settings, true, a.json, a.shard, changed_since).map(|()| 0)
+        }
         Command::LocalImage { print, images } => return listing::local_image(&settings, &images, print).map(|()| 0),
         Command::Settings { names } => {
             return listing::print_settings(&settings, &std::env::current_dir()?, &names).map(|()| 0)
@@ -100,5 +107,5 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::PushAllTestImages(a) => (Mode::Push, AllTests(a.shard), a.run),
         Command::TestAllTestImages(a) => (Mode::Test, AllTests(a.shard), a.run),
     };
-    commands::run(&settings, mode, selection, &args)
+    commands::run(&settings, mode, selection, &args, changed_since)
 }
