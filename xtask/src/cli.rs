@@ -166,6 +166,21 @@ pub enum Command {
     RegisterCross,
     /// Publish <REMOTE_IMAGE_PREFIX>/<path>:<tag> as a multi-arch index over the per-arch images in the registry
     PushManifest(Selected),
+    /// Remove the local images of catalog images whose tag is not current, under local and remote names
+    #[command(long_about = "Remove the local images of catalog images whose tag is not current: \
+        <LOCAL_IMAGE_PREFIX>/<path>:<tag> and <REMOTE_IMAGE_PREFIX>/<path>_<arch>:<tag>. Every current tag (for \
+        every architecture the image has) stays, and :latest when it points at one; names outside the two \
+        prefixes are never touched, nor images a container uses. Every architecture, or only --arch (ARCH).")]
+    Prune(PruneArgs),
+    /// Delete the registry's tags that no kept git revision gives its image (a dry run unless --delete)
+    #[command(long_about = "Delete from the registry the tags of <REMOTE_IMAGE_PREFIX>/<path>_<arch> \
+        repositories (those of images that no longer exist too) that are not the tag of the image at any git \
+        revision to keep: --keep (revisions and ranges, default HEAD) and --keep-since. Tags at old revisions \
+        are computed from git objects, without a checkout. latest stays, and so does a tag that cannot be \
+        attributed, a tag naming the manifest of one that stays, and a manifest an index that stays lists. \
+        Without --delete, prints what would be deleted. Deletes manifests by digest; the registry's garbage \
+        collector frees the blobs.")]
+    Gc(GcArgs),
 }
 
 impl Command {
@@ -182,6 +197,39 @@ impl Command {
             _ => None,
         }
     }
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct PruneArgs {
+    /// Print what would be removed and why; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print each name and what became of it as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct GcArgs {
+    /// Git revisions and ranges (A..B, A...B) whose images' tags stay [default: HEAD]
+    #[arg(long, value_name = "REV", num_args = 1..)]
+    pub keep: Vec<String>,
+    /// Also keep the tags of every first-parent commit of HEAD this recent: 30d, 12h, 2w
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub keep_since: Option<u64>,
+    /// Delete the tags (otherwise only print what would be deleted)
+    #[arg(long)]
+    pub delete: bool,
+    /// Print each tag that goes, or stays for a reason, as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Registry repositories worked on at once [default: 8]
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+}
+
+fn parse_age(text: &str) -> Result<u64, String> {
+    crate::gc::parse_age(text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args, Clone)]

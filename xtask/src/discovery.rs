@@ -248,6 +248,11 @@ fn one_line(name: &str) -> String {
     out
 }
 
+/// Whether `path` (`/`-separated) is one an image directory may have.
+pub fn is_image_path(path: &str) -> bool {
+    !path.is_empty() && path.split('/').all(valid_segment)
+}
+
 /// A path component of an image reference, less `_` (see [`image_path`]):
 /// alphanumerics, separated by single dots or runs of dashes.
 fn valid_segment(seg: &str) -> bool {

@@ -8,10 +8,12 @@ pub mod discovery;
 pub mod dockerignore;
 pub mod engine;
 pub mod execute;
+pub mod gc;
 pub mod history;
 pub mod init;
 pub mod listing;
 pub mod planning;
+pub mod prune;
 pub mod registry;
 pub mod reporting;
 pub mod shard;
@@ -78,6 +80,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         return init::run(&args.from_makefile, &to, args.force, &workspace, &cwd).map(|()| 0);
     }
     let settings = settings(&cli)?;
+    let arch_given = cli.global.arch.is_some();
     let changed_since = cli.command.changed_since().map(String::from);
     let changed_since = changed_since.as_deref();
     let (mode, selection, args) = match cli.command {
@@ -94,6 +97,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::RegisterCross => return commands::register_cross(&settings).map(|()| 0),
         Command::PushManifest(s) => return commands::push_manifest(&settings, &s.images, &s.run),
+        Command::Prune(a) => return prune::run(&settings, arch_given.then_some(settings.arch), a.dry_run, a.json),
+        Command::Gc(a) => {
+            let opts = gc::Options {
+                keep: a.keep,
+                keep_since: a.keep_since,
+                delete: a.delete,
+                json: a.json,
+                jobs: a.jobs.map_or(8, usize::from),
+            };
+            return gc::run(&settings, &opts);
+        }
         Command::Load(s) => (Mode::Load, Names(s.images), s.run),
         Command::Pull(s) => (Mode::Pull, Names(s.images), s.run),
         Command::Rebuild(s) => (Mode::Rebuild, Names(s.images), s.run),
