@@ -54,6 +54,8 @@ impl Cli {
             Command::PushAllImages(a) | Command::PushAllTestImages(a) => a.opts.common.json,
             Command::PushManifest(s) => s.opts.json,
             Command::Check(a) => a.json,
+            Command::Prune(a) => a.json,
+            Command::Gc(a) => a.json,
             Command::Status(a) => a.json,
             Command::LocalImage { .. } | Command::Settings { .. } | Command::Init(_) | Command::RegisterCross => false,
         }
@@ -118,7 +120,7 @@ impl Global {
     }
 }
 
-#[derive(Debug, Args, Clone, Copy)]
+#[derive(Debug, Args, Clone)]
 pub struct ListArgs {
     /// Print a JSON document: {"schema": 1, "images": [{name, path, dockerfile, group, arch, tag, local, remote, test}]}
     #[arg(long)]
@@ -126,6 +128,9 @@ pub struct ListArgs {
     /// List only shard K of N: the images the `*-all-*` commands work on with the same --shard
     #[arg(long, value_name = "K/N")]
     pub shard: Option<crate::shard::Shard>,
+    /// Only images whose tag differs from their tag at git revision REV, or that were no image there
+    #[arg(long, value_name = "REV")]
+    pub changed_since: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +210,21 @@ pub enum Command {
         revision it was built from. One engine call lists the local images and one reads them; the registry gets \
         one request per image, in parallel.")]
     Status(StatusArgs),
+    /// Remove the local images of catalog images whose tag is not current, under local and remote names
+    #[command(long_about = "Remove the local images of catalog images whose tag is not current: \
+        <LOCAL_IMAGE_PREFIX>/<path>:<tag> and <REMOTE_IMAGE_PREFIX>/<path>_<arch>:<tag>. Every current tag (for \
+        every architecture the image has) stays, and :latest when it points at one; names outside the two \
+        prefixes are never touched, nor images a container uses. Every architecture, or only --arch (ARCH).")]
+    Prune(PruneArgs),
+    /// Delete the registry's tags that no kept git revision gives its image (a dry run unless --delete)
+    #[command(long_about = "Delete from the registry the tags of <REMOTE_IMAGE_PREFIX>/<path>_<arch> \
+        repositories (those of images that no longer exist too) that are not the tag of the image at any git \
+        revision to keep: --keep (revisions and ranges, default HEAD) and --keep-since. Tags at old revisions \
+        are computed from git objects, without a checkout. latest stays, and so does a tag that cannot be \
+        attributed, a tag naming the manifest of one that stays, and a manifest an index that stays lists. \
+        Without --delete, prints what would be deleted. Deletes manifests by digest; the registry's garbage \
+        collector frees the blobs.")]
+    Gc(GcArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -236,6 +256,52 @@ pub struct StatusArgs {
     pub markdown: Option<PathBuf>,
 }
 
+impl Command {
+    /// The git revision `--changed-since` names, for the commands that take it.
+    pub fn changed_since(&self) -> Option<&str> {
+        match self {
+            Command::ListAllImages(a) | Command::ListAllTestImages(a) => a.changed_since.as_deref(),
+            Command::LoadAllImages(a) | Command::LoadAllTestImages(a) => a.changed_since.as_deref(),
+            Command::BuildAllImages(a) | Command::TestAllTestImages(a) => a.changed_since.as_deref(),
+            Command::PushAllImages(a) | Command::PushAllTestImages(a) => a.changed_since.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct PruneArgs {
+    /// Print what would be removed and why; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print each name and what became of it as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct GcArgs {
+    /// Git revisions and ranges (A..B, A...B) whose images' tags stay [default: HEAD]
+    #[arg(long, value_name = "REV", num_args = 1..)]
+    pub keep: Vec<String>,
+    /// Also keep the tags of every first-parent commit of HEAD this recent: 30d, 12h, 2w
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub keep_since: Option<u64>,
+    /// Delete the tags (otherwise only print what would be deleted)
+    #[arg(long)]
+    pub delete: bool,
+    /// Print each tag that goes, or stays for a reason, as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Registry repositories worked on at once [default: 8]
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+}
+
+fn parse_age(text: &str) -> Result<u64, String> {
+    crate::gc::parse_age(text).map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct InitArgs {
     /// The legacy Makefile to read REMOTE_IMAGE_PREFIX, LOCAL_IMAGE_PREFIX and NON_TEST_IMAGES from
@@ -253,6 +319,9 @@ pub struct AllArgs<O: Args> {
     /// Work on shard K of N: N CI machines given 1/N..N/N together cover every image once
     #[arg(long, value_name = "K/N")]
     pub shard: Option<crate::shard::Shard>,
+    /// Only images whose tag differs from their tag at git revision REV, or that were no image there
+    #[arg(long, value_name = "REV")]
+    pub changed_since: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -453,12 +522,12 @@ mod tests {
                 images,
                 opts: ManifestOptions { dry_run: run.dry_run, json: run.json },
             }),
-            "load-all-images" => Command::LoadAllImages(AllArgs { opts: load, shard }),
-            "load-all-test-images" => Command::LoadAllTestImages(AllArgs { opts: load, shard }),
-            "build-all-images" => Command::BuildAllImages(AllArgs { opts: build, shard }),
-            "push-all-images" => Command::PushAllImages(AllArgs { opts: push, shard }),
-            "push-all-test-images" => Command::PushAllTestImages(AllArgs { opts: push, shard }),
-            "test-all-test-images" => Command::TestAllTestImages(AllArgs { opts: build, shard }),
+            "load-all-images" => Command::LoadAllImages(AllArgs { opts: load, shard, changed_since: None }),
+            "load-all-test-images" => Command::LoadAllTestImages(AllArgs { opts: load, shard, changed_since: None }),
+            "build-all-images" => Command::BuildAllImages(AllArgs { opts: build, shard, changed_since: None }),
+            "push-all-images" => Command::PushAllImages(AllArgs { opts: push, shard, changed_since: None }),
+            "push-all-test-images" => Command::PushAllTestImages(AllArgs { opts: push, shard, changed_since: None }),
+            "test-all-test-images" => Command::TestAllTestImages(AllArgs { opts: build, shard, changed_since: None }),
             other => panic!("no engine command {other}"),
         };
         // The options a command does not take stay off.
@@ -494,23 +563,35 @@ mod tests {
         let none = Global::default;
         let strings = |xs: &[&str]| -> Vec<String> { xs.iter().map(|s| s.to_string()).collect() };
         let cases: Vec<(&[&str], Command, Global)> = vec![
-            (&["list-all-images"], Command::ListAllImages(ListArgs { json: false, shard: None }), none()),
-            (&["list-all-images", "--json"], Command::ListAllImages(ListArgs { json: true, shard: None }), none()),
-            (&["list-all-test-images"], Command::ListAllTestImages(ListArgs { json: false, shard: None }), none()),
+            (
+                &["list-all-images"],
+                Command::ListAllImages(ListArgs { json: false, shard: None, changed_since: None }),
+                none(),
+            ),
+            (
+                &["list-all-images", "--json"],
+                Command::ListAllImages(ListArgs { json: true, shard: None, changed_since: None }),
+                none(),
+            ),
+            (
+                &["list-all-test-images"],
+                Command::ListAllTestImages(ListArgs { json: false, shard: None, changed_since: None }),
+                none(),
+            ),
             (
                 &["list-all-test-images", "--json"],
-                Command::ListAllTestImages(ListArgs { json: true, shard: None }),
+                Command::ListAllTestImages(ListArgs { json: true, shard: None, changed_since: None }),
                 none(),
             ),
             (
                 &["--arch", "aarch64", "list-all-images"],
-                Command::ListAllImages(ListArgs { json: false, shard: None }),
+                Command::ListAllImages(ListArgs { json: false, shard: None, changed_since: None }),
                 Global { arch: Some("aarch64".into()), ..none() },
             ),
             // Global settings go before or after the subcommand; the last one given wins.
             (
                 &["--arch=x86_64", "list-all-images", "--json", "--arch=arm64", "--tag-scheme", "gvisor"],
-                Command::ListAllImages(ListArgs { json: true, shard: None }),
+                Command::ListAllImages(ListArgs { json: true, shard: None, changed_since: None }),
                 Global { arch: Some("arm64".into()), tag_scheme: Some("gvisor".into()), ..none() },
             ),
             (
@@ -531,7 +612,7 @@ mod tests {
             ),
             (
                 &["--build-args=--build-arg X=1 --no-cache", "list-all-images"],
-                Command::ListAllImages(ListArgs { json: false, shard: None }),
+                Command::ListAllImages(ListArgs { json: false, shard: None, changed_since: None }),
                 Global { build_args: Some("--build-arg X=1 --no-cache".into()), ..none() },
             ),
             (
@@ -556,7 +637,11 @@ mod tests {
             ),
             (
                 &["list-all-test-images", "--shard", "2/3"],
-                Command::ListAllTestImages(ListArgs { json: false, shard: Some(Shard { index: 2, count: 3 }) }),
+                Command::ListAllTestImages(ListArgs {
+                    json: false,
+                    shard: Some(Shard { index: 2, count: 3 }),
+                    changed_since: None,
+                }),
                 none(),
             ),
             (
@@ -710,6 +795,8 @@ mod tests {
             (&["init", "--from-makefile", "a.mk", "b.mk"], ErrorKind::UnknownArgument),
             (&["load", "x", "--shard", "1/2"], ErrorKind::UnknownArgument),
             (&["load-all-images", "x"], ErrorKind::UnknownArgument),
+            (&["load", "x", "--changed-since", "HEAD"], ErrorKind::UnknownArgument),
+            (&["list-all-images", "--changed-since"], ErrorKind::InvalidValue),
             (&["register-cross", "x"], ErrorKind::UnknownArgument),
             (&["check", "--shard", "1/2"], ErrorKind::UnknownArgument),
             (&["check", "--deny-warning"], ErrorKind::UnknownArgument),

@@ -11,6 +11,7 @@ use crate::cross::{self, Registered};
 use crate::discovery::{discover, discover_lenient, Catalog};
 use crate::engine::Engine;
 use crate::execute::{self, Action, Outcome};
+use crate::history;
 use crate::listing::{is_test, local_name, remote_name};
 use crate::planning::{self, ImageInfo, Mode, Observed, Options, Target};
 use crate::provenance::{GitState, Provenance};
@@ -28,8 +29,16 @@ pub enum Selection {
     AllTests(Option<Shard>),
 }
 
-/// Runs one engine command; returns the process exit status.
-pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs) -> Result<i32> {
+/// Runs one engine command; returns the process exit status. With
+/// `changed_since`, an `*-all-*` selection keeps only the images whose tag
+/// differs from their tag at that git revision.
+pub fn run(
+    settings: &Settings,
+    mode: Mode,
+    selection: Selection,
+    args: &RunArgs,
+    changed_since: Option<&str>,
+) -> Result<i32> {
     // A directory that cannot make an image name stops only what names it:
     // `*-all-*` does the rest, then fails naming it.
     let catalog = discover_lenient(&settings.images_dir, settings.arch)?;
@@ -68,6 +77,14 @@ pub fn run(settings: &Settings, mode: Mode, selection: Selection, args: &RunArgs
             Outcome::new(info, Action::Skipped, Some(format!("not available for {}", settings.arch)))
         })
         .collect();
+    let requested = match changed_since {
+        Some(rev) if !matches!(selection, Selection::Names(_)) => {
+            let changed = history::changed_since(settings, &catalog, &requested, rev)?;
+            reporting::note(&format!("changed since {rev}: {} of {} images", changed.len(), requested.len()));
+            changed
+        }
+        _ => requested,
+    };
     let requested = match shard {
         Some(shard) => shard_of(&catalog, settings, &requested, shard)?,
         None => requested,

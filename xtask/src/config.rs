@@ -39,6 +39,11 @@ impl Arch {
         }
     }
 
+    /// `<name>_<arch>` split in two, as remote repository names end.
+    pub fn split_suffix(name: &str) -> Option<(&str, Arch)> {
+        Arch::ALL.into_iter().find_map(|arch| Some((name.strip_suffix(arch.as_str())?.strip_suffix('_')?, arch)))
+    }
+
     /// The architecture as OCI image configs record it.
     pub fn oci(self) -> &'static str {
         match self {

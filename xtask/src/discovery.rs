@@ -2,6 +2,7 @@
 //! their names, groups and Dockerfiles, and how command-line names select them.
 
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
@@ -87,33 +88,82 @@ pub fn discover_lenient(root: &Path, arch: Arch) -> Result<Catalog> {
     if !meta.is_dir() {
         bail!("images directory {} is not a directory", root.display());
     }
-    let own = format!("Dockerfile.{arch}");
-    let foreign: Vec<String> = Arch::ALL.iter().filter(|a| **a != arch).map(|a| format!("Dockerfile.{a}")).collect();
+    let dirs = dockerfile_dirs(root)?;
+    catalog_of(root, arch, dirs)
+}
 
-    // (relative dir, has Dockerfile, has Dockerfile.<arch>, has a foreign one)
-    let mut found: Vec<(PathBuf, bool, bool, bool)> = Vec::new();
+/// Which Dockerfiles a directory holds: `Dockerfile`, and
+/// `Dockerfile.<arch>` for each architecture (in the order of [`Arch::ALL`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Dockerfiles {
+    pub plain: bool,
+    pub per_arch: [bool; 2],
+}
+
+impl Dockerfiles {
+    /// Notes a file of the directory; false when its name is none of them.
+    pub fn note(&mut self, file: &[u8]) -> bool {
+        if file == b"Dockerfile" {
+            self.plain = true;
+            return true;
+        }
+        let Some(suffix) = file.strip_prefix(b"Dockerfile.") else { return false };
+        match Arch::ALL.iter().position(|a| a.as_str().as_bytes() == suffix) {
+            Some(k) => {
+                self.per_arch[k] = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn merge(&mut self, other: Dockerfiles) {
+        self.plain |= other.plain;
+        for (mine, theirs) in self.per_arch.iter_mut().zip(other.per_arch) {
+            *mine |= theirs;
+        }
+    }
+
+    fn has(&self, arch: Arch) -> bool {
+        Arch::ALL.iter().zip(self.per_arch).any(|(a, has)| *a == arch && has)
+    }
+
+    fn has_other(&self, arch: Arch) -> bool {
+        Arch::ALL.iter().zip(self.per_arch).any(|(a, has)| *a != arch && has)
+    }
+}
+
+/// Every directory under `root` holding a Dockerfile of some architecture
+/// (relative to `root`), in the order a walk by file name first meets one.
+fn dockerfile_dirs(root: &Path) -> Result<Vec<(PathBuf, Dockerfiles)>> {
+    let mut found: Vec<(PathBuf, Dockerfiles)> = Vec::new();
     let mut slots: HashMap<PathBuf, usize> = HashMap::new();
     for entry in walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name() {
         let entry = entry.map_err(walk_error)?;
         if entry.file_type().is_dir() {
             continue;
         }
-        let file = entry.file_name();
-        let (plain, native, other) =
-            (file == "Dockerfile", file == own.as_str(), foreign.iter().any(|f| file == f.as_str()));
-        if !(plain || native || other) {
+        let mut which = Dockerfiles::default();
+        if !which.note(entry.file_name().as_bytes()) {
             continue;
         }
         let dir = entry.path().parent().unwrap_or(root).strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
         let slot = *slots.entry(dir.clone()).or_insert_with(|| {
-            found.push((dir, false, false, false));
+            found.push((dir, Dockerfiles::default()));
             found.len() - 1
         });
-        let slot = &mut found[slot];
-        slot.1 |= plain;
-        slot.2 |= native;
-        slot.3 |= other;
+        found[slot].1.merge(which);
     }
+    Ok(found)
+}
+
+/// The catalog for `arch` from the directories holding Dockerfiles
+/// (relative to `root`, in the order a walk by file name meets them),
+/// however they were found: on disk, or in a git tree.
+pub fn catalog_of(root: &Path, arch: Arch, dirs: Vec<(PathBuf, Dockerfiles)>) -> Result<Catalog> {
+    let own = format!("Dockerfile.{arch}");
+    let found: Vec<(PathBuf, bool, bool, bool)> =
+        dirs.into_iter().map(|(dir, d)| (dir, d.plain, d.has(arch), d.has_other(arch))).collect();
 
     let mut images = Vec::new();
     let mut other_arch = Vec::new();
@@ -196,6 +246,11 @@ fn one_line(name: &str) -> String {
         }
     }
     out
+}
+
+/// Whether `path` (`/`-separated) is one an image directory may have.
+pub fn is_image_path(path: &str) -> bool {
+    !path.is_empty() && path.split('/').all(valid_segment)
 }
 
 /// A path component of an image reference, less `_` (see [`image_path`]):

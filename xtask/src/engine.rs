@@ -311,6 +311,29 @@ impl Engine {
 
     /// Every local image, `repository:tag` -> image ID, in one call.
     pub fn local_images(&self) -> Result<HashMap<String, String>> {
+        Ok(self.by_name(self.image_names()?))
+    }
+
+    /// Names (as [`Engine::image_names`] lists them) -> image ID, each also
+    /// under the names the engine answers to.
+    fn by_name(&self, names: Vec<(String, String)>) -> HashMap<String, String> {
+        let mut images = HashMap::new();
+        for (name, id) in names {
+            // podman keeps a name without a registry domain (`local/x`) as
+            // `localhost/local/x`, and answers to both.
+            if self.kind == EngineKind::Podman {
+                if let Some(short) = name.strip_prefix("localhost/") {
+                    images.entry(short.to_string()).or_insert_with(|| id.clone());
+                }
+            }
+            images.insert(name, id);
+        }
+        images
+    }
+
+    /// Every name of a local image as the engine lists it, `repository:tag`,
+    /// with the image's ID, in one call.
+    pub fn image_names(&self) -> Result<Vec<(String, String)>> {
         let sh = Shell::new()?;
         let program = self.program;
         let format = "{{.Repository}}:{{.Tag}}\t{{.ID}}";
@@ -326,22 +349,103 @@ impl Engine {
         if !out.ok {
             bail!("cannot list local images: {}", first_line(&out.stderr));
         }
-        let mut images = HashMap::new();
-        for (name, id) in out.stdout.lines().filter_map(|l| l.split_once('\t')) {
-            if name.contains("<none>") {
-                continue;
+        Ok(out
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(name, _)| !name.contains("<none>"))
+            .map(|(name, id)| (name.to_string(), full_id(id.trim())))
+            .collect())
+    }
+
+    /// Every container, running or not, with the image it was created
+    /// from, in one call. `listed` (every local name and its image, as
+    /// [`Engine::image_names`] gives them) resolves docker's image column,
+    /// which shows the name the container was created with while that name
+    /// still means the container's image, else its ID.
+    pub fn containers(&self, listed: &[(String, String)]) -> Result<Vec<Container>> {
+        let names = self.by_name(listed.to_vec());
+        let sh = Shell::new()?;
+        let program = self.program;
+        let format = match self.kind {
+            EngineKind::Docker => "{{.ID}}\t{{.Names}}\t{{.Image}}",
+            EngineKind::Podman => "{{.ID}}\t{{.Names}}\t{{.ImageID}}",
+        };
+        let out = self.run(cmd!(sh, "{program} ps --all --no-trunc --format {format}"), None)?;
+        if !out.ok {
+            bail!("cannot list containers: {}", first_line(&out.stderr));
+        }
+        let mut containers = Vec::new();
+        for line in out.stdout.lines() {
+            let mut fields = line.splitn(3, '\t');
+            let (Some(id), Some(name), Some(image)) = (fields.next(), fields.next(), fields.next()) else { continue };
+            let image = image.trim();
+            let image_id = if self.kind == EngineKind::Podman || image.starts_with("sha256:") {
+                Some(full_id(image))
+            } else {
+                let tagged = if image.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+                    image.to_string()
+                } else {
+                    format!("{image}:latest")
+                };
+                let familiar = tagged.strip_prefix("docker.io/").unwrap_or(&tagged);
+                let familiar = familiar.strip_prefix("library/").unwrap_or(familiar);
+                names.get(&tagged).or_else(|| names.get(familiar)).cloned()
+            };
+            containers.push(Container { id: id.to_string(), name: name.to_string(), image: image_id });
+        }
+        Ok(containers)
+    }
+
+    /// What the engine says of local images (`ids`): platform, size and
+    /// layers, in one call for up to [`INSPECT_AT_ONCE`] images. An image
+    /// that vanished meanwhile is left out.
+    pub fn image_facts(&self, ids: &[&str]) -> Result<HashMap<String, ImageFacts>> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(INSPECT_AT_ONCE) {
+            let out = self.run(cmd!(sh, "{program} image inspect {chunk...}"), None)?;
+            let parsed: Vec<InspectedImage> = match serde_json::from_str(out.stdout.trim()) {
+                Ok(images) => images,
+                Err(_) if !out.ok && is_missing(&out.stderr) => Vec::new(),
+                Err(_) if !out.ok => bail!("cannot inspect local images: {}", first_line(&out.stderr)),
+                Err(e) => bail!("cannot read the engine's image inspection: {e}"),
+            };
+            for image in parsed {
+                let facts = ImageFacts {
+                    platform: Platform {
+                        os: image.os.clone(),
+                        architecture: image.architecture.clone(),
+                        variant: image.variant.clone().unwrap_or_default(),
+                    },
+                    size: image.size,
+                    layers: image.rootfs.and_then(|r| r.layers).unwrap_or_default(),
+                };
+                found.insert(full_id(&image.id), facts);
             }
-            let id = full_id(id.trim());
-            // podman keeps a name without a registry domain (`local/x`) as
-            // `localhost/local/x`, and answers to both.
-            if self.kind == EngineKind::Podman {
-                if let Some(short) = name.strip_prefix("localhost/") {
-                    images.entry(short.to_string()).or_insert_with(|| id.clone());
+        }
+        Ok(found)
+    }
+
+    /// Removes local names, without force: the engine keeps an image that
+    /// a container uses. An image goes when its last name does.
+    pub fn remove_names(&self, references: &[String]) -> Result<Removed> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let mut removed = Removed::default();
+        for chunk in references.chunks(REMOVE_AT_ONCE) {
+            let out = self.run(cmd!(sh, "{program} rmi {chunk...}"), None)?;
+            for line in out.stdout.lines() {
+                if let Some(id) = line.trim().strip_prefix("Deleted: ") {
+                    removed.deleted.insert(full_id(id.trim()));
                 }
             }
-            images.insert(name.to_string(), id);
+            if !out.ok {
+                removed.refused.extend(out.stderr.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+            }
         }
-        Ok(images)
+        Ok(removed)
     }
 
     /// What each of the local images `ids` (or names) is, from their
@@ -684,6 +788,46 @@ impl InspectedImage {
             labels: self.config.and_then(|c| c.labels).unwrap_or_default(),
         }
     }
+}
+
+/// A local image as `image inspect` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageFacts {
+    pub platform: Platform,
+    /// Bytes, its base's layers included.
+    pub size: u64,
+    /// Its layers' digests, base first.
+    pub layers: Vec<String>,
+}
+
+/// What removing names did: the images deleted (by ID), and what the
+/// engine said of the names it kept.
+#[derive(Clone, Debug, Default)]
+pub struct Removed {
+    pub deleted: std::collections::HashSet<String>,
+    pub refused: Vec<String>,
+}
+
+/// A container and the image it was created from, when the engine's
+/// answer tells which.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub image: Option<String>,
+}
+
+/// Images inspected in one engine call: their IDs stay well below the
+/// kernel's limit on a command line's length.
+const INSPECT_AT_ONCE: usize = 20_000;
+
+/// Names removed in one engine call.
+const REMOVE_AT_ONCE: usize = 200;
+
+/// Whether an engine said that images it was asked about do not exist.
+fn is_missing(stderr: &str) -> bool {
+    let lower = stderr.to_lowercase();
+    lower.contains("no such image") || lower.contains("image not known")
 }
 
 /// Image IDs as docker writes them; podman leaves out the `sha256:`.

@@ -10,10 +10,13 @@ pub mod dockerfile;
 pub mod dockerignore;
 pub mod engine;
 pub mod execute;
+pub mod gc;
+pub mod history;
 pub mod init;
 pub mod listing;
 pub mod planning;
 pub mod provenance;
+pub mod prune;
 pub mod registry;
 pub mod reporting;
 pub mod shard;
@@ -81,10 +84,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         return init::run(&args.from_makefile, &to, args.force, &workspace, &cwd).map(|()| 0);
     }
     let settings = settings(&cli)?;
+    let arch_given = cli.global.arch.is_some();
+    let changed_since = cli.command.changed_since().map(String::from);
+    let changed_since = changed_since.as_deref();
     let (mode, selection, args) = match cli.command {
         Command::Init(_) => unreachable!("init runs before the settings are resolved"),
-        Command::ListAllImages(a) => return listing::list(&settings, false, a.json, a.shard).map(|()| 0),
-        Command::ListAllTestImages(a) => return listing::list(&settings, true, a.json, a.shard).map(|()| 0),
+        Command::ListAllImages(a) => {
+            return listing::list(&settings, false, a.json, a.shard, changed_since).map(|()| 0)
+        }
+        Command::ListAllTestImages(a) => {
+            return listing::list(&settings, true, a.json, a.shard, changed_since).map(|()| 0)
+        }
         Command::LocalImage { print, images } => return listing::local_image(&settings, &images, print).map(|()| 0),
         Command::Settings { names } => {
             return listing::print_settings(&settings, &std::env::current_dir()?, &names).map(|()| 0)
@@ -92,6 +102,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::RegisterCross => return commands::register_cross(&settings).map(|()| 0),
         Command::PushManifest(s) => return commands::push_manifest(&settings, &s.images, &s.opts.run_args()),
         Command::Check(a) => return check::run(&settings, &a.images, a.json, a.deny_warnings),
+        Command::Prune(a) => return prune::run(&settings, arch_given.then_some(settings.arch), a.dry_run, a.json),
+        Command::Gc(a) => {
+            let opts = gc::Options {
+                keep: a.keep,
+                keep_since: a.keep_since,
+                delete: a.delete,
+                json: a.json,
+                jobs: a.jobs.map_or(8, usize::from),
+            };
+            return gc::run(&settings, &opts);
+        }
         Command::Status(a) => return status::run(&settings, &a.images, a.local, a.json, a.markdown.as_deref()),
         Command::Load(s) => (Mode::Load, Names(s.images), s.opts.run_args()),
         Command::Pull(s) => (Mode::Pull, Names(s.images), s.opts.run_args()),
@@ -106,5 +127,5 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::PushAllTestImages(a) => (Mode::Push, AllTests(a.shard), a.opts.run_args()),
         Command::TestAllTestImages(a) => (Mode::Test, AllTests(a.shard), a.opts.run_args()),
     };
-    commands::run(&settings, mode, selection, &args)
+    commands::run(&settings, mode, selection, &args, changed_since)
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::config::{Settings, TagScheme};
 use crate::discovery::{discover_lenient, Catalog, Image};
+use crate::history;
 use crate::shard::{self, Shard};
 use crate::tagging;
 
@@ -38,15 +39,25 @@ pub fn remote_name(settings: &Settings, image: &Image) -> String {
     format!("{}/{}_{}", settings.remote_prefix, image.path, settings.arch)
 }
 
-/// Prints every image (or every test image), or those of one shard. A
-/// directory whose name cannot make an image name is skipped with a warning.
-pub fn list(settings: &Settings, tests_only: bool, json: bool, shard: Option<Shard>) -> Result<()> {
+/// Prints every image (or every test image), or those of one shard, or
+/// those changed since a git revision. A directory whose name cannot make
+/// an image name is skipped with a warning.
+pub fn list(
+    settings: &Settings,
+    tests_only: bool,
+    json: bool,
+    shard: Option<Shard>,
+    changed_since: Option<&str>,
+) -> Result<()> {
     let catalog = discover_lenient(&settings.images_dir, settings.arch)?;
     for bad in &catalog.invalid {
         eprintln!("warning: skipped: {}", bad.reason);
     }
     let mut chosen: Vec<usize> =
         (0..catalog.images.len()).filter(|&i| !tests_only || is_test(settings, &catalog.images[i])).collect();
+    if let Some(rev) = changed_since {
+        chosen = history::changed_since(settings, &catalog, &chosen, rev)?;
+    }
     if let Some(shard) = shard {
         chosen = shard::select(&catalog, settings, &chosen, shard)?;
     }

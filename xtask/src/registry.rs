@@ -404,6 +404,7 @@ impl<'a> Call<'a> {
 enum Access {
     Pull,
     Push,
+    Delete,
 }
 
 impl Registry {
@@ -467,12 +468,30 @@ impl Registry {
     /// Sends a request, answering the registry's authentication challenge
     /// once; the caller judges the status.
     fn send(&self, r: &Reference, call: Call<'_>) -> Result<ureq::Response> {
-        let Call { method, path, access, extra_scopes, headers, body } = call;
-        let host = self.host(&r.host)?;
-        let url = format!("{}/v2/{}/{path}", host.base, r.repository);
-        let mut scopes =
-            vec![format!("repository:{}:{}", r.repository, if access == Access::Push { "pull,push" } else { "pull" })];
-        scopes.extend(extra_scopes.iter().cloned());
+        let action = match call.access {
+            Access::Pull => "pull",
+            Access::Push => "pull,push",
+            Access::Delete => "delete",
+        };
+        let mut scopes = vec![format!("repository:{}:{action}", r.repository)];
+        scopes.extend(call.extra_scopes.iter().cloned());
+        let path = format!("/v2/{}/{}", r.repository, call.path);
+        self.send_to(&r.host, &path, &scopes, r, call)
+    }
+
+    /// Sends a request for `path` (from `/v2/` on) to `host`, with a token
+    /// for `scopes` where the registry wants one; `what` names it in errors.
+    fn send_to(
+        &self,
+        host_name: &str,
+        path: &str,
+        scopes: &[String],
+        what: &dyn std::fmt::Display,
+        call: Call<'_>,
+    ) -> Result<ureq::Response> {
+        let Call { method, headers, body, .. } = call;
+        let host = self.host(host_name)?;
+        let url = format!("{}{path}", host.base);
         let scope_key = scopes.join(" ");
         let mut answered = false;
         loop {
@@ -482,7 +501,7 @@ impl Registry {
             }
             let challenge = host.challenge.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(challenge) = &challenge {
-                if let Some(auth) = self.authorization(&host, challenge, &scopes, &scope_key, answered)? {
+                if let Some(auth) = self.authorization(&host, challenge, scopes, &scope_key, answered)? {
                     request = request.set("Authorization", &auth);
                 }
             }
@@ -495,14 +514,14 @@ impl Registry {
                 Err(ureq::Error::Status(401, response)) if !answered => {
                     let header = response.header("www-authenticate").unwrap_or_default().to_string();
                     let Some(challenge) = parse_challenge(&header) else {
-                        return Err(refused(&r.host, r, "it asks for an authentication this tool does not speak"));
+                        return Err(refused(host_name, what, "it asks for an authentication this tool does not speak"));
                     };
                     *host.challenge.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(challenge));
                     host.tokens.lock().unwrap_or_else(|e| e.into_inner()).remove(&scope_key);
                     answered = true;
                 }
                 Err(ureq::Error::Status(_, response)) => return Ok(response),
-                Err(ureq::Error::Transport(t)) => return Err(transport_error(&r.host, &t)),
+                Err(ureq::Error::Transport(t)) => return Err(transport_error(host_name, &t)),
             }
         }
     }
@@ -684,6 +703,101 @@ impl Registry {
         })
     }
 
+    /// Every repository of the registry at `host`, from its `_catalog`,
+    /// page after page.
+    pub fn repositories(&self, host: &str) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            repositories: Option<Vec<String>>,
+        }
+        let scopes = ["registry:catalog:*".to_string()];
+        let what = format!("{host}/v2/_catalog");
+        let mut out = Vec::new();
+        let mut path = format!("/v2/_catalog?n={PAGE}");
+        loop {
+            let (page, next) = retrying(|| {
+                let response = self.send_to(host, &path, &scopes, &what, Call::new("GET", "", Access::Pull))?;
+                match response.status() {
+                    200 => {}
+                    404 => bail!("registry {host} does not list its repositories (no _catalog endpoint)"),
+                    code => return Err(status_error(&Reference::parse(&format!("{host}/_catalog"))?, code, &response)),
+                }
+                let next = next_page(&response);
+                let body = read_body(response, &Reference::parse(&format!("{host}/_catalog"))?)?;
+                let page: Page = serde_json::from_slice(&body)
+                    .map_err(|e| anyhow!("registry {host}: its repository list cannot be read: {e}"))?;
+                Ok((page, next))
+            })?;
+            out.extend(page.repositories.unwrap_or_default());
+            match next {
+                Some(next) if next != path => path = next,
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Every tag of a repository (`host/repository`), page after page;
+    /// none when the registry has no such repository.
+    pub fn tags(&self, repository: &str) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let r = Reference::parse(repository)?;
+        let mut out = Vec::new();
+        let mut path = format!("tags/list?n={PAGE}");
+        loop {
+            let (page, next) = retrying(|| {
+                let response = self.send(&r, Call::new("GET", &path, Access::Pull))?;
+                match response.status() {
+                    200 => {}
+                    404 => return Ok((Page { tags: None }, None)),
+                    code => return Err(status_error(&r, code, &response)),
+                }
+                let next = next_page(&response);
+                let body = read_body(response, &r)?;
+                let page: Page = serde_json::from_slice(&body).map_err(|e| {
+                    anyhow!("registry {}: the tag list of {} cannot be read: {e}", r.host, r.repository)
+                })?;
+                Ok((page, next))
+            })?;
+            out.extend(page.tags.unwrap_or_default());
+            // The next page's link is absolute from `/v2/`; `send` wants it
+            // below the repository.
+            let below = format!("/v2/{}/", r.repository);
+            match next.as_deref().and_then(|n| n.strip_prefix(&below)) {
+                Some(next) if next != path => path = next.to_string(),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Deletes a manifest by digest (`host/repository@sha256:…`), and with
+    /// it every tag that names it. Already gone is done.
+    pub fn delete_manifest(&self, reference: &str) -> Result<()> {
+        let r = Reference::parse(reference)?;
+        if !r.object.starts_with("sha256:") {
+            bail!("{reference} does not name a manifest by digest");
+        }
+        retrying(|| {
+            let response = self.send(&r, Call::new("DELETE", &format!("manifests/{}", r.object), Access::Delete))?;
+            match response.status() {
+                200..=299 | 404 => Ok(()),
+                405 => Err(failure(
+                    format!(
+                        "registry {} does not allow deletes (405 Method Not Allowed): enable them in its \
+                         configuration (storage: delete: enabled: true) and restart it",
+                        r.host
+                    ),
+                    false,
+                )),
+                code => Err(status_error(&r, code, &response)),
+            }
+        })
+    }
+
     /// Reads an index member: its manifest and, from its config, its platform.
     pub fn member(&self, reference: &str) -> Result<Option<Member>> {
         let r = Reference::parse(reference)?;
@@ -778,6 +892,21 @@ impl Registry {
             code => Err(status_error(to, code, &started)),
         }
     }
+}
+
+/// Entries asked for per page of a listing.
+const PAGE: usize = 1000;
+
+/// The path of the next page of a listing, from its `Link` header
+/// (`</v2/…?last=x&n=1000>; rel="next"`).
+fn next_page(response: &ureq::Response) -> Option<String> {
+    let link = response.header("link")?;
+    let start = link.find('<')? + 1;
+    let end = start + link[start..].find('>')?;
+    let target = &link[start..end];
+    // Relative, as docker-registry writes it, or a whole URL.
+    let path = target.find("/v2/").map_or(target, |at| &target[at..]);
+    link[end..].contains("next").then(|| path.to_string())
 }
 
 fn read_body(response: ureq::Response, r: &Reference) -> Result<Vec<u8>> {

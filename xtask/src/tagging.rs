@@ -2,6 +2,11 @@
 //! Images are tagged in parallel, and each image's files are hashed in
 //! parallel too; only the images being worked on are held in memory, so
 //! memory stays bounded however large the tree.
+//!
+//! The inputs are read through a [`Source`]: the images root on disk
+//! ([`Fs`]), or the tree of a git revision (`crate::history`), so that a
+//! revision's tags are computed from its objects exactly as a checkout of it
+//! would be tagged.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -15,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Settings, TagScheme};
+use crate::config::{Arch, Settings, TagScheme};
 use crate::discovery::{walk_error, Catalog, Image};
 use crate::dockerfile;
 use crate::dockerignore::DockerIgnore;
@@ -25,45 +30,219 @@ pub const CONTENT_SCHEME_VERSION: &str = "xtask-content-v2";
 
 pub const TAG_LEN: usize = 16;
 
+/// Where an images root is read from. Paths are relative to the images
+/// root, `/`-separated; the image directories given are those discovery
+/// found.
+pub trait Source: Sync {
+    /// A file to hash: a path on disk, a blob in git.
+    type File: Send + Sync;
+
+    /// `find <dir> -type f`: the regular files under the image directory
+    /// `dir`, as paths relative to the root, in any order; symlinks are
+    /// neither counted nor followed.
+    fn regular_files(&self, dir: &str) -> Result<Vec<(Vec<u8>, Self::File)>>;
+
+    /// The build context of the image at `dir` as the engine sees it: every
+    /// path below it (relative to it) less what `ignore` excludes, in the
+    /// order of a walk by file name; symlinks recorded, not followed.
+    fn context(&self, dir: &str, ignore: &DockerIgnore) -> Result<BuildContext<Self::File>>;
+
+    /// A file's content, following symlinks.
+    fn read(&self, path: &str) -> Result<Vec<u8>>;
+
+    /// A file's content, following symlinks; `None` when there is none.
+    fn read_if_present(&self, path: &str) -> Result<Option<Vec<u8>>>;
+
+    /// A file to hash, following symlinks.
+    fn file(&self, path: &str) -> Result<Self::File>;
+
+    /// SHA-256 of each file's content, in order.
+    fn digests(&self, files: &[&Self::File]) -> Result<Vec<[u8; 32]>>;
+
+    /// A path as messages show it.
+    fn shown(&self, path: &str) -> String;
+}
+
+/// A build context: each path, relative to the image directory, and what is there.
+pub type BuildContext<F> = Vec<(Vec<u8>, Kind<F>)>;
+
+/// The local images a Dockerfile is built `FROM`: each reference as written,
+/// and the image path it names.
+pub type Bases = Vec<(String, String)>;
+
+/// What a path of a build context is.
+pub enum Kind<F> {
+    Dir,
+    File { exec: bool, file: F },
+    Symlink(Vec<u8>),
+}
+
+/// The images root on disk.
+pub struct Fs<'a> {
+    pub root: &'a Path,
+}
+
+impl Source for Fs<'_> {
+    type File = PathBuf;
+
+    fn regular_files(&self, dir: &str) -> Result<Vec<(Vec<u8>, PathBuf)>> {
+        let mut files = Vec::new();
+        for entry in walkdir::WalkDir::new(self.root.join(dir)).follow_links(false) {
+            let entry = entry.map_err(walk_error)?;
+            if entry.file_type().is_file() {
+                let rel = entry.path().strip_prefix(self.root).expect("walk stays under the root");
+                files.push((rel.as_os_str().as_bytes().to_vec(), entry.into_path()));
+            }
+        }
+        Ok(files)
+    }
+
+    fn context(&self, dir: &str, ignore: &DockerIgnore) -> Result<BuildContext<PathBuf>> {
+        let dir = self.root.join(dir);
+        let mut entries = Vec::new();
+        let mut walk = walkdir::WalkDir::new(&dir).follow_links(false).sort_by_file_name().min_depth(1).into_iter();
+        while let Some(entry) = walk.next() {
+            let entry = entry.map_err(walk_error)?;
+            let rel = entry.path().strip_prefix(&dir).expect("walk stays in the image").to_path_buf();
+            let ft = entry.file_type();
+            if !ignore.is_empty() && ignore.excluded(&rel) {
+                if ft.is_dir() && ignore.prunes() {
+                    walk.skip_current_dir();
+                }
+                continue;
+            }
+            let kind = if ft.is_dir() {
+                Kind::Dir
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(entry.path())
+                    .with_context(|| format!("cannot read symlink {}", entry.path().display()))?;
+                Kind::Symlink(target.as_os_str().as_bytes().to_vec())
+            } else if ft.is_file() {
+                let meta = entry.metadata().map_err(walk_error)?;
+                Kind::File { exec: meta.permissions().mode() & 0o111 != 0, file: entry.into_path() }
+            } else {
+                bail!(
+                    "{} is not a regular file, directory or symlink: a build context cannot hold it; remove it or list it in .dockerignore",
+                    entry.path().display()
+                );
+            };
+            entries.push((rel.as_os_str().as_bytes().to_vec(), kind));
+        }
+        Ok(entries)
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>> {
+        let file = self.root.join(path);
+        std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))
+    }
+
+    fn read_if_present(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        let file = self.root.join(path);
+        match std::fs::read(&file) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
+        }
+    }
+
+    fn file(&self, path: &str) -> Result<PathBuf> {
+        Ok(self.root.join(path))
+    }
+
+    fn digests(&self, files: &[&PathBuf]) -> Result<Vec<[u8; 32]>> {
+        files.par_iter().map(|p| hash_file(p)).collect()
+    }
+
+    fn shown(&self, path: &str) -> String {
+        self.root.join(path).display().to_string()
+    }
+}
+
 /// Tags for `wanted` (catalog indexes), and for the local images they are
 /// built `FROM`, since a base's tag is part of the tags built on it.
 pub fn tags(catalog: &Catalog, settings: &Settings, wanted: &[usize]) -> Result<HashMap<usize, String>> {
+    let src = Fs { root: &catalog.root };
     match settings.tag_scheme {
-        TagScheme::Gvisor => gvisor_tags(catalog, wanted),
-        TagScheme::Content => content_tags(catalog, settings, wanted),
+        TagScheme::Gvisor => gvisor_tags(&src, catalog, wanted),
+        TagScheme::Content => content_tags(&src, catalog, settings, wanted),
+    }
+}
+
+/// Every image's tag in each of several catalogs of one images root (one
+/// per architecture), each image directory read and hashed once whatever
+/// the number of architectures it is an image for.
+pub fn tags_by_arch(settings: &Settings, catalogs: &[&Catalog]) -> Result<Vec<HashMap<usize, String>>> {
+    let Some(first) = catalogs.first() else { return Ok(Vec::new()) };
+    let src = Fs { root: &first.root };
+    let mut dirs: Vec<&str> = catalogs.iter().flat_map(|c| c.images.iter().map(|i| i.path.as_str())).collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    match settings.tag_scheme {
+        TagScheme::Gvisor => {
+            let by_path: HashMap<&str, String> =
+                dirs.par_iter().map(|&d| Ok((d, gvisor_tag(&src, d)?))).collect::<Result<_>>()?;
+            Ok(catalogs
+                .iter()
+                .map(|c| {
+                    c.images.iter().enumerate().map(|(i, image)| (i, by_path[image.path.as_str()].clone())).collect()
+                })
+                .collect())
+        }
+        TagScheme::Content => {
+            let by_path: Vec<HashMap<&str, usize>> = catalogs
+                .iter()
+                .map(|c| c.images.iter().enumerate().map(|(i, image)| (image.path.as_str(), i)).collect())
+                .collect();
+            let own: HashMap<&str, Vec<(Arch, Own)>> = dirs
+                .par_iter()
+                .map(|&dir| {
+                    let wants: Vec<(Arch, &str)> = catalogs
+                        .iter()
+                        .zip(&by_path)
+                        .filter_map(|(c, paths)| paths.get(dir).map(|&i| (c.arch, c.images[i].dockerfile.as_str())))
+                        .collect();
+                    let own = own_inputs(&src, settings, dir, &wants)?;
+                    let own: Result<Vec<(Arch, Own)>> = wants.iter().zip(own).map(|((a, _), o)| Ok((*a, o?))).collect();
+                    Ok((dir, own?))
+                })
+                .collect::<Result<_>>()?;
+            catalogs
+                .iter()
+                .map(|c| {
+                    let mut resolved = HashMap::new();
+                    for (i, image) in c.images.iter().enumerate() {
+                        let (_, o) = own[image.path.as_str()].iter().find(|(a, _)| *a == c.arch).expect("hashed above");
+                        resolved.insert(i, Resolved { digest: o.digest, bases: resolve_bases(c, image, &o.bases)? });
+                    }
+                    let mut tags = HashMap::new();
+                    for i in 0..c.images.len() {
+                        content_tag(c, i, &resolved, &mut tags, &mut Vec::new())?;
+                    }
+                    Ok(tags)
+                })
+                .collect()
+        }
     }
 }
 
 // ---- gvisor: the legacy pipeline, bit for bit -------------------------------
 
-fn gvisor_tags(catalog: &Catalog, wanted: &[usize]) -> Result<HashMap<usize, String>> {
-    wanted
-        .par_iter()
-        .map(|&i| {
-            let files = gvisor_files(&catalog.root, &catalog.images[i])?;
-            let digests = hash_files(files.iter().map(|(_, abs)| abs.as_path()))?;
-            let mut h = Sha256::new();
-            for ((rel, _), digest) in files.iter().zip(&digests) {
-                h.update(sha256sum_line(digest, rel));
-            }
-            Ok((i, short(&h.finalize())))
-        })
-        .collect()
+fn gvisor_tags<S: Source>(src: &S, catalog: &Catalog, wanted: &[usize]) -> Result<HashMap<usize, String>> {
+    wanted.par_iter().map(|&i| Ok((i, gvisor_tag(src, &catalog.images[i].path)?))).collect()
 }
 
-/// `find <path> -type f | sort -f -d`, from the images root: regular files
-/// only, symlinks neither counted nor followed.
-fn gvisor_files(root: &Path, image: &Image) -> Result<Vec<(Vec<u8>, PathBuf)>> {
-    let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(image.dir(root)).follow_links(false) {
-        let entry = entry.map_err(walk_error)?;
-        if entry.file_type().is_file() {
-            let rel = entry.path().strip_prefix(root).expect("walk stays under the root");
-            files.push((rel.as_os_str().as_bytes().to_vec(), entry.into_path()));
-        }
-    }
+/// The legacy tag of the image at `path`: `find <path> -type f | sort -f -d
+/// | xargs -n 1 sha256sum | sha256sum - | cut -c 1-16`, from the images root.
+pub fn gvisor_tag<S: Source>(src: &S, path: &str) -> Result<String> {
+    let mut files = src.regular_files(path)?;
     files.sort_by_cached_key(|(rel, _)| (sort_fd_key(rel), rel.clone()));
-    Ok(files)
+    let handles: Vec<&S::File> = files.iter().map(|(_, f)| f).collect();
+    let digests = src.digests(&handles)?;
+    let mut h = Sha256::new();
+    for ((rel, _), digest) in files.iter().zip(&digests) {
+        h.update(sha256sum_line(digest, rel));
+    }
+    Ok(short(&h.finalize()))
 }
 
 /// GNU `sort -f -d` in the C locale: compare only letters, digits and blanks,
@@ -103,20 +282,41 @@ fn sha256sum_line(digest: &[u8; 32], name: &[u8]) -> Vec<u8> {
 
 // ---- content: the build context, the build's settings, and its bases --------
 
-/// An image's own inputs, hashed, and the images it is built on, whose
-/// tags complete its own.
-struct Own {
-    digest: [u8; 32],
-    bases: Vec<usize>,
+/// An image's own inputs for one architecture, hashed, and the local
+/// images its Dockerfile is built `FROM`: each as written and by path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Own {
+    pub digest: [u8; 32],
+    pub bases: Bases,
 }
 
-fn content_tags(catalog: &Catalog, settings: &Settings, wanted: &[usize]) -> Result<HashMap<usize, String>> {
+/// [`Own`] with the bases found in a catalog (indexes, sorted): what the
+/// tag is made of.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub digest: [u8; 32],
+    pub bases: Vec<usize>,
+}
+
+fn content_tags<S: Source>(
+    src: &S,
+    catalog: &Catalog,
+    settings: &Settings,
+    wanted: &[usize],
+) -> Result<HashMap<usize, String>> {
     // The wanted images and, transitively, their bases: each hashed once.
-    let mut own: HashMap<usize, Own> = HashMap::new();
+    let mut own: HashMap<usize, Resolved> = HashMap::new();
     let mut needed: Vec<usize> = wanted.to_vec();
     while !needed.is_empty() {
-        let batch: Vec<(usize, Own)> =
-            needed.par_iter().map(|&i| Ok((i, own_digest(catalog, settings, i)?))).collect::<Result<_>>()?;
+        let batch: Vec<(usize, Resolved)> = needed
+            .par_iter()
+            .map(|&i| {
+                let image = &catalog.images[i];
+                let mut o = own_inputs(src, settings, &image.path, &[(settings.arch, &image.dockerfile)])?;
+                let o = o.pop().expect("one architecture asked for")?;
+                Ok((i, Resolved { digest: o.digest, bases: resolve_bases(catalog, image, &o.bases)? }))
+            })
+            .collect::<Result<_>>()?;
         needed = batch.iter().flat_map(|(_, o)| o.bases.iter().copied()).collect();
         own.extend(batch);
         needed.sort_unstable();
@@ -131,10 +331,10 @@ fn content_tags(catalog: &Catalog, settings: &Settings, wanted: &[usize]) -> Res
 }
 
 /// The tag: the image's own digest and its bases' tags.
-fn content_tag(
+pub fn content_tag(
     catalog: &Catalog,
     i: usize,
-    own: &HashMap<usize, Own>,
+    own: &HashMap<usize, Resolved>,
     tags: &mut HashMap<usize, String>,
     chain: &mut Vec<usize>,
 ) -> Result<String> {
@@ -145,11 +345,14 @@ fn content_tag(
         let names: Vec<&str> = chain.iter().chain([&i]).map(|&j| catalog.images[j].name.as_str()).collect();
         bail!("images are built FROM each other in a cycle: {}", names.join(" -> "));
     }
+    let Some(resolved) = own.get(&i) else {
+        bail!("the inputs of {} could not be read", catalog.images[i].name);
+    };
     chain.push(i);
     let mut h = Sha256::new();
     field(&mut h, "scheme", CONTENT_SCHEME_VERSION.as_bytes());
-    field(&mut h, "own", &own[&i].digest);
-    for &base in &own[&i].bases {
+    field(&mut h, "own", &resolved.digest);
+    for &base in &resolved.bases {
         let tag = content_tag(catalog, base, own, tags, chain)?;
         field(&mut h, "from", catalog.images[base].name.as_bytes());
         field(&mut h, "from-tag", tag.as_bytes());
@@ -168,93 +371,112 @@ fn field(h: &mut Sha256, name: &str, value: &[u8]) {
     h.update(value);
 }
 
-enum Kind {
-    Dir,
-    File { exec: bool, abs: PathBuf },
-    Symlink(Vec<u8>),
-}
-
-/// Everything that goes into an image's build but its bases.
-fn own_digest(catalog: &Catalog, settings: &Settings, i: usize) -> Result<Own> {
-    let image = &catalog.images[i];
-    let entries = build_context(&image.dir(&catalog.root))?;
-    let dockerfile = image.dir(&catalog.root).join(&image.dockerfile);
-    let files =
-        entries.iter().filter_map(|(_, k)| if let Kind::File { abs, .. } = k { Some(abs.as_path()) } else { None });
-    let digests = hash_files(std::iter::once(dockerfile.as_path()).chain(files))?;
-    let mut digests = digests.iter();
-    let mut h = Sha256::new();
-    field(&mut h, "arch", settings.arch.as_str().as_bytes());
-    field(&mut h, "dockerfile", image.dockerfile.as_bytes());
-    field(&mut h, "dockerfile-content", digests.next().expect("the Dockerfile is hashed"));
-    for arg in &settings.build_args {
-        field(&mut h, "build-arg", arg.as_bytes());
-    }
-    for (rel, kind) in &entries {
-        match kind {
-            Kind::Dir => field(&mut h, "dir", rel),
-            Kind::File { exec, .. } => {
-                field(&mut h, if *exec { "exec" } else { "file" }, rel);
-                field(&mut h, "content", digests.next().expect("every file is hashed"));
+/// Everything that goes into the build of the image at `path` but its
+/// bases, for each (architecture, Dockerfile) asked for: the build context
+/// is read and hashed once for all of them. A Dockerfile that cannot be
+/// read fails only what asked for it.
+pub fn own_inputs<S: Source>(
+    src: &S,
+    settings: &Settings,
+    path: &str,
+    wants: &[(Arch, &str)],
+) -> Result<Vec<Result<Own>>> {
+    let ignore_file = format!("{path}/.dockerignore");
+    let ignore = match src.read_if_present(&ignore_file)? {
+        Some(bytes) => DockerIgnore::parse(&String::from_utf8_lossy(&bytes))
+            .with_context(|| format!("invalid pattern in {}", src.shown(&ignore_file)))?,
+        None => DockerIgnore::default(),
+    };
+    let entries = src.context(path, &ignore)?;
+    let mut dockerfiles: Vec<&str> = wants.iter().map(|(_, d)| *d).collect();
+    dockerfiles.sort_unstable();
+    dockerfiles.dedup();
+    // Each Dockerfile: its file and the bases it names, or why not.
+    let read: Vec<Result<(S::File, Bases)>> = dockerfiles
+        .iter()
+        .map(|d| {
+            let file = format!("{path}/{d}");
+            Ok((src.file(&file)?, from_bases(&src.read(&file)?, settings)))
+        })
+        .collect();
+    let files = entries.iter().filter_map(|(_, k)| if let Kind::File { file, .. } = k { Some(file) } else { None });
+    let readable: Vec<&S::File> = read.iter().filter_map(|r| r.as_ref().ok().map(|(f, _)| f)).collect();
+    let all: Vec<&S::File> = readable.iter().copied().chain(files).collect();
+    let digests = src.digests(&all)?;
+    let (dockerfile_digests, file_digests) = digests.split_at(readable.len());
+    let mut dockerfile_digests = dockerfile_digests.iter();
+    let read: Vec<Result<([u8; 32], &Bases), String>> = read
+        .iter()
+        .map(|r| match r {
+            Ok((_, bases)) => Ok((*dockerfile_digests.next().expect("hashed"), bases)),
+            Err(e) => Err(format!("{e:#}")),
+        })
+        .collect();
+    let mut out = Vec::with_capacity(wants.len());
+    for (arch, dockerfile) in wants {
+        let d = dockerfiles.iter().position(|x| x == dockerfile).expect("listed above");
+        let (dockerfile_digest, bases) = match &read[d] {
+            Ok(r) => *r,
+            Err(e) => {
+                out.push(Err(anyhow::anyhow!("{e}")));
+                continue;
             }
-            Kind::Symlink(target) => {
-                field(&mut h, "symlink", rel);
-                field(&mut h, "target", target);
-            }
-        }
-    }
-    Ok(Own { digest: h.finalize().into(), bases: local_bases(catalog, settings, image)? })
-}
-
-/// The build context as the engine sees it: the image directory, less what
-/// `.dockerignore` excludes, symlinks recorded and not followed.
-fn build_context(dir: &Path) -> Result<Vec<(Vec<u8>, Kind)>> {
-    let ignore = DockerIgnore::load(dir)?;
-    let mut entries = Vec::new();
-    let mut walk = walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name().min_depth(1).into_iter();
-    while let Some(entry) = walk.next() {
-        let entry = entry.map_err(walk_error)?;
-        let rel = entry.path().strip_prefix(dir).expect("walk stays in the image").to_path_buf();
-        let ft = entry.file_type();
-        if !ignore.is_empty() && ignore.excluded(&rel) {
-            if ft.is_dir() && ignore.prunes() {
-                walk.skip_current_dir();
-            }
-            continue;
-        }
-        let kind = if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(entry.path())
-                .with_context(|| format!("cannot read symlink {}", entry.path().display()))?;
-            Kind::Symlink(target.as_os_str().as_bytes().to_vec())
-        } else if ft.is_file() {
-            let meta = entry.metadata().map_err(walk_error)?;
-            Kind::File { exec: meta.permissions().mode() & 0o111 != 0, abs: entry.into_path() }
-        } else {
-            bail!(
-                "{} is not a regular file, directory or symlink: a build context cannot hold it; remove it or list it in .dockerignore",
-                entry.path().display()
-            );
         };
-        entries.push((rel.as_os_str().as_bytes().to_vec(), kind));
+        let mut h = Sha256::new();
+        field(&mut h, "arch", arch.as_str().as_bytes());
+        field(&mut h, "dockerfile", dockerfile.as_bytes());
+        field(&mut h, "dockerfile-content", &dockerfile_digest);
+        for arg in &settings.build_args {
+            field(&mut h, "build-arg", arg.as_bytes());
+        }
+        let mut digests = file_digests.iter();
+        for (rel, kind) in &entries {
+            match kind {
+                Kind::Dir => field(&mut h, "dir", rel),
+                Kind::File { exec, .. } => {
+                    field(&mut h, if *exec { "exec" } else { "file" }, rel);
+                    field(&mut h, "content", digests.next().expect("every file is hashed"));
+                }
+                Kind::Symlink(target) => {
+                    field(&mut h, "symlink", rel);
+                    field(&mut h, "target", target);
+                }
+            }
+        }
+        out.push(Ok(Own { digest: h.finalize().into(), bases: bases.clone() }));
     }
-    Ok(entries)
+    Ok(out)
 }
 
 /// The images of this catalog that `image`'s Dockerfile is built `FROM`, by
 /// their local name (`<LOCAL_IMAGE_PREFIX>/<path>[:tag]`).
 pub fn local_bases(catalog: &Catalog, settings: &Settings, image: &Image) -> Result<Vec<usize>> {
-    let file = image.dir(&catalog.root).join(&image.dockerfile);
-    let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    let text = String::from_utf8_lossy(&bytes);
+    let src = Fs { root: &catalog.root };
+    let text = src.read(&format!("{}/{}", image.path, image.dockerfile))?;
+    resolve_bases(catalog, image, &from_bases(&text, settings))
+}
+
+/// The `FROM` references of a Dockerfile that name a local image
+/// (`<LOCAL_IMAGE_PREFIX>/<path>[:tag]`), each with the path it names.
+fn from_bases(bytes: &[u8], settings: &Settings) -> Bases {
+    let text = String::from_utf8_lossy(bytes);
     let prefix = format!("{}/", settings.local_prefix);
-    let mut bases = Vec::new();
-    for reference in from_references(&text, &settings.build_args) {
-        let Some(rest) = reference.strip_prefix(&prefix) else { continue };
-        let path = strip_tag(rest);
+    from_references(&text, &settings.build_args)
+        .into_iter()
+        .filter_map(|reference| {
+            let rest = reference.strip_prefix(&prefix)?;
+            Some((reference.to_string(), strip_tag(rest).to_string()))
+        })
+        .collect()
+}
+
+/// The catalog indexes of the bases of `image`, sorted; a base that is not
+/// an image of the catalog is an error.
+pub fn resolve_bases(catalog: &Catalog, image: &Image, bases: &Bases) -> Result<Vec<usize>> {
+    let mut found = Vec::new();
+    for (reference, path) in bases {
         match catalog.by_path(path) {
-            Some(base) => bases.push(base),
+            Some(base) => found.push(base),
             None => bail!(
                 "{} is built FROM {reference}, which is not an image for {}: add {}/{path} or fix the FROM line",
                 image.name,
@@ -263,9 +485,9 @@ pub fn local_bases(catalog: &Catalog, settings: &Settings, image: &Image) -> Res
             ),
         }
     }
-    bases.sort_unstable();
-    bases.dedup();
-    Ok(bases)
+    found.sort_unstable();
+    found.dedup();
+    Ok(found)
 }
 
 /// The image references of a Dockerfile's `FROM` instructions, global
@@ -285,13 +507,7 @@ fn strip_tag(reference: &str) -> &str {
 
 // ---- shared ------------------------------------------------------------------
 
-/// SHA-256 of each file, in order, on all cores, streaming (no file is read
-/// into memory whole).
-fn hash_files<'a>(paths: impl Iterator<Item = &'a Path>) -> Result<Vec<[u8; 32]>> {
-    let paths: Vec<&Path> = paths.collect();
-    paths.par_iter().map(|p| hash_file(p)).collect()
-}
-
+/// SHA-256 of a file, streaming (no file is read into memory whole).
 pub fn hash_file(path: &Path) -> Result<[u8; 32]> {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 256 * 1024]);

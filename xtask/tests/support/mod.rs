@@ -667,8 +667,8 @@ pub fn index_members(reference: &str) -> Vec<(String, String)> {
 
 // ---- a registry of a test's own -------------------------------------------------------
 
-/// A `docker-registry` on a free loopback port with its own storage, for a
-/// test that stops it. Killed on drop.
+/// A `docker-registry` on a free loopback port with its own storage and
+/// deletes enabled, for a test that stops it or deletes from it. Killed on drop.
 pub struct Registry {
     pub addr: String,
     child: Option<Child>,
@@ -685,7 +685,7 @@ impl Registry {
             fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
                     storage.display()
                 ),
             )

@@ -1,0 +1,314 @@
+//! `prune`: removes the local images of catalog images whose tag is no
+//! longer current, under their local names (`<LOCAL_IMAGE_PREFIX>/<path>:<tag>`)
+//! and their remote names (`<REMOTE_IMAGE_PREFIX>/<path>_<arch>:<tag>`). The
+//! current tags and one look at the engine (its images and containers) make
+//! a plan, which `--dry-run` prints; the run removes what it lists.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::config::{Arch, EngineKind, Settings};
+use crate::discovery::discover_lenient;
+use crate::engine::{Container, Engine, ImageFacts};
+use crate::tagging;
+
+/// The tags that are current now: image path -> architecture -> tag.
+pub type Current = HashMap<String, HashMap<Arch, String>>;
+
+/// A local name under one of the two prefixes, of a catalog image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Name {
+    /// As the engine lists it.
+    pub reference: String,
+    pub image: String,
+    pub path: String,
+    /// The architecture its name says: remote names only.
+    pub arch: Option<Arch>,
+    pub tag: String,
+}
+
+/// What becomes of a local name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Planned (`--dry-run`).
+    Remove,
+    Removed,
+    Skipped,
+    Failed,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Remove => "would remove",
+            Action::Removed => "removed",
+            Action::Skipped => "skipped",
+            Action::Failed => "failed",
+        }
+    }
+}
+
+/// One local name the plan is about, and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Removal {
+    pub reference: String,
+    pub image: String,
+    pub action: Action,
+    /// Why it goes, or why it stays.
+    pub reason: String,
+    /// What removing it freed (or would free): the image's own bytes when
+    /// this was its last name, else nothing.
+    pub bytes: u64,
+}
+
+/// The local names under the two prefixes of catalog images, each with its
+/// image path, tag and (remote names) architecture. Names of other images,
+/// and names that are not `<prefix>/<path>[_<arch>]:<tag>`, are left out.
+pub fn names_of_catalog_images(
+    names: &[(String, String)],
+    current: &Current,
+    settings: &Settings,
+    engine: EngineKind,
+) -> Vec<Name> {
+    let local = format!("{}/", settings.local_prefix);
+    let remote = format!("{}/", settings.remote_prefix);
+    let mut out = Vec::new();
+    for (reference, image) in names {
+        // podman keeps a name without a registry domain under `localhost/`.
+        let plain = match engine {
+            EngineKind::Podman => reference.strip_prefix("localhost/").unwrap_or(reference),
+            EngineKind::Docker => reference,
+        };
+        let Some((repository, tag)) = plain.rsplit_once(':').filter(|(_, t)| !t.contains('/')) else { continue };
+        let found = if let Some(path) = repository.strip_prefix(&local).filter(|p| current.contains_key(*p)) {
+            Some((path.to_string(), None))
+        } else if let Some(rest) = repository.strip_prefix(&remote) {
+            Arch::split_suffix(rest)
+                .filter(|(path, arch)| current.get(*path).is_some_and(|by_arch| by_arch.contains_key(arch)))
+                .map(|(path, arch)| (path.to_string(), Some(arch)))
+        } else {
+            None
+        };
+        if let Some((path, arch)) = found {
+            out.push(Name { reference: reference.clone(), image: image.clone(), path, arch, tag: tag.to_string() });
+        }
+    }
+    out
+}
+
+/// The plan: which names go, and which stay though stale, and why. A name
+/// goes when its tag is not current (a remote name: for its architecture; a
+/// local name: for any), or when it is `latest` and its image is under no
+/// current tag of that image. `scope` limits it to names of images for one
+/// architecture (local names by the platform of their image). Names of
+/// images a container uses stay.
+pub fn plan(
+    names: &[Name],
+    current: &Current,
+    scope: Option<Arch>,
+    containers: &[Container],
+    facts: &HashMap<String, ImageFacts>,
+) -> Vec<Removal> {
+    let mut users: HashMap<&str, Vec<&str>> = HashMap::new();
+    for c in containers {
+        if let Some(image) = &c.image {
+            users.entry(image.as_str()).or_default().push(&c.name);
+        }
+    }
+    // The images under a current tag: a `latest` pointing at one stays.
+    let is_current = |n: &Name| match n.arch {
+        Some(arch) => current[&n.path].get(&arch) == Some(&n.tag),
+        None => current[&n.path].values().any(|t| *t == n.tag),
+    };
+    let current_images: HashSet<(&str, Option<Arch>, &str)> =
+        names.iter().filter(|n| is_current(n)).map(|n| (n.path.as_str(), n.arch, n.image.as_str())).collect();
+    let mut out = Vec::new();
+    for n in names {
+        let reason = if n.tag == "latest" {
+            let points_at_current = match n.arch {
+                Some(_) => current_images.contains(&(n.path.as_str(), n.arch, n.image.as_str())),
+                None => current_images.iter().any(|(p, _, i)| *p == n.path && *i == n.image),
+            };
+            if points_at_current {
+                continue;
+            }
+            "latest is under no current tag".to_string()
+        } else if is_current(n) {
+            continue;
+        } else {
+            format!("{} is not a current tag", n.tag)
+        };
+        let arch = match n.arch {
+            Some(arch) => Some(arch),
+            None => Arch::ALL.into_iter().find(|a| facts.get(&n.image).is_some_and(|f| f.platform.is(*a))),
+        };
+        if scope.is_some() && arch != scope {
+            continue;
+        }
+        let (action, reason) = match users.get(n.image.as_str()) {
+            Some(users) => (Action::Skipped, format!("in use by container {}", users.join(", "))),
+            None => (Action::Remove, reason),
+        };
+        out.push(Removal { reference: n.reference.clone(), image: n.image.clone(), action, reason, bytes: 0 });
+    }
+    out.sort_by(|a, b| a.reference.cmp(&b.reference));
+    out
+}
+
+/// The bytes freed by deleting `deleted` images, each counted once: an
+/// image's size less that of the largest image kept (or deleted before it)
+/// whose layers its own begin with, which it shares.
+pub fn freed(deleted: &HashSet<String>, facts: &HashMap<String, ImageFacts>) -> HashMap<String, u64> {
+    let mut order: Vec<&String> = deleted.iter().filter(|id| facts.contains_key(*id)).collect();
+    order.sort_by_key(|id| (facts[*id].layers.len(), (*id).clone()));
+    let mut counted: HashSet<&str> = HashSet::new();
+    let mut out = HashMap::new();
+    for id in order {
+        let me = &facts[id];
+        let shared = facts
+            .iter()
+            .filter(|(other, _)| *other != id && (!deleted.contains(*other) || counted.contains(other.as_str())))
+            .filter(|(_, f)| f.layers.len() <= me.layers.len() && me.layers.starts_with(&f.layers))
+            .map(|(_, f)| f.size)
+            .max()
+            .unwrap_or(0);
+        out.insert(id.clone(), me.size.saturating_sub(shared));
+        counted.insert(id);
+    }
+    out
+}
+
+/// Puts each deleted image's bytes on its last name in the plan.
+fn attribute(removals: &mut [Removal], freed: &HashMap<String, u64>) {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (k, r) in removals.iter().enumerate() {
+        if matches!(r.action, Action::Remove | Action::Removed) {
+            last.insert(&r.image, k);
+        }
+    }
+    let last: Vec<(usize, u64)> = last.into_iter().filter_map(|(image, k)| Some((k, *freed.get(image)?))).collect();
+    for (k, bytes) in last {
+        removals[k].bytes = bytes;
+    }
+}
+
+/// Runs `prune`; returns the process exit status.
+pub fn run(settings: &Settings, scope: Option<Arch>, dry_run: bool, json: bool) -> Result<i32> {
+    let mut catalogs = Vec::new();
+    for arch in Arch::ALL {
+        let catalog = discover_lenient(&settings.images_dir, arch)?;
+        catalogs.push(catalog);
+    }
+    for bad in &catalogs[0].invalid {
+        eprintln!("warning: skipped: {}", bad.reason);
+    }
+    let refs: Vec<_> = catalogs.iter().collect();
+    let tags = tagging::tags_by_arch(settings, &refs).context("cannot tell which tags are current")?;
+    let mut current: Current = HashMap::new();
+    for (catalog, tags) in catalogs.iter().zip(&tags) {
+        for (i, image) in catalog.images.iter().enumerate() {
+            current.entry(image.path.clone()).or_default().insert(catalog.arch, tags[&i].clone());
+        }
+    }
+
+    let engine = Engine::new(settings.engine);
+    engine.check()?;
+    let listed = engine.image_names()?;
+    let containers = engine.containers(&listed)?;
+    let names = names_of_catalog_images(&listed, &current, settings, settings.engine);
+    // Sizes and platforms, asked for only when some name may go.
+    let facts = if plan(&names, &current, None, &containers, &HashMap::new()).is_empty() {
+        HashMap::new()
+    } else {
+        let mut ids: Vec<&str> = listed.iter().map(|(_, id)| id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        engine.image_facts(&ids)?
+    };
+    let mut removals = plan(&names, &current, scope, &containers, &facts);
+
+    // Images every name of which goes are deleted.
+    let mut left: HashMap<&str, usize> = HashMap::new();
+    for (_, id) in &listed {
+        *left.entry(id.as_str()).or_default() += 1;
+    }
+    for r in removals.iter().filter(|r| r.action == Action::Remove) {
+        if let Some(n) = left.get_mut(r.image.as_str()) {
+            *n -= 1;
+        }
+    }
+    let doomed: HashSet<String> = left.iter().filter(|(_, n)| **n == 0).map(|(id, _)| id.to_string()).collect();
+
+    if dry_run {
+        attribute(&mut removals, &freed(&doomed, &facts));
+    } else {
+        let going: Vec<String> =
+            removals.iter().filter(|r| r.action == Action::Remove).map(|r| r.reference.clone()).collect();
+        let said = if going.is_empty() { Default::default() } else { engine.remove_names(&going)? };
+        let after: HashSet<String> =
+            if going.is_empty() { HashSet::new() } else { engine.image_names()?.into_iter().map(|(n, _)| n).collect() };
+        for r in removals.iter_mut().filter(|r| r.action == Action::Remove) {
+            if after.contains(&r.reference) {
+                r.action = Action::Failed;
+                r.reason = said
+                    .refused
+                    .iter()
+                    .find(|l| l.contains(&r.reference))
+                    .or(said.refused.first())
+                    .cloned()
+                    .unwrap_or_else(|| "the engine kept it".into());
+            } else {
+                r.action = Action::Removed;
+            }
+        }
+        let deleted: HashSet<String> = said.deleted.intersection(&doomed).cloned().collect();
+        attribute(&mut removals, &freed(&deleted, &facts));
+    }
+
+    if json {
+        crate::reporting::print_json(&serde_json::json!({ "names": removals }))?;
+    }
+    let text = report(&removals, dry_run);
+    if json {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+    Ok(if removals.iter().any(|r| r.action == Action::Failed) { crate::EXIT_FAILURE } else { 0 })
+}
+
+/// One line per name, then the total.
+pub fn report(removals: &[Removal], dry_run: bool) -> String {
+    let width = removals.iter().map(|r| r.action.as_str().len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for r in removals {
+        let action = r.action.as_str();
+        match r.action {
+            Action::Remove | Action::Removed => {
+                out.push_str(&format!("{action:<width$}  {}  {} bytes  ({})\n", r.reference, r.bytes, r.reason))
+            }
+            Action::Skipped | Action::Failed => {
+                out.push_str(&format!("{action:<width$}  {}: {}\n", r.reference, r.reason))
+            }
+        }
+    }
+    let going = removals.iter().filter(|r| matches!(r.action, Action::Remove | Action::Removed)).count();
+    let bytes: u64 = removals.iter().map(|r| r.bytes).sum();
+    let kept = removals.len() - going;
+    let kept = if kept > 0 { format!("; {kept} kept") } else { String::new() };
+    if dry_run {
+        out.push_str(&format!(
+            "total: {going} names would be removed, freeing {bytes} bytes ({}){kept}\n",
+            crate::reporting::human_bytes(bytes)
+        ));
+    } else {
+        out.push_str(&format!(
+            "total: {going} names removed, {bytes} bytes ({}) freed{kept}\n",
+            crate::reporting::human_bytes(bytes)
+        ));
+    }
+    out
+}
