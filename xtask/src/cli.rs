@@ -733,6 +733,29 @@ mod tests {
                 ),
                 none(),
             ),
+            (&["prune"], Command::Prune(PruneArgs::default()), none()),
+            (
+                &["prune", "--dry-run", "--json", "--arch", "arm64"],
+                Command::Prune(PruneArgs { dry_run: true, json: true }),
+                Global { arch: Some("arm64".into()), ..none() },
+            ),
+            (&["gc"], Command::Gc(GcArgs::default()), none()),
+            (
+                &["gc", "--keep", "HEAD~1", "HEAD", "--delete"],
+                Command::Gc(GcArgs { keep: strings(&["HEAD~1", "HEAD"]), delete: true, ..GcArgs::default() }),
+                none(),
+            ),
+            (
+                &["gc", "--keep-since", "30d", "--keep", "HEAD~3..HEAD", "-j", "4", "--json"],
+                Command::Gc(GcArgs {
+                    keep: strings(&["HEAD~3..HEAD"]),
+                    keep_since: Some(30 * 86_400),
+                    json: true,
+                    jobs: Some(4),
+                    ..GcArgs::default()
+                }),
+                none(),
+            ),
             (&["register-cross"], Command::RegisterCross, none()),
             (&["check"], Command::Check(CheckArgs { images: vec![], json: false, deny_warnings: false }), none()),
             (
@@ -796,6 +819,11 @@ mod tests {
             (&["load", "x", "--shard", "1/2"], ErrorKind::UnknownArgument),
             (&["load-all-images", "x"], ErrorKind::UnknownArgument),
             (&["load", "x", "--changed-since", "HEAD"], ErrorKind::UnknownArgument),
+            (&["prune", "x"], ErrorKind::UnknownArgument),
+            (&["prune", "--delete"], ErrorKind::UnknownArgument),
+            (&["gc", "--keep-since", "30y"], ErrorKind::ValueValidation),
+            (&["gc", "--keep"], ErrorKind::InvalidValue),
+            (&["gc", "--dry-run"], ErrorKind::UnknownArgument),
             (&["list-all-images", "--changed-since"], ErrorKind::InvalidValue),
             (&["register-cross", "x"], ErrorKind::UnknownArgument),
             (&["check", "--shard", "1/2"], ErrorKind::UnknownArgument),

@@ -78,6 +78,13 @@ pub fn discover(root: &Path, arch: Arch) -> Result<Catalog> {
 /// set apart in [`Catalog::invalid`] instead: the other images stay usable,
 /// and a command that names it fails (see [`Catalog::select`]).
 pub fn discover_lenient(root: &Path, arch: Arch) -> Result<Catalog> {
+    check_root(root)?;
+    let dirs = dockerfile_dirs(root)?;
+    catalog_of(root, arch, dirs)
+}
+
+/// The images root exists and is a directory.
+fn check_root(root: &Path) -> Result<()> {
     let meta = std::fs::metadata(root).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => anyhow::anyhow!(
             "images directory {} does not exist: set IMAGES_DIR or images_dir in xtask/images.toml",
@@ -88,8 +95,15 @@ pub fn discover_lenient(root: &Path, arch: Arch) -> Result<Catalog> {
     if !meta.is_dir() {
         bail!("images directory {} is not a directory", root.display());
     }
+    Ok(())
+}
+
+/// [`discover_lenient`] for every architecture, in the order of
+/// [`Arch::ALL`], from one walk of the tree.
+pub fn discover_every_arch(root: &Path) -> Result<Vec<Catalog>> {
+    check_root(root)?;
     let dirs = dockerfile_dirs(root)?;
-    catalog_of(root, arch, dirs)
+    Arch::ALL.iter().map(|arch| catalog_of(root, *arch, dirs.clone())).collect()
 }
 
 /// Which Dockerfiles a directory holds: `Dockerfile`, and
@@ -212,20 +226,23 @@ pub fn walk_error(e: walkdir::Error) -> anyhow::Error {
 /// image reference or would make two images' names collide.
 fn image_path(root: &Path, dir: &Path) -> std::result::Result<String, String> {
     let mut segments = Vec::new();
-    let shown = one_line(&root.join(dir).display().to_string());
+    // Only a failure shows it: worth not making for every image.
+    let shown = || one_line(&root.join(dir).display().to_string());
     for part in dir.iter() {
         let Some(seg) = part.to_str() else {
-            return Err(format!("image directory {shown} has a name that is not UTF-8: rename it"));
+            return Err(format!("image directory {} has a name that is not UTF-8: rename it", shown()));
         };
         if seg.contains('_') {
             return Err(format!(
-                "image directory {shown} has `_` in its name `{}`: image names join directories with `_`, so names would be ambiguous; use `-` instead",
+                "image directory {} has `_` in its name `{}`: image names join directories with `_`, so names would be ambiguous; use `-` instead",
+                shown(),
                 one_line(seg)
             ));
         }
         if !valid_segment(seg) {
             return Err(format!(
-                "image directory {shown} is not a valid image name (`{}`): use lower case letters, digits, and `.` or `-` between them",
+                "image directory {} is not a valid image name (`{}`): use lower case letters, digits, and `.` or `-` between them",
+                shown(),
                 one_line(seg)
             ));
         }

@@ -157,29 +157,21 @@ pub fn plan(repositories: &[Repository], kept: &Kept) -> Vec<Decision> {
     out
 }
 
-/// Bytes of the blobs that only what is deleted holds, among the
-/// repositories looked at: what the registry's garbage collector may free.
-pub fn reclaimable(repositories: &[Repository], decisions: &[Decision]) -> u64 {
+/// Bytes of the distinct blobs the deleted manifests hold: the most the
+/// registry's garbage collector can free (a blob another manifest holds stays).
+pub fn held(repositories: &[Repository], decisions: &[Decision]) -> u64 {
     let going: HashSet<(&str, &str)> = decisions
         .iter()
         .filter(|d| matches!(d.action, Action::Delete | Action::Deleted))
         .map(|d| (d.repository.as_str(), d.digest.as_str()))
         .collect();
-    let mut freed: HashMap<&str, u64> = HashMap::new();
-    let mut held: HashSet<&str> = HashSet::new();
+    let mut blobs: HashMap<&str, u64> = HashMap::new();
     for repo in repositories {
-        for t in &repo.tags {
-            let goes = going.contains(&(repo.name.as_str(), t.digest.as_str()));
-            for (digest, size) in &t.blobs {
-                if goes {
-                    freed.insert(digest, *size);
-                } else {
-                    held.insert(digest);
-                }
-            }
+        for t in repo.tags.iter().filter(|t| going.contains(&(repo.name.as_str(), t.digest.as_str()))) {
+            blobs.extend(t.blobs.iter().map(|(d, s)| (d.as_str(), *s)));
         }
     }
-    freed.iter().filter(|(d, _)| !held.contains(*d)).map(|(_, s)| s).sum()
+    blobs.values().sum()
 }
 
 /// Runs `gc`; returns the process exit status.
@@ -211,17 +203,17 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
             is_image_path(path).then(|| (format!("{}/{name}", probe.host), path.to_string(), arch))
         })
         .collect();
-    let repositories = read_repositories(&registry, &catalog, opts.jobs)?;
+    let repositories = read_repositories(&registry, &catalog, &kept, opts.jobs)?;
 
     let mut decisions = plan(&repositories, &kept);
-    let reclaim = reclaimable(&repositories, &decisions);
+    let held = held(&repositories, &decisions);
     if opts.delete {
         delete(&registry, &mut decisions, opts.jobs);
     }
     if opts.json {
         crate::reporting::print_json(&serde_json::json!({ "tags": decisions }))?;
     }
-    let text = report(&decisions, reclaim, opts.delete);
+    let text = report(&decisions, held, opts.delete);
     if opts.json {
         eprint!("{text}");
     } else {
@@ -256,7 +248,14 @@ fn kept_tags(settings: &Settings, history: &History, commits: &[Oid]) -> Result<
 }
 
 /// Each repository's tags and what they name, `jobs` repositories at once.
-fn read_repositories(registry: &Registry, catalog: &[(String, String, Arch)], jobs: usize) -> Result<Vec<Repository>> {
+/// A repository whose tags all stay silently (`latest` and tags of revisions
+/// to keep) is not read further than its tag list.
+fn read_repositories(
+    registry: &Registry,
+    catalog: &[(String, String, Arch)],
+    kept: &Kept,
+    jobs: usize,
+) -> Result<Vec<Repository>> {
     let next = AtomicUsize::new(0);
     let found: Mutex<Vec<(usize, Result<Repository>)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -264,7 +263,9 @@ fn read_repositories(registry: &Registry, catalog: &[(String, String, Arch)], jo
             scope.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::SeqCst);
                 let Some((name, path, arch)) = catalog.get(k) else { return };
-                let read = read_repository(registry, name).map(|tags| Repository {
+                let kept_tags = kept.tags.get(&(path.clone(), *arch));
+                let stays = |tag: &str| tag == "latest" || kept_tags.is_some_and(|k| k.contains(tag));
+                let read = read_repository(registry, name, &stays).map(|tags| Repository {
                     name: name.clone(),
                     path: path.clone(),
                     arch: *arch,
@@ -283,10 +284,15 @@ fn read_repositories(registry: &Registry, catalog: &[(String, String, Arch)], jo
     found.into_iter().map(|(k, r)| r.with_context(|| format!("cannot read {}", catalog[k].0))).collect()
 }
 
-fn read_repository(registry: &Registry, name: &str) -> Result<Vec<Tag>> {
+fn read_repository(registry: &Registry, name: &str, stays: &dyn Fn(&str) -> bool) -> Result<Vec<Tag>> {
+    let listed = registry.tags(name)?;
+    if listed.iter().all(|t| stays(t)) {
+        let unread = |tag: &String| Tag { tag: tag.clone(), digest: String::new(), children: vec![], blobs: vec![] };
+        return Ok(listed.iter().map(unread).collect());
+    }
     let mut tags = Vec::new();
     let mut children_read: HashMap<String, Vec<(String, u64)>> = HashMap::new();
-    for tag in registry.tags(name)? {
+    for tag in listed {
         // A tag deleted since the listing is no tag.
         let Some(manifest) = registry.manifest(&format!("{name}:{tag}"))? else { continue };
         let value: serde_json::Value = serde_json::from_slice(&manifest.bytes)
@@ -405,7 +411,7 @@ fn delete_in(
 }
 
 /// One line per tag that goes or stays for a reason, then the total.
-pub fn report(decisions: &[Decision], reclaim: u64, deleted: bool) -> String {
+pub fn report(decisions: &[Decision], held: u64, deleted: bool) -> String {
     let mut out = String::new();
     for d in decisions {
         let line = match d.action {
@@ -420,17 +426,17 @@ pub fn report(decisions: &[Decision], reclaim: u64, deleted: bool) -> String {
         out.push('\n');
     }
     let count = |a: Action| decisions.iter().filter(|d| d.action == a).count();
-    let human = crate::reporting::human_bytes(reclaim);
+    let human = crate::reporting::human_bytes(held);
     if deleted {
         out.push_str(&format!(
-            "total: {} tags deleted, {} kept, {} failed; {reclaim} bytes ({human}) for the registry's garbage collector to free\n",
+            "total: {} tags deleted, {} kept, {} failed; they held {held} bytes ({human}), which the registry's garbage collector frees where nothing else holds them\n",
             count(Action::Deleted),
             count(Action::Keep),
             count(Action::Failed)
         ));
     } else {
         out.push_str(&format!(
-            "total: {} tags would be deleted, {} kept; {reclaim} bytes ({human}) for the registry's garbage collector to free; run with --delete to delete them\n",
+            "total: {} tags would be deleted, {} kept; they hold {held} bytes ({human}); run with --delete to delete them\n",
             count(Action::Delete),
             count(Action::Keep)
         ));
@@ -510,8 +516,8 @@ mod tests {
                 d(OLDER, "sha256:p", Action::Delete, None, 33),
             ]
         );
-        // l1 stays with the current tag: only c2, c3 and l3 are freed.
-        assert_eq!(reclaimable(&[r], &decisions), 35);
+        // Each blob once: c2, l1, c3, l3.
+        assert_eq!(held(&[r], &decisions), 45);
     }
 
     #[test]

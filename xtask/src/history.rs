@@ -91,6 +91,11 @@ impl Entry {
     }
 }
 
+/// The entry of a tree (sorted by name) with this name.
+fn find<'t>(entries: &'t [Entry], name: &[u8]) -> Option<&'t Entry> {
+    entries.binary_search_by(|e| e.name.as_slice().cmp(name)).ok().map(|k| &entries[k])
+}
+
 /// A `git cat-file --batch` process: objects by name, one after another.
 struct CatFile {
     child: Child,
@@ -379,7 +384,9 @@ pub struct History {
     /// Shown in messages as the images root.
     root: PathBuf,
     found: Mutex<HashMap<Oid, Arc<Vec<Found>>>>,
-    own: Mutex<HashMap<(Oid, String, Arch), Own>>,
+    /// By image tree, architecture, and whether the Dockerfile is the
+    /// architecture's own (`Dockerfile.<arch>`) or the plain one.
+    own: Mutex<HashMap<(Oid, Arch, bool), Own>>,
     gvisor: Mutex<HashMap<(String, Oid), String>>,
 }
 
@@ -400,7 +407,7 @@ impl History {
         let mut images = Some(top);
         for part in &self.repo.prefix {
             let Some(tree) = images else { break };
-            images = self.repo.tree(&tree)?.iter().find(|e| &e.name == part && e.is_tree()).map(|e| e.oid);
+            images = find(&self.repo.tree(&tree)?, part).filter(|e| e.is_tree()).map(|e| e.oid);
         }
         let found = match images {
             Some(tree) => self.found_below(&tree, false)?.to_vec(),
@@ -560,16 +567,15 @@ impl Snapshot<'_> {
     /// outside it counts: its Dockerfiles and `.dockerignore` are no symlinks.
     fn own_inputs(&self, src: &Git<'_>, settings: &Settings, path: &str, wants: &[(Arch, &str)]) -> Result<OwnByArch> {
         let tree = self.dirs[path];
-        let entries = self.history.repo.tree(&tree)?;
-        let linked = |name: &str| entries.iter().any(|e| e.name == name.as_bytes() && !e.is_file());
-        let own_tree = !linked(".dockerignore") && wants.iter().all(|(_, d)| !linked(d));
-        let key = |(arch, dockerfile): &(Arch, &str)| (tree, dockerfile.to_string(), *arch);
+        let key = |(arch, dockerfile): &(Arch, &str)| (tree, *arch, *dockerfile != "Dockerfile");
         let mut out = Vec::with_capacity(wants.len());
         let mut missing = Vec::new();
         {
+            // Only what depends on the tree alone is remembered: a hit needs
+            // no look at the tree.
             let memo = self.history.own.lock().unwrap_or_else(|e| e.into_inner());
             for want in wants {
-                match memo.get(&key(want)).filter(|_| own_tree) {
+                match memo.get(&key(want)) {
                     Some(o) => out.push((want.0, Ok(o.clone()))),
                     None => missing.push(*want),
                 }
@@ -578,6 +584,9 @@ impl Snapshot<'_> {
         if missing.is_empty() {
             return Ok(out);
         }
+        let entries = self.history.repo.tree(&tree)?;
+        let linked = |name: &str| entries.iter().any(|e| e.name == name.as_bytes() && !e.is_file());
+        let own_tree = !linked(".dockerignore") && missing.iter().all(|(_, d)| !linked(d));
         let computed = tagging::own_inputs(src, settings, path, &missing)?;
         let mut memo = self.history.own.lock().unwrap_or_else(|e| e.into_inner());
         for (want, o) in missing.iter().zip(computed) {
@@ -612,7 +621,7 @@ impl Snapshot<'_> {
                 continue;
             }
             let dir = *trail.last().expect("the top is always there");
-            let Some(entry) = repo.tree(&dir)?.iter().find(|e| e.name == part).cloned() else { return Ok(None) };
+            let Some(entry) = find(&repo.tree(&dir)?, &part).cloned() else { return Ok(None) };
             if entry.is_symlink() && (follow || !pending.is_empty()) {
                 hops += 1;
                 if hops > 40 {
@@ -694,6 +703,17 @@ impl Git<'_> {
     }
 
     fn resolved_blob(&self, path: &str) -> Result<Option<Oid>> {
+        // A file right in an image directory (its Dockerfile, its
+        // .dockerignore) is found in that directory's tree, unless it is a
+        // symlink, which may lead anywhere.
+        if let Some(tree) = path.rsplit_once('/').and_then(|(dir, _)| self.snapshot.dirs.get(dir)) {
+            let name = path.rsplit('/').next().unwrap_or(path).as_bytes();
+            match find(&self.repo().tree(tree)?, name) {
+                None => return Ok(None),
+                Some(e) if e.is_file() => return Ok(Some(e.oid)),
+                Some(_) => {}
+            }
+        }
         let shown = self.shown(path);
         match self.snapshot.lookup(self.snapshot.components(path), true, &shown)? {
             None => Ok(None),

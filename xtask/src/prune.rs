@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::config::{Arch, EngineKind, Settings};
-use crate::discovery::discover_lenient;
+use crate::discovery::discover_every_arch;
 use crate::engine::{Container, Engine, ImageFacts};
 use crate::tagging;
 
@@ -197,11 +197,7 @@ fn attribute(removals: &mut [Removal], freed: &HashMap<String, u64>) {
 
 /// Runs `prune`; returns the process exit status.
 pub fn run(settings: &Settings, scope: Option<Arch>, dry_run: bool, json: bool) -> Result<i32> {
-    let mut catalogs = Vec::new();
-    for arch in Arch::ALL {
-        let catalog = discover_lenient(&settings.images_dir, arch)?;
-        catalogs.push(catalog);
-    }
+    let catalogs = discover_every_arch(&settings.images_dir)?;
     for bad in &catalogs[0].invalid {
         eprintln!("warning: skipped: {}", bad.reason);
     }
@@ -311,4 +307,146 @@ pub fn report(removals: &[Removal], dry_run: bool) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{FileConfig, Overrides, Platform};
+
+    fn settings() -> Settings {
+        let o = Overrides {
+            local_image_prefix: Some("l.test/p".into()),
+            remote_image_prefix: Some("r.test:5000/q".into()),
+            arch: Some("x86_64".into()),
+            ..Overrides::default()
+        };
+        Settings::resolve(FileConfig::default(), o, Path::new("/w"), Path::new("/w")).unwrap()
+    }
+
+    fn current() -> Current {
+        let mut c = Current::new();
+        c.insert("a".into(), HashMap::from([(Arch::X86_64, "aaaa".into()), (Arch::Aarch64, "bbbb".into())]));
+        c.insert("g/b".into(), HashMap::from([(Arch::X86_64, "cccc".into())]));
+        c
+    }
+
+    fn listed(names: &[(&str, &str)]) -> Vec<(String, String)> {
+        names.iter().map(|(n, i)| (n.to_string(), i.to_string())).collect()
+    }
+
+    fn facts(arch: &str, size: u64, layers: &[&str]) -> ImageFacts {
+        ImageFacts {
+            platform: Platform { os: "linux".into(), architecture: arch.into(), variant: String::new() },
+            size,
+            layers: layers.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn only_names_of_catalog_images_under_the_prefixes_count() {
+        let names = listed(&[
+            ("l.test/p/a:aaaa", "i1"),
+            ("l.test/p/a:0000", "i2"),
+            ("l.test/p/g/b:latest", "i3"),
+            ("r.test:5000/q/a_x86_64:0000", "i2"),
+            ("r.test:5000/q/a_aarch64:bbbb", "i4"),
+            ("r.test:5000/q/g/b_aarch64:0000", "i5"),
+            ("r.test:5000/q/a_x86_64-buildcache:0000", "i6"),
+            ("l.test/p/gone:0000", "i7"),
+            ("l.test/other/a:0000", "i8"),
+            ("r.test:5000/q/a:0000", "i9"),
+            ("localhost/l.test/p/a:0001", "i10"),
+        ]);
+        let got = names_of_catalog_images(&names, &current(), &settings(), EngineKind::Docker);
+        let name = |r: &str, i: &str, p: &str, a: Option<Arch>, t: &str| Name {
+            reference: r.into(),
+            image: i.into(),
+            path: p.into(),
+            arch: a,
+            tag: t.into(),
+        };
+        assert_eq!(
+            got,
+            vec![
+                name("l.test/p/a:aaaa", "i1", "a", None, "aaaa"),
+                name("l.test/p/a:0000", "i2", "a", None, "0000"),
+                name("l.test/p/g/b:latest", "i3", "g/b", None, "latest"),
+                name("r.test:5000/q/a_x86_64:0000", "i2", "a", Some(Arch::X86_64), "0000"),
+                name("r.test:5000/q/a_aarch64:bbbb", "i4", "a", Some(Arch::Aarch64), "bbbb"),
+            ]
+        );
+        // podman keeps a name without a domain under localhost/.
+        let podman = names_of_catalog_images(&names, &current(), &settings(), EngineKind::Podman);
+        assert_eq!(podman.last(), Some(&name("localhost/l.test/p/a:0001", "i10", "a", None, "0001")));
+    }
+
+    #[test]
+    fn the_plan_keeps_current_tags_of_every_architecture() {
+        let names = listed(&[
+            ("l.test/p/a:aaaa", "x1"),
+            ("l.test/p/a:bbbb", "x2"),
+            ("l.test/p/a:latest", "x1"),
+            ("l.test/p/a:0000", "x3"),
+            ("r.test:5000/q/a_x86_64:bbbb", "x2"),
+            ("r.test:5000/q/a_aarch64:bbbb", "x2"),
+            ("r.test:5000/q/a_aarch64:latest", "x3"),
+            ("l.test/p/g/b:latest", "x3"),
+        ]);
+        let names = names_of_catalog_images(&names, &current(), &settings(), EngineKind::Docker);
+        let f = HashMap::from([
+            ("x1".to_string(), facts("amd64", 10, &["l1"])),
+            ("x2".to_string(), facts("arm64", 10, &["l2"])),
+            ("x3".to_string(), facts("amd64", 10, &["l3"])),
+        ]);
+        let removal = |r: &str, i: &str, why: &str| Removal {
+            reference: r.into(),
+            image: i.into(),
+            action: Action::Remove,
+            reason: why.into(),
+            bytes: 0,
+        };
+        assert_eq!(
+            plan(&names, &current(), None, &[], &f),
+            vec![
+                removal("l.test/p/a:0000", "x3", "0000 is not a current tag"),
+                removal("l.test/p/g/b:latest", "x3", "latest is under no current tag"),
+                removal("r.test:5000/q/a_aarch64:latest", "x3", "latest is under no current tag"),
+                removal("r.test:5000/q/a_x86_64:bbbb", "x2", "bbbb is not a current tag"),
+            ]
+        );
+        // In scope: remote names by their name, local names by their image.
+        assert_eq!(
+            plan(&names, &current(), Some(Arch::Aarch64), &[], &f),
+            vec![removal("r.test:5000/q/a_aarch64:latest", "x3", "latest is under no current tag")]
+        );
+        let users = [Container { id: "c1".into(), name: "web".into(), image: Some("x3".into()) }];
+        let planned = plan(&names, &current(), Some(Arch::X86_64), &users, &f);
+        let skipped: Vec<(&str, Action, &str)> =
+            planned.iter().map(|r| (r.reference.as_str(), r.action, r.reason.as_str())).collect();
+        assert_eq!(
+            skipped,
+            vec![
+                ("l.test/p/a:0000", Action::Skipped, "in use by container web"),
+                ("l.test/p/g/b:latest", Action::Skipped, "in use by container web"),
+                ("r.test:5000/q/a_x86_64:bbbb", Action::Remove, "bbbb is not a current tag"),
+            ]
+        );
+    }
+
+    #[test]
+    fn freed_bytes_leave_out_layers_shared_with_what_stays() {
+        let f = HashMap::from([
+            ("base".to_string(), facts("amd64", 100, &["b"])),
+            ("mid".to_string(), facts("amd64", 130, &["b", "m"])),
+            ("top".to_string(), facts("amd64", 150, &["b", "m", "t"])),
+            ("other".to_string(), facts("amd64", 7, &["o"])),
+        ]);
+        let deleted: HashSet<String> = ["mid", "top", "other"].iter().map(|s| s.to_string()).collect();
+        let got = freed(&deleted, &f);
+        let want = HashMap::from([("mid".to_string(), 30), ("top".to_string(), 20), ("other".to_string(), 7)]);
+        assert_eq!(got, want);
+    }
 }

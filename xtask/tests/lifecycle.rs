@@ -538,6 +538,37 @@ fn gc_keeps_latest_what_it_cannot_attribute_and_what_an_index_holds() {
 }
 
 #[test]
+fn gc_keeps_every_tag_of_an_image_whose_kept_tag_is_unknown() {
+    let (s, _registry, tags) = five_pushed_revisions("gc-unknown");
+    let (ra, rb) = (s.remote("a"), s.remote("b"));
+    // At HEAD, a is built FROM an image that is not there: its tag at HEAD
+    // cannot be computed, so no tag of it can be known to be unneeded.
+    s.write("a/Dockerfile", &format!("FROM {}/missing\nCOPY id /id\n", s.local_prefix));
+    let head = commit(&s, "a broken");
+    let b = s.tag("b");
+    let why = format!(
+        "its tag at {} cannot be computed: a is built FROM {}/missing, which is not an image for {}: add {}/missing \
+         or fix the FROM line",
+        &head[..12],
+        s.local_prefix,
+        arch(),
+        s.images.display()
+    );
+    let result = s.xtask(&["gc", "--delete", "--json"]);
+    let mut expected: Vec<(String, Value)> = tags
+        .iter()
+        .map(|t| {
+            let d = decision(&ra, t, &registry_digest(&ra, t), "keep", Some(&why), manifest_bytes(&ra, t));
+            (t.clone(), d)
+        })
+        .collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(rows(result.success()), Value::Array(expected.into_iter().map(|(_, d)| d).collect()));
+    assert_eq!(registry_tags(&ra), sorted(tags));
+    assert_eq!(registry_tags(&rb), vec![b]);
+}
+
+#[test]
 fn gc_keep_since_keeps_recent_first_parent_commits() {
     let (s, _registry, tags) = five_pushed_revisions("gc-since");
     let ra = s.remote("a");
