@@ -344,7 +344,7 @@ fn delete(registry: &Registry, decisions: &mut [Decision], jobs: usize) {
     }
     let work: Vec<(String, Vec<usize>)> = by_repo.into_iter().collect();
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<(), String>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Outcome)>> = Mutex::new(Vec::new());
     let snapshot: &[Decision] = decisions;
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1).min(work.len()) {
@@ -357,55 +357,68 @@ fn delete(registry: &Registry, decisions: &mut [Decision], jobs: usize) {
         }
     });
     for (k, outcome) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        let d = &mut decisions[k];
         match outcome {
-            Ok(()) => decisions[k].action = Action::Deleted,
-            Err(why) => {
-                decisions[k].action = if why.starts_with("kept: ") { Action::Keep } else { Action::Failed };
-                decisions[k].reason = Some(why.trim_start_matches("kept: ").to_string());
-            }
+            Outcome::Deleted => d.action = Action::Deleted,
+            Outcome::Kept(why) => (d.action, d.reason) = (Action::Keep, Some(why)),
+            Outcome::Failed(why) => (d.action, d.reason) = (Action::Failed, Some(why)),
         }
     }
 }
 
+/// What became of a planned deletion.
+enum Outcome {
+    Deleted,
+    /// A tag that stays came to hold its manifest since the plan was made.
+    Kept(String),
+    Failed(String),
+}
+
 /// One repository's deletions: what each planned decision became.
-fn delete_in(
-    registry: &Registry,
-    repo: &str,
-    planned: &[usize],
-    decisions: &[Decision],
-) -> Vec<(usize, Result<(), String>)> {
+fn delete_in(registry: &Registry, repo: &str, planned: &[usize], decisions: &[Decision]) -> Vec<(usize, Outcome)> {
     let going: HashSet<&str> = planned.iter().map(|&k| decisions[k].tag.as_str()).collect();
-    // The tags that stay, as they are now.
+    // The manifests the tags that stay hold now (their own, and those
+    // their indexes list), and which tag holds each.
     let staying = || -> Result<HashMap<String, String>> {
-        let mut digests = HashMap::new();
+        let mut held = HashMap::new();
         for tag in registry.tags(repo)? {
             if going.contains(tag.as_str()) {
                 continue;
             }
-            if let Some(m) = registry.manifest(&format!("{repo}:{tag}"))? {
-                digests.insert(m.digest, tag);
+            let Some(m) = registry.manifest(&format!("{repo}:{tag}"))? else { continue };
+            if m.is_index() {
+                let value: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap_or_default();
+                for child in value["manifests"].as_array().into_iter().flatten() {
+                    if let Some(digest) = child["digest"].as_str() {
+                        held.insert(digest.to_string(), format!("listed by index {tag}"));
+                    }
+                }
             }
+            held.insert(m.digest, format!("names the same manifest as {tag}"));
         }
-        Ok(digests)
+        Ok(held)
     };
     let staying = match staying() {
         Ok(s) => s,
-        Err(e) => return planned.iter().map(|&k| (k, Err(format!("{e:#}")))).collect(),
+        Err(e) => return planned.iter().map(|&k| (k, Outcome::Failed(format!("{e:#}")))).collect(),
     };
     let mut done: HashMap<&str, Result<(), String>> = HashMap::new();
     let mut out = Vec::new();
     for &k in planned {
         let d = &decisions[k];
-        let result = match staying.get(&d.digest) {
-            Some(tag) => Err(format!("kept: names the same manifest as {tag}, which stays")),
-            None => done
-                .entry(d.digest.as_str())
-                .or_insert_with(|| {
+        let outcome = match staying.get(&d.digest) {
+            Some(why) => Outcome::Kept(format!("{why}, which stays")),
+            None => {
+                let deleted = done.entry(d.digest.as_str()).or_insert_with(|| {
                     registry.delete_manifest(&format!("{repo}@{}", d.digest)).map_err(|e| format!("{e:#}"))
-                })
-                .clone(),
+                });
+                match deleted {
+                    Ok(()) => Outcome::Deleted,
+                    Err(e) => Outcome::Failed(e.clone()),
+                }
+            }
         };
-        out.push((k, result));
+        out.push((k, outcome));
     }
     out
 }

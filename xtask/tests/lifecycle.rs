@@ -14,11 +14,17 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{arch, engine, engine_ok, image_id, outcome, run, Engine, Registry, Sandbox};
+use support::{arch, engine, engine_ok, outcome, run, Engine, Registry, Sandbox};
 
 fn sorted(mut names: Vec<String>) -> Vec<String> {
     names.sort();
     names
+}
+
+/// The ID of a local image as the tool writes it (`sha256:…`; podman's
+/// own answer leaves the algorithm out).
+fn image_id(reference: &str) -> Option<String> {
+    support::image_id(reference).map(|id| if id.contains(':') { id } else { format!("sha256:{id}") })
 }
 
 /// Untags names a test made outside its sandbox's prefixes, when it ends.
@@ -115,7 +121,7 @@ fn prune_removes_stale_names_and_keeps_current_ones() {
             line(&format!("{la}:{a1}"), old_a_size, &not_current(&a1)),
             line(&format!("{lb}:{b1}"), 0, &not_current(&b1)),
             line(&format!("{lb}:latest"), 0, "latest is under no current tag"),
-            format!("total: 5 names removed, {old_a_size} bytes ({old_a_size} B) freed\n"),
+            format!("total: 5 names removed, {old_a_size} bytes ({}) freed\n", xtask::reporting::human(old_a_size)),
         ]
         .concat()
     );
@@ -213,16 +219,22 @@ fn prune_skips_images_a_container_uses() {
     assert_eq!(s.local_names(), sorted(vec![format!("{ra}:{a2}"), format!("{la}:{a2}"), format!("{la}:latest")]));
 }
 
-/// The engine's calls, each as its program and subcommand.
+/// The engine's calls, each as its program and subcommand. podman lists
+/// images again when one vanishes under its listing (another test removed
+/// it): a listing repeated at once counts once.
 fn subcommands(calls: &[String]) -> Vec<String> {
-    calls
+    let mut out: Vec<String> = calls
         .iter()
         .map(|c| {
             let words: Vec<&str> = c.split_whitespace().collect();
             let n = if words.get(1) == Some(&"image") { 3 } else { 2 };
             words[..n.min(words.len())].join(" ")
         })
-        .collect()
+        .collect();
+    if engine() == Engine::Podman {
+        out.dedup_by(|a, b| a == b && a.ends_with(" images"));
+    }
+    out
 }
 
 #[test]
@@ -454,7 +466,7 @@ fn gc_deletes_exactly_the_tags_of_revisions_not_kept() {
 /// `source` names there.
 fn retag(repository: &str, source: &str, tag: &str) {
     let (addr, name) = repository.split_once('/').unwrap();
-    let accept = "application/vnd.docker.distribution.manifest.v2+json";
+    let accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json";
     let (status, manifest) = http(addr, "GET", &format!("/v2/{name}/manifests/{source}"), &[("Accept", accept)], b"");
     assert_eq!(status, 200, "{repository}:{source}");
     let media = serde_json::from_slice::<Value>(&manifest).unwrap()["mediaType"].as_str().unwrap().to_string();
@@ -492,6 +504,8 @@ fn gc_keeps_latest_what_it_cannot_attribute_and_what_an_index_holds() {
         engine_ok(&push);
     }
     let _untag = Untag(vec![format!("{outside}:0123456789abcdef"), format!("{cache}:0123456789abcdef")]);
+    // podman's builds keep their layers in the cache repository too.
+    let cache_tags = registry_tags(&cache);
 
     let digest = |k: usize| registry_digest(&ra, &tags[k]);
     let bytes = |k: usize| manifest_bytes(&ra, &tags[k]);
@@ -534,7 +548,7 @@ fn gc_keeps_latest_what_it_cannot_attribute_and_what_an_index_holds() {
     assert_eq!(registry_tags(&ra), sorted(left));
     assert_eq!(registry_tags(&rg), Vec::<String>::new());
     assert_eq!(registry_tags(&outside), vec!["0123456789abcdef".to_string()]);
-    assert_eq!(registry_tags(&cache), vec!["0123456789abcdef".to_string()]);
+    assert_eq!(registry_tags(&cache), cache_tags);
 }
 
 #[test]
