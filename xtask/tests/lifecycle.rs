@@ -121,7 +121,10 @@ fn prune_removes_stale_names_and_keeps_current_ones() {
             line(&format!("{la}:{a1}"), old_a_size, &not_current(&a1)),
             line(&format!("{lb}:{b1}"), 0, &not_current(&b1)),
             line(&format!("{lb}:latest"), 0, "latest is under no current tag"),
-            format!("total: 5 names removed, {old_a_size} bytes ({}) freed\n", xtask::reporting::human(old_a_size)),
+            format!(
+                "total: 5 names removed, {old_a_size} bytes ({}) freed\n",
+                xtask::reporting::human_bytes(old_a_size)
+            ),
         ]
         .concat()
     );
