@@ -249,6 +249,9 @@ pub fn run(
     }
     let mut outcomes = execute::execute(&ctx, &jobs, parallelism(args), args.keep_going, &progress);
     progress.finish();
+    // Again at the end: a build of a run that was killed may write its
+    // image-ID file after this run began.
+    remove_left_behind(&log_dir);
     outcomes.extend(skipped);
     outcomes.sort_by(|a, b| a.name().cmp(b.name()));
     if args.json {
