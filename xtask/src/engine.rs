@@ -35,8 +35,9 @@ pub fn working_on(image: Option<&str>) {
 }
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// How often a build is tried when it fails only because of [`CACHE_RACES`].
-const BUILD_ATTEMPTS: usize = 3;
+/// How often a build is tried when it fails only because of [`CACHE_RACES`]
+/// (an engine where images are removed all the time loses several in a row).
+const BUILD_ATTEMPTS: usize = 6;
 /// What docker's classic builder, and podman's, say when an image vanished
 /// under their cache look-up.
 const CACHE_RACES: &[&str] =
@@ -532,9 +533,12 @@ impl Engine {
         // docker's classic builder, and podman's, fail a build when an image
         // they look at for their cache is removed meanwhile (`rmi` or `image
         // prune` by anyone else on the engine); the same build then succeeds.
-        for _ in 1..BUILD_ATTEMPTS {
+        for attempt in 1..BUILD_ATTEMPTS {
             match self.build_once(spec, cache, log) {
-                Err(e) if CACHE_RACES.iter().any(|r| format!("{e:#}").contains(r)) && !interrupted() => continue,
+                Err(e) if CACHE_RACES.iter().any(|r| format!("{e:#}").contains(r)) && !interrupted() => {
+                    // Let the removal under way finish before looking again.
+                    std::thread::sleep(std::time::Duration::from_millis(100 * attempt as u64));
+                }
                 done => return done,
             }
         }
