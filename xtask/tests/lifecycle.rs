@@ -660,6 +660,9 @@ fn changed_since_selects_what_a_change_touched() {
     assert_eq!(unknown.code, Some(1), "{unknown}");
     assert_eq!(
         unknown.stderr,
-        format!("error: `no-such-rev` is not a commit of the repository at {}\n", s.path().display())
+        format!(
+            "error: `no-such-rev` is not a commit of the repository at {}: fetch it first (a shallow clone may lack it)\n",
+            s.path().display()
+        )
     );
 }
