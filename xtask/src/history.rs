@@ -285,7 +285,10 @@ impl Repo {
         let text = String::from_utf8_lossy(&out.stdout);
         match Oid::from_hex(text.trim()) {
             Some(oid) if out.status.success() => Ok(oid),
-            _ => bail!("`{rev}` is not a commit of the repository at {}", self.top.display()),
+            _ => bail!(
+                "`{rev}` is not a commit of the repository at {}: fetch it first (a shallow clone may lack it)",
+                self.top.display()
+            ),
         }
     }
 

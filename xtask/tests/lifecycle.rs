@@ -437,9 +437,15 @@ fn gc_deletes_exactly_the_tags_of_revisions_not_kept() {
         ks
     };
 
-    // A range keeps the commits git lists for it: HEAD~2, HEAD~1 and HEAD.
+    // A range keeps the commits git lists for it (HEAD~2, HEAD~1 and HEAD):
+    // the tags of the others go.
+    let revisions: Vec<String> = git(s.path(), &["rev-list", "--reverse", "HEAD"]).lines().map(String::from).collect();
+    let listed: Vec<String> = git(s.path(), &["rev-list", "HEAD~3..HEAD"]).lines().map(String::from).collect();
+    assert_eq!(listed.len(), 3);
+    let others: Vec<usize> = (0..5).filter(|&k| !listed.contains(&revisions[k])).collect();
+    assert_eq!(others, [0, 1]);
     let range = s.xtask(&["gc", "--keep", "HEAD~3..HEAD", "--json"]);
-    let planned: Vec<Value> = by_tag(vec![0, 1]).into_iter().map(|k| goes(k, "delete")).collect();
+    let planned: Vec<Value> = by_tag(others).into_iter().map(|k| goes(k, "delete")).collect();
     assert_eq!(rows(range.success()), Value::Array(planned));
     assert_eq!(range.stderr_lines()[0], "keeping the tags of 3 commits");
 
@@ -663,6 +669,9 @@ fn changed_since_selects_what_a_change_touched() {
     assert_eq!(unknown.code, Some(1), "{unknown}");
     assert_eq!(
         unknown.stderr,
-        format!("error: `no-such-rev` is not a commit of the repository at {}\n", s.path().display())
+        format!(
+            "error: `no-such-rev` is not a commit of the repository at {}: fetch it first (a shallow clone may lack it)\n",
+            s.path().display()
+        )
     );
 }
