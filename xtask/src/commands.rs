@@ -385,14 +385,16 @@ fn log_dir(settings: &Settings) -> Result<PathBuf> {
 }
 
 /// Removes what a run that was killed left beside the logs: the image-ID
-/// and metadata files its builds wrote, named after its process, when that
+/// and metadata files its builds wrote, and the Dockerfiles it wrote for them, named after its process, when that
 /// process is gone.
 fn remove_left_behind(dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(stem) = name.strip_suffix(".iid").or_else(|| name.strip_suffix(".metadata.json")) else { continue };
+        let Some(stem) = [".iid", ".metadata.json", ".Dockerfile"].iter().find_map(|s| name.strip_suffix(s)) else {
+            continue;
+        };
         let Some(pid) = stem.rsplit('.').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
         // SAFETY: kill(2) with signal 0 only asks whether the process exists.
         let alive =

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -617,8 +617,25 @@ impl Engine {
         let cache_from = cache_from.iter().flatten();
         let cache_to = cache.to.as_deref().map(|to| ["--cache-to", to]);
         let cache_to = cache_to.iter().flatten();
-        let labels: Vec<String> =
-            spec.labels.iter().flat_map(|(k, v)| ["--label".into(), format!("{k}={v}")]).collect();
+        // The classic builder turns each `--label` into a step of its own,
+        // which commits a container; one `LABEL` line at the end of a copy
+        // of the Dockerfile costs one commit for all of them.
+        let labelled = (*builder == Builder::Classic)
+            .then(|| label_line(spec.labels))
+            .flatten()
+            .map(|line| -> Result<PathBuf> {
+                let copy = log.with_extension(format!("{}.Dockerfile", std::process::id()));
+                let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                std::fs::write(&copy, format!("{text}\n{line}\n"))
+                    .with_context(|| format!("cannot write {}", copy.display()))?;
+                Ok(copy)
+            })
+            .transpose()?;
+        let labels: Vec<String> = match labelled {
+            Some(_) => Vec::new(),
+            None => spec.labels.iter().flat_map(|(k, v)| ["--label".into(), format!("{k}={v}")]).collect(),
+        };
+        let file = labelled.clone().unwrap_or(file);
         // podman reads and writes its cache repository itself.
         let tls = (self.kind == EngineKind::Podman && cache.from.iter().chain(&cache.to).any(|r| is_loopback(r)))
             .then_some("--tls-verify=false");
@@ -632,6 +649,9 @@ impl Engine {
         let out = self.run(command, Some(log));
         let id = std::fs::read_to_string(&iidfile);
         let _ = std::fs::remove_file(&iidfile);
+        if let Some(copy) = &labelled {
+            let _ = std::fs::remove_file(copy);
+        }
         let out = out?;
         if out.ok {
             let id = id.with_context(|| format!("the build wrote no image ID to {}", iidfile.display()))?;
@@ -687,6 +707,18 @@ impl Engine {
             Ok(())
         })
     }
+}
+
+/// One Dockerfile `LABEL` instruction setting all of `labels`, when each
+/// key and value can be written there as it is: nothing a Dockerfile would
+/// expand or unescape (`$`, quotes, escape characters, spaces).
+fn label_line(labels: &[(String, String)]) -> Option<String> {
+    let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@+,~%#=".contains(c));
+    if labels.is_empty() || !labels.iter().all(|(k, v)| plain(k) && (v.is_empty() || plain(v))) {
+        return None;
+    }
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("\"{k}\"=\"{v}\"")).collect();
+    Some(format!("LABEL {}", pairs.join(" ")))
 }
 
 /// What to build: the context directory, its Dockerfile, for which
@@ -867,4 +899,38 @@ fn last_error_line(text: &str) -> String {
         return lines[at..].join(" ");
     }
     lines[at].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label_line;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn one_label_instruction_for_plain_labels() {
+        let labels = pairs(&[
+            ("org.opencontainers.image.revision", "0123abcd-dirty"),
+            ("org.opencontainers.image.source", "https://example.com/a/b.git"),
+            ("io.example.images.path", "gpu/ollama"),
+        ]);
+        assert_eq!(
+            label_line(&labels).as_deref(),
+            Some(
+                "LABEL \"org.opencontainers.image.revision\"=\"0123abcd-dirty\" \
+                 \"org.opencontainers.image.source\"=\"https://example.com/a/b.git\" \
+                 \"io.example.images.path\"=\"gpu/ollama\""
+            )
+        );
+    }
+
+    #[test]
+    fn labels_a_dockerfile_would_rewrite_stay_flags() {
+        for value in ["$HOME", "a b", "say \"hi\"", "back\\slash", "tick`", "new\nline"] {
+            assert_eq!(label_line(&pairs(&[("k", value)])), None, "{value:?}");
+        }
+        assert_eq!(label_line(&[]), None);
+    }
 }
