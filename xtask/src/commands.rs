@@ -9,7 +9,7 @@ use crate::cli::RunArgs;
 use crate::config::{Arch, Settings};
 use crate::cross::{self, Registered};
 use crate::discovery::{discover, discover_lenient, Catalog};
-use crate::engine::Engine;
+use crate::engine::{Cli, Engine};
 use crate::execute::{self, Action, Outcome};
 use crate::history;
 use crate::listing::{is_test, local_name, remote_name};
@@ -91,7 +91,7 @@ pub fn run(
     };
     let targets = targets(&catalog, settings, &requested)?;
 
-    let mut engine = Engine::new(settings.engine);
+    let mut engine = Cli::new(settings.engine);
     if args.verbose {
         engine = engine.echoing(reporting::echo);
     }
@@ -313,7 +313,7 @@ fn targets(catalog: &Catalog, settings: &Settings, requested: &[usize]) -> Resul
 /// The platform of each local image the plan may use: those named as one
 /// of the targets' local or remote references. One engine call.
 fn local_platforms(
-    engine: &Engine,
+    engine: &dyn Engine,
     local: &HashMap<String, String>,
     targets: &HashMap<usize, Target>,
 ) -> Result<HashMap<String, crate::config::Platform>> {

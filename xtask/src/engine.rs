@@ -1,5 +1,5 @@
 //! Engine: how docker or podman is asked. Every call goes through `cmd!` and
-//! [`Engine::run`], which tracks the child so an interrupt can stop it, and
+//! [`Cli::run`], which tracks the child so an interrupt can stop it, and
 //! turns the engine's failures into one-line errors that say what to do.
 
 use std::collections::{BTreeMap, HashMap};
@@ -71,7 +71,70 @@ pub struct Output {
     pub stderr: String,
 }
 
-pub struct Engine {
+/// What the commands ask of a container engine. [`Cli`] asks docker or
+/// podman; tests put a fake of their own in its place.
+pub trait Engine: Sync {
+    /// The builder `build` uses, found out once: podman's own; for docker,
+    /// `DOCKER_BUILDKIT` when set, else BuildKit whenever the client has it
+    /// (buildx from 23.0 on, the daemon's own before), else the classic one.
+    fn builder(&self) -> &Builder;
+
+    /// Checked once, up front: the engine is there and answers.
+    fn check(&self) -> Result<()>;
+
+    /// Every local image, `repository:tag` -> image ID, in one call.
+    fn local_images(&self) -> Result<HashMap<String, String>>;
+
+    /// The platform each of the local images `ids` (or names) was built
+    /// for. An image that vanished meanwhile is left out.
+    fn platforms(&self, ids: &[&str]) -> Result<HashMap<String, Platform>>;
+
+    /// What one local image is.
+    fn image(&self, image: &str) -> Result<ImageDetails>;
+
+    /// The platform of one local image.
+    fn platform(&self, image: &str) -> Result<Platform> {
+        self.image(image).map(|d| d.platform)
+    }
+
+    /// Removes one local name; the image stays if other names keep it.
+    fn untag(&self, reference: &str) -> Result<()>;
+
+    /// Pulls `reference` for `arch`. `quick`: give up sooner on a failing
+    /// registry (the caller can build).
+    fn pull(&self, reference: &str, arch: Arch, quick: bool, log: &Path) -> Result<()>;
+
+    /// Builds the image and returns its ID, and how many steps came from
+    /// the cache when the builder says. It gets no name here: the caller
+    /// names it once it has checked what was built.
+    fn build(&self, spec: &BuildSpec<'_>, cache: &BuildCache, log: &Path) -> Result<Built>;
+
+    /// With a buildx builder that has no local image store: builds and
+    /// pushes the image to `repository` by digest alone (no tag, no round
+    /// trip through the daemon), and returns its manifest digest. The caller
+    /// checks it in the registry before giving it a tag.
+    fn build_push(&self, spec: &BuildSpec<'_>, cache: &BuildCache, repository: &str, log: &Path) -> Result<String>;
+
+    /// Whether builds go straight to the registry when pushing: buildx with
+    /// a builder that has no local image store.
+    fn pushes_from_builder(&self) -> bool {
+        matches!(self.builder(), Builder::Buildx { driver } if driver != "docker")
+    }
+
+    /// Gives the local image `source` the name `target`.
+    fn tag(&self, source: &str, target: &str) -> Result<()>;
+
+    /// Pushes the local name `reference` to its registry.
+    fn push(&self, reference: &str, log: &Path) -> Result<()>;
+
+    /// Whether the run was interrupted (Ctrl-C, SIGTERM): start nothing more.
+    fn interrupted(&self) -> bool {
+        interrupted()
+    }
+}
+
+/// The docker or podman command-line client.
+pub struct Cli {
     pub kind: EngineKind,
     program: &'static str,
     /// The CLI's own version, as `check` read it.
@@ -122,13 +185,13 @@ impl Builder {
     }
 }
 
-impl Engine {
-    pub fn new(kind: EngineKind) -> Engine {
-        Engine { kind, program: kind.program(), client_version: OnceLock::new(), builder: OnceLock::new(), echo: None }
+impl Cli {
+    pub fn new(kind: EngineKind) -> Cli {
+        Cli { kind, program: kind.program(), client_version: OnceLock::new(), builder: OnceLock::new(), echo: None }
     }
 
     /// Hands every call's command line and output to `echo` as well.
-    pub fn echoing(mut self, echo: Echo) -> Engine {
+    pub fn echoing(mut self, echo: Echo) -> Cli {
         self.echo = Some(echo);
         self
     }
@@ -142,31 +205,6 @@ impl Engine {
                 }
             });
         }
-    }
-
-    /// The builder `build` uses, found out once: podman's own; for docker,
-    /// `DOCKER_BUILDKIT` when set, else BuildKit whenever the client has it
-    /// (buildx from 23.0 on, the daemon's own before), else the classic one.
-    pub fn builder(&self) -> &Builder {
-        self.builder.get_or_init(|| {
-            if self.kind == EngineKind::Podman {
-                return Builder::Podman;
-            }
-            let major =
-                self.client_version.get().and_then(|v| v.split('.').next()).and_then(|m| m.trim().parse::<u32>().ok());
-            let old_client = major.is_some_and(|m| m < 23);
-            match std::env::var("DOCKER_BUILDKIT").ok().as_deref().map(str::trim) {
-                Some("0" | "false" | "FALSE" | "False") => return Builder::Classic,
-                Some(v) if !v.is_empty() && old_client => return Builder::DaemonBuildKit,
-                _ if old_client => return Builder::DaemonBuildKit,
-                _ => {}
-            }
-            // From 23.0 on, `docker build` is buildx's when the plugin is there.
-            match self.buildx_driver() {
-                Some(driver) => Builder::Buildx { driver },
-                None => Builder::Classic,
-            }
-        })
     }
 
     /// The driver of buildx's selected builder (`BUILDX_BUILDER`, or the
@@ -283,39 +321,7 @@ impl Engine {
         }
     }
 
-    /// Checked once, up front: the CLI is there and its daemon answers.
-    pub fn check(&self) -> Result<()> {
-        let sh = Shell::new()?;
-        let program = self.program;
-        let format = match self.kind {
-            EngineKind::Docker => "{{.Client.Version}} {{.Server.Version}}",
-            EngineKind::Podman => "{{.Version}}",
-        };
-        let out = self.run(cmd!(sh, "{program} version --format {format}"), None)?;
-        if out.ok {
-            let client = out.stdout.split_whitespace().next().unwrap_or_default();
-            let _ = self.client_version.set(client.to_string());
-            return Ok(());
-        }
-        match self.kind {
-            EngineKind::Docker => {
-                let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-                let context = std::env::var("DOCKER_CONTEXT").map(|c| format!(" (context {c})")).unwrap_or_default();
-                bail!(
-                    "the docker daemon is not reachable at {host}{context}: start it (`sudo dockerd &` or `sudo systemctl start docker`) or set DOCKER_HOST; docker said: {}",
-                    first_line(&out.stderr)
-                )
-            }
-            EngineKind::Podman => bail!("podman does not work here: {}", first_line(&out.stderr)),
-        }
-    }
-
-    /// Every local image, `repository:tag` -> image ID, in one call.
-    pub fn local_images(&self) -> Result<HashMap<String, String>> {
-        Ok(self.by_name(self.image_names()?))
-    }
-
-    /// Names (as [`Engine::image_names`] lists them) -> image ID, each also
+    /// Names (as [`Cli::image_names`] lists them) -> image ID, each also
     /// under the names the engine answers to.
     fn by_name(&self, names: Vec<(String, String)>) -> HashMap<String, String> {
         let mut images = HashMap::new();
@@ -361,7 +367,7 @@ impl Engine {
 
     /// Every container, running or not, with the image it was created
     /// from, in one call. `listed` (every local name and its image, as
-    /// [`Engine::image_names`] gives them) resolves docker's image column,
+    /// [`Cli::image_names`] gives them) resolves docker's image column,
     /// which shows the name the container was created with while that name
     /// still means the container's image, else its ID.
     pub fn containers(&self, listed: &[(String, String)]) -> Result<Vec<Container>> {
@@ -483,110 +489,6 @@ impl Engine {
         Ok(found)
     }
 
-    /// The platform each of the local images `ids` (or names) was built for;
-    /// see [`Engine::inspect`].
-    pub fn platforms(&self, ids: &[&str]) -> Result<HashMap<String, Platform>> {
-        Ok(self.inspect(ids)?.into_iter().map(|(k, d)| (k, d.platform)).collect())
-    }
-
-    /// What one local image is.
-    pub fn image(&self, image: &str) -> Result<ImageDetails> {
-        self.inspect(&[image])?
-            .remove(image)
-            .ok_or_else(|| anyhow!("{image} is not present locally: it vanished (removed by another process?)"))
-    }
-
-    /// The platform of one local image.
-    pub fn platform(&self, image: &str) -> Result<Platform> {
-        self.image(image).map(|d| d.platform)
-    }
-
-    /// Removes one local name; the image stays if other names keep it.
-    pub fn untag(&self, reference: &str) -> Result<()> {
-        let sh = Shell::new()?;
-        let program = self.program;
-        let out = self.run(cmd!(sh, "{program} rmi {reference}"), None)?;
-        if !out.ok {
-            bail!("cannot remove the name {reference}: {}", first_line(&out.stderr));
-        }
-        Ok(())
-    }
-
-    /// `quick`: give up sooner on a failing registry (the caller can build).
-    pub fn pull(&self, reference: &str, arch: Arch, quick: bool, log: &Path) -> Result<()> {
-        let sh = Shell::new()?;
-        let (program, platform) = (self.program, arch.platform());
-        let tls = (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false");
-        retrying_with(if quick { &QUICK_RETRY_DELAYS } else { &RETRY_DELAYS }, || {
-            let out = self.run(cmd!(sh, "{program} pull {tls...} --platform {platform} {reference}"), Some(log))?;
-            if !out.ok {
-                return Err(cli_error(reference, &last_error_line(&out.stderr)));
-            }
-            Ok(())
-        })
-    }
-
-    /// Builds the image and returns its ID, and how many steps came from
-    /// the cache when the builder says. It gets no name here: the caller
-    /// names it once it has checked what was built.
-    pub fn build(&self, spec: &BuildSpec<'_>, cache: &BuildCache, log: &Path) -> Result<Built> {
-        // docker's classic builder, and podman's, fail a build when an image
-        // they look at for their cache is removed meanwhile (`rmi` or `image
-        // prune` by anyone else on the engine); the same build then succeeds.
-        for attempt in 1..BUILD_ATTEMPTS {
-            match self.build_once(spec, cache, log) {
-                Err(e) if CACHE_RACES.iter().any(|r| format!("{e:#}").contains(r)) && !interrupted() => {
-                    // Let the removal under way finish before looking again.
-                    std::thread::sleep(std::time::Duration::from_millis(100 * attempt as u64));
-                }
-                done => return done,
-            }
-        }
-        self.build_once(spec, cache, log)
-    }
-
-    /// With a buildx builder that has no local image store: builds and
-    /// pushes the image to `repository` by digest alone (no tag, no round
-    /// trip through the daemon), and returns its manifest digest. The caller
-    /// checks it in the registry before giving it a tag.
-    pub fn build_push(&self, spec: &BuildSpec<'_>, cache: &BuildCache, repository: &str, log: &Path) -> Result<String> {
-        let sh = Shell::new()?;
-        let (program, platform) = (self.program, spec.arch.platform());
-        let (file, dir, args) = (spec.dir.join(spec.dockerfile), spec.dir, spec.args);
-        let metadata = log.with_extension(format!("{}.metadata.json", std::process::id()));
-        let _ = std::fs::remove_file(&metadata);
-        let no_cache = cache.none.then_some("--no-cache");
-        let cache_from = cache.from.as_deref().map(|from| ["--cache-from", from]);
-        let cache_from = cache_from.iter().flatten();
-        let output = format!("type=image,name={repository},push-by-digest=true,name-canonical=true,push=true");
-        let out = self.run(
-            cmd!(
-                sh,
-                "{program} buildx build --progress=plain --build-arg BUILDKIT_INLINE_CACHE=1 {no_cache...} {cache_from...} --platform {platform} --metadata-file {metadata} --output {output} -f {file} {args...} {dir}"
-            ),
-            Some(log),
-        );
-        let written = std::fs::read_to_string(&metadata);
-        let _ = std::fs::remove_file(&metadata);
-        let out = out?;
-        if !out.ok {
-            bail!("build failed: {}; log: {}", last_error_line(&out.stderr), log.display());
-        }
-        let written = written.with_context(|| format!("the build wrote no metadata to {}", metadata.display()))?;
-        let value: serde_json::Value = serde_json::from_str(&written)
-            .with_context(|| format!("the build's metadata is not JSON: {}", metadata.display()))?;
-        match value["containerimage.digest"].as_str() {
-            Some(digest) if digest.starts_with("sha256:") => Ok(digest.to_string()),
-            _ => bail!("the build's metadata names no pushed image digest; log: {}", log.display()),
-        }
-    }
-
-    /// Whether builds go straight to the registry when pushing: buildx with
-    /// a builder that has no local image store.
-    pub fn pushes_from_builder(&self) -> bool {
-        matches!(self.builder(), Builder::Buildx { driver } if driver != "docker")
-    }
-
     fn build_once(&self, spec: &BuildSpec<'_>, cache: &BuildCache, log: &Path) -> Result<Built> {
         let sh = Shell::new()?;
         let (program, platform) = (self.program, spec.arch.platform());
@@ -684,8 +586,143 @@ impl Engine {
         }
         bail!("build failed: {last}; log: {}", log.display())
     }
+}
 
-    pub fn tag(&self, source: &str, target: &str) -> Result<()> {
+impl Engine for Cli {
+    fn builder(&self) -> &Builder {
+        self.builder.get_or_init(|| {
+            if self.kind == EngineKind::Podman {
+                return Builder::Podman;
+            }
+            let major =
+                self.client_version.get().and_then(|v| v.split('.').next()).and_then(|m| m.trim().parse::<u32>().ok());
+            let old_client = major.is_some_and(|m| m < 23);
+            match std::env::var("DOCKER_BUILDKIT").ok().as_deref().map(str::trim) {
+                Some("0" | "false" | "FALSE" | "False") => return Builder::Classic,
+                Some(v) if !v.is_empty() && old_client => return Builder::DaemonBuildKit,
+                _ if old_client => return Builder::DaemonBuildKit,
+                _ => {}
+            }
+            // From 23.0 on, `docker build` is buildx's when the plugin is there.
+            match self.buildx_driver() {
+                Some(driver) => Builder::Buildx { driver },
+                None => Builder::Classic,
+            }
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let format = match self.kind {
+            EngineKind::Docker => "{{.Client.Version}} {{.Server.Version}}",
+            EngineKind::Podman => "{{.Version}}",
+        };
+        let out = self.run(cmd!(sh, "{program} version --format {format}"), None)?;
+        if out.ok {
+            let client = out.stdout.split_whitespace().next().unwrap_or_default();
+            let _ = self.client_version.set(client.to_string());
+            return Ok(());
+        }
+        match self.kind {
+            EngineKind::Docker => {
+                let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+                let context = std::env::var("DOCKER_CONTEXT").map(|c| format!(" (context {c})")).unwrap_or_default();
+                bail!(
+                    "the docker daemon is not reachable at {host}{context}: start it (`sudo dockerd &` or `sudo systemctl start docker`) or set DOCKER_HOST; docker said: {}",
+                    first_line(&out.stderr)
+                )
+            }
+            EngineKind::Podman => bail!("podman does not work here: {}", first_line(&out.stderr)),
+        }
+    }
+
+    fn local_images(&self) -> Result<HashMap<String, String>> {
+        Ok(self.by_name(self.image_names()?))
+    }
+
+    fn platforms(&self, ids: &[&str]) -> Result<HashMap<String, Platform>> {
+        Ok(self.inspect(ids)?.into_iter().map(|(k, d)| (k, d.platform)).collect())
+    }
+
+    fn image(&self, image: &str) -> Result<ImageDetails> {
+        self.inspect(&[image])?
+            .remove(image)
+            .ok_or_else(|| anyhow!("{image} is not present locally: it vanished (removed by another process?)"))
+    }
+
+    fn untag(&self, reference: &str) -> Result<()> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let out = self.run(cmd!(sh, "{program} rmi {reference}"), None)?;
+        if !out.ok {
+            bail!("cannot remove the name {reference}: {}", first_line(&out.stderr));
+        }
+        Ok(())
+    }
+
+    fn pull(&self, reference: &str, arch: Arch, quick: bool, log: &Path) -> Result<()> {
+        let sh = Shell::new()?;
+        let (program, platform) = (self.program, arch.platform());
+        let tls = (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false");
+        retrying_with(if quick { &QUICK_RETRY_DELAYS } else { &RETRY_DELAYS }, || {
+            let out = self.run(cmd!(sh, "{program} pull {tls...} --platform {platform} {reference}"), Some(log))?;
+            if !out.ok {
+                return Err(cli_error(reference, &last_error_line(&out.stderr)));
+            }
+            Ok(())
+        })
+    }
+
+    fn build(&self, spec: &BuildSpec<'_>, cache: &BuildCache, log: &Path) -> Result<Built> {
+        // docker's classic builder, and podman's, fail a build when an image
+        // they look at for their cache is removed meanwhile (`rmi` or `image
+        // prune` by anyone else on the engine); the same build then succeeds.
+        for attempt in 1..BUILD_ATTEMPTS {
+            match self.build_once(spec, cache, log) {
+                Err(e) if CACHE_RACES.iter().any(|r| format!("{e:#}").contains(r)) && !interrupted() => {
+                    // Let the removal under way finish before looking again.
+                    std::thread::sleep(std::time::Duration::from_millis(100 * attempt as u64));
+                }
+                done => return done,
+            }
+        }
+        self.build_once(spec, cache, log)
+    }
+
+    fn build_push(&self, spec: &BuildSpec<'_>, cache: &BuildCache, repository: &str, log: &Path) -> Result<String> {
+        let sh = Shell::new()?;
+        let (program, platform) = (self.program, spec.arch.platform());
+        let (file, dir, args) = (spec.dir.join(spec.dockerfile), spec.dir, spec.args);
+        let metadata = log.with_extension(format!("{}.metadata.json", std::process::id()));
+        let _ = std::fs::remove_file(&metadata);
+        let no_cache = cache.none.then_some("--no-cache");
+        let cache_from = cache.from.as_deref().map(|from| ["--cache-from", from]);
+        let cache_from = cache_from.iter().flatten();
+        let output = format!("type=image,name={repository},push-by-digest=true,name-canonical=true,push=true");
+        let out = self.run(
+            cmd!(
+                sh,
+                "{program} buildx build --progress=plain --build-arg BUILDKIT_INLINE_CACHE=1 {no_cache...} {cache_from...} --platform {platform} --metadata-file {metadata} --output {output} -f {file} {args...} {dir}"
+            ),
+            Some(log),
+        );
+        let written = std::fs::read_to_string(&metadata);
+        let _ = std::fs::remove_file(&metadata);
+        let out = out?;
+        if !out.ok {
+            bail!("build failed: {}; log: {}", last_error_line(&out.stderr), log.display());
+        }
+        let written = written.with_context(|| format!("the build wrote no metadata to {}", metadata.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&written)
+            .with_context(|| format!("the build's metadata is not JSON: {}", metadata.display()))?;
+        match value["containerimage.digest"].as_str() {
+            Some(digest) if digest.starts_with("sha256:") => Ok(digest.to_string()),
+            _ => bail!("the build's metadata names no pushed image digest; log: {}", log.display()),
+        }
+    }
+
+    fn tag(&self, source: &str, target: &str) -> Result<()> {
         let sh = Shell::new()?;
         let program = self.program;
         let out = self.run(cmd!(sh, "{program} tag {source} {target}"), None)?;
@@ -695,7 +732,7 @@ impl Engine {
         Ok(())
     }
 
-    pub fn push(&self, reference: &str, log: &Path) -> Result<()> {
+    fn push(&self, reference: &str, log: &Path) -> Result<()> {
         let sh = Shell::new()?;
         let program = self.program;
         let tls = (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false");

@@ -142,7 +142,7 @@ pub struct CacheUse {
 
 /// Everything a job needs besides the job itself.
 pub struct Context<'a> {
-    pub engine: &'a Engine,
+    pub engine: &'a dyn Engine,
     pub registry: &'a crate::registry::Registry,
     pub images_root: &'a Path,
     pub paths: &'a [(String, String)],
@@ -203,7 +203,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
                     let mut guard = state.lock().unwrap();
                     loop {
                         let (states, stop) = &mut *guard;
-                        if *stop || engine::interrupted() {
+                        if *stop || ctx.engine.interrupted() {
                             break None;
                         }
                         // A job whose base failed is blocked without running.
@@ -264,7 +264,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
         .zip(outcomes)
         .map(|(job, o)| {
             o.unwrap_or_else(|| {
-                let action = if engine::interrupted() { Action::Interrupted } else { Action::NotStarted };
+                let action = if ctx.engine.interrupted() { Action::Interrupted } else { Action::NotStarted };
                 Outcome::new(job.info(), action, None)
             })
         })
@@ -308,7 +308,7 @@ fn run_job(ctx: &Context, job: &Job) -> Outcome {
             outcome.builder = (action == Action::Built).then(|| ctx.engine.builder().kind());
             outcome.cache = cache;
         }
-        Err(_) if engine::interrupted() => outcome.action = Action::Interrupted,
+        Err(_) if ctx.engine.interrupted() => outcome.action = Action::Interrupted,
         Err(e) => {
             outcome.action = Action::Failed;
             outcome.error = Some(format!("{e:#}"));
@@ -389,7 +389,7 @@ fn run_steps(
                     name_locally(&remote)?;
                     *action = (*action).max(Action::Pulled);
                 }
-                Err(e) if *or_build && !engine::interrupted() => {
+                Err(e) if *or_build && !engine.interrupted() => {
                     // Once the registry failed, later images build without waiting on it.
                     if crate::registry::is_transient(&e) {
                         ctx.registry_down.store(true, AtomicOrdering::SeqCst);
@@ -551,4 +551,307 @@ fn build_cache(ctx: &Context, job: &Job, log: &Path) -> (engine::BuildCache, Opt
         used = None;
     }
     (cache, used)
+}
+
+/// The executor against a fake engine: ordering, `--jobs`, `--keep-going`,
+/// interruption, the platform check and the summary, without a daemon.
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use anyhow::{anyhow, bail, Result};
+
+    use super::*;
+    use crate::config::{Arch, FileConfig, Overrides, Platform, Settings};
+    use crate::engine::{BuildCache, BuildSpec, Builder, Built, Engine, ImageDetails};
+    use crate::planning::{Job, Step};
+    use crate::reporting::{summary_text, Verbosity};
+
+    /// How the fake builds one image (by name): how long, whether it
+    /// fails, what platform it gives.
+    #[derive(Clone, Default)]
+    struct Script {
+        fails: Option<&'static str>,
+        architecture: Option<&'static str>,
+        /// Interrupt the run once this build has started.
+        interrupts: bool,
+    }
+
+    /// An engine that keeps names and images in memory and records what it
+    /// was asked, in order.
+    struct Fake {
+        builder: Builder,
+        scripts: HashMap<String, Script>,
+        names: Mutex<HashMap<String, String>>,
+        images: Mutex<HashMap<String, ImageDetails>>,
+        events: Mutex<Vec<String>>,
+        running: AtomicUsize,
+        most_at_once: AtomicUsize,
+        interrupted: AtomicBool,
+    }
+
+    impl Fake {
+        /// docker's classic builder, with `scripts` for some images.
+        fn with(scripts: &[(&str, Script)]) -> Fake {
+            Fake {
+                builder: Builder::Classic,
+                scripts: scripts.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(),
+                names: Mutex::default(),
+                images: Mutex::default(),
+                events: Mutex::default(),
+                running: AtomicUsize::new(0),
+                most_at_once: AtomicUsize::new(0),
+                interrupted: AtomicBool::new(false),
+            }
+        }
+
+        fn events(&self) -> Vec<String> {
+            self.events.lock().unwrap().clone()
+        }
+
+        fn position(&self, event: &str) -> usize {
+            self.events()
+                .iter()
+                .position(|e| e == event)
+                .unwrap_or_else(|| panic!("no {event:?} in {:?}", self.events()))
+        }
+    }
+
+    /// The image a call is about: its log is `<name>.log`.
+    fn image_of(log: &Path) -> String {
+        log.file_stem().unwrap().to_string_lossy().into_owned()
+    }
+
+    impl Engine for Fake {
+        fn builder(&self) -> &Builder {
+            &self.builder
+        }
+        fn check(&self) -> Result<()> {
+            Ok(())
+        }
+        fn local_images(&self) -> Result<HashMap<String, String>> {
+            Ok(self.names.lock().unwrap().clone())
+        }
+        fn platforms(&self, ids: &[&str]) -> Result<HashMap<String, Platform>> {
+            Ok(ids.iter().filter_map(|id| self.image(id).ok().map(|d| (id.to_string(), d.platform))).collect())
+        }
+        fn image(&self, image: &str) -> Result<ImageDetails> {
+            let id = self.names.lock().unwrap().get(image).cloned().unwrap_or_else(|| image.to_string());
+            self.images.lock().unwrap().get(&id).cloned().ok_or_else(|| anyhow!("no image {image}"))
+        }
+        fn untag(&self, reference: &str) -> Result<()> {
+            self.names.lock().unwrap().remove(reference);
+            Ok(())
+        }
+        fn pull(&self, reference: &str, _: Arch, _: bool, _: &Path) -> Result<()> {
+            bail!("{reference}: not found")
+        }
+        fn build(&self, _: &BuildSpec<'_>, _: &BuildCache, log: &Path) -> Result<Built> {
+            let name = image_of(log);
+            let script = self.scripts.get(&name).cloned().unwrap_or_default();
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_at_once.fetch_max(now, Ordering::SeqCst);
+            self.events.lock().unwrap().push(format!("start {name}"));
+            if script.interrupts {
+                self.interrupted.store(true, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(30));
+            self.events.lock().unwrap().push(format!("end {name}"));
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            if let Some(error) = script.fails {
+                bail!("build failed: {error}; log: {}", log.display());
+            }
+            let id = format!("sha256:{name}");
+            let platform = Platform {
+                os: "linux".into(),
+                architecture: script.architecture.unwrap_or("amd64").into(),
+                variant: String::new(),
+            };
+            let details = ImageDetails {
+                id: id.clone(),
+                platform,
+                size: 1000,
+                layers: 1,
+                created: String::new(),
+                labels: BTreeMap::new(),
+            };
+            self.images.lock().unwrap().insert(id.clone(), details);
+            Ok(Built { id, steps_reused: None })
+        }
+        fn build_push(&self, _: &BuildSpec<'_>, _: &BuildCache, _: &str, _: &Path) -> Result<String> {
+            bail!("the fake builds into its own store")
+        }
+        fn tag(&self, source: &str, target: &str) -> Result<()> {
+            let id = self.names.lock().unwrap().get(source).cloned().unwrap_or_else(|| source.to_string());
+            if !self.images.lock().unwrap().contains_key(&id) {
+                bail!("no image {source}");
+            }
+            self.names.lock().unwrap().insert(target.to_string(), id);
+            Ok(())
+        }
+        fn push(&self, reference: &str, _: &Path) -> Result<()> {
+            self.events.lock().unwrap().push(format!("push {reference}"));
+            Ok(())
+        }
+        fn interrupted(&self) -> bool {
+            self.interrupted.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Build jobs for `images`: (name, the names it is built FROM).
+    fn jobs(images: &[(&str, &[&str])]) -> Vec<Job> {
+        let index = |n: &str| images.iter().position(|(m, _)| *m == n).unwrap();
+        images
+            .iter()
+            .enumerate()
+            .map(|(i, (name, after))| Job {
+                image: i,
+                name: name.to_string(),
+                path: name.to_string(),
+                arch: Arch::X86_64,
+                test: true,
+                tag: format!("t{i}"),
+                local: format!("l.test/{name}"),
+                remote: format!("r.test/{name}_x86_64"),
+                steps: vec![Step::Build],
+                why: "not present".into(),
+                after: after.iter().map(|a| index(a)).collect(),
+                requested: true,
+                latest_was: None,
+                cache: None,
+            })
+            .collect()
+    }
+
+    fn settings() -> Settings {
+        let o = Overrides {
+            local_image_prefix: Some("l.test".into()),
+            remote_image_prefix: Some("r.test".into()),
+            arch: Some("x86_64".into()),
+            ..Overrides::default()
+        };
+        Settings::resolve(FileConfig::default(), o, Path::new("/w"), Path::new("/w")).unwrap()
+    }
+
+    /// Runs `jobs` on `fake`, `parallel` at a time; the outcomes by name.
+    fn run(fake: &Fake, jobs: &[Job], parallel: usize, keep_going: bool) -> (Vec<Outcome>, HashMap<String, Action>) {
+        let logs = tempfile::tempdir().unwrap();
+        let registry = crate::registry::Registry::new(
+            crate::registry::Credentials::of(crate::config::EngineKind::Docker),
+            crate::registry::Transport::system(&[]),
+        );
+        let provenance = crate::provenance::Provenance::new(&settings(), None);
+        let paths: Vec<(String, String)> = jobs.iter().map(|j| (j.path.clone(), "Dockerfile".to_string())).collect();
+        let ctx = Context {
+            engine: fake,
+            registry: &registry,
+            images_root: Path::new("/nonexistent"),
+            paths: &paths,
+            arch: Arch::X86_64,
+            build_args: &[],
+            log_dir: logs.path(),
+            idle: Action::Present,
+            registry_down: AtomicBool::new(false),
+            fresh_builds: false,
+            no_cache: false,
+            cache_to: false,
+            direct_push: false,
+            provenance: &provenance,
+        };
+        let progress = Progress::new(jobs.len(), false, Verbosity::Quiet);
+        let outcomes = execute(&ctx, jobs, parallel, keep_going, &progress);
+        let actions = outcomes.iter().map(|o| (o.name().to_string(), o.action)).collect();
+        (outcomes, actions)
+    }
+
+    fn fails(error: &'static str) -> Script {
+        Script { fails: Some(error), ..Script::default() }
+    }
+
+    #[test]
+    fn bases_first_and_never_more_than_jobs_at_once() {
+        let fake = Fake::with(&[]);
+        let jobs = jobs(&[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &[]), ("e", &[]), ("f", &["b", "c"])]);
+        let (_, actions) = run(&fake, &jobs, 2, false);
+        assert!(actions.values().all(|a| *a == Action::Built), "{actions:?}");
+        for (base, image) in [("a", "b"), ("a", "c"), ("b", "f"), ("c", "f")] {
+            assert!(
+                fake.position(&format!("end {base}")) < fake.position(&format!("start {image}")),
+                "{image} started before its base {base} ended: {:?}",
+                fake.events()
+            );
+        }
+        assert_eq!(fake.most_at_once.load(Ordering::SeqCst), 2, "{:?}", fake.events());
+        // Each image got its local names and its remote one.
+        let names = fake.names.lock().unwrap();
+        for name in ["l.test/f:t5", "l.test/f:latest", "r.test/f_x86_64:t5"] {
+            assert_eq!(names.get(name).map(String::as_str), Some("sha256:f"), "{name}");
+        }
+    }
+
+    #[test]
+    fn one_job_at_a_time_with_jobs_1() {
+        let fake = Fake::with(&[]);
+        let (_, actions) = run(&fake, &jobs(&[("a", &[]), ("b", &[]), ("c", &[])]), 1, false);
+        assert_eq!(actions.len(), 3);
+        assert_eq!(fake.most_at_once.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_failure_stops_new_work_and_blocks_what_is_built_on_it() {
+        let fake = Fake::with(&[("a", fails("no such file"))]);
+        let jobs = jobs(&[("a", &[]), ("b", &["a"]), ("c", &[])]);
+        let (outcomes, actions) = run(&fake, &jobs, 1, false);
+        assert_eq!(actions["a"], Action::Failed);
+        assert_eq!(actions["b"], Action::Blocked);
+        assert_eq!(actions["c"], Action::NotStarted, "{:?}", fake.events());
+        assert!(!fake.events().contains(&"start c".to_string()));
+        let summary = summary_text(&outcomes, Verbosity::Quiet);
+        assert!(summary.starts_with("3 images: 1 failed, 1 blocked, 1 not started\n"), "{summary}");
+        assert!(summary.contains("error: a: build failed: no such file; log: "), "{summary}");
+        assert!(summary.contains("error: b: not built: its base a failed\n"), "{summary}");
+    }
+
+    #[test]
+    fn keep_going_builds_everything_not_built_on_a_failure() {
+        let fake = Fake::with(&[("a", fails("no such file"))]);
+        let jobs = jobs(&[("a", &[]), ("b", &["a"]), ("c", &[]), ("d", &["c"])]);
+        let (outcomes, actions) = run(&fake, &jobs, 1, true);
+        let expected: HashMap<String, Action> =
+            [("a", Action::Failed), ("b", Action::Blocked), ("c", Action::Built), ("d", Action::Built)]
+                .into_iter()
+                .map(|(n, a)| (n.to_string(), a))
+                .collect();
+        assert_eq!(actions, expected);
+        assert!(summary_text(&outcomes, Verbosity::Quiet).starts_with("4 images: 2 built, 1 failed, 1 blocked\n"));
+    }
+
+    #[test]
+    fn an_interrupt_lets_running_work_end_and_starts_nothing() {
+        let fake = Fake::with(&[("a", Script { interrupts: true, ..Script::default() })]);
+        let (outcomes, actions) = run(&fake, &jobs(&[("a", &[]), ("b", &[]), ("c", &["a"])]), 1, true);
+        // The build under way saw the interrupt (the real engine's call fails).
+        assert_eq!(actions["a"], Action::Built);
+        assert_eq!(actions["b"], Action::Interrupted);
+        assert_eq!(actions["c"], Action::Interrupted);
+        assert_eq!(fake.events(), ["start a", "end a"]);
+        assert!(summary_text(&outcomes, Verbosity::Quiet).contains("2 interrupted"));
+    }
+
+    #[test]
+    fn an_image_built_for_another_architecture_gets_no_name() {
+        let fake = Fake::with(&[("a", Script { architecture: Some("arm64"), ..Script::default() })]);
+        let (outcomes, actions) = run(&fake, &jobs(&[("a", &[])]), 1, false);
+        assert_eq!(actions["a"], Action::Failed);
+        let error = outcomes[0].error.as_deref().unwrap();
+        assert!(error.starts_with("built a linux/arm64 image, not linux/amd64:"), "{error}");
+        assert!(fake.names.lock().unwrap().is_empty(), "{:?}", fake.names.lock().unwrap());
+        // The classic builder shares its cache across platforms: it tried
+        // again without the cache before giving up.
+        assert_eq!(fake.events(), ["start a", "end a", "start a", "end a"]);
+    }
 }

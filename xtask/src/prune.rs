@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::config::{Arch, EngineKind, Settings};
 use crate::discovery::discover_every_arch;
-use crate::engine::{Container, Engine, ImageFacts};
+use crate::engine::{Cli, Container, Engine, ImageFacts};
 use crate::tagging;
 
 /// The tags that are current now: image path -> architecture -> tag.
@@ -210,7 +210,7 @@ pub fn run(settings: &Settings, scope: Option<Arch>, dry_run: bool, json: bool) 
         }
     }
 
-    let engine = Engine::new(settings.engine);
+    let engine = Cli::new(settings.engine);
     engine.check()?;
     let listed = engine.image_names()?;
     let containers = engine.containers(&listed)?;

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::config::{Arch, Settings};
 use crate::discovery::discover_lenient;
-use crate::engine::{Engine, ImageDetails};
+use crate::engine::{Cli, Engine, ImageDetails};
 use crate::listing::{local_name, remote_name};
 use crate::provenance;
 use crate::registry::{Credentials, Registry, Transport};
@@ -113,7 +113,7 @@ pub fn run(
     };
     let tags = tagging::tags(&catalog, settings, &chosen)?;
 
-    let engine = Engine::new(settings.engine);
+    let engine = Cli::new(settings.engine);
     let listing = match engine.local_images() {
         Ok(listing) => listing,
         // Say why the engine cannot answer, when its check can tell.
