@@ -15,7 +15,8 @@ use crate::history;
 use crate::listing::{is_test, local_name, remote_name};
 use crate::planning::{self, ImageInfo, Mode, Observed, Options, Target};
 use crate::provenance::{GitState, Provenance};
-use crate::registry::{Credentials, Registry, Transport};
+use crate::process::Interrupt;
+use crate::registry::{Credentials, Registry, Retry, Transport};
 use crate::reporting::{self, Progress, Verbosity};
 use crate::shard::{self, Shard};
 use crate::tagging;
@@ -91,7 +92,7 @@ pub fn run(
     };
     let targets = targets(&catalog, settings, &requested)?;
 
-    let mut engine = Cli::new(settings.engine);
+    let mut engine = Cli::new(settings.engine).telling_retries(reporting::retrying);
     if args.verbose {
         engine = engine.echoing(reporting::echo);
     }
@@ -99,8 +100,7 @@ pub fn run(
     let local = engine.local_images()?;
     let platforms = local_platforms(&engine, &local, &targets)?;
     let mut seen = Observed { local, platforms, ..Observed::default() };
-    let registry = registry_client(settings);
-    crate::registry::on_retry(reporting::retrying);
+    let registry = registry_client(settings).retrying(engine.retry().clone());
     if args.quiet {
         reporting::set_quiet();
     }
@@ -241,7 +241,7 @@ pub fn run(
     if may_build {
         cross::register(settings.arch)?;
     }
-    crate::engine::install_interrupt_handler();
+    engine.processes().stop_all_on_signals();
     let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
     let progress = Progress::new(jobs.len(), settings.interactive, verbosity);
     for o in &skipped {
@@ -259,7 +259,7 @@ pub fn run(
         reporting::print_json(&reporting::OutcomeDocument { mode, arch: settings.arch, builder, images: &outcomes })?;
     }
     eprint!("{}", reporting::summary_text(&outcomes, verbosity));
-    if crate::engine::interrupted() {
+    if engine.interrupted() {
         eprintln!("interrupted: no tag was applied to unfinished images");
         return Ok(EXIT_INTERRUPTED);
     }
@@ -435,6 +435,7 @@ struct Index {
 /// for plain HTTP and CA files.
 fn registry_client(settings: &Settings) -> Registry {
     Registry::new(Credentials::of(settings.engine), Transport::system(&settings.insecure_registries))
+        .retrying(Retry::new(Interrupt::default(), Some(reporting::retrying)))
 }
 
 /// Publishes `<REMOTE_IMAGE_PREFIX>/<path>:<tag>` as an index over the

@@ -1,23 +1,18 @@
-//! Engine: how docker or podman is asked. Every call goes through `cmd!` and
-//! [`Cli::run`], which tracks the child so an interrupt can stop it, and
-//! turns the engine's failures into one-line errors that say what to do.
+//! Engine: what the commands ask of a container engine ([`Engine`]), and
+//! how docker or podman is asked ([`Cli`]). Every call goes through `cmd!`
+//! and the run's [`Processes`], which track the child so an interrupt can
+//! stop it; failures become one-line errors that say what to do.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use crate::config::{Arch, EngineKind, Platform};
-use crate::registry::{cli_error, retrying, retrying_with, QUICK_RETRY_DELAYS, RETRY_DELAYS};
-
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+use crate::process::{NotFound, Output, Processes};
+use crate::registry::{cli_error, Retry, QUICK_RETRY_DELAYS, RETRY_DELAYS};
 
 /// Receives, under `--verbose`, each engine call's command line and each line
 /// it prints, with the image the calling thread works on.
@@ -33,7 +28,7 @@ thread_local! {
 pub fn working_on(image: Option<&str>) {
     WORKING_ON.with(|w| *w.borrow_mut() = image.map(String::from));
 }
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 
 /// How often a build is tried when it fails only because of [`CACHE_RACES`]
 /// (an engine where images are removed all the time loses several in a row).
@@ -47,29 +42,6 @@ const LIST_ATTEMPTS: usize = 5;
 /// What podman's listing says when an image vanished under it.
 const LIST_RACES: &[&str] = &["image not known", "locating item named", "layer not known"];
 
-/// On Ctrl-C or SIGTERM: stop every running engine process (each runs in a
-/// process group of its own, so the signal reaches what it started too) and
-/// let the executor wind down without starting more work.
-pub fn install_interrupt_handler() {
-    let _ = ctrlc::set_handler(|| {
-        INTERRUPTED.store(true, Ordering::SeqCst);
-        for &pid in CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            // SAFETY: kill(2) has no memory effects; a stale pid group is harmless.
-            unsafe { libc::kill(-(pid as i32), libc::SIGINT) };
-        }
-    });
-}
-
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
-
-/// What an engine call printed and how it ended.
-pub struct Output {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
 
 /// What the commands ask of a container engine. [`Cli`] asks docker or
 /// podman; tests put a fake of their own in its place.
@@ -128,9 +100,7 @@ pub trait Engine: Sync {
     fn push(&self, reference: &str, log: &Path) -> Result<()>;
 
     /// Whether the run was interrupted (Ctrl-C, SIGTERM): start nothing more.
-    fn interrupted(&self) -> bool {
-        interrupted()
-    }
+    fn interrupted(&self) -> bool;
 }
 
 /// The docker or podman command-line client.
@@ -141,6 +111,8 @@ pub struct Cli {
     client_version: OnceLock<String>,
     builder: OnceLock<Builder>,
     echo: Option<Echo>,
+    processes: Processes,
+    retry: Retry,
 }
 
 /// What builds images. docker's classic builder and podman's match cached
@@ -187,7 +159,33 @@ impl Builder {
 
 impl Cli {
     pub fn new(kind: EngineKind) -> Cli {
-        Cli { kind, program: kind.program(), client_version: OnceLock::new(), builder: OnceLock::new(), echo: None }
+        let processes = Processes::default();
+        Cli {
+            kind,
+            program: kind.program(),
+            client_version: OnceLock::new(),
+            builder: OnceLock::new(),
+            echo: None,
+            retry: Retry::new(processes.interrupt().clone(), None),
+            processes,
+        }
+    }
+
+    /// Tells `tell` of each retry of a failed pull or push.
+    pub fn telling_retries(mut self, tell: fn(&str)) -> Cli {
+        self.retry = Retry::new(self.processes.interrupt().clone(), Some(tell));
+        self
+    }
+
+    /// How this engine's calls are tried again, for a registry client to share.
+    pub fn retry(&self) -> &Retry {
+        &self.retry
+    }
+
+    /// The processes this engine runs: [`Processes::stop_all_on_signals`]
+    /// makes Ctrl-C and SIGTERM stop them.
+    pub fn processes(&self) -> &Processes {
+        &self.processes
     }
 
     /// Hands every call's command line and output to `echo` as well.
@@ -222,92 +220,12 @@ impl Cli {
 
     /// Runs one engine command to completion; output goes to `log` when given.
     fn run(&self, cmd: xshell::Cmd<'_>, log: Option<&Path>) -> Result<Output> {
-        let shown = cmd.to_string();
-        self.echo(&format!("$ {shown}"));
-        let mut command: Command = cmd.into();
-        command.stdin(Stdio::null()).process_group(0);
-        // SAFETY: prctl is async-signal-safe. If this tool dies, even by
-        // SIGKILL, the engine process gets SIGTERM instead of running on
-        // (the engine cancels a build whose client went away).
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        // With a log, both streams go through one pipe, in order, into the log
-        // as they come (so it can be followed) and into memory, so failures
-        // are judged by this call's own output even when another process
-        // writes the same log.
-        let mut logged = None;
-        if let Some(log) = log {
-            let file = File::options()
-                .create(true)
-                .append(true)
-                .open(log)
-                .with_context(|| format!("cannot write log {}", log.display()))?;
-            let (reader, writer) = std::io::pipe().context("cannot make a pipe")?;
-            command.stdout(writer.try_clone()?).stderr(writer);
-            logged = Some((reader, file));
-        } else {
-            command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        }
-        if interrupted() {
-            bail!("interrupted");
-        }
-        let spawned = command.spawn();
-        // Our copies of the pipe's writing end must close, or reading never ends.
-        drop(command);
-        let child = spawned.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => anyhow!("{}", self.not_installed()),
-            _ => anyhow!("cannot run `{shown}`: {e}"),
-        })?;
-        let pid = child.id();
-        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
-        let mut combined = Vec::new();
-        let mut echoed = 0;
-        if let Some((mut reader, mut file)) = logged {
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        let _ = file.write_all(&buf[..n]);
-                        combined.extend_from_slice(&buf[..n]);
-                        // Whole lines as they come; the rest once the call ends.
-                        if self.echo.is_some() {
-                            if let Some(end) = combined.iter().rposition(|&b| b == b'\n') {
-                                if end >= echoed {
-                                    self.echo(&String::from_utf8_lossy(&combined[echoed..=end]));
-                                    echoed = end + 1;
-                                }
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        }
-        let out = child.wait_with_output();
-        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
-        let mut out = out.with_context(|| format!("cannot wait for `{shown}`"))?;
-        if interrupted() {
-            bail!("interrupted");
-        }
-        if log.is_some() {
-            self.echo(&String::from_utf8_lossy(&combined[echoed.min(combined.len())..]));
-            out.stderr = combined;
-        } else {
-            self.echo(&String::from_utf8_lossy(&out.stdout));
-            self.echo(&String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(Output {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        self.echo(&format!("$ {cmd}"));
+        let echo = |text: &str| self.echo(text);
+        let echo: Option<&dyn Fn(&str)> = if self.echo.is_some() { Some(&echo) } else { None };
+        self.processes.run(cmd.into(), log, echo).map_err(|e| match e.downcast_ref::<NotFound>() {
+            Some(_) => anyhow!("{}", self.not_installed()),
+            None => e,
         })
     }
 
@@ -589,6 +507,10 @@ impl Cli {
 }
 
 impl Engine for Cli {
+    fn interrupted(&self) -> bool {
+        self.processes.interrupt().is_set()
+    }
+
     fn builder(&self) -> &Builder {
         self.builder.get_or_init(|| {
             if self.kind == EngineKind::Podman {
@@ -665,7 +587,7 @@ impl Engine for Cli {
         let sh = Shell::new()?;
         let (program, platform) = (self.program, arch.platform());
         let tls = (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false");
-        retrying_with(if quick { &QUICK_RETRY_DELAYS } else { &RETRY_DELAYS }, || {
+        self.retry.run_with(if quick { &QUICK_RETRY_DELAYS } else { &RETRY_DELAYS }, || {
             let out = self.run(cmd!(sh, "{program} pull {tls...} --platform {platform} {reference}"), Some(log))?;
             if !out.ok {
                 return Err(cli_error(reference, &last_error_line(&out.stderr)));
@@ -680,7 +602,7 @@ impl Engine for Cli {
         // prune` by anyone else on the engine); the same build then succeeds.
         for attempt in 1..BUILD_ATTEMPTS {
             match self.build_once(spec, cache, log) {
-                Err(e) if CACHE_RACES.iter().any(|r| format!("{e:#}").contains(r)) && !interrupted() => {
+                Err(e) if CACHE_RACES.iter().any(|r| format!("{e:#}").contains(r)) && !self.interrupted() => {
                     // Let the removal under way finish before looking again.
                     std::thread::sleep(std::time::Duration::from_millis(100 * attempt as u64));
                 }
@@ -736,7 +658,7 @@ impl Engine for Cli {
         let sh = Shell::new()?;
         let program = self.program;
         let tls = (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false");
-        retrying(|| {
+        self.retry.run(|| {
             let out = self.run(cmd!(sh, "{program} push {tls...} {reference}"), Some(log))?;
             if !out.ok {
                 return Err(cli_error(reference, &last_error_line(&out.stderr)));

@@ -16,6 +16,7 @@ pub mod init;
 pub mod listing;
 pub mod planning;
 pub mod provenance;
+pub mod process;
 pub mod prune;
 pub mod registry;
 pub mod reporting;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{EngineKind, Platform};
+use crate::process::Interrupt;
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -376,6 +377,7 @@ pub struct Registry {
     credentials: Credentials,
     transport: Transport,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
+    retry: Retry,
 }
 
 /// One request to a repository: `path` is below `/v2/<repository>/`.
@@ -409,7 +411,13 @@ enum Access {
 
 impl Registry {
     pub fn new(credentials: Credentials, transport: Transport) -> Registry {
-        Registry { credentials, transport, hosts: Mutex::new(HashMap::new()) }
+        Registry { credentials, transport, hosts: Mutex::new(HashMap::new()), retry: Retry::default() }
+    }
+
+    /// Tries failed calls again the way `retry` says.
+    pub fn retrying(mut self, retry: Retry) -> Registry {
+        self.retry = retry;
+        self
     }
 
     fn host(&self, name: &str) -> Result<Arc<Host>> {
@@ -594,7 +602,7 @@ impl Registry {
     /// `quick`: give up sooner on a failing registry (the caller can build).
     pub fn exists(&self, reference: &str, quick: bool) -> Result<bool> {
         let r = Reference::parse(reference)?;
-        retrying_with(if quick { &QUICK_RETRY_DELAYS } else { &RETRY_DELAYS }, || {
+        self.retry.run_with(if quick { &QUICK_RETRY_DELAYS } else { &RETRY_DELAYS }, || {
             let response = self.send(&r, Call::manifest("HEAD", &format!("manifests/{}", r.object)))?;
             match response.status() {
                 200..=299 => Ok(true),
@@ -626,7 +634,7 @@ impl Registry {
     /// The manifest `reference` names, or `None` when the registry lacks it.
     pub fn manifest(&self, reference: &str) -> Result<Option<Manifest>> {
         let r = Reference::parse(reference)?;
-        retrying(|| self.manifest_of(&r))
+        self.retry.run(|| self.manifest_of(&r))
     }
 
     fn manifest_of(&self, r: &Reference) -> Result<Option<Manifest>> {
@@ -651,7 +659,7 @@ impl Registry {
     /// the registry; `None` when the registry lacks it.
     pub fn platform(&self, reference: &str) -> Result<Option<Platform>> {
         let r = Reference::parse(reference)?;
-        retrying(|| {
+        self.retry.run(|| {
             let Some(manifest) = self.manifest_of(&r)? else { return Ok(None) };
             self.platform_of(&r, &manifest).map(Some)
         })
@@ -692,7 +700,7 @@ impl Registry {
     /// blob moves. Writes only when `target` differs; says whether it wrote.
     pub fn retag(&self, source: &str, target: &str) -> Result<bool> {
         let (s, t) = (Reference::parse(source)?, Reference::parse(target)?);
-        retrying(|| {
+        self.retry.run(|| {
             let manifest = self.manifest_of(&s)?.ok_or_else(|| anyhow!("the registry has no {s}"))?;
             let current = self.send(&t, Call::manifest("HEAD", &format!("manifests/{}", t.object)))?;
             if current.status() == 200 && current.header("docker-content-digest") == Some(manifest.digest.as_str()) {
@@ -716,7 +724,7 @@ impl Registry {
         let mut out = Vec::new();
         let mut path = format!("/v2/_catalog?n={PAGE}");
         loop {
-            let (page, next) = retrying(|| {
+            let (page, next) = self.retry.run(|| {
                 let response = self.send_to(host, &path, &scopes, &what, Call::new("GET", "", Access::Pull))?;
                 match response.status() {
                     200 => {}
@@ -749,7 +757,7 @@ impl Registry {
         let mut out = Vec::new();
         let mut path = format!("tags/list?n={PAGE}");
         loop {
-            let (page, next) = retrying(|| {
+            let (page, next) = self.retry.run(|| {
                 let response = self.send(&r, Call::new("GET", &path, Access::Pull))?;
                 match response.status() {
                     200 => {}
@@ -781,7 +789,7 @@ impl Registry {
         if !r.object.starts_with("sha256:") {
             bail!("{reference} does not name a manifest by digest");
         }
-        retrying(|| {
+        self.retry.run(|| {
             let response = self.send(&r, Call::new("DELETE", &format!("manifests/{}", r.object), Access::Delete))?;
             match response.status() {
                 200..=299 | 404 => Ok(()),
@@ -801,7 +809,7 @@ impl Registry {
     /// Reads an index member: its manifest and, from its config, its platform.
     pub fn member(&self, reference: &str) -> Result<Option<Member>> {
         let r = Reference::parse(reference)?;
-        retrying(|| {
+        self.retry.run(|| {
             let Some(manifest) = self.manifest_of(&r)? else { return Ok(None) };
             let platform = self.platform_of(&r, &manifest)?;
             Ok(Some(Member { reference: r.clone(), manifest, platform }))
@@ -814,7 +822,7 @@ impl Registry {
     /// an index may only point at manifests of its own repository.
     pub fn push_index(&self, target: &str, members: &[Member]) -> Result<String> {
         let t = Reference::parse(target)?;
-        retrying(|| {
+        self.retry.run(|| {
             for member in members {
                 if member.reference.host != t.host {
                     bail!("{} is on another registry than {t}", member.reference);
@@ -1059,38 +1067,47 @@ fn is_refused(e: &anyhow::Error) -> bool {
     e.downcast_ref::<RegistryError>().is_some_and(|r| r.refused)
 }
 
-pub fn retrying<T>(call: impl FnMut() -> Result<T>) -> Result<T> {
-    retrying_with(&RETRY_DELAYS, call)
+/// How failed registry calls are tried again: within a budget of waits,
+/// never once the run is interrupted, each retry told to `tell`.
+#[derive(Clone, Debug, Default)]
+pub struct Retry {
+    interrupt: Interrupt,
+    tell: Option<fn(&str)>,
 }
 
-/// Told of each retry (what failed, and when the next try is), to show it.
-static ON_RETRY: OnceLock<fn(&str)> = OnceLock::new();
-
-/// Sets what is told of each retry, once per run.
-pub fn on_retry(tell: fn(&str)) {
-    let _ = ON_RETRY.set(tell);
-}
-
-pub fn retrying_with<T>(delays: &[Duration], mut call: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut waited_refused = Duration::ZERO;
-    for (attempt, &delay) in delays.iter().enumerate() {
-        match call() {
-            Err(e) if is_refused(&e) && waited_refused >= REFUSED_BUDGET => return Err(e),
-            Err(e) if is_transient(&e) && !crate::engine::interrupted() => {
-                if is_refused(&e) {
-                    waited_refused += delay;
-                }
-                let asked = e.downcast_ref::<RegistryError>().and_then(|r| r.retry_after).unwrap_or_default();
-                let wait = delay.max(asked.min(MAX_RETRY_AFTER));
-                if let Some(tell) = ON_RETRY.get() {
-                    tell(&format!("{e}; try {} in {:.1}s", attempt + 2, wait.as_secs_f64()));
-                }
-                std::thread::sleep(wait);
-            }
-            done => return done,
-        }
+impl Retry {
+    pub fn new(interrupt: Interrupt, tell: Option<fn(&str)>) -> Retry {
+        Retry { interrupt, tell }
     }
-    call()
+
+    /// Runs `call`, again after each transient failure, waiting
+    /// [`RETRY_DELAYS`] in turn.
+    pub fn run<T>(&self, call: impl FnMut() -> Result<T>) -> Result<T> {
+        self.run_with(&RETRY_DELAYS, call)
+    }
+
+    /// [`Retry::run`] with waits of its own.
+    pub fn run_with<T>(&self, delays: &[Duration], mut call: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut waited_refused = Duration::ZERO;
+        for (attempt, &delay) in delays.iter().enumerate() {
+            match call() {
+                Err(e) if is_refused(&e) && waited_refused >= REFUSED_BUDGET => return Err(e),
+                Err(e) if is_transient(&e) && !self.interrupt.is_set() => {
+                    if is_refused(&e) {
+                        waited_refused += delay;
+                    }
+                    let asked = e.downcast_ref::<RegistryError>().and_then(|r| r.retry_after).unwrap_or_default();
+                    let wait = delay.max(asked.min(MAX_RETRY_AFTER));
+                    if let Some(tell) = self.tell {
+                        tell(&format!("{e}; try {} in {:.1}s", attempt + 2, wait.as_secs_f64()));
+                    }
+                    std::thread::sleep(wait);
+                }
+                done => return done,
+            }
+        }
+        call()
+    }
 }
 
 /// The path a registry's CA file is looked for at, for messages.
