@@ -68,55 +68,13 @@ pub struct Global {
     /// Settings file [default: xtask/images.toml]
     #[arg(long, env = "IMAGES_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Directory holding the image directories [default: images]
-    #[arg(long, env = "IMAGES_DIR", global = true, value_name = "DIR")]
-    pub images_dir: Option<PathBuf>,
-    /// Architecture to build for: x86_64 (amd64) or aarch64 (arm64) [default: the host's]
-    #[arg(
-        long,
-        env = "ARCH",
-        global = true,
-        value_parser = clap::builder::PossibleValuesParser::new(crate::config::Arch::SPELLINGS)
-    )]
-    pub arch: Option<String>,
-    /// Registry repository prefix for the shared cache: <prefix>/<path>_<arch>:<tag>
-    #[arg(long, env = "REMOTE_IMAGE_PREFIX", global = true, value_name = "PREFIX")]
-    pub remote_image_prefix: Option<String>,
-    /// Prefix of the local names tests use: <prefix>/<path>:<tag> and :latest
-    #[arg(long, env = "LOCAL_IMAGE_PREFIX", global = true, value_name = "PREFIX")]
-    pub local_image_prefix: Option<String>,
-    /// How tags are computed: content or gvisor (the legacy Makefile's tags)
-    #[arg(
-        long,
-        env = "TAG_SCHEME",
-        global = true,
-        value_name = "SCHEME",
-        value_parser = clap::builder::PossibleValuesParser::new(["content", "gvisor"])
-    )]
-    pub tag_scheme: Option<String>,
-    /// Images that are not test images, as `a|b` (or the legacy `a\|b`): an entry matches when it occurs in the image's name or path
-    #[arg(long, env = "NON_TEST_IMAGES", global = true, value_name = "LIST")]
-    pub non_test_images: Option<String>,
-    /// Extra arguments for every build, split on whitespace (e.g. "--build-arg X=1")
-    #[arg(long, env = "DOCKER_BUILD_ARGS", global = true, value_name = "ARGS", allow_hyphen_values = true)]
-    pub build_args: Option<String>,
-    /// Container engine: docker or podman
-    #[arg(long, env = "IMAGES_ENGINE", global = true, value_parser = clap::builder::PossibleValuesParser::new(["docker", "podman"]))]
-    pub engine: Option<String>,
+    #[command(flatten)]
+    pub overrides: Overrides,
 }
 
 impl Global {
     pub fn overrides(&self) -> Overrides {
-        Overrides {
-            images_dir: self.images_dir.clone(),
-            arch: self.arch.clone(),
-            remote_image_prefix: self.remote_image_prefix.clone(),
-            local_image_prefix: self.local_image_prefix.clone(),
-            tag_scheme: self.tag_scheme.clone(),
-            non_test_images: self.non_test_images.clone(),
-            build_args: self.build_args.clone(),
-            engine: self.engine.clone(),
-        }
+        self.overrides.clone()
     }
 }
 
@@ -480,6 +438,7 @@ mod tests {
     use clap::{CommandFactory, FromArgMatches, Parser};
 
     use super::*;
+    use crate::config::{Arch, EngineKind, TagScheme};
     use crate::listing::Field;
     use crate::shard::Shard;
 
@@ -561,6 +520,7 @@ mod tests {
     #[test]
     fn valid_command_lines() {
         let none = Global::default;
+        let set = |overrides: Overrides| Global { config: None, overrides };
         let strings = |xs: &[&str]| -> Vec<String> { xs.iter().map(|s| s.to_string()).collect() };
         let cases: Vec<(&[&str], Command, Global)> = vec![
             (
@@ -586,13 +546,17 @@ mod tests {
             (
                 &["--arch", "aarch64", "list-all-images"],
                 Command::ListAllImages(ListArgs { json: false, shard: None, changed_since: None }),
-                Global { arch: Some("aarch64".into()), ..none() },
+                set(Overrides { arch: Some(Arch::Aarch64), ..Overrides::default() }),
             ),
             // Global settings go before or after the subcommand; the last one given wins.
             (
                 &["--arch=x86_64", "list-all-images", "--json", "--arch=arm64", "--tag-scheme", "gvisor"],
                 Command::ListAllImages(ListArgs { json: true, shard: None, changed_since: None }),
-                Global { arch: Some("arm64".into()), tag_scheme: Some("gvisor".into()), ..none() },
+                set(Overrides {
+                    arch: Some(Arch::Aarch64),
+                    tag_scheme: Some(TagScheme::Gvisor),
+                    ..Overrides::default()
+                }),
             ),
             (
                 &["local-image", "basic_hello", "basic/alpine", "basic"],
@@ -602,18 +566,21 @@ mod tests {
             (
                 &["--images-dir", "imgs", "--config", "c.toml", "local-image", "x"],
                 Command::LocalImage { print: Field::Local, images: strings(&["x"]) },
-                Global { images_dir: Some("imgs".into()), config: Some("c.toml".into()), ..none() },
+                Global {
+                    config: Some("c.toml".into()),
+                    overrides: Overrides { images_dir: Some("imgs".into()), ..Overrides::default() },
+                },
             ),
             // Build arguments look like flags.
             (
                 &["local-image", "x", "--build-args", "--build-arg X=1"],
                 Command::LocalImage { print: Field::Local, images: strings(&["x"]) },
-                Global { build_args: Some("--build-arg X=1".into()), ..none() },
+                set(Overrides { build_args: Some("--build-arg X=1".into()), ..Overrides::default() }),
             ),
             (
                 &["--build-args=--build-arg X=1 --no-cache", "list-all-images"],
                 Command::ListAllImages(ListArgs { json: false, shard: None, changed_since: None }),
-                Global { build_args: Some("--build-arg X=1 --no-cache".into()), ..none() },
+                set(Overrides { build_args: Some("--build-arg X=1 --no-cache".into()), ..Overrides::default() }),
             ),
             (
                 &[
@@ -627,13 +594,13 @@ mod tests {
                     "test-all-test-images",
                 ],
                 eng("test-all-test-images", &[], RunArgs::default(), None),
-                Global {
+                set(Overrides {
                     remote_image_prefix: Some("r.example:5000/x".into()),
                     local_image_prefix: Some("l.example/y".into()),
                     non_test_images: Some(r"a\|b".into()),
-                    engine: Some("podman".into()),
-                    ..none()
-                },
+                    engine: Some(EngineKind::Podman),
+                    ..Overrides::default()
+                }),
             ),
             (
                 &["list-all-test-images", "--shard", "2/3"],
@@ -737,7 +704,7 @@ mod tests {
             (
                 &["prune", "--dry-run", "--json", "--arch", "arm64"],
                 Command::Prune(PruneArgs { dry_run: true, json: true }),
-                Global { arch: Some("arm64".into()), ..none() },
+                set(Overrides { arch: Some(Arch::Aarch64), ..Overrides::default() }),
             ),
             (&["gc"], Command::Gc(GcArgs::default()), none()),
             (
@@ -781,7 +748,7 @@ mod tests {
             (
                 &["register-cross", "--arch", "aarch64"],
                 Command::RegisterCross,
-                Global { arch: Some("aarch64".into()), ..none() },
+                set(Overrides { arch: Some(Arch::Aarch64), ..Overrides::default() }),
             ),
         ];
         for (args, command, global) in cases {

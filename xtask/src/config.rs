@@ -9,16 +9,24 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 /// The architecture images are built for, spelled as the legacy Makefile's `ARCH`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Arch {
+    #[value(name = "x86_64", alias = "amd64")]
     X86_64,
+    #[value(alias = "arm64")]
     Aarch64,
 }
 
 impl Arch {
     pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
-    /// Every spelling `ARCH` and `--arch` accept.
-    pub const SPELLINGS: [&'static str; 4] = ["x86_64", "amd64", "aarch64", "arm64"];
+
+    /// `--arch`'s parser: every spelling is listed when one is wrong, the
+    /// aliases too.
+    fn parser() -> impl clap::builder::TypedValueParser<Value = Arch> {
+        use clap::builder::TypedValueParser;
+        clap::builder::PossibleValuesParser::new(["x86_64", "amd64", "aarch64", "arm64"])
+            .map(|s| s.parse::<Arch>().expect("a listed spelling"))
+    }
 
     pub fn host() -> Result<Arch> {
         std::env::consts::ARCH.parse().context("unsupported host architecture")
@@ -88,11 +96,8 @@ impl fmt::Display for Platform {
 impl FromStr for Arch {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Arch> {
-        match s {
-            "x86_64" | "amd64" => Ok(Arch::X86_64),
-            "aarch64" | "arm64" => Ok(Arch::Aarch64),
-            _ => bail!("unknown architecture `{s}`: use x86_64 (or amd64) or aarch64 (or arm64)"),
-        }
+        <Arch as clap::ValueEnum>::from_str(s, false)
+            .map_err(|_| anyhow::anyhow!("unknown architecture `{s}`: use x86_64 (or amd64) or aarch64 (or arm64)"))
     }
 }
 
@@ -109,7 +114,7 @@ impl fmt::Display for Arch {
 }
 
 /// How tags are computed; see the README's "How tags are made".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TagScheme {
     Content,
     Gvisor,
@@ -127,15 +132,12 @@ impl TagScheme {
 impl FromStr for TagScheme {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<TagScheme> {
-        match s {
-            "content" => Ok(TagScheme::Content),
-            "gvisor" => Ok(TagScheme::Gvisor),
-            _ => bail!("unknown tag scheme `{s}`: use content or gvisor"),
-        }
+        <TagScheme as clap::ValueEnum>::from_str(s, false)
+            .map_err(|_| anyhow::anyhow!("unknown tag scheme `{s}`: use content or gvisor"))
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum EngineKind {
     Docker,
     Podman,
@@ -153,11 +155,8 @@ impl EngineKind {
 impl FromStr for EngineKind {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<EngineKind> {
-        match s {
-            "docker" => Ok(EngineKind::Docker),
-            "podman" => Ok(EngineKind::Podman),
-            _ => bail!("unknown engine `{s}`: use docker or podman"),
-        }
+        <EngineKind as clap::ValueEnum>::from_str(s, false)
+            .map_err(|_| anyhow::anyhow!("unknown engine `{s}`: use docker or podman"))
     }
 }
 
@@ -186,16 +185,33 @@ impl FileConfig {
 
 /// What the user asked for on the command line or in the environment; each
 /// `None` falls back to the settings file, then to the built-in default.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+#[command(next_help_heading = "Settings")]
 pub struct Overrides {
+    /// Directory holding the image directories [default: images]
+    #[arg(long, env = "IMAGES_DIR", global = true, value_name = "DIR")]
     pub images_dir: Option<PathBuf>,
-    pub arch: Option<String>,
+    /// Architecture to build for: x86_64 (or amd64) or aarch64 (or arm64) [default: the host's]
+    #[arg(long, env = "ARCH", global = true, value_parser = Arch::parser())]
+    pub arch: Option<Arch>,
+    /// Registry repository prefix for the shared cache: <prefix>/<path>_<arch>:<tag>
+    #[arg(long, env = "REMOTE_IMAGE_PREFIX", global = true, value_name = "PREFIX")]
     pub remote_image_prefix: Option<String>,
+    /// Prefix of the local names tests use: <prefix>/<path>:<tag> and :latest
+    #[arg(long, env = "LOCAL_IMAGE_PREFIX", global = true, value_name = "PREFIX")]
     pub local_image_prefix: Option<String>,
-    pub tag_scheme: Option<String>,
+    /// How tags are computed: content, or gvisor (the legacy Makefile's tags)
+    #[arg(long, env = "TAG_SCHEME", global = true, value_name = "SCHEME")]
+    pub tag_scheme: Option<TagScheme>,
+    /// Images that are not test images, as `a|b` (or the legacy `a\|b`): an entry matches when it occurs in the image's name or path
+    #[arg(long, env = "NON_TEST_IMAGES", global = true, value_name = "LIST")]
     pub non_test_images: Option<String>,
+    /// Extra arguments for every build, split on whitespace (e.g. "--build-arg X=1")
+    #[arg(long, env = "DOCKER_BUILD_ARGS", global = true, value_name = "ARGS", allow_hyphen_values = true)]
     pub build_args: Option<String>,
-    pub engine: Option<String>,
+    /// Container engine: docker or podman
+    #[arg(long, env = "IMAGES_ENGINE", global = true)]
+    pub engine: Option<EngineKind>,
 }
 
 #[derive(Debug, Clone)]
@@ -229,12 +245,20 @@ impl Settings {
             Some(dir) => cwd.join(dir),
             None => workspace.join(file.images_dir.as_deref().unwrap_or("images")),
         };
-        let arch = match o.arch.as_deref().filter(|s| !s.is_empty()) {
-            Some(a) => a.parse()?,
+        let arch = match o.arch {
+            Some(a) => a,
             None => Arch::host()?,
         };
-        let tag_scheme = o.tag_scheme.or(file.tag_scheme).unwrap_or_else(|| "content".into()).parse()?;
-        let engine = o.engine.or(file.engine).unwrap_or_else(|| "docker".into()).parse()?;
+        let tag_scheme = match (o.tag_scheme, file.tag_scheme) {
+            (Some(scheme), _) => scheme,
+            (None, Some(scheme)) => scheme.parse()?,
+            (None, None) => TagScheme::Content,
+        };
+        let engine = match (o.engine, file.engine) {
+            (Some(engine), _) => engine,
+            (None, Some(engine)) => engine.parse()?,
+            (None, None) => EngineKind::Docker,
+        };
         let non_test = match o.non_test_images {
             Some(list) => split_legacy_list(&list),
             None => file.non_test_images.unwrap_or_default(),

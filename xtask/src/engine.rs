@@ -29,7 +29,6 @@ pub fn working_on(image: Option<&str>) {
     WORKING_ON.with(|w| *w.borrow_mut() = image.map(String::from));
 }
 
-
 /// How often a build is tried when it fails only because of [`CACHE_RACES`]
 /// (an engine where images are removed all the time loses several in a row).
 const BUILD_ATTEMPTS: usize = 6;
@@ -41,7 +40,6 @@ const CACHE_RACES: &[&str] =
 const LIST_ATTEMPTS: usize = 5;
 /// What podman's listing says when an image vanished under it.
 const LIST_RACES: &[&str] = &["image not known", "locating item named", "layer not known"];
-
 
 /// What the commands ask of a container engine. [`Cli`] asks docker or
 /// podman; tests put a fake of their own in its place.

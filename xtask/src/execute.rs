@@ -731,7 +731,7 @@ mod tests {
         let o = Overrides {
             local_image_prefix: Some("l.test".into()),
             remote_image_prefix: Some("r.test".into()),
-            arch: Some("x86_64".into()),
+            arch: Some(Arch::X86_64),
             ..Overrides::default()
         };
         Settings::resolve(FileConfig::default(), o, Path::new("/w"), Path::new("/w")).unwrap()

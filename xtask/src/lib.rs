@@ -15,8 +15,8 @@ pub mod history;
 pub mod init;
 pub mod listing;
 pub mod planning;
-pub mod provenance;
 pub mod process;
+pub mod provenance;
 pub mod prune;
 pub mod registry;
 pub mod reporting;
@@ -85,7 +85,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         return init::run(&args.from_makefile, &to, args.force, &workspace, &cwd).map(|()| 0);
     }
     let settings = settings(&cli)?;
-    let arch_given = cli.global.arch.is_some();
+    let arch_given = cli.global.overrides.arch.is_some();
     let changed_since = cli.command.changed_since().map(String::from);
     let changed_since = changed_since.as_deref();
     let (mode, selection, args) = match cli.command {

@@ -320,7 +320,7 @@ mod tests {
         let o = Overrides {
             local_image_prefix: Some("l.test/p".into()),
             remote_image_prefix: Some("r.test:5000/q".into()),
-            arch: Some("x86_64".into()),
+            arch: Some(Arch::X86_64),
             ..Overrides::default()
         };
         Settings::resolve(FileConfig::default(), o, Path::new("/w"), Path::new("/w")).unwrap()

@@ -169,8 +169,8 @@ fn checkout(top: &Path, commit: &str, dir: &Path) {
 fn settings(root: &Path, scheme: &str, arch: Arch) -> Settings {
     let overrides = Overrides {
         images_dir: Some(root.to_path_buf()),
-        arch: Some(arch.as_str().into()),
-        tag_scheme: Some(scheme.into()),
+        arch: Some(arch),
+        tag_scheme: Some(scheme.parse().unwrap()),
         local_image_prefix: Some(LOCAL.into()),
         build_args: Some("--build-arg X=1".into()),
         ..Overrides::default()

@@ -393,8 +393,8 @@ fn fingerprint(image: &Path) -> Fingerprint {
 fn content_tag(root: &Path) -> String {
     let overrides = Overrides {
         images_dir: Some(root.to_path_buf()),
-        arch: Some("x86_64".into()),
-        tag_scheme: Some("content".into()),
+        arch: Some(xtask::config::Arch::X86_64),
+        tag_scheme: Some(xtask::config::TagScheme::Content),
         ..Overrides::default()
     };
     let settings = Settings::resolve(FileConfig::default(), overrides, root, root).unwrap();

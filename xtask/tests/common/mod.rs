@@ -107,8 +107,8 @@ pub fn copy_tree(tree: &Tree) -> Tree {
 pub fn overrides(root: &Path, arch: &str, scheme: &str) -> Overrides {
     Overrides {
         images_dir: Some(root.to_path_buf()),
-        arch: Some(arch.into()),
-        tag_scheme: Some(scheme.into()),
+        arch: Some(arch.parse().unwrap()),
+        tag_scheme: Some(scheme.parse().unwrap()),
         ..Overrides::default()
     }
 }
