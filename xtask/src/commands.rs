@@ -237,6 +237,7 @@ pub fn run(
         cache_to: mode == Mode::Push && settings.cache_from,
         direct_push: mode == Mode::Push && may_build && engine.pushes_from_builder(),
         provenance: &provenance,
+        prebuilt: Default::default(),
     };
     if may_build {
         cross::register(settings.arch)?;
@@ -392,7 +393,9 @@ fn remove_left_behind(dir: &std::path::Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(stem) = [".iid", ".metadata.json", ".Dockerfile"].iter().find_map(|s| name.strip_suffix(s)) else {
+        let Some(stem) =
+            [".iid", ".metadata.json", ".bake.json", ".Dockerfile"].iter().find_map(|s| name.strip_suffix(s))
+        else {
             continue;
         };
         let Some(pid) = stem.rsplit('.').next().and_then(|p| p.parse::<i32>().ok()) else { continue };

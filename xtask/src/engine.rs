@@ -4,6 +4,8 @@
 //! stop it; failures become one-line errors that say what to do.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -78,6 +80,20 @@ pub trait Engine: Sync {
     /// the cache when the builder says. It gets no name here: the caller
     /// names it once it has checked what was built.
     fn build(&self, spec: &BuildSpec<'_>, cache: &BuildCache, log: &Path) -> Result<Built>;
+
+    /// Builds several images in one call, when the builder can: their IDs,
+    /// in order, each build's own output appended to its log. `None` when it
+    /// cannot (then each is built on its own); an error when the call
+    /// failed, which may have built some of them.
+    fn build_batch(&self, builds: &[BatchBuild<'_>], work: &Path) -> Option<Result<Vec<Built>>> {
+        let _ = (builds, work);
+        None
+    }
+
+    /// Whether [`Engine::build_batch`] may build a batch at all.
+    fn batches_builds(&self) -> bool {
+        false
+    }
 
     /// With a buildx builder that has no local image store: builds and
     /// pushes the image to `repository` by digest alone (no tag, no round
@@ -405,6 +421,55 @@ impl Cli {
         Ok(found)
     }
 
+    /// Builds `builds` with one `docker buildx bake`; see [`Engine::build_batch`].
+    fn bake(&self, builds: &[BatchBuild<'_>], work: &Path) -> Result<Vec<Built>> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        // Named after the first build, which is in no other batch now, and
+        // this process: batches run at once, in this run and in others.
+        let stem = format!("{}.{}", builds[0].name, std::process::id());
+        let definition = work.join(format!("{stem}.bake.json"));
+        let metadata = work.join(format!("{stem}.metadata.json"));
+        let _ = std::fs::remove_file(&metadata);
+        std::fs::write(&definition, bake_definition(builds).to_string())
+            .with_context(|| format!("cannot write {}", definition.display()))?;
+        let out = self
+            .run(cmd!(sh, "{program} buildx bake --progress=plain -f {definition} --metadata-file {metadata}"), None);
+        let written = std::fs::read_to_string(&metadata);
+        for file in [&definition, &metadata] {
+            let _ = std::fs::remove_file(file);
+        }
+        let out = out?;
+        let logs = split_by_target(&out.stderr, builds.len());
+        for (i, (b, text)) in builds.iter().zip(&logs).enumerate() {
+            let head = format!(
+                "$ {program} buildx bake (target b{i} of {} built together; the lines of the others are left out)\n",
+                builds.len()
+            );
+            let _ = File::options()
+                .create(true)
+                .append(true)
+                .open(b.log)
+                .and_then(|mut f| f.write_all(head.as_bytes()).and_then(|()| f.write_all(text.as_bytes())));
+        }
+        if !out.ok {
+            bail!("the batch build failed: {}", last_error_line(&out.stderr));
+        }
+        let written = written.context("the batch build wrote no metadata")?;
+        let value: serde_json::Value =
+            serde_json::from_str(&written).context("the batch build's metadata is not JSON")?;
+        builds
+            .iter()
+            .enumerate()
+            .map(|(i, _)| match value[format!("b{i}")]["containerimage.digest"].as_str() {
+                Some(digest) if digest.starts_with("sha256:") => {
+                    Ok(Built { id: digest.to_string(), steps_reused: steps_reused(self.builder(), &logs[i]) })
+                }
+                _ => bail!("the batch build's metadata names no image for one of its builds"),
+            })
+            .collect()
+    }
+
     fn build_once(&self, spec: &BuildSpec<'_>, cache: &BuildCache, log: &Path) -> Result<Built> {
         let sh = Shell::new()?;
         let (program, platform) = (self.program, spec.arch.platform());
@@ -610,6 +675,20 @@ impl Engine for Cli {
         self.build_once(spec, cache, log)
     }
 
+    fn build_batch(&self, builds: &[BatchBuild<'_>], work: &Path) -> Option<Result<Vec<Built>>> {
+        // buildx's `docker` driver builds into the daemon's image store and
+        // reports each image's ID; build arguments of the user's own are
+        // command-line flags a definition cannot hold.
+        let batchable = self.batches_builds()
+            && builds.len() > 1
+            && builds.iter().all(|b| b.spec.args.is_empty() && b.cache.to.is_none());
+        batchable.then(|| self.bake(builds, work))
+    }
+
+    fn batches_builds(&self) -> bool {
+        matches!(self.builder(), Builder::Buildx { driver } if driver == "docker")
+    }
+
     fn build_push(&self, spec: &BuildSpec<'_>, cache: &BuildCache, repository: &str, log: &Path) -> Result<String> {
         let sh = Shell::new()?;
         let (program, platform) = (self.program, spec.arch.platform());
@@ -676,6 +755,75 @@ fn label_line(labels: &[(String, String)]) -> Option<String> {
     }
     let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("\"{k}\"=\"{v}\"")).collect();
     Some(format!("LABEL {}", pairs.join(" ")))
+}
+
+/// One build of a batch: a name of its own (for the batch's definition),
+/// what to build, with which cache, and its log.
+pub struct BatchBuild<'a> {
+    pub name: &'a str,
+    pub spec: BuildSpec<'a>,
+    pub cache: BuildCache,
+    pub log: &'a Path,
+}
+
+/// Builds at most this many images in one `docker buildx bake` (docker
+/// 20.10's BuildKit lost track of larger runs here: "no such job").
+pub const BATCH_LIMIT: usize = 64;
+
+/// The `docker buildx bake` definition (JSON) of `builds`: one target per
+/// build, named by its index, with no tags: they are given once checked.
+fn bake_definition(builds: &[BatchBuild<'_>]) -> serde_json::Value {
+    let mut targets = serde_json::Map::new();
+    for (i, b) in builds.iter().enumerate() {
+        let labels: serde_json::Map<String, serde_json::Value> =
+            b.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+        let mut target = serde_json::json!({
+            "context": b.spec.dir,
+            "dockerfile": b.spec.dockerfile,
+            "platforms": [b.spec.arch.platform()],
+            "labels": labels,
+            "args": { "BUILDKIT_INLINE_CACHE": "1" },
+        });
+        if b.cache.none {
+            target["no-cache"] = true.into();
+        }
+        if let Some(from) = &b.cache.from {
+            target["cache-from"] = serde_json::json!([from]);
+        }
+        targets.insert(format!("b{i}"), target);
+    }
+    let names: Vec<String> = (0..builds.len()).map(|i| format!("b{i}")).collect();
+    serde_json::json!({ "group": { "default": { "targets": names } }, "target": targets })
+}
+
+/// The lines of BuildKit's plain progress output that belong to each of
+/// `targets`: a step's lines follow its number (`#7 ...`), and its first
+/// line names the target (`#7 [b3 internal] load build definition`).
+/// Lines of steps no target claims go to every target.
+fn split_by_target(output: &str, targets: usize) -> Vec<String> {
+    let mut owner: HashMap<&str, Option<usize>> = HashMap::new();
+    let mut logs = vec![String::new(); targets];
+    for line in output.lines().filter(|l| !l.trim().is_empty()) {
+        let step = line.strip_prefix('#').and_then(|rest| rest.split_once(' '));
+        let target = match step {
+            Some((n, rest)) => *owner.entry(n).or_insert_with(|| {
+                let name = rest.strip_prefix('[')?.split([' ', ']']).next()?;
+                name.strip_prefix('b')?.parse::<usize>().ok().filter(|&t| t < targets)
+            }),
+            None => None,
+        };
+        match target {
+            Some(t) => {
+                logs[t].push_str(line);
+                logs[t].push('\n');
+            }
+            None => logs.iter_mut().for_each(|l| {
+                l.push_str(line);
+                l.push('\n');
+            }),
+        }
+    }
+    logs
 }
 
 /// What to build: the context directory, its Dockerfile, for which
@@ -889,5 +1037,24 @@ mod tests {
             assert_eq!(label_line(&pairs(&[("k", value)])), None, "{value:?}");
         }
         assert_eq!(label_line(&[]), None);
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::split_by_target;
+
+    #[test]
+    fn bake_output_is_split_by_target() {
+        let output = "#0 building with \"default\" instance using docker driver\n\n#1 [internal] load local bake definitions\n#1 DONE 0.0s\n\n#2 [b1 internal] load build definition from Dockerfile\n#3 [b0 internal] load build definition from Dockerfile\n#2 DONE 0.0s\n#3 DONE 0.0s\n#4 [b0 1/1] COPY a /\n#4 CACHED\nERROR: b1 failed\n";
+        let logs = split_by_target(output, 2);
+        assert_eq!(
+            logs[0],
+            "#0 building with \"default\" instance using docker driver\n#1 [internal] load local bake definitions\n#1 DONE 0.0s\n#3 [b0 internal] load build definition from Dockerfile\n#3 DONE 0.0s\n#4 [b0 1/1] COPY a /\n#4 CACHED\nERROR: b1 failed\n"
+        );
+        assert_eq!(
+            logs[1],
+            "#0 building with \"default\" instance using docker driver\n#1 [internal] load local bake definitions\n#1 DONE 0.0s\n#2 [b1 internal] load build definition from Dockerfile\n#2 DONE 0.0s\nERROR: b1 failed\n"
+        );
     }
 }

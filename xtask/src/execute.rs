@@ -167,6 +167,23 @@ pub struct Context<'a> {
     pub direct_push: bool,
     /// The labels of what is built.
     pub provenance: &'a crate::provenance::Provenance,
+    /// Images built ahead of their job, several in one engine call.
+    pub prebuilt: Prebuilt,
+}
+
+/// Builds done ahead of their jobs by [`Engine::build_batch`], by job, and
+/// the jobs a batch was tried for (each is tried once).
+#[derive(Default)]
+pub struct Prebuilt {
+    built: Mutex<std::collections::HashMap<usize, engine::Built>>,
+    tried: Mutex<Vec<bool>>,
+}
+
+/// What a worker takes on next.
+enum Work {
+    Job(usize),
+    /// Builds, ahead of their jobs, in one engine call.
+    Batch(Vec<usize>),
 }
 
 enum State {
@@ -194,6 +211,10 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
         }
     }
     let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new(first);
+    *ctx.prebuilt.tried.lock().unwrap() = vec![false; jobs.len()];
+    let batches = ctx.engine.batches_builds() && ctx.build_args.is_empty() && !ctx.direct_push;
+    let batchable =
+        |j: usize| batches && jobs[j].steps.contains(&Step::Build) && !ctx.prebuilt.tried.lock().unwrap()[j];
     let state = Mutex::new((states, false));
     let wake = Condvar::new();
     std::thread::scope(|scope| {
@@ -226,13 +247,24 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
                             wake.notify_all();
                             continue;
                         }
-                        let ready = (0..jobs.len()).find(|&j| {
+                        let is_ready = |j: usize| {
                             matches!(states[j], State::Waiting)
                                 && jobs[j].after.iter().all(|&b| matches!(states[b], State::Done(true)))
-                        });
-                        if let Some(j) = ready {
+                        };
+                        // Builds ready at once go to the engine together, when it can.
+                        let batch: Vec<usize> = (0..jobs.len())
+                            .filter(|&j| is_ready(j) && batchable(j))
+                            .take(engine::BATCH_LIMIT)
+                            .collect();
+                        if batch.len() > 1 {
+                            for &j in &batch {
+                                states[j] = State::Running;
+                            }
+                            break Some(Work::Batch(batch));
+                        }
+                        if let Some(j) = (0..jobs.len()).find(|&j| is_ready(j)) {
                             states[j] = State::Running;
-                            break Some(j);
+                            break Some(Work::Job(j));
                         }
                         if !states.iter().any(|s| matches!(s, State::Waiting)) {
                             break None;
@@ -240,9 +272,22 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
                         guard = wake.wait(guard).unwrap();
                     }
                 };
-                let Some(j) = next else {
-                    wake.notify_all();
-                    return;
+                let j = match next {
+                    None => {
+                        wake.notify_all();
+                        return;
+                    }
+                    Some(Work::Batch(batch)) => {
+                        build_batch(ctx, jobs, &batch, progress);
+                        let mut guard = state.lock().unwrap();
+                        for j in batch {
+                            guard.0[j] = State::Waiting;
+                        }
+                        drop(guard);
+                        wake.notify_all();
+                        continue;
+                    }
+                    Some(Work::Job(j)) => j,
                 };
                 progress.started(&jobs[j].name);
                 let outcome = end(run_job(ctx, &jobs[j]));
@@ -289,8 +334,10 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
 
 fn run_job(ctx: &Context, job: &Job) -> Outcome {
     let start = Instant::now();
-    let log = ctx.log_dir.join(format!("{}.log", job.name));
-    let _ = std::fs::remove_file(&log);
+    let log = log_of(ctx, job);
+    if !ctx.prebuilt.built.lock().unwrap().contains_key(&job.image) {
+        let _ = std::fs::remove_file(&log);
+    }
     let mut action = ctx.idle;
     let mut cache = None;
     let mut bytes = Bytes::default();
@@ -433,6 +480,59 @@ fn run_steps(
     Ok(())
 }
 
+fn log_of(ctx: &Context, job: &Job) -> std::path::PathBuf {
+    ctx.log_dir.join(format!("{}.log", job.name))
+}
+
+/// Builds the images of `batch` (job indices) in one engine call; each job
+/// then checks and names its image as if it had built it. When the call
+/// fails, or the engine cannot, each job builds its own, which tells whose
+/// build failed.
+fn build_batch(ctx: &Context, jobs: &[Job], batch: &[usize], progress: &Progress) {
+    let mut tried = ctx.prebuilt.tried.lock().unwrap();
+    for &j in batch {
+        tried[j] = true;
+    }
+    drop(tried);
+    let specs: Vec<_> = batch
+        .iter()
+        .map(|&j| {
+            let job = &jobs[j];
+            let (path, dockerfile) = &ctx.paths[job.image];
+            let log = log_of(ctx, job);
+            let _ = std::fs::remove_file(&log);
+            let (cache, _) = build_cache(ctx, job, &log);
+            (ctx.images_root.join(path), dockerfile.as_str(), ctx.provenance.labels(path, &job.tag), cache, log)
+        })
+        .collect();
+    let builds: Vec<engine::BatchBuild> = batch
+        .iter()
+        .zip(&specs)
+        .map(|(&j, (dir, dockerfile, labels, cache, log))| engine::BatchBuild {
+            name: &jobs[j].name,
+            spec: engine::BuildSpec { dir, dockerfile, arch: ctx.arch, args: ctx.build_args, labels },
+            cache: cache.clone(),
+            log,
+        })
+        .collect();
+    for b in &builds {
+        progress.started(b.name);
+    }
+    match ctx.engine.build_batch(&builds, ctx.log_dir) {
+        Some(Ok(built)) => {
+            let mut prebuilt = ctx.prebuilt.built.lock().unwrap();
+            for (&j, b) in batch.iter().zip(built) {
+                prebuilt.insert(jobs[j].image, b);
+            }
+        }
+        Some(Err(e)) if !ctx.engine.interrupted() => crate::reporting::note(&format!(
+            "{} images built together failed ({e:#}): building each on its own",
+            batch.len()
+        )),
+        _ => {}
+    }
+}
+
 /// Builds the job's image and returns its ID once it is known to be for
 /// ARCH, with the cache source it was given. A builder that shares its layer
 /// cache across platforms may hand back layers built for another: then it
@@ -445,8 +545,12 @@ fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageD
     let engine = ctx.engine;
     let expected = ctx.arch.platform();
     let (mut cache, mut used) = build_cache(ctx, job, log);
+    let mut prebuilt = ctx.prebuilt.built.lock().unwrap().remove(&job.image);
     loop {
-        let built = engine.build(&spec, &cache, log)?;
+        let built = match prebuilt.take() {
+            Some(built) => built,
+            None => engine.build(&spec, &cache, log)?,
+        };
         let image = engine.image(&built.id)?;
         let platform = image.platform.clone();
         if platform.is(ctx.arch) {
@@ -761,6 +865,7 @@ mod tests {
             cache_to: false,
             direct_push: false,
             provenance: &provenance,
+            prebuilt: Prebuilt::default(),
         };
         let progress = Progress::new(jobs.len(), false, Verbosity::Quiet);
         let outcomes = execute(&ctx, jobs, parallel, keep_going, &progress);

@@ -112,7 +112,8 @@ pub fn run(report: &mut Report, rng: &mut Rng) {
 fn is_killed_runs_id_file(leftover: &str) -> bool {
     let Some(path) = leftover.strip_prefix("in the log directory: ") else { return false };
     let name = std::path::Path::new(path).file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let Some(stem) = [".iid", ".metadata.json", ".Dockerfile"].iter().find_map(|s| name.strip_suffix(s)) else {
+    let Some(stem) = [".iid", ".metadata.json", ".bake.json", ".Dockerfile"].iter().find_map(|s| name.strip_suffix(s))
+    else {
         return false;
     };
     let Some(pid) = stem.rsplit('.').next().and_then(|p| p.parse::<u32>().ok()) else { return false };
