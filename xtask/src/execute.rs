@@ -212,7 +212,11 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
     }
     let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new(first);
     *ctx.prebuilt.tried.lock().unwrap() = vec![false; jobs.len()];
-    let batches = ctx.engine.batches_builds() && ctx.build_args.is_empty() && !ctx.direct_push;
+    // Only a run that builds asks what the builder can do.
+    let batches = ctx.build_args.is_empty()
+        && !ctx.direct_push
+        && jobs.iter().filter(|j| j.steps.contains(&Step::Build)).nth(1).is_some()
+        && ctx.engine.batches_builds();
     let batchable =
         |j: usize| batches && jobs[j].steps.contains(&Step::Build) && !ctx.prebuilt.tried.lock().unwrap()[j];
     let state = Mutex::new((states, false));
@@ -696,6 +700,8 @@ mod tests {
         running: AtomicUsize,
         most_at_once: AtomicUsize,
         interrupted: AtomicBool,
+        /// Builds ready at once are built in one call, as buildx's bake does.
+        batches: bool,
     }
 
     impl Fake {
@@ -710,7 +716,13 @@ mod tests {
                 running: AtomicUsize::new(0),
                 most_at_once: AtomicUsize::new(0),
                 interrupted: AtomicBool::new(false),
+                batches: false,
             }
+        }
+
+        /// Like [`Fake::with`], building in batches.
+        fn batching(scripts: &[(&str, Script)]) -> Fake {
+            Fake { batches: true, ..Fake::with(scripts) }
         }
 
         fn events(&self) -> Vec<String> {
@@ -785,6 +797,20 @@ mod tests {
             };
             self.images.lock().unwrap().insert(id.clone(), details);
             Ok(Built { id, steps_reused: None })
+        }
+        fn batches_builds(&self) -> bool {
+            self.batches
+        }
+        fn build_batch(&self, builds: &[engine::BatchBuild<'_>], _: &Path) -> Option<Result<Vec<Built>>> {
+            if !self.batches {
+                return None;
+            }
+            let names: Vec<&str> = builds.iter().map(|b| b.name).collect();
+            self.events.lock().unwrap().push(format!("batch {}", names.join(" ")));
+            if let Some(failing) = names.iter().find(|n| self.scripts.get(**n).is_some_and(|s| s.fails.is_some())) {
+                return Some(Err(anyhow!("{failing} failed")));
+            }
+            Some(builds.iter().map(|b| self.build(&b.spec, &b.cache, b.log)).collect())
         }
         fn build_push(&self, _: &BuildSpec<'_>, _: &BuildCache, _: &str, _: &Path) -> Result<String> {
             bail!("the fake builds into its own store")
@@ -958,5 +984,40 @@ mod tests {
         // The classic builder shares its cache across platforms: it tried
         // again without the cache before giving up.
         assert_eq!(fake.events(), ["start a", "end a", "start a", "end a"]);
+    }
+
+    #[test]
+    fn builds_ready_at_once_go_together_and_are_named_after() {
+        let fake = Fake::batching(&[]);
+        let jobs = jobs(&[("a", &[]), ("b", &[]), ("c", &["a"]), ("d", &["a"]), ("e", &["c"])]);
+        let (_, actions) = run(&fake, &jobs, 2, false);
+        assert!(actions.values().all(|a| *a == Action::Built), "{actions:?}");
+        let batches: Vec<String> = fake.events().into_iter().filter(|e| e.starts_with("batch")).collect();
+        // a and b are ready at once; then c and d, built on a; e alone is
+        // built on its own, once c is named.
+        assert_eq!(batches, ["batch a b", "batch c d"], "{:?}", fake.events());
+        assert!(fake.position("end c") < fake.position("start e"), "{:?}", fake.events());
+        let starts = fake.events().iter().filter(|e| e.starts_with("start")).count();
+        assert_eq!(starts, 5, "each image is built once: {:?}", fake.events());
+        assert_eq!(fake.names.lock().unwrap().get("l.test/e:latest").map(String::as_str), Some("sha256:e"));
+    }
+
+    #[test]
+    fn a_failed_batch_builds_each_on_its_own_and_blames_the_right_one() {
+        let fake = Fake::batching(&[("b", fails("no such file"))]);
+        let jobs = jobs(&[("a", &[]), ("b", &[]), ("c", &[])]);
+        let (outcomes, actions) = run(&fake, &jobs, 1, true);
+        assert_eq!(fake.events()[0], "batch a b c");
+        assert_eq!((actions["a"], actions["b"], actions["c"]), (Action::Built, Action::Failed, Action::Built));
+        let summary = summary_text(&outcomes, Verbosity::Quiet);
+        assert!(summary.contains("error: b: build failed: no such file"), "{summary}");
+        assert!(!summary.contains("error: a") && !summary.contains("error: c"), "{summary}");
+    }
+
+    #[test]
+    fn nothing_is_batched_for_an_engine_that_cannot() {
+        let fake = Fake::with(&[]);
+        run(&fake, &jobs(&[("a", &[]), ("b", &[])]), 2, false);
+        assert!(!fake.events().iter().any(|e| e.starts_with("batch")), "{:?}", fake.events());
     }
 }
