@@ -379,6 +379,34 @@ fn local_base_is_loaded_first_and_feeds_the_dependent_tag() {
     assert_eq!(run_in(&top_latest, &["cat", "/f", "/g"]), format!("two {}\ntop\n", s.id));
 }
 
+/// Under buildx (docker driver), the builds ready at once go to one
+/// `docker buildx bake`; each image is named as if built alone, and one
+/// built on another of the run is built after it is named.
+#[test]
+fn builds_ready_at_once_are_baked_together_under_buildx() {
+    let s = Sandbox::new("batch");
+    s.write("one/Dockerfile", &format!("FROM {}\nCOPY f /f\n", base_image()));
+    s.write("one/f", &format!("one {}\n", s.id));
+    s.write("two/Dockerfile", "FROM scratch\nCOPY f /f\n");
+    s.write("two/f", &format!("two {}\n", s.id));
+    s.write("top/Dockerfile", &format!("FROM {}:latest\nCOPY g /g\n", s.local("one")));
+    s.write("top/g", "top\n");
+    let run = s.xtask(&["load-all-images", "--json"]);
+    let outcomes = run.success().outcomes();
+    assert!(outcomes.iter().all(|o| o["action"] == "built"), "{run}");
+    let baked = |name: &str| fs::read_to_string(s.log(name)).unwrap().starts_with("$ docker buildx bake (target ");
+    let together = support::builder() == support::Builder::Buildx;
+    assert_eq!((baked("one"), baked("two"), baked("top")), (together, together, false), "{run}");
+    let top_latest = format!("{}:latest", s.local("top"));
+    assert_eq!(run_in(&top_latest, &["cat", "/f", "/g"]), format!("one {}\ntop\n", s.id));
+    for name in ["one", "two", "top"] {
+        let tag = s.tag(name);
+        let local = image_id(&format!("{}:{tag}", s.local(name)));
+        let remote = image_id(&format!("{}:{tag}", s.remote(name)));
+        assert!(local.is_some() && local == remote, "{name}: {local:?} {remote:?}");
+    }
+}
+
 #[test]
 fn push_as_latest_points_remote_latest_at_the_tag() {
     let s = Sandbox::new("push-latest");
