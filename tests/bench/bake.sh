@@ -22,8 +22,10 @@
 #
 # What bake does that the xtask does not:
 #   - it starts every target at once (one BuildKit solve per target, all in
-#     flight together) where the xtask runs -j images at a time (default: the
-#     number of cores), one `docker buildx build` each;
+#     flight together); the xtask hands the builds that are ready at once to
+#     one `docker buildx bake` of its own (up to 64 targets, no tags), then
+#     checks each image's platform and names it, and builds an image whose
+#     base is built in the same run once that base is named;
 #   - with `target:` contexts, a dependent image is built on its base's build
 #     result directly, without the base being named in an image store first;
 #   - on a builder with its own store (docker-container, remote) it can push
