@@ -10,9 +10,10 @@ use crate::config::{Arch, Settings};
 use crate::cross::{self, Registered};
 use crate::discovery::{discover, discover_lenient, Catalog};
 use crate::engine::{Cli, Engine};
-use crate::execute::{self, Action, Outcome};
+use crate::execute;
 use crate::history;
 use crate::listing::{is_test, local_name, remote_name};
+use crate::model::{Action, Outcome};
 use crate::planning::{self, ImageInfo, Mode, Observed, Options, Target};
 use crate::process::Interrupt;
 use crate::provenance::{GitState, Provenance};
@@ -222,6 +223,8 @@ pub fn run(
     // What built images are labelled with: git is asked only when something may build.
     let git = if may_build { GitState::read(&settings.images_dir) } else { None };
     let provenance = Provenance::new(settings, git);
+    let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
+    let progress = Progress::new(jobs.len(), settings.interactive, verbosity);
     let ctx = execute::Context {
         engine: &engine,
         images_root: &catalog.root,
@@ -238,17 +241,16 @@ pub fn run(
         direct_push: mode == Mode::Push && may_build && engine.pushes_from_builder(),
         provenance: &provenance,
         prebuilt: Default::default(),
+        events: &progress,
     };
     if may_build {
         cross::register(settings.arch)?;
     }
     engine.processes().stop_all_on_signals();
-    let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
-    let progress = Progress::new(jobs.len(), settings.interactive, verbosity);
     for o in &skipped {
         progress.finished(o);
     }
-    let mut outcomes = execute::execute(&ctx, &jobs, parallelism(args), args.keep_going, &progress);
+    let mut outcomes = execute::execute(&ctx, &jobs, parallelism(args), args.keep_going);
     progress.finish();
     // Again at the end: a build of a run that was killed may write its
     // image-ID file after this run began.

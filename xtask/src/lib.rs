@@ -14,6 +14,7 @@ pub mod gc;
 pub mod history;
 pub mod init;
 pub mod listing;
+pub mod model;
 pub mod planning;
 pub mod process;
 pub mod provenance;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::Arch;
-use crate::execute::{Action, Outcome};
+use crate::model::{Action, Event, Observer, Outcome};
 use crate::planning::{CacheSource, ImageInfo, Job, Mode, Step};
 
 /// A line for people, on stderr, that does not tear the progress line.
@@ -96,6 +96,16 @@ impl Progress {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
         *PROGRESS.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl Observer for Progress {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Started(name) => self.started(name),
+            Event::Finished(outcome) => self.finished(outcome),
+            Event::Note(text) => note(&text),
+        }
     }
 }
 
@@ -377,7 +387,7 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::execute::CacheUse;
+    use crate::model::CacheUse;
 
     fn outcome(name: &str, action: Action, reason: Option<&str>, ended: u64) -> Outcome {
         let tag = format!("{name:0>16}");
@@ -422,7 +432,7 @@ mod tests {
 
     #[test]
     fn summary_gives_the_bytes_moved() {
-        use crate::execute::Bytes;
+        use crate::model::Bytes;
         let mut pulled = outcome("a", Action::Pulled, None, 0);
         pulled.bytes = Bytes { pulled: 2_000, ..Bytes::default() };
         let mut pushed = outcome("bb", Action::Pushed, None, 1);
