@@ -12,9 +12,9 @@ use crate::discovery::{discover, discover_lenient, Catalog};
 use crate::engine::{Cli, Engine};
 use crate::execute;
 use crate::history;
-use crate::listing::{is_test, local_name, remote_name};
 use crate::model::{Action, Outcome};
-use crate::planning::{self, ImageInfo, Mode, Observed, Options, Target};
+use crate::model::{ImageInfo, ImageRef};
+use crate::planning::{self, Mode, Observed, Options, Target};
 use crate::process::Interrupt;
 use crate::provenance::{GitState, Provenance};
 use crate::registry::{Credentials, Registry, Retry, Transport};
@@ -59,9 +59,9 @@ pub fn run(
         }
         Selection::All(shard) => ((0..catalog.images.len()).collect(), *shard, catalog.other_arch.iter().collect()),
         Selection::AllTests(shard) => (
-            (0..catalog.images.len()).filter(|&i| is_test(settings, &catalog.images[i])).collect(),
+            (0..catalog.images.len()).filter(|&i| catalog.images[i].is_test(settings)).collect(),
             *shard,
-            catalog.other_arch.iter().filter(|i| is_test(settings, i)).collect(),
+            catalog.other_arch.iter().filter(|i| i.is_test(settings)).collect(),
         ),
     };
     let skipped: Vec<Outcome> = unavailable
@@ -74,7 +74,7 @@ pub fn run(
                 tag: None,
                 local: None,
                 remote: None,
-                test: is_test(settings, image),
+                test: image.is_test(settings),
             };
             Outcome::new(info, Action::Skipped, Some(format!("not available for {}", settings.arch)))
         })
@@ -144,7 +144,7 @@ pub fn run(
             let mut m: Vec<usize> = targets
                 .values()
                 .filter(|t| {
-                    [format!("{}:{}", t.local, t.tag), format!("{}:{}", t.remote, t.tag)]
+                    [t.names.local_tagged(), t.names.remote_tagged()]
                         .iter()
                         .all(|r| seen.present(r, settings.arch).is_none())
                 })
@@ -180,8 +180,13 @@ pub fn run(
         vec![]
     };
     if !asked.is_empty() {
-        let latest: HashMap<usize, Target> =
-            asked.iter().map(|i| (*i, Target { tag: "latest".into(), ..targets[i].clone() })).collect();
+        let latest: HashMap<usize, Target> = asked
+            .iter()
+            .map(|i| {
+                let t = &targets[i];
+                (*i, Target { names: ImageRef { tag: "latest".into(), ..t.names.clone() }, ..t.clone() })
+            })
+            .collect();
         if let Ok(found) = remote_lookups(&registry, &latest, &asked, parallelism(args), true) {
             seen.remote_latest = found;
             jobs = planning::plan(&targets, &requested, &seen, options);
@@ -302,10 +307,8 @@ fn targets(catalog: &Catalog, settings: &Settings, requested: &[usize]) -> Resul
                 image: i,
                 name: image.name.clone(),
                 path: image.path.clone(),
-                test: is_test(settings, image),
-                tag: tags[&i].clone(),
-                local: local_name(settings, image),
-                remote: remote_name(settings, image),
+                test: image.is_test(settings),
+                names: ImageRef::new(settings, &image.path, &tags[&i]),
                 bases,
             };
             (i, target)
@@ -322,9 +325,7 @@ fn local_platforms(
 ) -> Result<HashMap<String, crate::config::Platform>> {
     let mut ids: Vec<&str> = targets
         .values()
-        .flat_map(|t| {
-            [format!("{}:{}", t.local, t.tag), format!("{}:latest", t.local), format!("{}:{}", t.remote, t.tag)]
-        })
+        .flat_map(|t| [t.names.local_tagged(), format!("{}:latest", t.names.local), t.names.remote_tagged()])
         .filter_map(|r| local.get(&r).map(String::as_str))
         .collect();
     ids.sort_unstable();
@@ -352,7 +353,7 @@ fn remote_lookups(
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(&i) = asked.get(k) else { return };
                 let t = &targets[&i];
-                let found = registry.exists(&format!("{}:{}", t.remote, t.tag), quick);
+                let found = registry.exists(&t.names.remote_tagged(), quick);
                 let failed = found.is_err();
                 results.lock().unwrap().push((i, found));
                 if failed {
@@ -475,15 +476,11 @@ pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> R
             let mut s = settings.clone();
             s.arch = *arch;
             let tag = tagging::tags(catalog, &s, &[i])?[&i].clone();
-            members.push((*arch, format!("{}:{tag}", remote_name(&s, &catalog.images[i]))));
+            members.push((*arch, ImageRef::new(&s, &catalog.images[i].path, &tag).remote_tagged()));
             path = catalog.images[i].path.clone();
         }
         let tag = tagging::index_tag(&members);
-        indexes.push(Index {
-            name: name.clone(),
-            reference: format!("{}/{path}:{tag}", settings.remote_prefix),
-            members,
-        });
+        indexes.push(Index { name: name.clone(), reference: ImageRef::index(settings, &path, &tag), members });
     }
 
     // Each member is what its name says, by the config the registry holds.

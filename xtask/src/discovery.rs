@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::config::Arch;
+use crate::config::{Arch, Settings};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -20,6 +20,12 @@ pub struct Image {
 }
 
 impl Image {
+    /// Whether tests use it: no entry of the non-test list occurs in its
+    /// name or path.
+    pub fn is_test(&self, settings: &Settings) -> bool {
+        !settings.non_test.iter().any(|p| self.name.contains(p.as_str()) || self.path.contains(p.as_str()))
+    }
+
     pub fn group(&self) -> &str {
         self.path.split('/').next().unwrap_or(&self.path)
     }

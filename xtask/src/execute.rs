@@ -253,7 +253,7 @@ fn run_steps(
     bytes: &mut Bytes,
 ) -> Result<()> {
     let engine = ctx.engine;
-    let (local, latest, remote) = (job.local_ref(), job.local_latest(), job.remote_ref());
+    let (local, latest, remote) = (job.names.local_tagged(), job.names.local_latest(), job.names.remote_tagged());
     let name_locally = |from: &str| -> Result<()> {
         for target in [&local, &latest] {
             if from != target.as_str() {
@@ -325,7 +325,7 @@ fn run_steps(
             Step::Build if direct => {
                 let (digest, used) = build_pushed(ctx, job, log)?;
                 *cache = used;
-                ctx.registry.retag(&format!("{}@{digest}", job.remote), &remote)?;
+                ctx.registry.retag(&format!("{}@{digest}", job.names.remote), &remote)?;
                 *action = (*action).max(Action::Pushed);
             }
             Step::Build => {
@@ -346,7 +346,7 @@ fn run_steps(
             Step::PushLatest => {
                 // The tag's manifest, byte for byte, under `:latest`; only
                 // when it points elsewhere.
-                if ctx.registry.retag(&remote, &job.remote_latest())? {
+                if ctx.registry.retag(&remote, &job.names.remote_latest())? {
                     *action = (*action).max(Action::Latest);
                 }
             }
@@ -378,7 +378,7 @@ fn build_batch(ctx: &Context, jobs: &[Job], batch: &[usize]) {
             let log = log_of(ctx, job);
             let _ = std::fs::remove_file(&log);
             let (cache, _) = build_cache(ctx, job, &log);
-            (ctx.images_root.join(path), dockerfile.as_str(), ctx.provenance.labels(path, &job.tag), cache, log)
+            (ctx.images_root.join(path), dockerfile.as_str(), ctx.provenance.labels(path, &job.names.tag), cache, log)
         })
         .collect();
     let builds: Vec<engine::BatchBuild> = batch
@@ -415,7 +415,7 @@ fn build_batch(ctx: &Context, jobs: &[Job], batch: &[usize]) {
 fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageDetails, Option<CacheUse>)> {
     let (path, dockerfile) = &ctx.paths[job.image];
     let dir = ctx.images_root.join(path);
-    let labels = ctx.provenance.labels(path, &job.tag);
+    let labels = ctx.provenance.labels(path, &job.names.tag);
     let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args, labels: &labels };
     let engine = ctx.engine;
     let expected = ctx.arch.platform();
@@ -460,11 +460,11 @@ fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageD
 fn build_pushed(ctx: &Context, job: &Job, log: &Path) -> Result<(String, Option<CacheUse>)> {
     let (path, dockerfile) = &ctx.paths[job.image];
     let dir = ctx.images_root.join(path);
-    let labels = ctx.provenance.labels(path, &job.tag);
+    let labels = ctx.provenance.labels(path, &job.names.tag);
     let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args, labels: &labels };
     let (build_cache, used) = build_cache(ctx, job, log);
-    let digest = ctx.engine.build_push(&spec, &build_cache, &job.remote, log)?;
-    let pushed = format!("{}@{digest}", job.remote);
+    let digest = ctx.engine.build_push(&spec, &build_cache, &job.names.remote, log)?;
+    let pushed = format!("{}@{digest}", job.names.remote);
     let platform =
         ctx.registry.platform(&pushed)?.ok_or_else(|| anyhow::anyhow!("the registry lacks {pushed}, just pushed"))?;
     if !platform.is(ctx.arch) {
@@ -490,7 +490,7 @@ fn build_cache(ctx: &Context, job: &Job, log: &Path) -> (engine::BuildCache, Opt
     let engine = ctx.engine;
     let builder = engine.builder();
     let mut cache = engine::BuildCache { none: ctx.no_cache, ..engine::BuildCache::default() };
-    let podman_repo = format!("{}-buildcache", job.remote);
+    let podman_repo = format!("{}-buildcache", job.names.remote);
     if *builder == Builder::Podman && ctx.cache_to && !ctx.no_cache {
         cache.to = Some(podman_repo.clone());
     }
@@ -731,9 +731,11 @@ mod tests {
                 path: name.to_string(),
                 arch: Arch::X86_64,
                 test: true,
-                tag: format!("t{i}"),
-                local: format!("l.test/{name}"),
-                remote: format!("r.test/{name}_x86_64"),
+                names: crate::model::ImageRef {
+                    tag: format!("t{i}"),
+                    local: format!("l.test/{name}"),
+                    remote: format!("r.test/{name}_x86_64"),
+                },
                 steps: vec![Step::Build],
                 why: "not present".into(),
                 after: after.iter().map(|a| index(a)).collect(),

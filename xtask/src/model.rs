@@ -6,7 +6,23 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::planning::ImageInfo;
+use crate::config::{Arch, Settings};
+
+/// An image as every JSON document shows it: the same object for lists,
+/// plans and outcomes. The tag and names are missing only for an image
+/// that is not available for the architecture.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageInfo {
+    pub name: String,
+    pub path: String,
+    pub arch: Arch,
+    pub tag: Option<String>,
+    /// `<LOCAL_IMAGE_PREFIX>/<path>:<tag>`
+    pub local: Option<String>,
+    /// `<REMOTE_IMAGE_PREFIX>/<path>_<arch>:<tag>`
+    pub remote: Option<String>,
+    pub test: bool,
+}
 
 /// What happened to an image, from least to most work done, then how it
 /// ended without being done.
@@ -148,4 +164,62 @@ pub enum Event<'a> {
 /// Receives a run's events, from any of its threads.
 pub trait Observer: Sync {
     fn event(&self, event: Event<'_>);
+}
+
+/// One version of an image by its names: the only place they are spelled.
+/// Locally `<LOCAL_IMAGE_PREFIX>/<path>`, in the registry
+/// `<REMOTE_IMAGE_PREFIX>/<path>_<arch>`, each with `:<tag>` or `:latest`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageRef {
+    pub tag: String,
+    /// The local repository, without a tag.
+    pub local: String,
+    /// The remote repository, without a tag.
+    pub remote: String,
+}
+
+impl ImageRef {
+    /// The names of the image at `path` (under the images root) for
+    /// `settings.arch`, at `tag`.
+    pub fn new(settings: &Settings, path: &str, tag: &str) -> ImageRef {
+        ImageRef {
+            tag: tag.to_string(),
+            local: ImageRef::local_repository(settings, path),
+            remote: ImageRef::remote_repository(settings, path),
+        }
+    }
+
+    pub fn local_repository(settings: &Settings, path: &str) -> String {
+        format!("{}/{path}", settings.local_prefix)
+    }
+
+    pub fn remote_repository(settings: &Settings, path: &str) -> String {
+        format!("{}/{path}_{}", settings.remote_prefix, settings.arch)
+    }
+
+    /// `<REMOTE_IMAGE_PREFIX>/<path>:<tag>`: the index over the image's
+    /// architectures that `push-manifest` writes.
+    pub fn index(settings: &Settings, path: &str, tag: &str) -> String {
+        format!("{}/{path}:{tag}", settings.remote_prefix)
+    }
+
+    /// `<local>:<tag>`
+    pub fn local_tagged(&self) -> String {
+        format!("{}:{}", self.local, self.tag)
+    }
+
+    /// `<local>:latest`
+    pub fn local_latest(&self) -> String {
+        format!("{}:latest", self.local)
+    }
+
+    /// `<remote>:<tag>`
+    pub fn remote_tagged(&self) -> String {
+        format!("{}:{}", self.remote, self.tag)
+    }
+
+    /// `<remote>:latest`
+    pub fn remote_latest(&self) -> String {
+        format!("{}:latest", self.remote)
+    }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::Arch;
+use crate::model::ImageInfo;
 use crate::model::{Action, Event, Observer, Outcome};
-use crate::planning::{CacheSource, ImageInfo, Job, Mode, Step};
+use crate::planning::{CacheSource, Job, Mode, Step};
 
 /// A line for people, on stderr, that does not tear the progress line.
 pub fn note(line: &str) {
@@ -187,7 +188,7 @@ pub fn plan_text(jobs: &[Job], skipped: &[Outcome]) -> String {
             job.steps.iter().map(|s| s.describe()).collect::<Vec<_>>().join(", then ")
         };
         let cache = job.cache.as_ref().map(|c| format!("; cache from {}", c.reference())).unwrap_or_default();
-        out.push_str(&format!("{:<width$}  {}  {steps}  ({}{cache})\n", job.name, job.tag, job.why));
+        out.push_str(&format!("{:<width$}  {}  {steps}  ({}{cache})\n", job.name, job.names.tag, job.why));
     }
     for o in skipped {
         out.push_str(&format!("{:<width$}  {:<16}  {}\n", o.name(), "-", action_text(o)));
