@@ -293,7 +293,7 @@ fn targets(catalog: &Catalog, settings: &Settings, requested: &[usize]) -> Resul
         if bases.contains_key(&i) {
             continue;
         }
-        let own = tagging::local_bases(catalog, settings, &catalog.images[i])?;
+        let own = tagging::local_bases(catalog, settings, i)?.to_vec();
         stack.extend(&own);
         bases.insert(i, own);
     }
