@@ -14,7 +14,7 @@ use xshell::{cmd, Shell};
 
 use crate::config::{Arch, EngineKind, Platform};
 use crate::process::{NotFound, Output, Processes};
-use crate::registry::{cli_error, Retry, QUICK_RETRY_DELAYS, RETRY_DELAYS};
+use crate::registry::{cli_error, is_loopback, Retry, QUICK_RETRY_DELAYS, RETRY_DELAYS};
 
 /// Receives, under `--verbose`, each engine call's command line and each line
 /// it prints, with the image the calling thread works on.
@@ -978,15 +978,6 @@ fn full_id(id: &str) -> String {
     } else {
         format!("sha256:{id}")
     }
-}
-
-/// The daemon talks plain HTTP to registries on loopback; the CLI's own
-/// registry calls must be told so.
-pub fn is_loopback(reference: &str) -> bool {
-    let host = reference.split('/').next().unwrap_or("");
-    let host =
-        host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
-    host == "localhost" || host.starts_with("127.") || host == "[::1]"
 }
 
 fn first_line(s: &str) -> &str {

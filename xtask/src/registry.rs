@@ -295,7 +295,7 @@ impl Transport {
     }
 
     pub fn is_plain_http(&self, host: &str) -> bool {
-        crate::engine::is_loopback(host) || self.insecure.iter().any(|entry| matches_insecure(entry, host))
+        is_loopback(host) || self.insecure.iter().any(|entry| matches_insecure(entry, host))
     }
 
     /// The CA certificates for `host` besides the system's, as DER.
@@ -1108,6 +1108,15 @@ impl Retry {
         }
         call()
     }
+}
+
+/// The daemon talks plain HTTP to registries on loopback; the CLI's own
+/// registry calls must be told so.
+pub fn is_loopback(reference: &str) -> bool {
+    let host = reference.split('/').next().unwrap_or("");
+    let host =
+        host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    host == "localhost" || host.starts_with("127.") || host == "[::1]"
 }
 
 /// The path a registry's CA file is looked for at, for messages.
