@@ -24,6 +24,8 @@ mod flaky;
 mod names;
 #[path = "faults/proxy.rs"]
 mod proxy;
+#[path = "shared/rng.rs"]
+mod rng;
 #[path = "faults/state.rs"]
 mod state;
 #[path = "faults/world.rs"]
