@@ -18,7 +18,7 @@ use crate::planning::{self, Mode, Observed, Options, Target};
 use crate::process::Interrupt;
 use crate::provenance::{GitState, Provenance};
 use crate::registry::{Credentials, Registry, Retry, Transport};
-use crate::reporting::{self, Progress, Verbosity};
+use crate::reporting::{self, Progress, Reporter, Verbosity};
 use crate::shard::{self, Shard};
 use crate::tagging;
 
@@ -41,6 +41,7 @@ pub fn run(
     args: &RunArgs,
     changed_since: Option<&str>,
 ) -> Result<i32> {
+    let reporter = Reporter::new(args.quiet);
     // A directory that cannot make an image name stops only what names it:
     // `*-all-*` does the rest, then fails naming it.
     let catalog = discover_lenient(&settings.images_dir, settings.arch)?;
@@ -49,7 +50,7 @@ pub fn run(
         _ => catalog.invalid.iter().map(|bad| bad.reason.clone()).collect(),
     };
     for reason in &invalid {
-        reporting::note(&format!("warning: skipped: {reason}"));
+        reporter.note(&format!("warning: skipped: {reason}"));
     }
     // Images without a Dockerfile for ARCH are reported as skipped, with the rest.
     let (requested, shard, unavailable) = match &selection {
@@ -82,29 +83,26 @@ pub fn run(
     let requested = match changed_since {
         Some(rev) if !matches!(selection, Selection::Names(_)) => {
             let changed = history::changed_since(settings, &catalog, &requested, rev)?;
-            reporting::note(&format!("changed since {rev}: {} of {} images", changed.len(), requested.len()));
+            reporter.note(&format!("changed since {rev}: {} of {} images", changed.len(), requested.len()));
             changed
         }
         _ => requested,
     };
     let requested = match shard {
-        Some(shard) => shard_of(&catalog, settings, &requested, shard)?,
+        Some(shard) => shard_of(&catalog, settings, &requested, shard, &reporter)?,
         None => requested,
     };
     let targets = targets(&catalog, settings, &requested)?;
 
-    let mut engine = Cli::new(settings.engine).telling_retries(reporting::retrying);
+    let mut engine = Cli::new(settings.engine).telling_retries(reporter.retry_teller());
     if args.verbose {
-        engine = engine.echoing(reporting::echo);
+        engine = engine.echoing(reporter.echoer());
     }
     engine.check()?;
     let local = engine.local_images()?;
     let platforms = local_platforms(&engine, &local, &targets)?;
     let mut seen = Observed { local, platforms, ..Observed::default() };
-    let registry = registry_client(settings).retrying(engine.retry().clone());
-    if args.quiet {
-        reporting::set_quiet();
-    }
+    let registry = registry_client(settings, &reporter).retrying(engine.retry().clone());
     let mut registry_down = false;
     if mode.needs_remote() {
         match remote_lookups(&registry, &targets, &requested, parallelism(args), false) {
@@ -112,7 +110,7 @@ pub fn run(
             // What the registry lacks is built, and a registry that cannot
             // be asked lacks everything: the legacy `test` targets built then.
             Err(e) if mode == Mode::Test => {
-                reporting::note(&format!("warning: {e:#}; building every image as if the registry lacked it"))
+                reporter.note(&format!("warning: {e:#}; building every image as if the registry lacked it"))
             }
             // Every image fails, naming the registry; the summary still says
             // what each image is.
@@ -157,7 +155,7 @@ pub fn run(
             match remote_lookups(&registry, &targets, &missing, parallelism(args), true) {
                 Ok(found) => seen.remote = found,
                 Err(e) => {
-                    reporting::note(&format!("warning: {e:#}; building what is not present"));
+                    reporter.note(&format!("warning: {e:#}; building what is not present"));
                     registry_down = true;
                     seen.registry_down = true;
                 }
@@ -223,13 +221,13 @@ pub fn run(
         } else {
             String::new()
         };
-        reporting::note(&format!("building with {}{how}", builder.describe()));
+        reporter.note(&format!("building with {}{how}", builder.describe()));
     }
     // What built images are labelled with: git is asked only when something may build.
     let git = if may_build { GitState::read(&settings.images_dir) } else { None };
     let provenance = Provenance::new(settings, git);
     let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
-    let progress = Progress::new(jobs.len(), settings.interactive, verbosity);
+    let progress = Progress::new(&reporter, jobs.len(), settings.interactive, verbosity);
     let ctx = execute::Context {
         engine: &engine,
         images_root: &catalog.root,
@@ -412,9 +410,15 @@ fn remove_left_behind(dir: &std::path::Path) {
 }
 
 /// The requested images that fall to one shard; see [`crate::shard`].
-fn shard_of(catalog: &Catalog, settings: &Settings, requested: &[usize], shard: Shard) -> Result<Vec<usize>> {
+fn shard_of(
+    catalog: &Catalog,
+    settings: &Settings,
+    requested: &[usize],
+    shard: Shard,
+    reporter: &Reporter,
+) -> Result<Vec<usize>> {
     let mine = shard::select(catalog, settings, requested, shard)?;
-    reporting::note(&format!("shard {}/{}: {} of {} images", shard.index, shard.count, mine.len(), requested.len()));
+    reporter.note(&format!("shard {}/{}: {} of {} images", shard.index, shard.count, mine.len(), requested.len()));
     Ok(mine)
 }
 
@@ -439,9 +443,9 @@ struct Index {
 
 /// The registry client, with the engine's credentials and docker's rules
 /// for plain HTTP and CA files.
-fn registry_client(settings: &Settings) -> Registry {
+fn registry_client(settings: &Settings, reporter: &Reporter) -> Registry {
     Registry::new(Credentials::of(settings.engine), Transport::system(&settings.insecure_registries))
-        .retrying(Retry::new(Interrupt::default(), Some(reporting::retrying)))
+        .retrying(Retry::new(Interrupt::default(), Some(reporter.retry_teller())))
 }
 
 /// Publishes `<REMOTE_IMAGE_PREFIX>/<path>:<tag>` as an index over the
@@ -484,7 +488,7 @@ pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> R
     }
 
     // Each member is what its name says, by the config the registry holds.
-    let registry = registry_client(settings);
+    let registry = registry_client(settings, &Reporter::new(args.quiet));
     let mut read: Vec<Vec<crate::registry::Member>> = Vec::new();
     for index in &indexes {
         let mut members = Vec::new();
