@@ -10,14 +10,15 @@ use crate::config::{Arch, Settings};
 use crate::cross::{self, Registered};
 use crate::discovery::{discover, discover_lenient, Catalog};
 use crate::engine::{Cli, Engine};
-use crate::execute::{self, Action, Outcome};
+use crate::execute;
 use crate::history;
-use crate::listing::{is_test, local_name, remote_name};
-use crate::planning::{self, ImageInfo, Mode, Observed, Options, Target};
+use crate::model::{Action, Outcome};
+use crate::model::{ImageInfo, ImageRef};
+use crate::planning::{self, Mode, Observed, Options, Target};
 use crate::process::Interrupt;
 use crate::provenance::{GitState, Provenance};
 use crate::registry::{Credentials, Registry, Retry, Transport};
-use crate::reporting::{self, Progress, Verbosity};
+use crate::reporting::{self, Progress, Reporter, Verbosity};
 use crate::shard::{self, Shard};
 use crate::tagging;
 
@@ -40,6 +41,7 @@ pub fn run(
     args: &RunArgs,
     changed_since: Option<&str>,
 ) -> Result<i32> {
+    let reporter = Reporter::new(args.quiet);
     // A directory that cannot make an image name stops only what names it:
     // `*-all-*` does the rest, then fails naming it.
     let catalog = discover_lenient(&settings.images_dir, settings.arch)?;
@@ -48,7 +50,7 @@ pub fn run(
         _ => catalog.invalid.iter().map(|bad| bad.reason.clone()).collect(),
     };
     for reason in &invalid {
-        reporting::note(&format!("warning: skipped: {reason}"));
+        reporter.note(&format!("warning: skipped: {reason}"));
     }
     // Images without a Dockerfile for ARCH are reported as skipped, with the rest.
     let (requested, shard, unavailable) = match &selection {
@@ -58,9 +60,9 @@ pub fn run(
         }
         Selection::All(shard) => ((0..catalog.images.len()).collect(), *shard, catalog.other_arch.iter().collect()),
         Selection::AllTests(shard) => (
-            (0..catalog.images.len()).filter(|&i| is_test(settings, &catalog.images[i])).collect(),
+            (0..catalog.images.len()).filter(|&i| catalog.images[i].is_test(settings)).collect(),
             *shard,
-            catalog.other_arch.iter().filter(|i| is_test(settings, i)).collect(),
+            catalog.other_arch.iter().filter(|i| i.is_test(settings)).collect(),
         ),
     };
     let skipped: Vec<Outcome> = unavailable
@@ -73,7 +75,7 @@ pub fn run(
                 tag: None,
                 local: None,
                 remote: None,
-                test: is_test(settings, image),
+                test: image.is_test(settings),
             };
             Outcome::new(info, Action::Skipped, Some(format!("not available for {}", settings.arch)))
         })
@@ -81,29 +83,26 @@ pub fn run(
     let requested = match changed_since {
         Some(rev) if !matches!(selection, Selection::Names(_)) => {
             let changed = history::changed_since(settings, &catalog, &requested, rev)?;
-            reporting::note(&format!("changed since {rev}: {} of {} images", changed.len(), requested.len()));
+            reporter.note(&format!("changed since {rev}: {} of {} images", changed.len(), requested.len()));
             changed
         }
         _ => requested,
     };
     let requested = match shard {
-        Some(shard) => shard_of(&catalog, settings, &requested, shard)?,
+        Some(shard) => shard_of(&catalog, settings, &requested, shard, &reporter)?,
         None => requested,
     };
     let targets = targets(&catalog, settings, &requested)?;
 
-    let mut engine = Cli::new(settings.engine).telling_retries(reporting::retrying);
+    let mut engine = Cli::new(settings.engine).telling_retries(reporter.retry_teller());
     if args.verbose {
-        engine = engine.echoing(reporting::echo);
+        engine = engine.echoing(reporter.echoer());
     }
     engine.check()?;
     let local = engine.local_images()?;
     let platforms = local_platforms(&engine, &local, &targets)?;
     let mut seen = Observed { local, platforms, ..Observed::default() };
-    let registry = registry_client(settings).retrying(engine.retry().clone());
-    if args.quiet {
-        reporting::set_quiet();
-    }
+    let registry = registry_client(settings, &reporter).retrying(engine.retry().clone());
     let mut registry_down = false;
     if mode.needs_remote() {
         match remote_lookups(&registry, &targets, &requested, parallelism(args), false) {
@@ -111,7 +110,7 @@ pub fn run(
             // What the registry lacks is built, and a registry that cannot
             // be asked lacks everything: the legacy `test` targets built then.
             Err(e) if mode == Mode::Test => {
-                reporting::note(&format!("warning: {e:#}; building every image as if the registry lacked it"))
+                reporter.note(&format!("warning: {e:#}; building every image as if the registry lacked it"))
             }
             // Every image fails, naming the registry; the summary still says
             // what each image is.
@@ -143,7 +142,7 @@ pub fn run(
             let mut m: Vec<usize> = targets
                 .values()
                 .filter(|t| {
-                    [format!("{}:{}", t.local, t.tag), format!("{}:{}", t.remote, t.tag)]
+                    [t.names.local_tagged(), t.names.remote_tagged()]
                         .iter()
                         .all(|r| seen.present(r, settings.arch).is_none())
                 })
@@ -156,7 +155,7 @@ pub fn run(
             match remote_lookups(&registry, &targets, &missing, parallelism(args), true) {
                 Ok(found) => seen.remote = found,
                 Err(e) => {
-                    reporting::note(&format!("warning: {e:#}; building what is not present"));
+                    reporter.note(&format!("warning: {e:#}; building what is not present"));
                     registry_down = true;
                     seen.registry_down = true;
                 }
@@ -179,8 +178,13 @@ pub fn run(
         vec![]
     };
     if !asked.is_empty() {
-        let latest: HashMap<usize, Target> =
-            asked.iter().map(|i| (*i, Target { tag: "latest".into(), ..targets[i].clone() })).collect();
+        let latest: HashMap<usize, Target> = asked
+            .iter()
+            .map(|i| {
+                let t = &targets[i];
+                (*i, Target { names: ImageRef { tag: "latest".into(), ..t.names.clone() }, ..t.clone() })
+            })
+            .collect();
         if let Ok(found) = remote_lookups(&registry, &latest, &asked, parallelism(args), true) {
             seen.remote_latest = found;
             jobs = planning::plan(&targets, &requested, &seen, options);
@@ -217,11 +221,13 @@ pub fn run(
         } else {
             String::new()
         };
-        reporting::note(&format!("building with {}{how}", builder.describe()));
+        reporter.note(&format!("building with {}{how}", builder.describe()));
     }
     // What built images are labelled with: git is asked only when something may build.
     let git = if may_build { GitState::read(&settings.images_dir) } else { None };
     let provenance = Provenance::new(settings, git);
+    let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
+    let progress = Progress::new(&reporter, jobs.len(), settings.interactive, verbosity);
     let ctx = execute::Context {
         engine: &engine,
         images_root: &catalog.root,
@@ -238,17 +244,16 @@ pub fn run(
         direct_push: mode == Mode::Push && may_build && engine.pushes_from_builder(),
         provenance: &provenance,
         prebuilt: Default::default(),
+        events: &progress,
     };
     if may_build {
         cross::register(settings.arch)?;
     }
     engine.processes().stop_all_on_signals();
-    let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
-    let progress = Progress::new(jobs.len(), settings.interactive, verbosity);
     for o in &skipped {
         progress.finished(o);
     }
-    let mut outcomes = execute::execute(&ctx, &jobs, parallelism(args), args.keep_going, &progress);
+    let mut outcomes = execute::execute(&ctx, &jobs, parallelism(args), args.keep_going);
     progress.finish();
     // Again at the end: a build of a run that was killed may write its
     // image-ID file after this run began.
@@ -286,7 +291,7 @@ fn targets(catalog: &Catalog, settings: &Settings, requested: &[usize]) -> Resul
         if bases.contains_key(&i) {
             continue;
         }
-        let own = tagging::local_bases(catalog, settings, &catalog.images[i])?;
+        let own = tagging::local_bases(catalog, settings, i)?.to_vec();
         stack.extend(&own);
         bases.insert(i, own);
     }
@@ -300,10 +305,8 @@ fn targets(catalog: &Catalog, settings: &Settings, requested: &[usize]) -> Resul
                 image: i,
                 name: image.name.clone(),
                 path: image.path.clone(),
-                test: is_test(settings, image),
-                tag: tags[&i].clone(),
-                local: local_name(settings, image),
-                remote: remote_name(settings, image),
+                test: image.is_test(settings),
+                names: ImageRef::new(settings, &image.path, &tags[&i]),
                 bases,
             };
             (i, target)
@@ -320,9 +323,7 @@ fn local_platforms(
 ) -> Result<HashMap<String, crate::config::Platform>> {
     let mut ids: Vec<&str> = targets
         .values()
-        .flat_map(|t| {
-            [format!("{}:{}", t.local, t.tag), format!("{}:latest", t.local), format!("{}:{}", t.remote, t.tag)]
-        })
+        .flat_map(|t| [t.names.local_tagged(), format!("{}:latest", t.names.local), t.names.remote_tagged()])
         .filter_map(|r| local.get(&r).map(String::as_str))
         .collect();
     ids.sort_unstable();
@@ -350,7 +351,7 @@ fn remote_lookups(
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(&i) = asked.get(k) else { return };
                 let t = &targets[&i];
-                let found = registry.exists(&format!("{}:{}", t.remote, t.tag), quick);
+                let found = registry.exists(&t.names.remote_tagged(), quick);
                 let failed = found.is_err();
                 results.lock().unwrap().push((i, found));
                 if failed {
@@ -409,9 +410,15 @@ fn remove_left_behind(dir: &std::path::Path) {
 }
 
 /// The requested images that fall to one shard; see [`crate::shard`].
-fn shard_of(catalog: &Catalog, settings: &Settings, requested: &[usize], shard: Shard) -> Result<Vec<usize>> {
+fn shard_of(
+    catalog: &Catalog,
+    settings: &Settings,
+    requested: &[usize],
+    shard: Shard,
+    reporter: &Reporter,
+) -> Result<Vec<usize>> {
     let mine = shard::select(catalog, settings, requested, shard)?;
-    reporting::note(&format!("shard {}/{}: {} of {} images", shard.index, shard.count, mine.len(), requested.len()));
+    reporter.note(&format!("shard {}/{}: {} of {} images", shard.index, shard.count, mine.len(), requested.len()));
     Ok(mine)
 }
 
@@ -436,9 +443,9 @@ struct Index {
 
 /// The registry client, with the engine's credentials and docker's rules
 /// for plain HTTP and CA files.
-fn registry_client(settings: &Settings) -> Registry {
+fn registry_client(settings: &Settings, reporter: &Reporter) -> Registry {
     Registry::new(Credentials::of(settings.engine), Transport::system(&settings.insecure_registries))
-        .retrying(Retry::new(Interrupt::default(), Some(reporting::retrying)))
+        .retrying(Retry::new(Interrupt::default(), Some(reporter.retry_teller())))
 }
 
 /// Publishes `<REMOTE_IMAGE_PREFIX>/<path>:<tag>` as an index over the
@@ -473,19 +480,15 @@ pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> R
             let mut s = settings.clone();
             s.arch = *arch;
             let tag = tagging::tags(catalog, &s, &[i])?[&i].clone();
-            members.push((*arch, format!("{}:{tag}", remote_name(&s, &catalog.images[i]))));
+            members.push((*arch, ImageRef::new(&s, &catalog.images[i].path, &tag).remote_tagged()));
             path = catalog.images[i].path.clone();
         }
         let tag = tagging::index_tag(&members);
-        indexes.push(Index {
-            name: name.clone(),
-            reference: format!("{}/{path}:{tag}", settings.remote_prefix),
-            members,
-        });
+        indexes.push(Index { name: name.clone(), reference: ImageRef::index(settings, &path, &tag), members });
     }
 
     // Each member is what its name says, by the config the registry holds.
-    let registry = registry_client(settings);
+    let registry = registry_client(settings, &Reporter::new(args.quiet));
     let mut read: Vec<Vec<crate::registry::Member>> = Vec::new();
     for index in &indexes {
         let mut members = Vec::new();

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{bail, Result};
 
-use crate::config::Arch;
+use crate::config::{Arch, Settings};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -20,6 +21,12 @@ pub struct Image {
 }
 
 impl Image {
+    /// Whether tests use it: no entry of the non-test list occurs in its
+    /// name or path.
+    pub fn is_test(&self, settings: &Settings) -> bool {
+        !settings.non_test.iter().any(|p| self.name.contains(p.as_str()) || self.path.contains(p.as_str()))
+    }
+
     pub fn group(&self) -> &str {
         self.path.split('/').next().unwrap_or(&self.path)
     }
@@ -40,6 +47,9 @@ pub struct Catalog {
     /// Directories with a Dockerfile whose path cannot make an image name,
     /// set apart by [`discover_lenient`] (always empty from [`discover`]).
     pub invalid: Vec<Invalid>,
+    /// The `FROM` graph: for each image, once its Dockerfile was read, the
+    /// images of the catalog it is built on (see [`Catalog::bases`]).
+    from: Vec<OnceLock<Vec<usize>>>,
 }
 
 /// A directory with a Dockerfile whose path cannot make an image name.
@@ -207,7 +217,8 @@ pub fn catalog_of(root: &Path, arch: Arch, dirs: Vec<(PathBuf, Dockerfiles)>) ->
     }
     images.sort_by(|a, b| a.name.cmp(&b.name));
     other_arch.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Catalog { root: root.to_path_buf(), arch, images, other_arch, invalid })
+    let from = images.iter().map(|_| OnceLock::new()).collect();
+    Ok(Catalog { root: root.to_path_buf(), arch, images, other_arch, invalid, from })
 }
 
 /// A walk's failure as one line naming the path.
@@ -286,6 +297,22 @@ fn valid_segment(seg: &str) -> bool {
 }
 
 impl Catalog {
+    /// The images image `i` is built `FROM`, as known: `find` gives them
+    /// the first time (it reads the Dockerfile); later calls do not.
+    pub fn bases(&self, i: usize, find: impl FnOnce() -> Result<Vec<usize>>) -> Result<&[usize]> {
+        if let Some(known) = self.from[i].get() {
+            return Ok(known);
+        }
+        let found = find()?;
+        Ok(self.from[i].get_or_init(|| found))
+    }
+
+    /// Records what image `i` is built `FROM`, found while reading its
+    /// Dockerfile for another purpose.
+    pub fn knows_bases(&self, i: usize, bases: &[usize]) {
+        let _ = self.from[i].set(bases.to_vec());
+    }
+
     pub fn get(&self, name: &str) -> Option<&Image> {
         self.images.binary_search_by(|i| i.name.as_str().cmp(name)).ok().map(|i| &self.images[i])
     }
@@ -392,6 +419,25 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_from_graph_is_found_once_per_image() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a", "b"] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            std::fs::write(dir.path().join(name).join("Dockerfile"), "FROM scratch\n").unwrap();
+        }
+        let catalog = discover(dir.path(), Arch::X86_64).unwrap();
+        assert_eq!(catalog.bases(1, || Ok(vec![0])).unwrap(), [0]);
+        assert_eq!(catalog.bases(1, || panic!("found a second time")).unwrap(), [0]);
+        catalog.knows_bases(0, &[]);
+        assert!(catalog.bases(0, || panic!("told already")).unwrap().is_empty());
+        // What is told after the first finding does not change it.
+        catalog.knows_bases(1, &[]);
+        assert_eq!(catalog.bases(1, || panic!("found a second time")).unwrap(), [0]);
+        assert!(catalog.bases(1, || Ok(vec![])).is_ok());
+        assert!(format!("{:?}", catalog.bases(0, || bail!("unused"))).contains("[]"));
+    }
 
     #[test]
     fn segments() {

@@ -14,11 +14,11 @@ use xshell::{cmd, Shell};
 
 use crate::config::{Arch, EngineKind, Platform};
 use crate::process::{NotFound, Output, Processes};
-use crate::registry::{cli_error, Retry, QUICK_RETRY_DELAYS, RETRY_DELAYS};
+use crate::registry::{cli_error, is_loopback, Retry, Tell, QUICK_RETRY_DELAYS, RETRY_DELAYS};
 
 /// Receives, under `--verbose`, each engine call's command line and each line
 /// it prints, with the image the calling thread works on.
-pub type Echo = fn(image: Option<&str>, line: &str);
+pub type Echo = std::sync::Arc<dyn Fn(Option<&str>, &str) + Send + Sync>;
 
 thread_local! {
     /// The image this thread's engine calls are for, for [`Echo`].
@@ -186,7 +186,7 @@ impl Cli {
     }
 
     /// Tells `tell` of each retry of a failed pull or push.
-    pub fn telling_retries(mut self, tell: fn(&str)) -> Cli {
+    pub fn telling_retries(mut self, tell: Tell) -> Cli {
         self.retry = Retry::new(self.processes.interrupt().clone(), Some(tell));
         self
     }
@@ -209,7 +209,7 @@ impl Cli {
     }
 
     fn echo(&self, text: &str) {
-        if let Some(echo) = self.echo {
+        if let Some(echo) = &self.echo {
             WORKING_ON.with(|w| {
                 let image = w.borrow();
                 for line in text.lines() {
@@ -978,15 +978,6 @@ fn full_id(id: &str) -> String {
     } else {
         format!("sha256:{id}")
     }
-}
-
-/// The daemon talks plain HTTP to registries on loopback; the CLI's own
-/// registry calls must be told so.
-pub fn is_loopback(reference: &str) -> bool {
-    let host = reference.split('/').next().unwrap_or("");
-    let host =
-        host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
-    host == "localhost" || host.starts_with("127.") || host == "[::1]"
 }
 
 fn first_line(s: &str) -> &str {

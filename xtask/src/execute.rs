@@ -1,144 +1,17 @@
 //! Executor: runs a plan's jobs against the engine, `--jobs` at a time, each
 //! after the jobs it is built on, and records what happened to each image.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use serde::Serialize;
 
 use crate::config::Arch;
 use crate::engine::{self, Engine};
-use crate::planning::{ImageInfo, Job, Step};
-use crate::reporting::Progress;
-
-/// What happened to an image, from least to most work done, then how it
-/// ended without being done.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    /// The run stopped (a failure without `--keep-going`) before its turn.
-    NotStarted,
-    /// Nothing to do: the registry has it, or no Dockerfile for the architecture.
-    Skipped,
-    Present,
-    Tagged,
-    Pulled,
-    Built,
-    /// The remote `:latest` was moved to the tag; nothing else was pushed.
-    Latest,
-    Pushed,
-    /// Not built because an image it is built on failed.
-    Blocked,
-    /// Stopped by Ctrl-C or SIGTERM.
-    Interrupted,
-    Failed,
-}
-
-impl Action {
-    /// As the summary says it (`--json` spells `not started` as `not-started`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::NotStarted => "not started",
-            Action::Skipped => "skipped",
-            Action::Present => "present",
-            Action::Tagged => "tagged",
-            Action::Pulled => "pulled",
-            Action::Built => "built",
-            Action::Latest => "latest",
-            Action::Pushed => "pushed",
-            Action::Blocked => "blocked",
-            Action::Interrupted => "interrupted",
-            Action::Failed => "failed",
-        }
-    }
-
-    /// Whether the image is not done.
-    pub fn is_failure(self) -> bool {
-        matches!(self, Action::NotStarted | Action::Blocked | Action::Interrupted | Action::Failed)
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Outcome {
-    #[serde(flatten)]
-    pub image: ImageInfo,
-    pub action: Action,
-    /// Why: what the plan found (`not in the registry`), what was skipped for
-    /// (`registry has it`), or which base blocked it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(serialize_with = "milliseconds")]
-    pub seconds: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log: Option<PathBuf>,
-    /// What built the image (`classic`, `buildkit`, `podman`), when it was built.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub builder: Option<&'static str>,
-    /// The previous version the build took unchanged steps from, when it had one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache: Option<CacheUse>,
-    /// When it ended, in the order images ended: causes come before the
-    /// failures they brought.
-    #[serde(skip)]
-    pub ended: u64,
-    /// The size of what was pulled, built and pushed, for the summary.
-    #[serde(skip)]
-    pub bytes: Bytes,
-}
-
-/// Bytes of the images pulled, built and pushed, as the engine sizes them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Bytes {
-    pub pulled: u64,
-    pub built: u64,
-    pub pushed: u64,
-}
-
-impl Outcome {
-    pub fn new(image: ImageInfo, action: Action, reason: Option<String>) -> Outcome {
-        Outcome {
-            image,
-            action,
-            reason,
-            seconds: 0.0,
-            error: None,
-            log: None,
-            builder: None,
-            cache: None,
-            ended: 0,
-            bytes: Bytes::default(),
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.image.name
-    }
-
-    pub fn tag(&self) -> &str {
-        self.image.tag.as_deref().unwrap_or("-")
-    }
-}
-
-/// Seconds, to the millisecond.
-fn milliseconds<S: serde::Serializer>(seconds: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_f64((seconds * 1000.0).round() / 1000.0)
-}
-
-/// The cache source a build was given, and what it made of it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CacheUse {
-    /// `local`, `remote`, or for podman `repository` (its cache repository).
-    pub kind: &'static str,
-    pub reference: String,
-    /// Steps taken from the cache, when the builder says.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub steps_reused: Option<u32>,
-}
+use crate::model::{Action, Bytes, CacheUse, Event, Observer, Outcome};
+use crate::planning::{Job, Step};
 
 /// Everything a job needs besides the job itself.
 pub struct Context<'a> {
@@ -169,6 +42,12 @@ pub struct Context<'a> {
     pub provenance: &'a crate::provenance::Provenance,
     /// Images built ahead of their job, several in one engine call.
     pub prebuilt: Prebuilt,
+    /// Told what happens, as it happens.
+    pub events: &'a dyn Observer,
+}
+
+fn note(ctx: &Context, text: String) {
+    ctx.events.event(Event::Note(text));
 }
 
 /// Builds done ahead of their jobs by [`Engine::build_batch`], by job, and
@@ -192,11 +71,11 @@ enum State {
     Done(bool),
 }
 
-pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, progress: &Progress) -> Vec<Outcome> {
+pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -> Vec<Outcome> {
     let ended = std::sync::atomic::AtomicU64::new(0);
     let end = |mut o: Outcome| -> Outcome {
         o.ended = ended.fetch_add(1, AtomicOrdering::SeqCst);
-        progress.finished(&o);
+        ctx.events.event(Event::Finished(&o));
         o
     };
     // What needs nothing is done before any work starts, so that a stop
@@ -282,7 +161,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
                         return;
                     }
                     Some(Work::Batch(batch)) => {
-                        build_batch(ctx, jobs, &batch, progress);
+                        build_batch(ctx, jobs, &batch);
                         let mut guard = state.lock().unwrap();
                         for j in batch {
                             guard.0[j] = State::Waiting;
@@ -293,7 +172,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
                     }
                     Some(Work::Job(j)) => j,
                 };
-                progress.started(&jobs[j].name);
+                ctx.events.event(Event::Started(&jobs[j].name));
                 let outcome = end(run_job(ctx, &jobs[j]));
                 let ok = !outcome.action.is_failure();
                 outcomes.lock().unwrap()[j] = Some(outcome);
@@ -326,10 +205,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool, p
         if outcomes[j].action == Action::NotStarted {
             if let Some(&base) = job.after.iter().find(|&&b| failed[b] && outcomes[b].action != Action::NotStarted) {
                 let reason = format!("its base {} failed", jobs[base].name);
-                outcomes[j] = Outcome {
-                    ended: ended.fetch_add(1, AtomicOrdering::SeqCst),
-                    ..Outcome::new(job.info(), Action::Blocked, Some(reason))
-                };
+                outcomes[j] = end(Outcome::new(job.info(), Action::Blocked, Some(reason)));
             }
         }
     }
@@ -377,7 +253,7 @@ fn run_steps(
     bytes: &mut Bytes,
 ) -> Result<()> {
     let engine = ctx.engine;
-    let (local, latest, remote) = (job.local_ref(), job.local_latest(), job.remote_ref());
+    let (local, latest, remote) = (job.names.local_tagged(), job.names.local_latest(), job.names.remote_tagged());
     let name_locally = |from: &str| -> Result<()> {
         for target in [&local, &latest] {
             if from != target.as_str() {
@@ -385,11 +261,7 @@ fn run_steps(
             }
         }
         if let Some(was) = &job.latest_was {
-            crate::reporting::note(&format!(
-                "{}: {latest} now points at the {} image (it was {was})",
-                job.name,
-                ctx.arch.platform()
-            ));
+            note(ctx, format!("{}: {latest} now points at the {} image (it was {was})", job.name, ctx.arch.platform()));
         }
         Ok(())
     };
@@ -430,7 +302,7 @@ fn run_steps(
                 *action = (*action).max(Action::Tagged);
             }
             Step::Pull { or_build: true } if ctx.registry_down.load(AtomicOrdering::SeqCst) => {
-                crate::reporting::note(&format!("{}: registry unreachable; building", job.name));
+                note(ctx, format!("{}: registry unreachable; building", job.name));
                 *cache = build(action, &mut size, bytes)?;
             }
             Step::Pull { or_build } => match pull_checked(*or_build) {
@@ -445,7 +317,7 @@ fn run_steps(
                     if crate::registry::is_transient(&e) {
                         ctx.registry_down.store(true, AtomicOrdering::SeqCst);
                     }
-                    crate::reporting::note(&format!("{}: pull failed ({e:#}); building", job.name));
+                    note(ctx, format!("{}: pull failed ({e:#}); building", job.name));
                     *cache = build(action, &mut size, bytes)?;
                 }
                 Err(e) => return Err(e),
@@ -453,7 +325,7 @@ fn run_steps(
             Step::Build if direct => {
                 let (digest, used) = build_pushed(ctx, job, log)?;
                 *cache = used;
-                ctx.registry.retag(&format!("{}@{digest}", job.remote), &remote)?;
+                ctx.registry.retag(&format!("{}@{digest}", job.names.remote), &remote)?;
                 *action = (*action).max(Action::Pushed);
             }
             Step::Build => {
@@ -474,7 +346,7 @@ fn run_steps(
             Step::PushLatest => {
                 // The tag's manifest, byte for byte, under `:latest`; only
                 // when it points elsewhere.
-                if ctx.registry.retag(&remote, &job.remote_latest())? {
+                if ctx.registry.retag(&remote, &job.names.remote_latest())? {
                     *action = (*action).max(Action::Latest);
                 }
             }
@@ -492,7 +364,7 @@ fn log_of(ctx: &Context, job: &Job) -> std::path::PathBuf {
 /// then checks and names its image as if it had built it. When the call
 /// fails, or the engine cannot, each job builds its own, which tells whose
 /// build failed.
-fn build_batch(ctx: &Context, jobs: &[Job], batch: &[usize], progress: &Progress) {
+fn build_batch(ctx: &Context, jobs: &[Job], batch: &[usize]) {
     let mut tried = ctx.prebuilt.tried.lock().unwrap();
     for &j in batch {
         tried[j] = true;
@@ -506,7 +378,7 @@ fn build_batch(ctx: &Context, jobs: &[Job], batch: &[usize], progress: &Progress
             let log = log_of(ctx, job);
             let _ = std::fs::remove_file(&log);
             let (cache, _) = build_cache(ctx, job, &log);
-            (ctx.images_root.join(path), dockerfile.as_str(), ctx.provenance.labels(path, &job.tag), cache, log)
+            (ctx.images_root.join(path), dockerfile.as_str(), ctx.provenance.labels(path, &job.names.tag), cache, log)
         })
         .collect();
     let builds: Vec<engine::BatchBuild> = batch
@@ -520,7 +392,7 @@ fn build_batch(ctx: &Context, jobs: &[Job], batch: &[usize], progress: &Progress
         })
         .collect();
     for b in &builds {
-        progress.started(b.name);
+        ctx.events.event(Event::Started(b.name));
     }
     match ctx.engine.build_batch(&builds, ctx.log_dir) {
         Some(Ok(built)) => {
@@ -529,10 +401,9 @@ fn build_batch(ctx: &Context, jobs: &[Job], batch: &[usize], progress: &Progress
                 prebuilt.insert(jobs[j].image, b);
             }
         }
-        Some(Err(e)) if !ctx.engine.interrupted() => crate::reporting::note(&format!(
-            "{} images built together failed ({e:#}): building each on its own",
-            batch.len()
-        )),
+        Some(Err(e)) if !ctx.engine.interrupted() => {
+            note(ctx, format!("{} images built together failed ({e:#}): building each on its own", batch.len()))
+        }
         _ => {}
     }
 }
@@ -544,7 +415,7 @@ fn build_batch(ctx: &Context, jobs: &[Job], batch: &[usize], progress: &Progress
 fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageDetails, Option<CacheUse>)> {
     let (path, dockerfile) = &ctx.paths[job.image];
     let dir = ctx.images_root.join(path);
-    let labels = ctx.provenance.labels(path, &job.tag);
+    let labels = ctx.provenance.labels(path, &job.names.tag);
     let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args, labels: &labels };
     let engine = ctx.engine;
     let expected = ctx.arch.platform();
@@ -562,11 +433,14 @@ fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageD
             return Ok((image, used));
         }
         if !cache.none && engine.builder().shares_cache_across_platforms() {
-            crate::reporting::note(&format!(
-                "{}: the build gave a {platform} image, from layers cached for another architecture; \
+            note(
+                ctx,
+                format!(
+                    "{}: the build gave a {platform} image, from layers cached for another architecture; \
                  building again without the cache",
-                job.name
-            ));
+                    job.name
+                ),
+            );
             cache = engine::BuildCache { none: true, ..engine::BuildCache::default() };
             used = None;
             continue;
@@ -586,11 +460,11 @@ fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageD
 fn build_pushed(ctx: &Context, job: &Job, log: &Path) -> Result<(String, Option<CacheUse>)> {
     let (path, dockerfile) = &ctx.paths[job.image];
     let dir = ctx.images_root.join(path);
-    let labels = ctx.provenance.labels(path, &job.tag);
+    let labels = ctx.provenance.labels(path, &job.names.tag);
     let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args, labels: &labels };
     let (build_cache, used) = build_cache(ctx, job, log);
-    let digest = ctx.engine.build_push(&spec, &build_cache, &job.remote, log)?;
-    let pushed = format!("{}@{digest}", job.remote);
+    let digest = ctx.engine.build_push(&spec, &build_cache, &job.names.remote, log)?;
+    let pushed = format!("{}@{digest}", job.names.remote);
     let platform =
         ctx.registry.platform(&pushed)?.ok_or_else(|| anyhow::anyhow!("the registry lacks {pushed}, just pushed"))?;
     if !platform.is(ctx.arch) {
@@ -616,7 +490,7 @@ fn build_cache(ctx: &Context, job: &Job, log: &Path) -> (engine::BuildCache, Opt
     let engine = ctx.engine;
     let builder = engine.builder();
     let mut cache = engine::BuildCache { none: ctx.no_cache, ..engine::BuildCache::default() };
-    let podman_repo = format!("{}-buildcache", job.remote);
+    let podman_repo = format!("{}-buildcache", job.names.remote);
     if *builder == Builder::Podman && ctx.cache_to && !ctx.no_cache {
         cache.to = Some(podman_repo.clone());
     }
@@ -637,11 +511,10 @@ fn build_cache(ctx: &Context, job: &Job, log: &Path) -> (engine::BuildCache, Opt
                         used = Some(CacheUse { kind, reference: reference.clone(), steps_reused: None });
                         cache.from = Some(reference);
                     }
-                    Ok(platform) => crate::reporting::note(&format!(
-                        "{}: {reference} is for {platform}: building without it",
-                        job.name
-                    )),
-                    Err(e) => crate::reporting::note(&format!("{}: no cache from {reference} ({e:#})", job.name)),
+                    Ok(platform) => {
+                        note(ctx, format!("{}: {reference} is for {platform}: building without it", job.name))
+                    }
+                    Err(e) => note(ctx, format!("{}: no cache from {reference} ({e:#})", job.name)),
                 }
             }
             _ => {
@@ -702,6 +575,19 @@ mod tests {
         interrupted: AtomicBool,
         /// Builds ready at once are built in one call, as buildx's bake does.
         batches: bool,
+        /// The events the run told, as text.
+        told: Mutex<Vec<String>>,
+    }
+
+    impl Observer for Fake {
+        fn event(&self, event: Event<'_>) {
+            let text = match event {
+                Event::Started(name) => format!("started {name}"),
+                Event::Finished(o) => format!("finished {} {}", o.name(), o.action.as_str()),
+                Event::Note(text) => format!("note {text}"),
+            };
+            self.told.lock().unwrap().push(text);
+        }
     }
 
     impl Fake {
@@ -717,6 +603,7 @@ mod tests {
                 most_at_once: AtomicUsize::new(0),
                 interrupted: AtomicBool::new(false),
                 batches: false,
+                told: Mutex::default(),
             }
         }
 
@@ -844,9 +731,11 @@ mod tests {
                 path: name.to_string(),
                 arch: Arch::X86_64,
                 test: true,
-                tag: format!("t{i}"),
-                local: format!("l.test/{name}"),
-                remote: format!("r.test/{name}_x86_64"),
+                names: crate::model::ImageRef {
+                    tag: format!("t{i}"),
+                    local: format!("l.test/{name}"),
+                    remote: format!("r.test/{name}_x86_64"),
+                },
                 steps: vec![Step::Build],
                 why: "not present".into(),
                 after: after.iter().map(|a| index(a)).collect(),
@@ -892,9 +781,17 @@ mod tests {
             direct_push: false,
             provenance: &provenance,
             prebuilt: Prebuilt::default(),
+            events: fake,
         };
-        let progress = Progress::new(jobs.len(), false, Verbosity::Quiet);
-        let outcomes = execute(&ctx, jobs, parallel, keep_going, &progress);
+        let outcomes = execute(&ctx, jobs, parallel, keep_going);
+        // Each image the run dealt with is told finished once; one it never
+        // reached (not started, interrupted) is only in the outcomes.
+        let told = fake.told.lock().unwrap().clone();
+        for o in &outcomes {
+            let n = told.iter().filter(|e| e.starts_with(&format!("finished {} ", o.name()))).count();
+            let reached = !matches!(o.action, Action::NotStarted | Action::Interrupted);
+            assert!(n <= 1 && (n == 1 || !reached), "{}: told finished {n} times: {told:?}", o.name());
+        }
         let actions = outcomes.iter().map(|o| (o.name().to_string(), o.action)).collect();
         (outcomes, actions)
     }
@@ -1008,6 +905,11 @@ mod tests {
         let jobs = jobs(&[("a", &[]), ("b", &[]), ("c", &[])]);
         let (outcomes, actions) = run(&fake, &jobs, 1, true);
         assert_eq!(fake.events()[0], "batch a b c");
+        let told = fake.told.lock().unwrap().clone();
+        assert!(
+            told.contains(&"note 3 images built together failed (b failed): building each on its own".to_string()),
+            "{told:?}"
+        );
         assert_eq!((actions["a"], actions["b"], actions["c"]), (Action::Built, Action::Failed, Action::Built));
         let summary = summary_text(&outcomes, Verbosity::Quiet);
         assert!(summary.contains("error: b: build failed: no such file"), "{summary}");

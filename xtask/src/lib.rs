@@ -1,4 +1,28 @@
 //! `cargo xtask`: keeps a project's test container images.
+//!
+//! Modules, by layer; each may import the layers below it, not beside it
+//! (except where noted):
+//!
+//! - Entry: [`cli`] (the command line; its `Overrides` are the settings
+//!   flags) and `run` here, which hands each command to its module.
+//! - Commands, none importing another: [`commands`] (the engine commands:
+//!   discover, tag, observe, plan, execute or print), [`listing`],
+//!   [`status`], [`check`], [`prune`], [`gc`], [`init`].
+//! - Work: [`planning`] (pure: what each image needs, from what was
+//!   observed), [`execute`] (the scheduler: jobs in dependency order,
+//!   `--jobs` at a time, over any [`engine::Engine`]; it tells a
+//!   [`model::Observer`] what happens) and [`reporting`] (the observer
+//!   people see, summaries and `--json`). The scheduler and the reporter
+//!   do not import each other: they share [`model`].
+//! - Outside world: [`engine`] (the `Engine` trait and the docker/podman
+//!   `Cli`), [`process`] (spawning, logs, process groups, interrupts),
+//!   [`registry`] (the OCI distribution client, failure classes, retries),
+//!   [`cross`] (qemu registration), [`history`] (git objects).
+//! - Inputs: [`config`] (settings), [`discovery`] (the catalog, with its
+//!   `FROM` graph), [`tagging`], [`dockerfile`], [`dockerignore`],
+//!   [`provenance`], [`shard`].
+//! - [`model`]: plain types (image names, outcomes, run events) that any
+//!   layer may use.
 
 pub mod check;
 pub mod cli;
@@ -14,6 +38,7 @@ pub mod gc;
 pub mod history;
 pub mod init;
 pub mod listing;
+pub mod model;
 pub mod planning;
 pub mod process;
 pub mod provenance;

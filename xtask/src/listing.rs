@@ -9,8 +9,9 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::config::{Settings, TagScheme};
-use crate::discovery::{discover_lenient, Catalog, Image};
+use crate::discovery::{discover_lenient, Catalog};
 use crate::history;
+use crate::model::ImageRef;
 use crate::shard::{self, Shard};
 use crate::tagging;
 
@@ -25,18 +26,6 @@ pub struct ImageJson<'a> {
     pub local: String,
     pub remote: String,
     pub test: bool,
-}
-
-pub fn is_test(settings: &Settings, image: &Image) -> bool {
-    !settings.non_test.iter().any(|p| image.name.contains(p.as_str()) || image.path.contains(p.as_str()))
-}
-
-pub fn local_name(settings: &Settings, image: &Image) -> String {
-    format!("{}/{}", settings.local_prefix, image.path)
-}
-
-pub fn remote_name(settings: &Settings, image: &Image) -> String {
-    format!("{}/{}_{}", settings.remote_prefix, image.path, settings.arch)
 }
 
 /// Prints every image (or every test image), or those of one shard, or
@@ -54,7 +43,7 @@ pub fn list(
         eprintln!("warning: skipped: {}", bad.reason);
     }
     let mut chosen: Vec<usize> =
-        (0..catalog.images.len()).filter(|&i| !tests_only || is_test(settings, &catalog.images[i])).collect();
+        (0..catalog.images.len()).filter(|&i| !tests_only || catalog.images[i].is_test(settings)).collect();
     if let Some(rev) = changed_since {
         chosen = history::changed_since(settings, &catalog, &chosen, rev)?;
     }
@@ -84,6 +73,7 @@ pub fn list(
 
 pub fn json_row<'a>(settings: &Settings, catalog: &'a Catalog, i: usize, tag: &'a str) -> ImageJson<'a> {
     let image = &catalog.images[i];
+    let names = ImageRef::new(settings, &image.path, tag);
     ImageJson {
         name: &image.name,
         path: &image.path,
@@ -91,9 +81,9 @@ pub fn json_row<'a>(settings: &Settings, catalog: &'a Catalog, i: usize, tag: &'
         group: image.group(),
         arch: settings.arch.as_str(),
         tag,
-        local: format!("{}:{tag}", local_name(settings, image)),
-        remote: format!("{}:{tag}", remote_name(settings, image)),
-        test: is_test(settings, image),
+        local: names.local_tagged(),
+        remote: names.remote_tagged(),
+        test: image.is_test(settings),
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use crate::config::{Arch, Platform};
+use crate::model::{ImageInfo, ImageRef};
 
 /// What the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -86,22 +87,6 @@ impl CacheSource {
     }
 }
 
-/// An image as every JSON document shows it: the same object for lists,
-/// plans and outcomes. The tag and names are missing only for an image
-/// that is not available for the architecture.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ImageInfo {
-    pub name: String,
-    pub path: String,
-    pub arch: Arch,
-    pub tag: Option<String>,
-    /// `<LOCAL_IMAGE_PREFIX>/<path>:<tag>`
-    pub local: Option<String>,
-    /// `<REMOTE_IMAGE_PREFIX>/<path>_<arch>:<tag>`
-    pub remote: Option<String>,
-    pub test: bool,
-}
-
 /// One image's share of the plan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Job {
@@ -111,11 +96,8 @@ pub struct Job {
     pub path: String,
     pub arch: Arch,
     pub test: bool,
-    pub tag: String,
-    /// `<LOCAL_IMAGE_PREFIX>/<path>`, without a tag.
-    pub local: String,
-    /// `<REMOTE_IMAGE_PREFIX>/<path>_<arch>`, without a tag.
-    pub remote: String,
+    #[serde(flatten)]
+    pub names: ImageRef,
     pub steps: Vec<Step>,
     pub why: String,
     /// Jobs (indexes into the plan) that must finish first: the local images
@@ -138,9 +120,9 @@ impl Job {
             name: self.name.clone(),
             path: self.path.clone(),
             arch: self.arch,
-            tag: Some(self.tag.clone()),
-            local: Some(self.local_ref()),
-            remote: Some(self.remote_ref()),
+            tag: Some(self.names.tag.clone()),
+            local: Some(self.names.local_tagged()),
+            remote: Some(self.names.remote_tagged()),
             test: self.test,
         }
     }
@@ -148,19 +130,6 @@ impl Job {
     /// Whether running this job may build (and so run foreign binaries).
     pub fn may_build(&self) -> bool {
         self.steps.iter().any(Step::may_build)
-    }
-
-    pub fn local_ref(&self) -> String {
-        format!("{}:{}", self.local, self.tag)
-    }
-    pub fn local_latest(&self) -> String {
-        format!("{}:latest", self.local)
-    }
-    pub fn remote_ref(&self) -> String {
-        format!("{}:{}", self.remote, self.tag)
-    }
-    pub fn remote_latest(&self) -> String {
-        format!("{}:latest", self.remote)
     }
 }
 
@@ -171,9 +140,7 @@ pub struct Target {
     pub name: String,
     pub path: String,
     pub test: bool,
-    pub tag: String,
-    pub local: String,
-    pub remote: String,
+    pub names: ImageRef,
     /// Images (catalog indexes) this one is built `FROM`.
     pub bases: Vec<usize>,
 }
@@ -184,9 +151,9 @@ impl Target {
             name: self.name.clone(),
             path: self.path.clone(),
             arch,
-            tag: Some(self.tag.clone()),
-            local: Some(format!("{}:{}", self.local, self.tag)),
-            remote: Some(format!("{}:{}", self.remote, self.tag)),
+            tag: Some(self.names.tag.clone()),
+            local: Some(self.names.local_tagged()),
+            remote: Some(self.names.remote_tagged()),
             test: self.test,
         }
     }
@@ -279,7 +246,7 @@ pub fn plan(targets: &HashMap<usize, Target>, requested: &[usize], seen: &Observ
             };
             let names_locally = job_steps.iter().any(Step::brings_local);
             let latest_was = names_locally
-                .then(|| seen.foreign(&format!("{}:latest", t.local), arch))
+                .then(|| seen.foreign(&format!("{}:latest", t.names.local), arch))
                 .flatten()
                 .map(|p| p.to_string());
             let cache =
@@ -290,9 +257,7 @@ pub fn plan(targets: &HashMap<usize, Target>, requested: &[usize], seen: &Observ
                 path: t.path.clone(),
                 arch,
                 test: t.test,
-                tag: t.tag.clone(),
-                local: t.local.clone(),
-                remote: t.remote.clone(),
+                names: t.names.clone(),
                 steps: job_steps,
                 why,
                 after,
@@ -307,11 +272,11 @@ pub fn plan(targets: &HashMap<usize, Target>, requested: &[usize], seen: &Observ
 /// The previous version to build on: the local `:latest` when it is for
 /// the architecture, else the registry's `:latest` when it has one.
 fn cache_source(t: &Target, seen: &Observed, arch: Arch) -> Option<CacheSource> {
-    let latest = format!("{}:latest", t.local);
+    let latest = format!("{}:latest", t.names.local);
     if seen.present(&latest, arch).is_some() {
         return Some(CacheSource::Local(latest));
     }
-    (seen.remote_latest.get(&t.image) == Some(&true)).then(|| CacheSource::Remote(format!("{}:latest", t.remote)))
+    (seen.remote_latest.get(&t.image) == Some(&true)).then(|| CacheSource::Remote(format!("{}:latest", t.names.remote)))
 }
 
 /// Images that may build, have no local `:latest` for the architecture, and
@@ -326,14 +291,18 @@ pub fn wants_remote_latest(jobs: &[Job], seen: &Observed, arch: Arch) -> Vec<usi
         })
     };
     jobs.iter()
-        .filter(|j| builds(j) && seen.present(&j.local_latest(), arch).is_none())
+        .filter(|j| builds(j) && seen.present(&j.names.local_latest(), arch).is_none())
         .filter(|j| !seen.remote_latest.contains_key(&j.image))
         .map(|j| j.image)
         .collect()
 }
 
 fn refs(t: &Target) -> (String, String, String) {
-    (format!("{}:{}", t.local, t.tag), format!("{}:latest", t.local), format!("{}:{}", t.remote, t.tag))
+    (
+        format!("{}:{}", t.names.local, t.names.tag),
+        format!("{}:latest", t.names.local),
+        format!("{}:{}", t.names.remote, t.names.tag),
+    )
 }
 
 fn load_steps(t: &Target, seen: &Observed, skip_load: bool, arch: Arch) -> (Vec<Step>, String) {
@@ -419,9 +388,11 @@ mod tests {
             name: name.into(),
             path: name.into(),
             test: true,
-            tag: format!("t{image}"),
-            local: format!("l/{name}"),
-            remote: format!("r/{name}_x86_64"),
+            names: ImageRef {
+                tag: format!("t{image}"),
+                local: format!("l/{name}"),
+                remote: format!("r/{name}_x86_64"),
+            },
             bases,
         }
     }
@@ -549,9 +520,7 @@ mod platform_tests {
             name: name.into(),
             path: name.into(),
             test: true,
-            tag: "t".into(),
-            local: format!("l/{name}"),
-            remote: format!("r/{name}_x86_64"),
+            names: ImageRef { tag: "t".into(), local: format!("l/{name}"), remote: format!("r/{name}_x86_64") },
             bases: vec![],
         };
         [(0, t)].into()

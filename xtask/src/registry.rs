@@ -295,7 +295,7 @@ impl Transport {
     }
 
     pub fn is_plain_http(&self, host: &str) -> bool {
-        crate::engine::is_loopback(host) || self.insecure.iter().any(|entry| matches_insecure(entry, host))
+        is_loopback(host) || self.insecure.iter().any(|entry| matches_insecure(entry, host))
     }
 
     /// The CA certificates for `host` besides the system's, as DER.
@@ -1069,14 +1069,23 @@ fn is_refused(e: &anyhow::Error) -> bool {
 
 /// How failed registry calls are tried again: within a budget of waits,
 /// never once the run is interrupted, each retry told to `tell`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Retry {
     interrupt: Interrupt,
-    tell: Option<fn(&str)>,
+    tell: Option<Tell>,
+}
+
+/// Told of each retry: what failed, and when the next try is.
+pub type Tell = Arc<dyn Fn(&str) + Send + Sync>;
+
+impl std::fmt::Debug for Retry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retry").field("interrupt", &self.interrupt).field("tells", &self.tell.is_some()).finish()
+    }
 }
 
 impl Retry {
-    pub fn new(interrupt: Interrupt, tell: Option<fn(&str)>) -> Retry {
+    pub fn new(interrupt: Interrupt, tell: Option<Tell>) -> Retry {
         Retry { interrupt, tell }
     }
 
@@ -1098,7 +1107,7 @@ impl Retry {
                     }
                     let asked = e.downcast_ref::<RegistryError>().and_then(|r| r.retry_after).unwrap_or_default();
                     let wait = delay.max(asked.min(MAX_RETRY_AFTER));
-                    if let Some(tell) = self.tell {
+                    if let Some(tell) = &self.tell {
                         tell(&format!("{e}; try {} in {:.1}s", attempt + 2, wait.as_secs_f64()));
                     }
                     std::thread::sleep(wait);
@@ -1108,6 +1117,15 @@ impl Retry {
         }
         call()
     }
+}
+
+/// The daemon talks plain HTTP to registries on loopback; the CLI's own
+/// registry calls must be told so.
+pub fn is_loopback(reference: &str) -> bool {
+    let host = reference.split('/').next().unwrap_or("");
+    let host =
+        host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    host == "localhost" || host.starts_with("127.") || host == "[::1]"
 }
 
 /// The path a registry's CA file is looked for at, for messages.

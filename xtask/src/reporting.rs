@@ -2,24 +2,73 @@
 //! per finished image) and after it (a summary table), and `--json` for machines.
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::Arch;
-use crate::execute::{Action, Outcome};
-use crate::planning::{CacheSource, ImageInfo, Job, Mode, Step};
+use crate::model::ImageInfo;
+use crate::model::{Action, Event, Observer, Outcome};
+use crate::planning::{CacheSource, Job, Mode, Step};
 
-/// A line for people, on stderr, that does not tear the progress line.
-pub fn note(line: &str) {
-    match PROGRESS.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        Some(bar) if !bar.is_hidden() => bar.println(line),
-        _ => eprintln!("{line}"),
-    }
+/// Where one command's lines for people go (stderr): above the live
+/// progress line while there is one. Clones share it.
+#[derive(Clone, Default)]
+pub struct Reporter(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    bar: Mutex<Option<ProgressBar>>,
+    quiet: AtomicBool,
 }
 
-static PROGRESS: Mutex<Option<ProgressBar>> = Mutex::new(None);
+impl Reporter {
+    /// `quiet`: `--quiet`, from the start.
+    pub fn new(quiet: bool) -> Reporter {
+        let reporter = Reporter::default();
+        reporter.0.quiet.store(quiet, Ordering::Relaxed);
+        reporter
+    }
+
+    /// A line for people, that does not tear the progress line.
+    pub fn note(&self, line: &str) {
+        match self.0.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(bar) if !bar.is_hidden() => bar.println(line),
+            _ => eprintln!("{line}"),
+        }
+    }
+
+    /// A registry call about to be tried again: on the progress line when
+    /// there is one, else a line of its own (none with `--quiet`).
+    pub fn retrying(&self, what: &str) {
+        let bar = self.0.bar.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match bar {
+            Some(bar) if !bar.is_hidden() => bar.set_message(format!("retrying: {what}")),
+            _ if self.0.quiet.load(Ordering::Relaxed) => {}
+            _ => eprintln!("retrying: {what}"),
+        }
+    }
+
+    /// A line an engine call printed, or its command line, under
+    /// `--verbose`: prefixed with the image it was for.
+    pub fn echo(&self, image: Option<&str>, line: &str) {
+        self.note(&format!("{} | {line}", image.unwrap_or("engine")));
+    }
+
+    /// [`Reporter::retrying`], for the engine and the registry client to call.
+    pub fn retry_teller(&self) -> crate::registry::Tell {
+        let reporter = self.clone();
+        Arc::new(move |what| reporter.retrying(what))
+    }
+
+    /// [`Reporter::echo`], for the engine to call.
+    pub fn echoer(&self) -> crate::engine::Echo {
+        let reporter = self.clone();
+        Arc::new(move |image, line| reporter.echo(image, line))
+    }
+}
 
 /// How many lines of a failed image's build log follow its error when the
 /// output is read later (CI), not watched.
@@ -35,6 +84,7 @@ pub enum Verbosity {
 
 pub struct Progress {
     bar: ProgressBar,
+    reporter: Reporter,
     running: Mutex<Vec<String>>,
     /// Someone watches a terminal: a live line, and the log tails stay in the logs.
     interactive: bool,
@@ -45,7 +95,7 @@ impl Progress {
     /// `interactive`: stderr is a terminal, outside CI. Otherwise there is
     /// no live line; each finished image gets a line of its own, and a failed
     /// one its log's last lines.
-    pub fn new(total: usize, interactive: bool, verbosity: Verbosity) -> Progress {
+    pub fn new(reporter: &Reporter, total: usize, interactive: bool, verbosity: Verbosity) -> Progress {
         let shown = interactive && verbosity != Verbosity::Quiet;
         let target = if shown { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
         let bar = ProgressBar::with_draw_target(Some(total as u64), target);
@@ -54,9 +104,9 @@ impl Progress {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.enable_steady_tick(Duration::from_millis(250));
-        *PROGRESS.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
-        QUIET.store(verbosity == Verbosity::Quiet, std::sync::atomic::Ordering::Relaxed);
-        Progress { bar, running: Mutex::new(Vec::new()), interactive, verbosity }
+        *reporter.0.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
+        reporter.0.quiet.store(verbosity == Verbosity::Quiet, Ordering::Relaxed);
+        Progress { bar, reporter: reporter.clone(), running: Mutex::new(Vec::new()), interactive, verbosity }
     }
 
     pub fn started(&self, name: &str) {
@@ -90,12 +140,22 @@ impl Progress {
                 }
             }
         }
-        note(&line);
+        self.reporter.note(&line);
     }
 
     pub fn finish(&self) {
         self.bar.finish_and_clear();
-        *PROGRESS.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.reporter.0.bar.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl Observer for Progress {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Started(name) => self.started(name),
+            Event::Finished(outcome) => self.finished(outcome),
+            Event::Note(text) => self.reporter.note(&text),
+        }
     }
 }
 
@@ -142,30 +202,6 @@ fn log_tail(log: &std::path::Path, n: usize) -> Option<Vec<String>> {
     (!tail.is_empty()).then_some(tail)
 }
 
-static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// `--quiet` from the start, before any progress line exists.
-pub fn set_quiet() {
-    QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// A registry call about to be tried again: on the progress line when there
-/// is one, else a line of its own (none with `--quiet`).
-pub fn retrying(what: &str) {
-    let bar = PROGRESS.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    match bar {
-        Some(bar) if !bar.is_hidden() => bar.set_message(format!("retrying: {what}")),
-        _ if QUIET.load(std::sync::atomic::Ordering::Relaxed) => {}
-        _ => eprintln!("retrying: {what}"),
-    }
-}
-
-/// A line an engine call printed, or its command line, under `--verbose`:
-/// prefixed with the image it was for.
-pub fn echo(image: Option<&str>, line: &str) {
-    note(&format!("{} | {line}", image.unwrap_or("engine")));
-}
-
 /// The plan, one line per image, for `--dry-run`.
 pub fn plan_text(jobs: &[Job], skipped: &[Outcome]) -> String {
     let width = jobs.iter().map(|j| j.name.len()).chain(skipped.iter().map(|o| o.name().len())).max().unwrap_or(0);
@@ -177,7 +213,7 @@ pub fn plan_text(jobs: &[Job], skipped: &[Outcome]) -> String {
             job.steps.iter().map(|s| s.describe()).collect::<Vec<_>>().join(", then ")
         };
         let cache = job.cache.as_ref().map(|c| format!("; cache from {}", c.reference())).unwrap_or_default();
-        out.push_str(&format!("{:<width$}  {}  {steps}  ({}{cache})\n", job.name, job.tag, job.why));
+        out.push_str(&format!("{:<width$}  {}  {steps}  ({}{cache})\n", job.name, job.names.tag, job.why));
     }
     for o in skipped {
         out.push_str(&format!("{:<width$}  {:<16}  {}\n", o.name(), "-", action_text(o)));
@@ -377,7 +413,7 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::execute::CacheUse;
+    use crate::model::CacheUse;
 
     fn outcome(name: &str, action: Action, reason: Option<&str>, ended: u64) -> Outcome {
         let tag = format!("{name:0>16}");
@@ -422,7 +458,7 @@ mod tests {
 
     #[test]
     fn summary_gives_the_bytes_moved() {
-        use crate::execute::Bytes;
+        use crate::model::Bytes;
         let mut pulled = outcome("a", Action::Pulled, None, 0);
         pulled.bytes = Bytes { pulled: 2_000, ..Bytes::default() };
         let mut pushed = outcome("bb", Action::Pushed, None, 1);

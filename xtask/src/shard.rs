@@ -53,7 +53,7 @@ pub struct Item<'a> {
 pub fn select(catalog: &Catalog, settings: &Settings, requested: &[usize], shard: Shard) -> Result<Vec<usize>> {
     let mut bases = HashMap::new();
     for &i in requested {
-        bases.insert(i, tagging::local_bases(catalog, settings, &catalog.images[i])?);
+        bases.insert(i, tagging::local_bases(catalog, settings, i)?.to_vec());
     }
     let items: Vec<Item> = requested
         .iter()

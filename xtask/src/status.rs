@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::config::{Arch, Settings};
 use crate::discovery::discover_lenient;
 use crate::engine::{Cli, Engine, ImageDetails};
-use crate::listing::{local_name, remote_name};
+use crate::model::{ImageInfo, ImageRef};
 use crate::provenance;
 use crate::registry::{Credentials, Registry, Transport};
 use crate::reporting::human_bytes;
@@ -44,7 +44,7 @@ pub enum RegistryState {
 pub struct Status {
     /// The image object every JSON document shows.
     #[serde(flatten)]
-    pub image: crate::planning::ImageInfo,
+    pub image: ImageInfo,
     #[serde(rename = "local_state")]
     pub local: Local,
     #[serde(rename = "registry_state")]
@@ -122,7 +122,8 @@ pub fn run(
             return Err(e);
         }
     };
-    let repositories: HashSet<String> = chosen.iter().map(|&i| local_name(settings, &catalog.images[i])).collect();
+    let repositories: HashSet<String> =
+        chosen.iter().map(|&i| ImageRef::local_repository(settings, &catalog.images[i].path)).collect();
     let mut ids: Vec<&str> = listing
         .iter()
         .filter(|(reference, _)| reference.rsplit_once(':').is_some_and(|(repo, _)| repositories.contains(repo)))
@@ -133,7 +134,7 @@ pub fn run(
     let details = if ids.is_empty() { HashMap::new() } else { engine.inspect(&ids)? };
 
     let remotes: Vec<String> =
-        chosen.iter().map(|&i| format!("{}:{}", remote_name(settings, &catalog.images[i]), tags[&i])).collect();
+        chosen.iter().map(|&i| ImageRef::new(settings, &catalog.images[i].path, &tags[&i]).remote_tagged()).collect();
     let answers: Vec<Result<bool>> = if local_only {
         remotes.iter().map(|_| Err(anyhow::anyhow!(NOT_ASKED))).collect()
     } else {
@@ -150,20 +151,26 @@ pub fn run(
         .map(|((&i, reference), answer)| {
             let image = &catalog.images[i];
             let tag = tags[&i].clone();
-            let local = local_status(&local_name(settings, image), &tag, settings.arch, &listing, &details);
+            let local = local_status(
+                &ImageRef::local_repository(settings, &image.path),
+                &tag,
+                settings.arch,
+                &listing,
+                &details,
+            );
             let registry = match answer {
                 Ok(true) => RegistryStatus { state: RegistryState::HasTag, reference, reason: None },
                 Ok(false) => RegistryStatus { state: RegistryState::LacksTag, reference, reason: None },
                 Err(e) => RegistryStatus { state: RegistryState::Unknown, reference, reason: Some(format!("{e:#}")) },
             };
-            let info = crate::planning::ImageInfo {
+            let info = ImageInfo {
                 name: image.name.clone(),
                 path: image.path.clone(),
                 arch: settings.arch,
-                local: Some(format!("{}:{tag}", local_name(settings, image))),
+                local: Some(ImageRef::new(settings, &image.path, &tag).local_tagged()),
                 remote: Some(registry.reference.clone()),
                 tag: Some(tag),
-                test: crate::listing::is_test(settings, image),
+                test: image.is_test(settings),
             };
             Status { image: info, local, registry }
         })
@@ -397,7 +404,7 @@ mod tests {
             details("sha256:2", "amd64", "2025-02-01T10:11:12.123456789Z", Some("0123456789abcdef-dirty")),
         )]);
         let row = |name: &str, tag: &str, local: Local, state: RegistryState, reason: Option<&str>| Status {
-            image: crate::planning::ImageInfo {
+            image: ImageInfo {
                 name: name.into(),
                 path: name.into(),
                 arch: Arch::X86_64,

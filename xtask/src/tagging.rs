@@ -212,7 +212,9 @@ pub fn tags_by_arch(settings: &Settings, catalogs: &[&Catalog]) -> Result<Vec<Ha
                     let mut resolved = HashMap::new();
                     for (i, image) in c.images.iter().enumerate() {
                         let (_, o) = own[image.path.as_str()].iter().find(|(a, _)| *a == c.arch).expect("hashed above");
-                        resolved.insert(i, Resolved { digest: o.digest, bases: resolve_bases(c, image, &o.bases)? });
+                        let bases = resolve_bases(c, image, &o.bases)?;
+                        c.knows_bases(i, &bases);
+                        resolved.insert(i, Resolved { digest: o.digest, bases });
                     }
                     let mut tags = HashMap::new();
                     for i in 0..c.images.len() {
@@ -314,7 +316,9 @@ fn content_tags<S: Source>(
                 let image = &catalog.images[i];
                 let mut o = own_inputs(src, settings, &image.path, &[(settings.arch, &image.dockerfile)])?;
                 let o = o.pop().expect("one architecture asked for")?;
-                Ok((i, Resolved { digest: o.digest, bases: resolve_bases(catalog, image, &o.bases)? }))
+                let bases = resolve_bases(catalog, image, &o.bases)?;
+                catalog.knows_bases(i, &bases);
+                Ok((i, Resolved { digest: o.digest, bases }))
             })
             .collect::<Result<_>>()?;
         needed = batch.iter().flat_map(|(_, o)| o.bases.iter().copied()).collect();
@@ -450,10 +454,15 @@ pub fn own_inputs<S: Source>(
 
 /// The images of this catalog that `image`'s Dockerfile is built `FROM`, by
 /// their local name (`<LOCAL_IMAGE_PREFIX>/<path>[:tag]`).
-pub fn local_bases(catalog: &Catalog, settings: &Settings, image: &Image) -> Result<Vec<usize>> {
-    let src = Fs { root: &catalog.root };
-    let text = src.read(&format!("{}/{}", image.path, image.dockerfile))?;
-    resolve_bases(catalog, image, &from_bases(&text, settings))
+/// Read from the Dockerfile only when the catalog does not know them yet
+/// (computing a tag reads it too, and tells the catalog).
+pub fn local_bases<'c>(catalog: &'c Catalog, settings: &Settings, i: usize) -> Result<&'c [usize]> {
+    catalog.bases(i, || {
+        let image = &catalog.images[i];
+        let src = Fs { root: &catalog.root };
+        let text = src.read(&format!("{}/{}", image.path, image.dockerfile))?;
+        resolve_bases(catalog, image, &from_bases(&text, settings))
+    })
 }
 
 /// The `FROM` references of a Dockerfile that name a local image

@@ -1,13 +1,14 @@
 //! The fault suite: the real binary against the real engine and registries
 //! while things go wrong on purpose — several runs at once on one tree, the
 //! tool killed at random moments, a registry that fails, stalls or dies, bad
-//! credentials, and hostile file names. One test runs every case in turn and
-//! ends with a counted report; it fails when any case failed.
+//! credentials, and hostile file names. Each group of cases is a test of its
+//! own (`cargo nextest run -E 'binary(faults) & test(crashes)'`), ending with
+//! a counted report; it fails when any of its cases failed. The groups run
+//! one at a time (the `faults` test group in .config/nextest.toml): each
+//! loads the engine, and several at once would test the machine's load.
 //!
 //! Randomness comes from one seed (`XTASK_FAULT_SEED`, decimal or 0x-hex, to
-//! replay a run), printed in the report. `XTASK_FAULT_GROUPS` picks groups
-//! of cases, comma-separated, out of `concurrency`, `crashes`, `flaky`,
-//! `dying`, `credentials` and `names`; all by default.
+//! replay a run), printed in the report.
 //! `XTASK_FAULT_KEEP=1` keeps each case's files (trees, logs, registry
 //! storage) and prints where they are.
 
@@ -23,6 +24,8 @@ mod flaky;
 mod names;
 #[path = "faults/proxy.rs"]
 mod proxy;
+#[path = "shared/rng.rs"]
+mod rng;
 #[path = "faults/state.rs"]
 mod state;
 #[path = "faults/world.rs"]
@@ -127,37 +130,49 @@ fn seed() -> u64 {
     }
 }
 
-#[test]
-fn fault_suite() {
+/// Runs one group of cases with a report of its own, printed at the end;
+/// fails when any case failed.
+fn suite(group: &str, cases: impl FnOnce(&mut Report, &mut world::Rng)) {
     // A failed check is reported with its case; its backtrace is noise.
     std::panic::set_hook(Box::new(|info| eprintln!("  {info}")));
     let start = Instant::now();
     let mut report = Report::new(seed());
     let mut rng = world::Rng::new(report.seed);
-    let groups = std::env::var("XTASK_FAULT_GROUPS").unwrap_or_default();
-    let chosen = |group: &str| groups.is_empty() || groups.split(',').any(|g| g.trim() == group);
-    if chosen("concurrency") {
-        concurrency::run(&mut report);
-    }
-    if chosen("crashes") {
-        crashes::run(&mut report, &mut rng);
-    }
-    if chosen("flaky") {
-        flaky::flaky(&mut report, &mut rng);
-    }
-    if chosen("dying") {
-        flaky::dying(&mut report, &mut rng);
-    }
-    if chosen("credentials") {
-        credentials::run(&mut report);
-    }
-    if chosen("names") {
-        names::run(&mut report);
-    }
+    cases(&mut report, &mut rng);
     for note in state::NOTES.lock().unwrap().drain(..) {
         report.note(note);
     }
     let text = report.text(start.elapsed());
-    eprint!("\n{text}");
-    assert_eq!(report.failures(), 0, "fault cases failed: see the report above");
+    eprint!("\n{group}: {text}");
+    assert_eq!(report.failures(), 0, "{group}: fault cases failed: see the report above");
+}
+
+#[test]
+fn concurrency() {
+    suite("concurrency", |report, _| concurrency::run(report));
+}
+
+#[test]
+fn crashes() {
+    suite("crashes", crashes::run);
+}
+
+#[test]
+fn flaky() {
+    suite("flaky", flaky::flaky);
+}
+
+#[test]
+fn dying() {
+    suite("dying", flaky::dying);
+}
+
+#[test]
+fn credentials() {
+    suite("credentials", |report, _| credentials::run(report));
+}
+
+#[test]
+fn names() {
+    suite("names", |report, _| names::run(report));
 }

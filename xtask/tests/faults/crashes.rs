@@ -132,7 +132,7 @@ fn forget(world: &World, rng: &mut Rng) {
 /// 1 if the kill landed while it ran, 0 if it had ended (successfully) first.
 fn kill_at_random(world: &World, r: &mut Report, rng: &mut Rng, command: &str, window: Duration) -> usize {
     let mut running = world.spawn(&[command]);
-    let at = Duration::from_millis(rng.below(window.as_millis().max(200) as u64));
+    let at = Duration::from_millis(rng.below(window.as_millis().max(200) as usize) as u64);
     while running.elapsed() < at && running.running() {
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -261,14 +261,14 @@ fn wait_for(push: &mut crate::world::Running, rng: &mut Rng, moment: Moment, pro
         let now = match moment {
             Moment::DuringUpload => {
                 if delay.is_none() && uploading(proxy) {
-                    delay = Some(Instant::now() + Duration::from_millis(200 + rng.below(1300)));
+                    delay = Some(Instant::now() + Duration::from_millis(200 + rng.below(1300) as u64));
                 }
                 delay.is_some_and(|d| Instant::now() >= d)
             }
             Moment::BeforeManifest => proxy.held() > 0,
             Moment::AsManifestArrives => manifest(proxy),
             Moment::Random => {
-                let at = *delay.get_or_insert_with(|| Instant::now() + Duration::from_millis(rng.below(2000)));
+                let at = *delay.get_or_insert_with(|| Instant::now() + Duration::from_millis(rng.below(2000) as u64));
                 Instant::now() >= at
             }
         };

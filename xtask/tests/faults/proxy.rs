@@ -163,7 +163,7 @@ impl Drop for Proxy {
 
 fn draw(shared: &Shared, n: u64) -> Option<(Fault, Duration)> {
     let mut rng = Rng::new(shared.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    if rng.below(1000) >= u64::from(shared.rate.load(Ordering::SeqCst)) {
+    if rng.below(1000) as u64 >= u64::from(shared.rate.load(Ordering::SeqCst)) {
         return None;
     }
     let bits = shared.kinds.load(Ordering::SeqCst);
@@ -172,8 +172,8 @@ fn draw(shared: &Shared, n: u64) -> Option<(Fault, Duration)> {
         .filter(|(b, _)| bits & b != 0)
         .map(|(_, k)| k)
         .collect();
-    let kind = *kinds.get(rng.below(kinds.len().max(1) as u64) as usize)?;
-    Some((kind, Duration::from_millis(500 + rng.below(1500))))
+    let kind = *kinds.get(rng.below(kinds.len().max(1)))?;
+    Some((kind, Duration::from_millis(500 + rng.below(1500) as u64)))
 }
 
 fn serve(shared: &Shared, client: TcpStream) {

@@ -1,0 +1,225 @@
+//! The plain types the executor and the reporter share: what happened to
+//! each image, and the events a run sends while it works. Neither of those
+//! two modules imports the other.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::config::{Arch, Settings};
+
+/// An image as every JSON document shows it: the same object for lists,
+/// plans and outcomes. The tag and names are missing only for an image
+/// that is not available for the architecture.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageInfo {
+    pub name: String,
+    pub path: String,
+    pub arch: Arch,
+    pub tag: Option<String>,
+    /// `<LOCAL_IMAGE_PREFIX>/<path>:<tag>`
+    pub local: Option<String>,
+    /// `<REMOTE_IMAGE_PREFIX>/<path>_<arch>:<tag>`
+    pub remote: Option<String>,
+    pub test: bool,
+}
+
+/// What happened to an image, from least to most work done, then how it
+/// ended without being done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// The run stopped (a failure without `--keep-going`) before its turn.
+    NotStarted,
+    /// Nothing to do: the registry has it, or no Dockerfile for the architecture.
+    Skipped,
+    Present,
+    Tagged,
+    Pulled,
+    Built,
+    /// The remote `:latest` was moved to the tag; nothing else was pushed.
+    Latest,
+    Pushed,
+    /// Not built because an image it is built on failed.
+    Blocked,
+    /// Stopped by Ctrl-C or SIGTERM.
+    Interrupted,
+    Failed,
+}
+
+impl Action {
+    /// As the summary says it (`--json` spells `not started` as `not-started`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::NotStarted => "not started",
+            Action::Skipped => "skipped",
+            Action::Present => "present",
+            Action::Tagged => "tagged",
+            Action::Pulled => "pulled",
+            Action::Built => "built",
+            Action::Latest => "latest",
+            Action::Pushed => "pushed",
+            Action::Blocked => "blocked",
+            Action::Interrupted => "interrupted",
+            Action::Failed => "failed",
+        }
+    }
+
+    /// Whether the image is not done.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Action::NotStarted | Action::Blocked | Action::Interrupted | Action::Failed)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    #[serde(flatten)]
+    pub image: ImageInfo,
+    pub action: Action,
+    /// Why: what the plan found (`not in the registry`), what was skipped for
+    /// (`registry has it`), or which base blocked it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(serialize_with = "milliseconds")]
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<PathBuf>,
+    /// What built the image (`classic`, `buildkit`, `podman`), when it was built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<&'static str>,
+    /// The previous version the build took unchanged steps from, when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheUse>,
+    /// When it ended, in the order images ended: causes come before the
+    /// failures they brought.
+    #[serde(skip)]
+    pub ended: u64,
+    /// The size of what was pulled, built and pushed, for the summary.
+    #[serde(skip)]
+    pub bytes: Bytes,
+}
+
+/// Bytes of the images pulled, built and pushed, as the engine sizes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bytes {
+    pub pulled: u64,
+    pub built: u64,
+    pub pushed: u64,
+}
+
+impl Outcome {
+    pub fn new(image: ImageInfo, action: Action, reason: Option<String>) -> Outcome {
+        Outcome {
+            image,
+            action,
+            reason,
+            seconds: 0.0,
+            error: None,
+            log: None,
+            builder: None,
+            cache: None,
+            ended: 0,
+            bytes: Bytes::default(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.image.name
+    }
+
+    pub fn tag(&self) -> &str {
+        self.image.tag.as_deref().unwrap_or("-")
+    }
+}
+
+/// Seconds, to the millisecond.
+fn milliseconds<S: serde::Serializer>(seconds: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64((seconds * 1000.0).round() / 1000.0)
+}
+
+/// The cache source a build was given, and what it made of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CacheUse {
+    /// `local`, `remote`, or for podman `repository` (its cache repository).
+    pub kind: &'static str,
+    pub reference: String,
+    /// Steps taken from the cache, when the builder says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps_reused: Option<u32>,
+}
+
+/// What a run tells while it works.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Work on an image began.
+    Started(&'a str),
+    /// An image is done with, one way or another.
+    Finished(&'a Outcome),
+    /// A line worth showing now: a fallback taken, a name moved.
+    Note(String),
+}
+
+/// Receives a run's events, from any of its threads.
+pub trait Observer: Sync {
+    fn event(&self, event: Event<'_>);
+}
+
+/// One version of an image by its names: the only place they are spelled.
+/// Locally `<LOCAL_IMAGE_PREFIX>/<path>`, in the registry
+/// `<REMOTE_IMAGE_PREFIX>/<path>_<arch>`, each with `:<tag>` or `:latest`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageRef {
+    pub tag: String,
+    /// The local repository, without a tag.
+    pub local: String,
+    /// The remote repository, without a tag.
+    pub remote: String,
+}
+
+impl ImageRef {
+    /// The names of the image at `path` (under the images root) for
+    /// `settings.arch`, at `tag`.
+    pub fn new(settings: &Settings, path: &str, tag: &str) -> ImageRef {
+        ImageRef {
+            tag: tag.to_string(),
+            local: ImageRef::local_repository(settings, path),
+            remote: ImageRef::remote_repository(settings, path),
+        }
+    }
+
+    pub fn local_repository(settings: &Settings, path: &str) -> String {
+        format!("{}/{path}", settings.local_prefix)
+    }
+
+    pub fn remote_repository(settings: &Settings, path: &str) -> String {
+        format!("{}/{path}_{}", settings.remote_prefix, settings.arch)
+    }
+
+    /// `<REMOTE_IMAGE_PREFIX>/<path>:<tag>`: the index over the image's
+    /// architectures that `push-manifest` writes.
+    pub fn index(settings: &Settings, path: &str, tag: &str) -> String {
+        format!("{}/{path}:{tag}", settings.remote_prefix)
+    }
+
+    /// `<local>:<tag>`
+    pub fn local_tagged(&self) -> String {
+        format!("{}:{}", self.local, self.tag)
+    }
+
+    /// `<local>:latest`
+    pub fn local_latest(&self) -> String {
+        format!("{}:latest", self.local)
+    }
+
+    /// `<remote>:<tag>`
+    pub fn remote_tagged(&self) -> String {
+        format!("{}:{}", self.remote, self.tag)
+    }
+
+    /// `<remote>:latest`
+    pub fn remote_latest(&self) -> String {
+        format!("{}:latest", self.remote)
+    }
+}
