@@ -64,6 +64,12 @@ pub trait Engine: Sync {
     /// What one local image is.
     fn image(&self, image: &str) -> Result<ImageDetails>;
 
+    /// What each of the local images `ids` (or names) is, in one call where
+    /// the engine allows; one that vanished meanwhile is left out.
+    fn images(&self, ids: &[&str]) -> Result<HashMap<String, ImageDetails>> {
+        Ok(ids.iter().filter_map(|id| Some((id.to_string(), self.image(id).ok()?))).collect())
+    }
+
     /// The platform of one local image.
     fn platform(&self, image: &str) -> Result<Platform> {
         self.image(image).map(|d| d.platform)
@@ -127,6 +133,8 @@ pub struct Cli {
     echo: Option<Echo>,
     processes: Processes,
     retry: Retry,
+    /// docker's API socket, when the CLI would talk to a daemon there.
+    api_socket: OnceLock<Option<PathBuf>>,
 }
 
 /// What builds images. docker's classic builder and podman's match cached
@@ -182,6 +190,7 @@ impl Cli {
             echo: None,
             retry: Retry::new(processes.interrupt().clone(), None),
             processes,
+            api_socket: OnceLock::new(),
         }
     }
 
@@ -630,6 +639,10 @@ impl Engine for Cli {
         Ok(self.inspect(ids)?.into_iter().map(|(k, d)| (k, d.platform)).collect())
     }
 
+    fn images(&self, ids: &[&str]) -> Result<HashMap<String, ImageDetails>> {
+        self.inspect(ids)
+    }
+
     fn image(&self, image: &str) -> Result<ImageDetails> {
         self.inspect(&[image])?
             .remove(image)
@@ -722,6 +735,19 @@ impl Engine for Cli {
     }
 
     fn tag(&self, source: &str, target: &str) -> Result<()> {
+        // Through the daemon's API when it is on a local socket: one request
+        // instead of a CLI process (about 15 ms of CPU each, three per build).
+        if let Some(socket) = self.api_socket.get_or_init(|| local_docker_socket(self.kind)) {
+            self.echo(&format!("$ docker tag {source} {target}  # through the API at {}", socket.display()));
+            match api_tag(socket, source, target) {
+                Ok(()) => return Ok(()),
+                Err(ApiError::Refused(why)) => bail!("cannot tag {source} as {target}: {why}"),
+                // The socket did not answer as expected: the CLI may.
+                Err(ApiError::Unreachable(why)) => {
+                    self.echo(&format!("# the API did not answer ({why}): with the CLI"))
+                }
+            }
+        }
         let sh = Shell::new()?;
         let program = self.program;
         let out = self.run(cmd!(sh, "{program} tag {source} {target}"), None)?;
@@ -755,6 +781,81 @@ fn label_line(labels: &[(String, String)]) -> Option<String> {
     }
     let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("\"{k}\"=\"{v}\"")).collect();
     Some(format!("LABEL {}", pairs.join(" ")))
+}
+
+/// The unix socket docker's CLI would reach its daemon at, when that is
+/// plain to see: docker, no `DOCKER_CONTEXT` and no current context other
+/// than `default` in its config, `DOCKER_HOST` unset or `unix://`.
+fn local_docker_socket(kind: EngineKind) -> Option<PathBuf> {
+    if kind != EngineKind::Docker || std::env::var_os("DOCKER_CONTEXT").is_some_and(|c| !c.is_empty()) {
+        return None;
+    }
+    let config = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
+    if let Ok(text) = std::fs::read_to_string(config.join("config.json")) {
+        let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+        if value["currentContext"].as_str().is_some_and(|c| !c.is_empty() && c != "default") {
+            return None;
+        }
+    }
+    let socket = match std::env::var("DOCKER_HOST") {
+        Ok(host) if !host.is_empty() => PathBuf::from(host.strip_prefix("unix://")?),
+        _ => PathBuf::from("/var/run/docker.sock"),
+    };
+    socket.exists().then_some(socket)
+}
+
+enum ApiError {
+    /// The daemon answered no; what it said.
+    Refused(String),
+    /// No usable answer.
+    Unreachable(String),
+}
+
+/// `POST /images/{source}/tag?repo=…&tag=…` on docker's API socket.
+fn api_tag(socket: &Path, source: &str, target: &str) -> std::result::Result<(), ApiError> {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let unreachable = |e: std::io::Error| ApiError::Unreachable(e.to_string());
+    // `repo:tag`, the tag after the last `/`; docker's default tag otherwise.
+    let (repo, tag) = match target.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (target, "latest"),
+    };
+    let encode = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let request = format!(
+        "POST /images/{}/tag?repo={}&tag={} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        encode(source),
+        encode(repo),
+        encode(tag)
+    );
+    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(unreachable)?;
+    stream.write_all(request.as_bytes()).map_err(unreachable)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(unreachable)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok());
+    match status {
+        Some(200..=299) => Ok(()),
+        Some(400..=499) => {
+            let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            let message = body
+                .lines()
+                .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["message"].as_str().map(String::from))
+                .unwrap_or_else(|| body.trim().to_string());
+            Err(ApiError::Refused(message))
+        }
+        _ => Err(ApiError::Unreachable(answer.lines().next().unwrap_or_default().to_string())),
+    }
 }
 
 /// One build of a batch: a name of its own (for the batch's definition),
@@ -1028,6 +1129,62 @@ mod tests {
             assert_eq!(label_line(&pairs(&[("k", value)])), None, "{value:?}");
         }
         assert_eq!(label_line(&[]), None);
+    }
+}
+
+#[cfg(test)]
+mod api_tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+
+    use super::{api_tag, ApiError};
+
+    /// Serves one request on a socket of its own with `answer`; returns
+    /// what `api_tag` made of it and the request line it sent.
+    fn exchange(answer: &'static str, source: &str, target: &str) -> (Result<(), String>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = conn.read(&mut buf).unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(answer.as_bytes()).unwrap();
+            String::from_utf8(request).unwrap().lines().next().unwrap().to_string()
+        });
+        let result = api_tag(&socket, source, target).map_err(|e| match e {
+            ApiError::Refused(m) => format!("refused: {m}"),
+            ApiError::Unreachable(m) => format!("unreachable: {m}"),
+        });
+        (result, server.join().unwrap())
+    }
+
+    #[test]
+    fn tags_through_the_api() {
+        let (result, line) =
+            exchange("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", "sha256:ab", "127.0.0.1:5000/a/b_x86_64:t1");
+        assert_eq!(result, Ok(()));
+        assert_eq!(line, "POST /images/sha256%3Aab/tag?repo=127.0.0.1%3A5000%2Fa%2Fb_x86_64&tag=t1 HTTP/1.1");
+        let (_, line) = exchange("HTTP/1.1 201 Created\r\n\r\n", "l/a:t", "localhost:5000/x");
+        assert!(line.contains("repo=localhost%3A5000%2Fx&tag=latest "), "{line}");
+    }
+
+    #[test]
+    fn a_refusal_says_what_the_daemon_said() {
+        let answer = "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n2f\r\n{\"message\":\"No such image: sha256:ab\"}\n\r\n0\r\n\r\n";
+        assert_eq!(exchange(answer, "sha256:ab", "l/a:t").0, Err("refused: No such image: sha256:ab".into()));
+    }
+
+    #[test]
+    fn anything_else_is_unreachable() {
+        assert_eq!(exchange("HTTP/1.1 500 Oops\r\n\r\n", "a", "b:c").0, Err("unreachable: HTTP/1.1 500 Oops".into()));
+        assert_eq!(exchange("garbage", "a", "b:c").0, Err("unreachable: garbage".into()));
+        let missing = std::path::Path::new("/nonexistent/docker.sock");
+        assert!(matches!(api_tag(missing, "a", "b:c"), Err(ApiError::Unreachable(_))));
     }
 }
 

@@ -54,7 +54,7 @@ fn note(ctx: &Context, text: String) {
 /// the jobs a batch was tried for (each is tried once).
 #[derive(Default)]
 pub struct Prebuilt {
-    built: Mutex<std::collections::HashMap<usize, engine::Built>>,
+    built: Mutex<std::collections::HashMap<usize, (engine::Built, Option<engine::ImageDetails>)>>,
     tried: Mutex<Vec<bool>>,
 }
 
@@ -396,9 +396,13 @@ fn build_batch(ctx: &Context, jobs: &[Job], batch: &[usize]) {
     }
     match ctx.engine.build_batch(&builds, ctx.log_dir) {
         Some(Ok(built)) => {
+            // What each is, in one engine call for the batch.
+            let ids: Vec<&str> = built.iter().map(|b| b.id.as_str()).collect();
+            let mut details = ctx.engine.images(&ids).unwrap_or_default();
             let mut prebuilt = ctx.prebuilt.built.lock().unwrap();
             for (&j, b) in batch.iter().zip(built) {
-                prebuilt.insert(jobs[j].image, b);
+                let image = details.remove(&b.id);
+                prebuilt.insert(jobs[j].image, (b, image));
             }
         }
         Some(Err(e)) if !ctx.engine.interrupted() => {
@@ -422,11 +426,14 @@ fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageD
     let (mut cache, mut used) = build_cache(ctx, job, log);
     let mut prebuilt = ctx.prebuilt.built.lock().unwrap().remove(&job.image);
     loop {
-        let built = match prebuilt.take() {
-            Some(built) => built,
-            None => engine.build(&spec, &cache, log)?,
+        let (built, known) = match prebuilt.take() {
+            Some(done) => done,
+            None => (engine.build(&spec, &cache, log)?, None),
         };
-        let image = engine.image(&built.id)?;
+        let image = match known {
+            Some(image) => image,
+            None => engine.image(&built.id)?,
+        };
         let platform = image.platform.clone();
         if platform.is(ctx.arch) {
             let used = used.map(|u| CacheUse { steps_reused: built.steps_reused, ..u });
