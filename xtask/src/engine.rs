@@ -509,10 +509,10 @@ impl Cli {
         let cache_from = cache_from.iter().flatten();
         let cache_to = cache.to.as_deref().map(|to| ["--cache-to", to]);
         let cache_to = cache_to.iter().flatten();
-        // The classic builder turns each `--label` into a step of its own,
-        // which commits a container; one `LABEL` line at the end of a copy
-        // of the Dockerfile costs one commit for all of them.
-        let labelled = (*builder == Builder::Classic)
+        // docker's classic builder and podman turn each `--label` into a
+        // step of its own, which commits; one `LABEL` line at the end of a
+        // copy of the Dockerfile costs one commit for all of them.
+        let labelled = matches!(builder, Builder::Classic | Builder::Podman)
             .then(|| label_line(spec.labels))
             .flatten()
             .map(|line| -> Result<PathBuf> {

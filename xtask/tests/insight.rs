@@ -290,8 +290,8 @@ fn labels_record_provenance_and_survive_a_pull() {
         (&format!("{prefix}.tag-scheme"), "content"),
     ]);
     assert_eq!(built.labels, expected, "{pushed}");
-    // The classic builder makes a step of each `LABEL` instruction (and of
-    // each `--label`): all the labels take one.
+    // docker's classic builder and podman make a step of each `LABEL`
+    // instruction (and of each `--label`): all the labels take one.
     let log = fs::read_to_string(s.log("lab")).unwrap();
     let label_steps = log.lines().filter(|l| l.contains(" : LABEL ") || l.contains(": LABEL ")).count();
     assert!(label_steps <= 1, "{label_steps} LABEL steps:\n{log}");
