@@ -479,6 +479,18 @@ impl Cli {
             .collect()
     }
 
+    /// The local API socket, when the daemon there is the one the CLI talks
+    /// to (same daemon ID): a `docker` on PATH may be a wrapper of another.
+    fn verified_api_socket(&self) -> Option<PathBuf> {
+        let socket = local_docker_socket(self.kind)?;
+        let id = api_daemon_id(&socket)?;
+        let sh = Shell::new().ok()?;
+        let program = self.program;
+        let format = "{{.ID}}";
+        let out = self.run(cmd!(sh, "{program} info --format {format}"), None).ok()?;
+        (out.ok && out.stdout.trim() == id).then_some(socket)
+    }
+
     fn build_once(&self, spec: &BuildSpec<'_>, cache: &BuildCache, log: &Path) -> Result<Built> {
         let sh = Shell::new()?;
         let (program, platform) = (self.program, spec.arch.platform());
@@ -737,7 +749,7 @@ impl Engine for Cli {
     fn tag(&self, source: &str, target: &str) -> Result<()> {
         // Through the daemon's API when it is on a local socket: one request
         // instead of a CLI process (about 15 ms of CPU each, three per build).
-        if let Some(socket) = self.api_socket.get_or_init(|| local_docker_socket(self.kind)) {
+        if let Some(socket) = self.api_socket.get_or_init(|| self.verified_api_socket()) {
             self.echo(&format!("$ docker tag {source} {target}  # through the API at {}", socket.display()));
             match api_tag(socket, source, target) {
                 Ok(()) => return Ok(()),
@@ -813,11 +825,33 @@ enum ApiError {
     Unreachable(String),
 }
 
-/// `POST /images/{source}/tag?repo=…&tag=…` on docker's API socket.
-fn api_tag(socket: &Path, source: &str, target: &str) -> std::result::Result<(), ApiError> {
+/// One request to docker's API socket, `Connection: close`: the status
+/// and the body (a chunked body keeps its chunk-size lines).
+fn api_call(socket: &Path, method: &str, path: &str) -> std::result::Result<(u16, String), ApiError> {
     use std::io::Read;
     use std::os::unix::net::UnixStream;
     let unreachable = |e: std::io::Error| ApiError::Unreachable(e.to_string());
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(unreachable)?;
+    stream.write_all(request.as_bytes()).map_err(unreachable)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(unreachable)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let first = answer.lines().next().unwrap_or_default().to_string();
+    match answer.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()) {
+        Some(status) => Ok((status, answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string())),
+        None => Err(ApiError::Unreachable(first)),
+    }
+}
+
+/// The first JSON object of an API answer's body, chunked or not.
+fn api_json(body: &str) -> Option<serde_json::Value> {
+    body.lines().find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok().filter(|v| v.is_object()))
+}
+
+/// `POST /images/{source}/tag?repo=…&tag=…` on docker's API socket.
+fn api_tag(socket: &Path, source: &str, target: &str) -> std::result::Result<(), ApiError> {
     // `repo:tag`, the tag after the last `/`; docker's default tag otherwise.
     let (repo, tag) = match target.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => (repo, tag),
@@ -831,30 +865,24 @@ fn api_tag(socket: &Path, source: &str, target: &str) -> std::result::Result<(),
             })
             .collect()
     };
-    let request = format!(
-        "POST /images/{}/tag?repo={}&tag={} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        encode(source),
-        encode(repo),
-        encode(tag)
-    );
-    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(unreachable)?;
-    stream.write_all(request.as_bytes()).map_err(unreachable)?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).map_err(unreachable)?;
-    let answer = String::from_utf8_lossy(&answer);
-    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok());
-    match status {
-        Some(200..=299) => Ok(()),
-        Some(400..=499) => {
-            let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-            let message = body
-                .lines()
-                .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["message"].as_str().map(String::from))
-                .unwrap_or_else(|| body.trim().to_string());
-            Err(ApiError::Refused(message))
-        }
-        _ => Err(ApiError::Unreachable(answer.lines().next().unwrap_or_default().to_string())),
+    let path = format!("/images/{}/tag?repo={}&tag={}", encode(source), encode(repo), encode(tag));
+    match api_call(socket, "POST", &path)? {
+        (200..=299, _) => Ok(()),
+        (400..=499, body) => Err(ApiError::Refused(
+            api_json(&body)
+                .and_then(|v| v["message"].as_str().map(String::from))
+                .unwrap_or_else(|| body.trim().to_string()),
+        )),
+        (status, _) => Err(ApiError::Unreachable(format!("HTTP {status}"))),
+    }
+}
+
+/// The daemon's ID (`GET /info`), to make sure the socket is the daemon
+/// the CLI talks to.
+fn api_daemon_id(socket: &Path) -> Option<String> {
+    match api_call(socket, "GET", "/info").ok()? {
+        (200, body) => api_json(&body)?["ID"].as_str().map(String::from),
+        _ => None,
     }
 }
 
@@ -1136,12 +1164,14 @@ mod tests {
 mod api_tests {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
+    use std::path::PathBuf;
+    use std::thread::JoinHandle;
 
-    use super::{api_tag, ApiError};
+    use super::{api_daemon_id, api_tag, ApiError};
 
-    /// Serves one request on a socket of its own with `answer`; returns
-    /// what `api_tag` made of it and the request line it sent.
-    fn exchange(answer: &'static str, source: &str, target: &str) -> (Result<(), String>, String) {
+    /// A socket of its own that answers one request with `answer`; the
+    /// thread gives the request line it got.
+    fn serve_once(answer: &'static str) -> (tempfile::TempDir, PathBuf, JoinHandle<String>) {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("docker.sock");
         let listener = UnixListener::bind(&socket).unwrap();
@@ -1156,6 +1186,12 @@ mod api_tests {
             conn.write_all(answer.as_bytes()).unwrap();
             String::from_utf8(request).unwrap().lines().next().unwrap().to_string()
         });
+        (dir, socket, server)
+    }
+
+    /// What `api_tag` made of `answer`, and the request line it sent.
+    fn exchange(answer: &'static str, source: &str, target: &str) -> (Result<(), String>, String) {
+        let (_dir, socket, server) = serve_once(answer);
         let result = api_tag(&socket, source, target).map_err(|e| match e {
             ApiError::Refused(m) => format!("refused: {m}"),
             ApiError::Unreachable(m) => format!("unreachable: {m}"),
@@ -1181,10 +1217,22 @@ mod api_tests {
 
     #[test]
     fn anything_else_is_unreachable() {
-        assert_eq!(exchange("HTTP/1.1 500 Oops\r\n\r\n", "a", "b:c").0, Err("unreachable: HTTP/1.1 500 Oops".into()));
+        assert_eq!(exchange("HTTP/1.1 500 Oops\r\n\r\n", "a", "b:c").0, Err("unreachable: HTTP 500".into()));
         assert_eq!(exchange("garbage", "a", "b:c").0, Err("unreachable: garbage".into()));
         let missing = std::path::Path::new("/nonexistent/docker.sock");
         assert!(matches!(api_tag(missing, "a", "b:c"), Err(ApiError::Unreachable(_))));
+    }
+
+    #[test]
+    fn the_daemon_id_comes_from_info() {
+        let answer =
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1c\r\n{\"ID\":\"AB:CD\",\"Images\":3}\n\r\n0\r\n\r\n";
+        let (_dir, socket, server) = serve_once(answer);
+        assert_eq!(api_daemon_id(&socket).as_deref(), Some("AB:CD"));
+        assert_eq!(server.join().unwrap(), "GET /info HTTP/1.1");
+        let (_dir, socket, server) = serve_once("HTTP/1.1 403 Forbidden\r\n\r\n");
+        assert_eq!(api_daemon_id(&socket), None);
+        server.join().unwrap();
     }
 }
 
