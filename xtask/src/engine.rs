@@ -356,6 +356,13 @@ impl Cli {
             let out = self.run(cmd!(sh, "{program} image inspect {chunk...}"), None)?;
             let parsed: Vec<InspectedImage> = match serde_json::from_str(out.stdout.trim()) {
                 Ok(images) => images,
+                // podman prints none of them when one is missing: each on its own.
+                Err(_) if !out.ok && is_missing(&out.stderr) && chunk.len() > 1 => {
+                    for id in chunk {
+                        found.extend(self.image_facts(&[id])?);
+                    }
+                    continue;
+                }
                 Err(_) if !out.ok && is_missing(&out.stderr) => Vec::new(),
                 Err(_) if !out.ok => bail!("cannot inspect local images: {}", first_line(&out.stderr)),
                 Err(e) => bail!("cannot read the engine's image inspection: {e}"),
@@ -409,13 +416,15 @@ impl Cli {
             // naming what they did not.
             let parsed: Vec<InspectedImage> = match serde_json::from_str(out.stdout.trim()) {
                 Ok(images) => images,
-                Err(_) if !out.ok => {
-                    let missing = out.stderr.to_lowercase();
-                    if missing.contains("no such image") || missing.contains("image not known") {
-                        continue;
+                // podman prints none of them when one is missing: each on its own.
+                Err(_) if !out.ok && is_missing(&out.stderr) && chunk.len() > 1 => {
+                    for id in chunk {
+                        found.extend(self.inspect(&[id])?);
                     }
-                    bail!("cannot inspect local images: {}", first_line(&out.stderr));
+                    continue;
                 }
+                Err(_) if !out.ok && is_missing(&out.stderr) => continue,
+                Err(_) if !out.ok => bail!("cannot inspect local images: {}", first_line(&out.stderr)),
                 Err(e) => bail!("cannot read the engine's image inspection: {e}"),
             };
             for (asked, image) in chunk.iter().zip(parsed) {

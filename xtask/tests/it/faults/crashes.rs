@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use crate::state::{check_local, check_registry, hermetic_tree, Fingerprints, Names, PATHS};
-use crate::world::{leftovers, tmp_entries, tree, untag, wait_engine_processes_gone, Registry, Rng, World};
-use crate::Report;
+use super::state::{check_local, check_registry, hermetic_tree, Fingerprints, Names, PATHS};
+use super::world::{leftovers, tmp_entries, tree, untag, wait_engine_processes_gone, Registry, Rng, World};
+use super::Report;
 
 /// Kills that must land while the tool runs, per command.
 const KILLS: usize = 10;

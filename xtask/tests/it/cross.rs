@@ -6,7 +6,7 @@
 //! binary. Each test works in a sandbox of its own and removes the local
 //! names it made.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

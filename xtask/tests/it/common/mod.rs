@@ -280,12 +280,9 @@ pub fn run(cmd: &mut Command) -> Run {
     Run { code: status.code(), stdout: String::from_utf8(stdout).unwrap(), stderr: String::from_utf8(stderr).unwrap() }
 }
 
-#[path = "../shared/rng.rs"]
-mod rng;
-
 // ---- seeded generator of awkward trees ----------------------------------------------
 
-pub use rng::Rng;
+pub use crate::rng::Rng;
 
 /// Punctuation that the legacy pipeline passes through intact: no blanks,
 /// quotes or backslashes, which `xargs` would split or interpret.

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::state::{check_local, check_registry, hermetic_tree, Fingerprints, Names, PATHS};
-use crate::world::{base64, unique, Registry, Run, World};
-use crate::Report;
+use super::state::{check_local, check_registry, hermetic_tree, Fingerprints, Names, PATHS};
+use super::world::{base64, unique, Registry, Run, World};
+use super::Report;
 
 const USER: &str = "xtask-faults";
 const LIMIT: Duration = Duration::from_secs(120);

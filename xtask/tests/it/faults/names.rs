@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::world::{file_in, World};
-use crate::Report;
+use super::world::{file_in, World};
+use super::Report;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -54,7 +54,7 @@ pub fn run(report: &mut Report) {
             let dir = world.images.join(OsStr::from_bytes(name));
             fs::create_dir_all(&dir).unwrap();
             fs::write(dir.join("Dockerfile"), "FROM scratch\nCOPY . /\n").unwrap();
-            let said = |run: &crate::world::Run, prefix: &str| -> Result<(), String> {
+            let said = |run: &super::world::Run, prefix: &str| -> Result<(), String> {
                 let lines: Vec<&str> = run.stderr.lines().filter(|l| l.contains("image directory ")).collect();
                 if lines.len() != 1 || !lines[0].starts_with(prefix) {
                     return Err(format!(
@@ -203,13 +203,13 @@ fn listed_and_built(world: &World, name: &str) -> Result<String, String> {
 
 /// The image's filesystem, unpacked into a directory of the world.
 fn export(world: &World, image: &str) -> PathBuf {
-    let dir = world.path().join(format!("export-{}", crate::world::unique()));
+    let dir = world.path().join(format!("export-{}", super::world::unique()));
     fs::create_dir_all(&dir).unwrap();
-    let created = crate::world::docker_ok(&["create", image, "/nothing-runs"]);
+    let created = super::world::docker_ok(&["create", image, "/nothing-runs"]);
     let container = created.trim();
     let script = "docker export \"$1\" | tar -x -C \"$2\"";
     let out = Command::new("sh").args(["-c", script, "sh", container, dir.to_str().unwrap()]).output().unwrap();
-    crate::world::docker_ok(&["rm", container]);
+    super::world::docker_ok(&["rm", container]);
     assert!(out.status.success(), "docker export {image}: {}", String::from_utf8_lossy(&out.stderr));
     dir
 }

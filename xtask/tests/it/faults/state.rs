@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::world::{arch, file_in, inspect, remote_state, Remote, World};
+use super::world::{arch, file_in, inspect, remote_state, Remote, World};
 
 /// Paths of the hermetic tree's images; `top` is built on `a`, and
 /// `grp/c/nested` lies inside `grp/c`'s build context.
@@ -27,7 +27,7 @@ pub fn hermetic_tree(world: &World, paths: &[&str], filler: usize) -> BTreeMap<S
         world.write(&format!("{path}/id"), marker(world, path));
     }
     if filler > 0 {
-        let mut rng = crate::world::Rng::new(filler as u64);
+        let mut rng = super::world::Rng::new(filler as u64);
         let noise: Vec<u8> = (0..filler / 8).flat_map(|_| rng.next().to_le_bytes()).collect();
         world.write("b/Dockerfile", "FROM scratch\nCOPY id /id\nCOPY noise /noise\n");
         world.write("b/noise", noise);

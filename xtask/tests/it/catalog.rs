@@ -3,7 +3,7 @@
 //! and the discovery are checked against the legacy shell pipelines
 //! themselves, run on generated trees full of awkward names.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -4,7 +4,7 @@
 //! (revision, source, the tool's own) and keep through a pull, and the bytes
 //! the end-of-run summary reports.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::proxy::{Fault, Proxy};
-use crate::state::{check_local, check_registry, hermetic_tree, repository, Fingerprints, Names};
-use crate::world::{docker, remote_state, untag, Registry, Remote, Rng, Run, World};
-use crate::Report;
+use super::proxy::{Fault, Proxy};
+use super::state::{check_local, check_registry, hermetic_tree, repository, Fingerprints, Names};
+use super::world::{docker, remote_state, untag, Registry, Remote, Rng, Run, World};
+use super::Report;
 
 /// The images pushed and pulled through the flaky registry: every push and
 /// pull may need several tries, so only a few, one built on another.
@@ -252,7 +252,7 @@ pub fn dying(report: &mut Report, rng: &mut Rng) {
 }
 
 /// Waits for the moment to kill the registry; false if the push ended first.
-fn wait_for(push: &mut crate::world::Running, rng: &mut Rng, moment: Moment, proxy: &Proxy) -> bool {
+fn wait_for(push: &mut super::world::Running, rng: &mut Rng, moment: Moment, proxy: &Proxy) -> bool {
     let deadline = Instant::now() + LIMIT;
     let uploading = |p: &Proxy| p.requests().iter().any(|l| l.contains("/blobs/uploads/"));
     let manifest = |p: &Proxy| p.requests().iter().any(|l| l.starts_with("PUT ") && l.contains("/manifests/"));

@@ -2,7 +2,7 @@
 //! while things go wrong on purpose — several runs at once on one tree, the
 //! tool killed at random moments, a registry that fails, stalls or dies, bad
 //! credentials, and hostile file names. Each group of cases is a test of its
-//! own (`cargo nextest run -E 'binary(faults) & test(crashes)'`), ending with
+//! own (`cargo nextest run -E 'test(/^faults::crashes/)'`), ending with
 //! a counted report; it fails when any of its cases failed. The groups run
 //! one at a time (the `faults` test group in .config/nextest.toml): each
 //! loads the engine, and several at once would test the machine's load.
@@ -12,23 +12,13 @@
 //! `XTASK_FAULT_KEEP=1` keeps each case's files (trees, logs, registry
 //! storage) and prints where they are.
 
-#[path = "faults/concurrency.rs"]
 mod concurrency;
-#[path = "faults/crashes.rs"]
 mod crashes;
-#[path = "faults/credentials.rs"]
 mod credentials;
-#[path = "faults/flaky.rs"]
 mod flaky;
-#[path = "faults/names.rs"]
 mod names;
-#[path = "faults/proxy.rs"]
 mod proxy;
-#[path = "shared/rng.rs"]
-mod rng;
-#[path = "faults/state.rs"]
 mod state;
-#[path = "faults/world.rs"]
 mod world;
 
 use std::collections::BTreeMap;

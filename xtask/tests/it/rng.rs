@@ -1,7 +1,5 @@
-//! The seeded random numbers every test binary uses, so that a failing run
-//! can be replayed from its seed.
-// Each binary uses some of it.
-#![allow(dead_code)]
+//! The seeded random numbers the tests use, so that a failing run can be
+//! replayed from its seed.
 
 /// SplitMix64: small, deterministic, good enough to pick shapes and faults.
 #[derive(Clone)]

@@ -6,7 +6,7 @@
 //! the built binary as `cargo xtask` would in that tree. Commands that would
 //! reach the container engine are logged only.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -4,7 +4,7 @@
 //! and `--changed-since` (what a change touched), on git repositories the
 //! tests make.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::io::{Read, Write};

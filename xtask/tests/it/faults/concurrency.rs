@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use crate::state::{check_local, check_registry, hermetic_tree, Fingerprints, Names, PATHS};
-use crate::world::{leftovers, registry, tmp_entries, World};
-use crate::Report;
+use super::state::{check_local, check_registry, hermetic_tree, Fingerprints, Names, PATHS};
+use super::world::{leftovers, registry, tmp_entries, World};
+use super::Report;
 
 const RUNS: usize = 3;
 const LIMIT: Duration = Duration::from_secs(180);

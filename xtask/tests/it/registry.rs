@@ -4,7 +4,7 @@
 //! own. Builds and pushes go through docker, look-ups, retags and indexes
 //! through the tool's own client, with the same credentials and CA files.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};

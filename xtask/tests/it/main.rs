@@ -1,0 +1,27 @@
+//! Every integration test, in one binary: the tool's commands against real
+//! engines and registries, its catalog and tags against the legacy
+//! pipelines, and the fault suite. Tests are selected by module
+//! (`cargo nextest run -E 'test(/^engine::/)'`); `tests/run` says which
+//! suites run on which builder.
+//!
+//! Shared: `support` (sandboxes running the built binary against the test
+//! engine and registry), `common` (trees of images and settings for the
+//! catalog and make tests) and `rng` (the seeded random numbers).
+
+mod common;
+mod rng;
+mod support;
+
+mod catalog;
+mod check;
+mod checkouts;
+mod cross;
+mod default_image;
+mod engine;
+mod faults;
+mod history;
+mod insight;
+mod lifecycle;
+mod make;
+mod props;
+mod registry;
