@@ -42,6 +42,9 @@ const CACHE_RACES: &[&str] =
 const LIST_ATTEMPTS: usize = 5;
 /// What podman's listing says when an image vanished under it.
 const LIST_RACES: &[&str] = &["image not known", "locating item named", "layer not known"];
+/// What podman says when its store changed under a call about images that
+/// are still there.
+const STORE_RACES: &[&str] = &["locating item named", "layer not known"];
 
 /// What the commands ask of a container engine. [`Cli`] asks docker or
 /// podman; tests put a fake of their own in its place.
@@ -349,11 +352,9 @@ impl Cli {
     /// layers, in one call for up to [`INSPECT_AT_ONCE`] images. An image
     /// that vanished meanwhile is left out.
     pub fn image_facts(&self, ids: &[&str]) -> Result<HashMap<String, ImageFacts>> {
-        let sh = Shell::new()?;
-        let program = self.program;
         let mut found = HashMap::new();
         for chunk in ids.chunks(INSPECT_AT_ONCE) {
-            let out = self.run(cmd!(sh, "{program} image inspect {chunk...}"), None)?;
+            let out = self.inspect_call(chunk)?;
             let parsed: Vec<InspectedImage> = match serde_json::from_str(out.stdout.trim()) {
                 Ok(images) => images,
                 // podman prints none of them when one is missing: each on its own.
@@ -407,11 +408,9 @@ impl Cli {
     /// configs, in one engine call per few hundred. An image that vanished
     /// meanwhile is left out.
     pub fn inspect(&self, ids: &[&str]) -> Result<HashMap<String, ImageDetails>> {
-        let sh = Shell::new()?;
-        let program = self.program;
         let mut found = HashMap::new();
         for chunk in ids.chunks(500) {
-            let out = self.run(cmd!(sh, "{program} image inspect {chunk...}"), None)?;
+            let out = self.inspect_call(chunk)?;
             // Asked about several, engines print what they found, and fail
             // naming what they did not.
             let parsed: Vec<InspectedImage> = match serde_json::from_str(out.stdout.trim()) {
@@ -437,6 +436,21 @@ impl Cli {
             }
         }
         Ok(found)
+    }
+
+    /// `image inspect` of `ids`, asked again when podman's store changed
+    /// under it (another process removing an image), as the listing is.
+    fn inspect_call(&self, ids: &[&str]) -> Result<Output> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let mut out = self.run(cmd!(sh, "{program} image inspect {ids...}"), None)?;
+        for _ in 1..LIST_ATTEMPTS {
+            if out.ok || !STORE_RACES.iter().any(|r| out.stderr.contains(r)) {
+                break;
+            }
+            out = self.run(cmd!(sh, "{program} image inspect {ids...}"), None)?;
+        }
+        Ok(out)
     }
 
     /// Builds `builds` with one `docker buildx bake`; see [`Engine::build_batch`].
