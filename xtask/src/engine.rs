@@ -352,23 +352,10 @@ impl Cli {
     /// layers, in one call for up to [`INSPECT_AT_ONCE`] images. An image
     /// that vanished meanwhile is left out.
     pub fn image_facts(&self, ids: &[&str]) -> Result<HashMap<String, ImageFacts>> {
-        let mut found = HashMap::new();
-        for chunk in ids.chunks(INSPECT_AT_ONCE) {
-            let out = self.inspect_call(chunk)?;
-            let parsed: Vec<InspectedImage> = match serde_json::from_str(out.stdout.trim()) {
-                Ok(images) => images,
-                // podman prints none of them when one is missing: each on its own.
-                Err(_) if !out.ok && is_missing(&out.stderr) && chunk.len() > 1 => {
-                    for id in chunk {
-                        found.extend(self.image_facts(&[id])?);
-                    }
-                    continue;
-                }
-                Err(_) if !out.ok && is_missing(&out.stderr) => Vec::new(),
-                Err(_) if !out.ok => bail!("cannot inspect local images: {}", first_line(&out.stderr)),
-                Err(e) => bail!("cannot read the engine's image inspection: {e}"),
-            };
-            for image in parsed {
+        Ok(self
+            .inspected(ids, INSPECT_AT_ONCE)?
+            .into_iter()
+            .map(|(_, image)| {
                 let facts = ImageFacts {
                     platform: Platform {
                         os: image.os.clone(),
@@ -378,10 +365,9 @@ impl Cli {
                     size: image.size,
                     layers: image.rootfs.and_then(|r| r.layers).unwrap_or_default(),
                 };
-                found.insert(full_id(&image.id), facts);
-            }
-        }
-        Ok(found)
+                (full_id(&image.id), facts)
+            })
+            .collect())
     }
 
     /// Removes local names, without force: the engine keeps an image that
@@ -409,7 +395,24 @@ impl Cli {
     /// meanwhile is left out.
     pub fn inspect(&self, ids: &[&str]) -> Result<HashMap<String, ImageDetails>> {
         let mut found = HashMap::new();
-        for chunk in ids.chunks(500) {
+        for (asked, image) in self.inspected(ids, 500)? {
+            let details = image.details();
+            // Under the name asked when the answer is in order; by ID in any case.
+            if let Some(asked) = asked {
+                found.insert(asked.to_string(), details.clone());
+            }
+            found.insert(details.id.clone(), details);
+        }
+        Ok(found)
+    }
+
+    /// The images `ids` as `image inspect` describes them, `at_once` per
+    /// call, each with the name it was asked by when the call found them all
+    /// (then its answer is in the order asked). An image that vanished
+    /// meanwhile is left out.
+    fn inspected<'a>(&self, ids: &[&'a str], at_once: usize) -> Result<Vec<(Option<&'a str>, InspectedImage)>> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(at_once) {
             let out = self.inspect_call(chunk)?;
             // Asked about several, engines print what they found, and fail
             // naming what they did not.
@@ -418,7 +421,7 @@ impl Cli {
                 // podman prints none of them when one is missing: each on its own.
                 Err(_) if !out.ok && is_missing(&out.stderr) && chunk.len() > 1 => {
                     for id in chunk {
-                        found.extend(self.inspect(&[id])?);
+                        found.extend(self.inspected(&[id], 1)?);
                     }
                     continue;
                 }
@@ -426,14 +429,7 @@ impl Cli {
                 Err(_) if !out.ok => bail!("cannot inspect local images: {}", first_line(&out.stderr)),
                 Err(e) => bail!("cannot read the engine's image inspection: {e}"),
             };
-            for (asked, image) in chunk.iter().zip(parsed) {
-                let details = image.details();
-                // In order when all were found; by ID in any case.
-                if out.ok {
-                    found.insert(asked.to_string(), details.clone());
-                }
-                found.insert(details.id.clone(), details);
-            }
+            found.extend(chunk.iter().zip(parsed).map(|(asked, image)| (out.ok.then_some(*asked), image)));
         }
         Ok(found)
     }
