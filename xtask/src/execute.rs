@@ -50,12 +50,10 @@ fn note(ctx: &Context, text: String) {
     ctx.events.event(Event::Note(text));
 }
 
-/// Builds done ahead of their jobs by [`Engine::build_batch`], by job, and
-/// the jobs a batch was tried for (each is tried once).
+/// Builds done ahead of their jobs by [`Engine::build_batch`], by image.
 #[derive(Default)]
 pub struct Prebuilt {
     built: Mutex<std::collections::HashMap<usize, (engine::Built, Option<engine::ImageDetails>)>>,
-    tried: Mutex<Vec<bool>>,
 }
 
 /// What a worker takes on next.
@@ -90,15 +88,15 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
         }
     }
     let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new(first);
-    *ctx.prebuilt.tried.lock().unwrap() = vec![false; jobs.len()];
     // Only a run that builds asks what the builder can do.
     let batches = ctx.build_args.is_empty()
         && !ctx.direct_push
         && jobs.iter().filter(|j| j.steps.contains(&Step::Build)).nth(1).is_some()
         && ctx.engine.batches_builds();
-    let batchable =
-        |j: usize| batches && jobs[j].steps.contains(&Step::Build) && !ctx.prebuilt.tried.lock().unwrap()[j];
-    let state = Mutex::new((states, false));
+    // The jobs' states, whether the run stops, and which jobs went to a
+    // batch already (each goes to one at most: after a failed batch, each
+    // builds on its own).
+    let state = Mutex::new((states, false, vec![false; jobs.len()]));
     let wake = Condvar::new();
     std::thread::scope(|scope| {
         for _ in 0..parallel.max(1).min(jobs.len().max(1)) {
@@ -106,7 +104,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                 let next = {
                     let mut guard = state.lock().unwrap();
                     loop {
-                        let (states, stop) = &mut *guard;
+                        let (states, stop, tried) = &mut *guard;
                         if *stop || ctx.engine.interrupted() {
                             break None;
                         }
@@ -136,12 +134,13 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                         };
                         // Builds ready at once go to the engine together, when it can.
                         let batch: Vec<usize> = (0..jobs.len())
-                            .filter(|&j| is_ready(j) && batchable(j))
+                            .filter(|&j| batches && is_ready(j) && !tried[j] && jobs[j].steps.contains(&Step::Build))
                             .take(engine::BATCH_LIMIT)
                             .collect();
                         if batch.len() > 1 {
                             for &j in &batch {
                                 states[j] = State::Running;
+                                tried[j] = true;
                             }
                             break Some(Work::Batch(batch));
                         }
@@ -356,6 +355,30 @@ fn run_steps(
     Ok(())
 }
 
+/// What a job's build reads: its context, its Dockerfile, its labels.
+struct BuildInputs<'c> {
+    dir: std::path::PathBuf,
+    dockerfile: &'c str,
+    labels: Vec<(String, String)>,
+}
+
+impl<'c> BuildInputs<'c> {
+    fn of(ctx: &'c Context, job: &Job) -> BuildInputs<'c> {
+        let (path, dockerfile) = &ctx.paths[job.image];
+        BuildInputs { dir: ctx.images_root.join(path), dockerfile, labels: ctx.provenance.labels(path, &job.names.tag) }
+    }
+
+    fn spec<'s>(&'s self, ctx: &'s Context) -> engine::BuildSpec<'s> {
+        engine::BuildSpec {
+            dir: &self.dir,
+            dockerfile: self.dockerfile,
+            arch: ctx.arch,
+            args: ctx.build_args,
+            labels: &self.labels,
+        }
+    }
+}
+
 fn log_of(ctx: &Context, job: &Job) -> std::path::PathBuf {
     ctx.log_dir.join(format!("{}.log", job.name))
 }
@@ -365,28 +388,22 @@ fn log_of(ctx: &Context, job: &Job) -> std::path::PathBuf {
 /// fails, or the engine cannot, each job builds its own, which tells whose
 /// build failed.
 fn build_batch(ctx: &Context, jobs: &[Job], batch: &[usize]) {
-    let mut tried = ctx.prebuilt.tried.lock().unwrap();
-    for &j in batch {
-        tried[j] = true;
-    }
-    drop(tried);
-    let specs: Vec<_> = batch
+    let inputs: Vec<_> = batch
         .iter()
         .map(|&j| {
             let job = &jobs[j];
-            let (path, dockerfile) = &ctx.paths[job.image];
             let log = log_of(ctx, job);
             let _ = std::fs::remove_file(&log);
             let (cache, _) = build_cache(ctx, job, &log);
-            (ctx.images_root.join(path), dockerfile.as_str(), ctx.provenance.labels(path, &job.names.tag), cache, log)
+            (BuildInputs::of(ctx, job), cache, log)
         })
         .collect();
     let builds: Vec<engine::BatchBuild> = batch
         .iter()
-        .zip(&specs)
-        .map(|(&j, (dir, dockerfile, labels, cache, log))| engine::BatchBuild {
+        .zip(&inputs)
+        .map(|(&j, (inputs, cache, log))| engine::BatchBuild {
             name: &jobs[j].name,
-            spec: engine::BuildSpec { dir, dockerfile, arch: ctx.arch, args: ctx.build_args, labels },
+            spec: inputs.spec(ctx),
             cache: cache.clone(),
             log,
         })
@@ -417,10 +434,8 @@ fn build_batch(ctx: &Context, jobs: &[Job], batch: &[usize]) {
 /// cache across platforms may hand back layers built for another: then it
 /// builds again without the cache.
 fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageDetails, Option<CacheUse>)> {
-    let (path, dockerfile) = &ctx.paths[job.image];
-    let dir = ctx.images_root.join(path);
-    let labels = ctx.provenance.labels(path, &job.names.tag);
-    let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args, labels: &labels };
+    let inputs = BuildInputs::of(ctx, job);
+    let spec = inputs.spec(ctx);
     let engine = ctx.engine;
     let expected = ctx.arch.platform();
     let (mut cache, mut used) = build_cache(ctx, job, log);
@@ -465,12 +480,9 @@ fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageD
 /// digest once the registry's copy is known to be for ARCH (it has no tag
 /// until then).
 fn build_pushed(ctx: &Context, job: &Job, log: &Path) -> Result<(String, Option<CacheUse>)> {
-    let (path, dockerfile) = &ctx.paths[job.image];
-    let dir = ctx.images_root.join(path);
-    let labels = ctx.provenance.labels(path, &job.names.tag);
-    let spec = engine::BuildSpec { dir: &dir, dockerfile, arch: ctx.arch, args: ctx.build_args, labels: &labels };
+    let inputs = BuildInputs::of(ctx, job);
     let (build_cache, used) = build_cache(ctx, job, log);
-    let digest = ctx.engine.build_push(&spec, &build_cache, &job.names.remote, log)?;
+    let digest = ctx.engine.build_push(&inputs.spec(ctx), &build_cache, &job.names.remote, log)?;
     let pushed = format!("{}@{digest}", job.names.remote);
     let platform =
         ctx.registry.platform(&pushed)?.ok_or_else(|| anyhow::anyhow!("the registry lacks {pushed}, just pushed"))?;
