@@ -14,6 +14,7 @@ use std::process::Command;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
+use crate::support::git;
 use xtask::config::{Arch, FileConfig, Overrides, Settings};
 use xtask::discovery::{discover_lenient, Catalog};
 use xtask::history::History;
@@ -138,22 +139,6 @@ fn apply(top: &Path, edit: &Edit) {
         }
     }
 }
-
-fn git(top: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(top)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git is needed: install it");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// A checkout of `commit` into `dir`, by git's own checkout code.
 fn checkout(top: &Path, commit: &str, dir: &Path) {
     let index = dir.with_extension("index");

@@ -9,10 +9,9 @@ use crate::support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{json, Value};
-use support::{engine, engine_ok, run, untag, Sandbox};
+use support::{engine, engine_ok, git, run, untag, Sandbox};
 use xtask::reporting::human_bytes;
 
 /// What the engine itself says of a local image.
@@ -79,20 +78,10 @@ fn to_the_second(created: &str) -> String {
 /// Makes the directory above the sandbox's images root a git checkout with
 /// everything under `images/` committed; returns the commit.
 fn git_checkout(s: &Sandbox) -> String {
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(s.path())
-            .output()
-            .expect("cannot run git");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
-    git(&["init", "-q"]);
-    git(&["add", "images"]);
-    git(&["commit", "-q", "-m", "images"]);
-    git(&["rev-parse", "HEAD"])
+    git(s.path(), &["init", "-q"]);
+    git(s.path(), &["add", "images"]);
+    git(s.path(), &["commit", "-q", "-m", "images"]);
+    git(s.path(), &["rev-parse", "HEAD"]).trim().to_string()
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

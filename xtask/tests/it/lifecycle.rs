@@ -9,12 +9,11 @@ use crate::support;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{arch, engine, engine_ok, outcome, run, Engine, Registry, Sandbox};
+use support::{arch, engine, engine_ok, git, outcome, run, Engine, Registry, Sandbox};
 
 fn sorted(mut names: Vec<String>) -> Vec<String> {
     names.sort();
@@ -271,21 +270,6 @@ fn prune_looks_with_two_engine_calls_whatever_the_number_of_images() {
 }
 
 // ---- git repositories -------------------------------------------------------------------
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git is needed: install it");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Makes the sandbox a git repository (its images root, not its build logs).
 fn git_init(s: &Sandbox) {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{outcome, run, Sandbox};
+use support::{docker_login, outcome, run, Sandbox};
 
 /// A program the test starts, killed on drop.
 struct Server(Child);
@@ -77,23 +77,6 @@ fn registry(dir: &Path, addr: &str, extra: &str, tls: Option<(&Path, &Path)>) ->
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// `docker login`, keeping the credentials in `config`.
-fn login(config: &Path, registry: &str, user: &str, password: &str) {
-    fs::create_dir_all(config).unwrap();
-    let mut child = Command::new("docker")
-        .env("DOCKER_CONFIG", config)
-        .args(["login", registry, "-u", user, "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "docker login {registry}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A token service: grants a JWT (RS256, its certificate in `x5c`) for every
@@ -203,7 +186,7 @@ fn token_authentication() {
     let _registry = registry(&dir.join("registry"), &addr, &auth, None);
     s.use_registry(&addr);
     let docker_config = s.path().join("docker");
-    login(&docker_config, &addr, "tester", &password);
+    docker_login(&docker_config, &addr, "tester", &password).unwrap_or_else(|e| panic!("{e}"));
 
     s.scratch_image("a");
     let tag = s.tag("a");

@@ -5,13 +5,13 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::state::{check_local, check_registry, hermetic_tree, Fingerprints, Names, PATHS};
 use super::world::{base64, unique, Registry, Run, World};
 use super::Report;
+use crate::support::docker_login;
 
 const USER: &str = "xtask-faults";
 const LIMIT: Duration = Duration::from_secs(120);
@@ -46,7 +46,7 @@ pub fn run(report: &mut Report) {
 
     let good = world.path().join("docker-good");
     report.case("credentials: after docker login, push-all twice and a dry run", |r| {
-        login(&good, &registry.addr, &password)?;
+        docker_login(&good, &registry.addr, USER, &password)?;
         r.fault("registry requiring a login", 1);
         world.docker_config = Some(good.clone());
         run(&world, &["push-all-images", "--json"]).expect(0);
@@ -103,26 +103,6 @@ pub fn run(report: &mut Report) {
             Err(format!("a password shows in {found:?}"))
         }
     });
-}
-
-/// `docker login`, its credentials kept in `config` (never the user's own).
-fn login(config: &Path, registry: &str, password: &str) -> Result<(), String> {
-    fs::create_dir_all(config).unwrap();
-    let mut child = Command::new("docker")
-        .env("DOCKER_CONFIG", config)
-        .args(["login", registry, "-u", USER, "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("docker login {registry} failed: {}", String::from_utf8_lossy(&out.stderr)))
-    }
 }
 
 /// A bcrypt hash of `password`, as the registry's htpasswd wants it: from

@@ -754,3 +754,42 @@ fn answers(addr: &str) -> bool {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
 }
+
+// ---- tools the suites share -------------------------------------------------------
+
+/// Runs git in `dir` with a fixed author; its stdout. Fails the test when
+/// git fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git is needed: install it");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `docker login`, its credentials kept in `config` (never the user's own).
+pub fn docker_login(config: &Path, registry: &str, user: &str, password: &str) -> Result<(), String> {
+    fs::create_dir_all(config).unwrap();
+    let mut child = Command::new("docker")
+        .env("DOCKER_CONFIG", config)
+        .args(["login", registry, "-u", user, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("docker login {registry} failed: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
