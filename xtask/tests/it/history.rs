@@ -130,7 +130,10 @@ fn apply(top: &Path, edit: &Edit) {
         }
         Edit::Symlink(p, target) => {
             let path = top.join(p);
-            if !parents_ok(&path) {
+            // A link that leads outside the repository is refused from git's
+            // objects on purpose (a checkout would read what is outside it),
+            // so a checkout cannot be the reference for it: none is made.
+            if !parents_ok(&path) || leads_outside(p, target) {
                 return;
             }
             remove(&path);
@@ -140,6 +143,21 @@ fn apply(top: &Path, edit: &Edit) {
     }
 }
 /// A checkout of `commit` into `dir`, by git's own checkout code.
+/// Whether `target`, read from the directory of the link at `link`
+/// (relative to the repository's top), names a place above the top.
+fn leads_outside(link: &str, target: &str) -> bool {
+    let mut depth = link.split('/').count() - 1;
+    for part in target.split('/') {
+        match part {
+            ".." if depth == 0 => return true,
+            ".." => depth -= 1,
+            "" | "." => {}
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
 fn checkout(top: &Path, commit: &str, dir: &Path) {
     let index = dir.with_extension("index");
     let run = |args: &[&str]| {
@@ -305,4 +323,27 @@ fn a_dockerfile_linked_from_outside_is_read_at_each_revision() {
         assert_eq!(got[&0].as_ref().unwrap(), want, "at {commit}");
     }
     assert_eq!(tags.values().collect::<std::collections::HashSet<_>>().len(), 2);
+}
+
+/// A link that leads outside the repository makes the image untaggable at
+/// that revision: what it reads would be whatever a checkout has beside it.
+#[test]
+fn a_link_out_of_the_repository_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path().join("repo");
+    fs::create_dir_all(top.join("images/a")).unwrap();
+    fs::create_dir_all(top.join("shared")).unwrap();
+    fs::write(top.join("images/a/Dockerfile"), "FROM scratch\n").unwrap();
+    symlink("../../shared/ignore", top.join("images/a/.dockerignore")).unwrap();
+    symlink("../../outside", top.join("shared/ignore")).unwrap();
+    git(&top, &["init", "-q"]);
+    git(&top, &["add", "-A"]);
+    git(&top, &["commit", "-q", "-m", "links"]);
+    let root = top.join("images");
+    let history = History::open(&root).unwrap();
+    let snapshot = history.at(&history.repo.commit("HEAD").unwrap()).unwrap();
+    let catalog = snapshot.catalog(Arch::X86_64).unwrap();
+    let got = snapshot.tags(&settings(&root, "content", Arch::X86_64), &[&catalog]).pop().unwrap();
+    let error = format!("{:#}", got[&0].as_ref().unwrap_err());
+    assert!(error.contains("leads outside the repository"), "{error}");
 }
