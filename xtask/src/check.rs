@@ -245,7 +245,7 @@ fn select(catalogs: &[Catalog], names: &[String]) -> Result<HashSet<String>> {
     let mut first_error = None;
     for catalog in catalogs {
         match catalog.select_available(names) {
-            Ok((chosen, _)) => paths.extend(chosen.iter().map(|&i| catalog.images[i].path.clone())),
+            Ok((chosen, _)) => paths.extend(chosen.iter().map(|&i| catalog[i].path.clone())),
             Err(e) => first_error = first_error.or(Some(e)),
         }
     }

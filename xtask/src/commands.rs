@@ -13,7 +13,7 @@ use crate::engine::{Cli, Engine};
 use crate::execute;
 use crate::history;
 use crate::model::{Action, Outcome};
-use crate::model::{ImageInfo, ImageRef};
+use crate::model::{ImageIndex, ImageInfo, ImageRef};
 use crate::planning::{self, Mode, Observed, Options, Target};
 use crate::process::Interrupt;
 use crate::provenance::{GitState, Provenance};
@@ -58,9 +58,9 @@ pub fn run(
             let (chosen, unavailable) = catalog.select_available(names)?;
             (chosen, None, unavailable)
         }
-        Selection::All(shard) => ((0..catalog.images.len()).collect(), *shard, catalog.other_arch.iter().collect()),
+        Selection::All(shard) => (catalog.indices().collect(), *shard, catalog.other_arch.iter().collect()),
         Selection::AllTests(shard) => (
-            (0..catalog.images.len()).filter(|&i| catalog.images[i].is_test(settings)).collect(),
+            catalog.indices().filter(|&i| catalog[i].is_test(settings)).collect(),
             *shard,
             catalog.other_arch.iter().filter(|i| i.is_test(settings)).collect(),
         ),
@@ -138,8 +138,8 @@ pub fn run(
     } else if mode == Mode::Load && !args.skip_image_load {
         // Pull only what the registry has; what it lacks goes straight to
         // the build. A registry that cannot be asked is not waited on.
-        let missing: Vec<usize> = {
-            let mut m: Vec<usize> = targets
+        let missing: Vec<ImageIndex> = {
+            let mut m: Vec<ImageIndex> = targets
                 .values()
                 .filter(|t| {
                     [t.names.local_tagged(), t.names.remote_tagged()]
@@ -178,7 +178,7 @@ pub fn run(
         vec![]
     };
     if !asked.is_empty() {
-        let latest: HashMap<usize, Target> = asked
+        let latest: HashMap<ImageIndex, Target> = asked
             .iter()
             .map(|i| {
                 let t = &targets[i];
@@ -201,7 +201,6 @@ pub fn run(
     }
 
     let log_dir = log_dir(settings)?;
-    let paths: Vec<(String, String)> = catalog.images.iter().map(|i| (i.path.clone(), i.dockerfile.clone())).collect();
     let idle = if matches!(mode, Mode::Test | Mode::Push) { Action::Skipped } else { Action::Present };
     let may_build = jobs.iter().any(|j| j.may_build());
     // Builders that match cached layers whatever their platform would hand a
@@ -231,19 +230,18 @@ pub fn run(
     let ctx = execute::Context {
         engine: &engine,
         images_root: &catalog.root,
-        paths: &paths,
         arch: settings.arch,
         build_args: &settings.build_args,
         log_dir: &log_dir,
         idle,
         registry: &registry,
-        registry_down: std::sync::atomic::AtomicBool::new(registry_down),
+        registry_down: &std::sync::atomic::AtomicBool::new(registry_down),
         fresh_builds,
         no_cache: args.no_cache,
         cache_to: mode == Mode::Push && settings.cache_from,
         direct_push: mode == Mode::Push && may_build && engine.pushes_from_builder(),
         provenance: &provenance,
-        prebuilt: Default::default(),
+        prebuilt: &Default::default(),
         events: &progress,
     };
     if may_build {
@@ -284,8 +282,8 @@ fn invalid_failure(reasons: &[String]) -> Option<i32> {
 }
 
 /// The requested images and, transitively, the local images they are built on.
-fn targets(catalog: &Catalog, settings: &Settings, requested: &[usize]) -> Result<HashMap<usize, Target>> {
-    let mut bases: HashMap<usize, Vec<usize>> = HashMap::new();
+fn targets(catalog: &Catalog, settings: &Settings, requested: &[ImageIndex]) -> Result<HashMap<ImageIndex, Target>> {
+    let mut bases: HashMap<ImageIndex, Vec<ImageIndex>> = HashMap::new();
     let mut stack = requested.to_vec();
     while let Some(i) = stack.pop() {
         if bases.contains_key(&i) {
@@ -295,16 +293,17 @@ fn targets(catalog: &Catalog, settings: &Settings, requested: &[usize]) -> Resul
         stack.extend(&own);
         bases.insert(i, own);
     }
-    let all: Vec<usize> = bases.keys().copied().collect();
+    let all: Vec<ImageIndex> = bases.keys().copied().collect();
     let tags = tagging::tags(catalog, settings, &all)?;
     Ok(bases
         .into_iter()
         .map(|(i, bases)| {
-            let image = &catalog.images[i];
+            let image = &catalog[i];
             let target = Target {
                 image: i,
                 name: image.name.clone(),
                 path: image.path.clone(),
+                dockerfile: image.dockerfile.clone(),
                 test: image.is_test(settings),
                 names: ImageRef::new(settings, &image.path, &tags[&i]),
                 bases,
@@ -319,7 +318,7 @@ fn targets(catalog: &Catalog, settings: &Settings, requested: &[usize]) -> Resul
 fn local_platforms(
     engine: &dyn Engine,
     local: &HashMap<String, String>,
-    targets: &HashMap<usize, Target>,
+    targets: &HashMap<ImageIndex, Target>,
 ) -> Result<HashMap<String, crate::config::Platform>> {
     let mut ids: Vec<&str> = targets
         .values()
@@ -338,13 +337,13 @@ fn local_platforms(
 /// fails is an error, never taken as "absent".
 fn remote_lookups(
     registry: &Registry,
-    targets: &HashMap<usize, Target>,
-    asked: &[usize],
+    targets: &HashMap<ImageIndex, Target>,
+    asked: &[ImageIndex],
     parallel: usize,
     quick: bool,
-) -> Result<HashMap<usize, bool>> {
+) -> Result<HashMap<ImageIndex, bool>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: std::sync::Mutex<Vec<(usize, Result<bool>)>> = std::sync::Mutex::new(Vec::new());
+    let results: std::sync::Mutex<Vec<(ImageIndex, Result<bool>)>> = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..parallel.max(8).min(asked.len()) {
             scope.spawn(|| loop {
@@ -413,10 +412,10 @@ fn remove_left_behind(dir: &std::path::Path) {
 fn shard_of(
     catalog: &Catalog,
     settings: &Settings,
-    requested: &[usize],
+    requested: &[ImageIndex],
     shard: Shard,
     reporter: &Reporter,
-) -> Result<Vec<usize>> {
+) -> Result<Vec<ImageIndex>> {
     let mine = shard::select(catalog, settings, requested, shard)?;
     reporter.note(&format!("shard {}/{}: {} of {} images", shard.index, shard.count, mine.len(), requested.len()));
     Ok(mine)
@@ -461,7 +460,7 @@ pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> R
     let mut wanted: Vec<String> = Vec::new();
     for (_, catalog) in &per_arch {
         if let Ok((chosen, _)) = catalog.select_available(names) {
-            wanted.extend(chosen.iter().map(|&i| catalog.images[i].name.clone()));
+            wanted.extend(chosen.iter().map(|&i| catalog[i].name.clone()));
         }
     }
     if wanted.is_empty() {
@@ -480,8 +479,8 @@ pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> R
             let mut s = settings.clone();
             s.arch = *arch;
             let tag = tagging::tags(catalog, &s, &[i])?[&i].clone();
-            members.push((*arch, ImageRef::new(&s, &catalog.images[i].path, &tag).remote_tagged()));
-            path = catalog.images[i].path.clone();
+            members.push((*arch, ImageRef::new(&s, &catalog[i].path, &tag).remote_tagged()));
+            path = catalog[i].path.clone();
         }
         let tag = tagging::index_tag(&members);
         indexes.push(Index { name: name.clone(), reference: ImageRef::index(settings, &path, &tag), members });

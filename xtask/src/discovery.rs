@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Result};
 
 use crate::config::{Arch, Settings};
+use crate::model::ImageIndex;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -49,7 +50,7 @@ pub struct Catalog {
     pub invalid: Vec<Invalid>,
     /// The `FROM` graph: for each image, once its Dockerfile was read, the
     /// images of the catalog it is built on (see [`Catalog::bases`]).
-    from: Vec<OnceLock<Vec<usize>>>,
+    from: Vec<OnceLock<Vec<ImageIndex>>>,
 }
 
 /// A directory with a Dockerfile whose path cannot make an image name.
@@ -296,38 +297,55 @@ fn valid_segment(seg: &str) -> bool {
     })
 }
 
+impl std::ops::Index<ImageIndex> for Catalog {
+    type Output = Image;
+    fn index(&self, i: ImageIndex) -> &Image {
+        &self.images[i.0]
+    }
+}
+
 impl Catalog {
     /// The images image `i` is built `FROM`, as known: `find` gives them
     /// the first time (it reads the Dockerfile); later calls do not.
-    pub fn bases(&self, i: usize, find: impl FnOnce() -> Result<Vec<usize>>) -> Result<&[usize]> {
-        if let Some(known) = self.from[i].get() {
+    pub fn bases(&self, i: ImageIndex, find: impl FnOnce() -> Result<Vec<ImageIndex>>) -> Result<&[ImageIndex]> {
+        if let Some(known) = self.from[i.0].get() {
             return Ok(known);
         }
         let found = find()?;
-        Ok(self.from[i].get_or_init(|| found))
+        Ok(self.from[i.0].get_or_init(|| found))
     }
 
     /// Records what image `i` is built `FROM`, found while reading its
     /// Dockerfile for another purpose.
-    pub fn knows_bases(&self, i: usize, bases: &[usize]) {
-        let _ = self.from[i].set(bases.to_vec());
+    pub fn knows_bases(&self, i: ImageIndex, bases: &[ImageIndex]) {
+        let _ = self.from[i.0].set(bases.to_vec());
+    }
+
+    /// Every image's index, in the catalog's order (by name).
+    pub fn indices(&self) -> impl Iterator<Item = ImageIndex> {
+        (0..self.images.len()).map(ImageIndex)
+    }
+
+    /// Every image with its index, in the catalog's order (by name).
+    pub fn indexed(&self) -> impl Iterator<Item = (ImageIndex, &Image)> {
+        self.images.iter().enumerate().map(|(i, image)| (ImageIndex(i), image))
     }
 
     pub fn get(&self, name: &str) -> Option<&Image> {
         self.images.binary_search_by(|i| i.name.as_str().cmp(name)).ok().map(|i| &self.images[i])
     }
 
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.images.binary_search_by(|i| i.name.as_str().cmp(name)).ok()
+    pub fn index_of(&self, name: &str) -> Option<ImageIndex> {
+        self.images.binary_search_by(|i| i.name.as_str().cmp(name)).ok().map(ImageIndex)
     }
 
-    pub fn by_path(&self, path: &str) -> Option<usize> {
-        self.images.iter().position(|i| i.path == path)
+    pub fn by_path(&self, path: &str) -> Option<ImageIndex> {
+        self.images.iter().position(|i| i.path == path).map(ImageIndex)
     }
 
     /// Each argument is an image name or a group (the first path segment); an
     /// exact image name wins. Returns indexes, sorted, without repeats.
-    pub fn select(&self, args: &[String]) -> Result<Vec<usize>> {
+    pub fn select(&self, args: &[String]) -> Result<Vec<ImageIndex>> {
         let (chosen, unavailable) = self.select_available(args)?;
         if let Some(other) = unavailable.first() {
             bail!("{}", self.unavailable(other));
@@ -338,7 +356,7 @@ impl Catalog {
     /// Like [`Catalog::select`], but names of images that only exist for
     /// another architecture are returned apart instead of failing. Naming a
     /// directory set apart as invalid, or a group holding one, fails.
-    pub fn select_available<'a>(&'a self, args: &[String]) -> Result<(Vec<usize>, Vec<&'a Image>)> {
+    pub fn select_available<'a>(&'a self, args: &[String]) -> Result<(Vec<ImageIndex>, Vec<&'a Image>)> {
         let mut unavailable = Vec::new();
         let mut out = Vec::new();
         for arg in args {
@@ -358,7 +376,7 @@ impl Catalog {
             if let Some(bad) = self.invalid.iter().find(|bad| bad.path.starts_with(&format!("{path}/"))) {
                 bail!("{}", bad.reason);
             }
-            let group: Vec<usize> = (0..self.images.len()).filter(|&i| under(&self.images[i])).collect();
+            let group: Vec<ImageIndex> = self.indexed().filter(|(_, image)| under(image)).map(|(i, _)| i).collect();
             if !group.is_empty() {
                 out.extend(group);
                 continue;
@@ -387,8 +405,8 @@ impl Catalog {
 
     /// Bytes of regular files in an image's directory (nested images
     /// included, as in its build context): a measure of its work.
-    pub fn context_bytes(&self, i: usize) -> u64 {
-        walkdir::WalkDir::new(self.images[i].dir(&self.root))
+    pub fn context_bytes(&self, i: ImageIndex) -> u64 {
+        walkdir::WalkDir::new(self[i].dir(&self.root))
             .follow_links(false)
             .into_iter()
             .filter_map(|e| e.ok())
@@ -428,15 +446,16 @@ mod tests {
             std::fs::write(dir.path().join(name).join("Dockerfile"), "FROM scratch\n").unwrap();
         }
         let catalog = discover(dir.path(), Arch::X86_64).unwrap();
-        assert_eq!(catalog.bases(1, || Ok(vec![0])).unwrap(), [0]);
-        assert_eq!(catalog.bases(1, || panic!("found a second time")).unwrap(), [0]);
-        catalog.knows_bases(0, &[]);
-        assert!(catalog.bases(0, || panic!("told already")).unwrap().is_empty());
+        let (a, b) = (ImageIndex(0), ImageIndex(1));
+        assert_eq!(catalog.bases(b, || Ok(vec![a])).unwrap(), [a]);
+        assert_eq!(catalog.bases(b, || panic!("found a second time")).unwrap(), [a]);
+        catalog.knows_bases(a, &[]);
+        assert!(catalog.bases(a, || panic!("told already")).unwrap().is_empty());
         // What is told after the first finding does not change it.
-        catalog.knows_bases(1, &[]);
-        assert_eq!(catalog.bases(1, || panic!("found a second time")).unwrap(), [0]);
-        assert!(catalog.bases(1, || Ok(vec![])).is_ok());
-        assert!(format!("{:?}", catalog.bases(0, || bail!("unused"))).contains("[]"));
+        catalog.knows_bases(b, &[]);
+        assert_eq!(catalog.bases(b, || panic!("found a second time")).unwrap(), [a]);
+        assert!(catalog.bases(b, || Ok(vec![])).is_ok());
+        assert!(format!("{:?}", catalog.bases(a, || bail!("unused"))).contains("[]"));
     }
 
     #[test]

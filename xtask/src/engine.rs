@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 use xshell::{cmd, Shell};
@@ -17,19 +17,8 @@ use crate::process::{NotFound, Output, Processes};
 use crate::registry::{cli_error, is_loopback, Retry, Tell, QUICK_RETRY_DELAYS, RETRY_DELAYS};
 
 /// Receives, under `--verbose`, each engine call's command line and each line
-/// it prints, with the image the calling thread works on.
-pub type Echo = std::sync::Arc<dyn Fn(Option<&str>, &str) + Send + Sync>;
-
-thread_local! {
-    /// The image this thread's engine calls are for, for [`Echo`].
-    static WORKING_ON: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Names the image the calling thread's engine calls are for, until the
-/// next call.
-pub fn working_on(image: Option<&str>) {
-    WORKING_ON.with(|w| *w.borrow_mut() = image.map(String::from));
-}
+/// it prints, with the image the call is for (see [`Engine::for_image`]).
+pub type Echo = Arc<dyn Fn(Option<&str>, &str) + Send + Sync>;
 
 /// How often a build is tried when it fails only because of [`CACHE_RACES`]
 /// (an engine where images are removed all the time loses several in a row).
@@ -124,20 +113,31 @@ pub trait Engine: Sync {
 
     /// Whether the run was interrupted (Ctrl-C, SIGTERM): start nothing more.
     fn interrupted(&self) -> bool;
+
+    /// The same engine, for the calls of one image's job: one that echoes
+    /// its calls says they are for `image`. `None`: this one will do.
+    fn for_image(&self, image: &str) -> Option<Box<dyn Engine + '_>> {
+        let _ = image;
+        None
+    }
 }
 
-/// The docker or podman command-line client.
+/// The docker or podman command-line client. Its clones share what they
+/// found out (version, builder, API socket) and the processes they run.
+#[derive(Clone)]
 pub struct Cli {
     pub kind: EngineKind,
     program: &'static str,
     /// The CLI's own version, as `check` read it.
-    client_version: OnceLock<String>,
-    builder: OnceLock<Builder>,
+    client_version: Arc<OnceLock<String>>,
+    builder: Arc<OnceLock<Builder>>,
     echo: Option<Echo>,
+    /// The image the calls are for, for [`Echo`].
+    image: Option<Arc<str>>,
     processes: Processes,
     retry: Retry,
     /// docker's API socket, when the CLI would talk to a daemon there.
-    api_socket: OnceLock<Option<PathBuf>>,
+    api_socket: Arc<OnceLock<Option<PathBuf>>>,
 }
 
 /// What builds images. docker's classic builder and podman's match cached
@@ -188,12 +188,13 @@ impl Cli {
         Cli {
             kind,
             program: kind.program(),
-            client_version: OnceLock::new(),
-            builder: OnceLock::new(),
+            client_version: Arc::default(),
+            builder: Arc::default(),
             echo: None,
+            image: None,
             retry: Retry::new(processes.interrupt().clone(), None),
             processes,
-            api_socket: OnceLock::new(),
+            api_socket: Arc::default(),
         }
     }
 
@@ -222,12 +223,9 @@ impl Cli {
 
     fn echo(&self, text: &str) {
         if let Some(echo) = &self.echo {
-            WORKING_ON.with(|w| {
-                let image = w.borrow();
-                for line in text.lines() {
-                    echo(image.as_deref(), line);
-                }
-            });
+            for line in text.lines() {
+                echo(self.image.as_deref(), line);
+            }
         }
     }
 
@@ -612,6 +610,10 @@ impl Cli {
 impl Engine for Cli {
     fn interrupted(&self) -> bool {
         self.processes.interrupt().is_set()
+    }
+
+    fn for_image(&self, image: &str) -> Option<Box<dyn Engine + '_>> {
+        Some(Box::new(Cli { image: Some(image.into()), ..self.clone() }))
     }
 
     fn builder(&self) -> &Builder {

@@ -10,15 +10,15 @@ use anyhow::{bail, Result};
 
 use crate::config::Arch;
 use crate::engine::{self, Engine};
-use crate::model::{Action, Bytes, CacheUse, Event, Observer, Outcome};
+use crate::model::{Action, Bytes, CacheUse, Event, ImageIndex, JobIndex, Observer, Outcome, PerJob};
 use crate::planning::{Job, Step};
 
 /// Everything a job needs besides the job itself.
+#[derive(Clone, Copy)]
 pub struct Context<'a> {
     pub engine: &'a dyn Engine,
     pub registry: &'a crate::registry::Registry,
     pub images_root: &'a Path,
-    pub paths: &'a [(String, String)],
     pub arch: Arch,
     pub build_args: &'a [String],
     pub log_dir: &'a Path,
@@ -26,7 +26,7 @@ pub struct Context<'a> {
     /// the registry already has it.
     pub idle: Action,
     /// Set when a pull failed for want of a working registry.
-    pub registry_down: AtomicBool,
+    pub registry_down: &'a AtomicBool,
     /// Build without the layer cache: the builder would match layers cached
     /// for another architecture.
     pub fresh_builds: bool,
@@ -41,7 +41,7 @@ pub struct Context<'a> {
     /// The labels of what is built.
     pub provenance: &'a crate::provenance::Provenance,
     /// Images built ahead of their job, several in one engine call.
-    pub prebuilt: Prebuilt,
+    pub prebuilt: &'a Prebuilt,
     /// Told what happens, as it happens.
     pub events: &'a dyn Observer,
 }
@@ -53,14 +53,14 @@ fn note(ctx: &Context, text: String) {
 /// Builds done ahead of their jobs by [`Engine::build_batch`], by image.
 #[derive(Default)]
 pub struct Prebuilt {
-    built: Mutex<std::collections::HashMap<usize, (engine::Built, Option<engine::ImageDetails>)>>,
+    built: Mutex<std::collections::HashMap<ImageIndex, (engine::Built, Option<engine::ImageDetails>)>>,
 }
 
 /// What a worker takes on next.
 enum Work {
-    Job(usize),
+    Job(JobIndex),
     /// Builds, ahead of their jobs, in one engine call.
-    Batch(Vec<usize>),
+    Batch(Vec<JobIndex>),
 }
 
 enum State {
@@ -78,16 +78,16 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
     };
     // What needs nothing is done before any work starts, so that a stop
     // after a failure never leaves it "not started".
-    let mut first: Vec<Option<Outcome>> = vec![None; jobs.len()];
-    let mut states: Vec<State> = jobs.iter().map(|_| State::Waiting).collect();
-    for (j, job) in jobs.iter().enumerate() {
-        if job.steps.is_empty() {
+    let mut first: PerJob<Option<Outcome>> = PerJob::new(jobs.len(), || None);
+    let mut states: PerJob<State> = PerJob::new(jobs.len(), || State::Waiting);
+    for j in JobIndex::all(jobs.len()) {
+        if jobs[j].steps.is_empty() {
             let reason = (ctx.idle == Action::Skipped).then(|| "registry has it".to_string());
-            first[j] = Some(end(Outcome::new(job.info(), ctx.idle, reason)));
+            first[j] = Some(end(Outcome::new(jobs[j].info(), ctx.idle, reason)));
             states[j] = State::Done(true);
         }
     }
-    let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new(first);
+    let outcomes: Mutex<PerJob<Option<Outcome>>> = Mutex::new(first);
     // Only a run that builds asks what the builder can do.
     let batches = ctx.build_args.is_empty()
         && !ctx.direct_push
@@ -96,7 +96,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
     // The jobs' states, whether the run stops, and which jobs went to a
     // batch already (each goes to one at most: after a failed batch, each
     // builds on its own).
-    let state = Mutex::new((states, false, vec![false; jobs.len()]));
+    let state = Mutex::new((states, false, PerJob::new(jobs.len(), || false)));
     let wake = Condvar::new();
     std::thread::scope(|scope| {
         for _ in 0..parallel.max(1).min(jobs.len().max(1)) {
@@ -110,7 +110,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                         }
                         // A job whose base failed is blocked without running.
                         let mut changed = false;
-                        for j in 0..jobs.len() {
+                        for j in JobIndex::all(jobs.len()) {
                             if !matches!(states[j], State::Waiting) {
                                 continue;
                             }
@@ -128,12 +128,12 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                             wake.notify_all();
                             continue;
                         }
-                        let is_ready = |j: usize| {
+                        let is_ready = |j: JobIndex| {
                             matches!(states[j], State::Waiting)
                                 && jobs[j].after.iter().all(|&b| matches!(states[b], State::Done(true)))
                         };
                         // Builds ready at once go to the engine together, when it can.
-                        let batch: Vec<usize> = (0..jobs.len())
+                        let batch: Vec<JobIndex> = JobIndex::all(jobs.len())
                             .filter(|&j| batches && is_ready(j) && !tried[j] && jobs[j].steps.contains(&Step::Build))
                             .take(engine::BATCH_LIMIT)
                             .collect();
@@ -144,11 +144,11 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                             }
                             break Some(Work::Batch(batch));
                         }
-                        if let Some(j) = (0..jobs.len()).find(|&j| is_ready(j)) {
+                        if let Some(j) = JobIndex::all(jobs.len()).find(|&j| is_ready(j)) {
                             states[j] = State::Running;
                             break Some(Work::Job(j));
                         }
-                        if !states.iter().any(|s| matches!(s, State::Waiting)) {
+                        if !states.0.iter().any(|s| matches!(s, State::Waiting)) {
                             break None;
                         }
                         guard = wake.wait(guard).unwrap();
@@ -188,7 +188,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
     let outcomes = outcomes.into_inner().unwrap();
     let outcomes = jobs
         .iter()
-        .zip(outcomes)
+        .zip(outcomes.0)
         .map(|(job, o)| {
             o.unwrap_or_else(|| {
                 let action = if ctx.engine.interrupted() { Action::Interrupted } else { Action::NotStarted };
@@ -198,17 +198,18 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
         .collect::<Vec<_>>();
     // What waited on an image that failed was blocked by it, even when the
     // run stopped before saying so.
-    let failed: Vec<bool> = outcomes.iter().map(|o| o.action.is_failure()).collect();
-    let mut outcomes = outcomes;
-    for (j, job) in jobs.iter().enumerate() {
+    let failed = PerJob(outcomes.iter().map(|o| o.action.is_failure()).collect());
+    let mut outcomes = PerJob(outcomes);
+    for j in JobIndex::all(jobs.len()) {
         if outcomes[j].action == Action::NotStarted {
-            if let Some(&base) = job.after.iter().find(|&&b| failed[b] && outcomes[b].action != Action::NotStarted) {
+            if let Some(&base) = jobs[j].after.iter().find(|&&b| failed[b] && outcomes[b].action != Action::NotStarted)
+            {
                 let reason = format!("its base {} failed", jobs[base].name);
-                outcomes[j] = end(Outcome::new(job.info(), Action::Blocked, Some(reason)));
+                outcomes[j] = end(Outcome::new(jobs[j].info(), Action::Blocked, Some(reason)));
             }
         }
     }
-    outcomes
+    outcomes.0
 }
 
 fn run_job(ctx: &Context, job: &Job) -> Outcome {
@@ -220,9 +221,9 @@ fn run_job(ctx: &Context, job: &Job) -> Outcome {
     let mut action = ctx.idle;
     let mut cache = None;
     let mut bytes = Bytes::default();
-    engine::working_on(Some(&job.name));
+    let labelled = ctx.engine.for_image(&job.name);
+    let ctx = &Context { engine: labelled.as_deref().unwrap_or(ctx.engine), ..*ctx };
     let result = run_steps(ctx, job, &log, &mut action, &mut cache, &mut bytes);
-    engine::working_on(None);
     let seconds = start.elapsed().as_secs_f64();
     let log = log.exists().then_some(log);
     let mut outcome = Outcome::new(job.info(), action, Some(job.why.clone()));
@@ -363,9 +364,9 @@ struct BuildInputs<'c> {
 }
 
 impl<'c> BuildInputs<'c> {
-    fn of(ctx: &'c Context, job: &Job) -> BuildInputs<'c> {
-        let (path, dockerfile) = &ctx.paths[job.image];
-        BuildInputs { dir: ctx.images_root.join(path), dockerfile, labels: ctx.provenance.labels(path, &job.names.tag) }
+    fn of(ctx: &'c Context, job: &'c Job) -> BuildInputs<'c> {
+        let labels = ctx.provenance.labels(&job.path, &job.names.tag);
+        BuildInputs { dir: ctx.images_root.join(&job.path), dockerfile: &job.dockerfile, labels }
     }
 
     fn spec<'s>(&'s self, ctx: &'s Context) -> engine::BuildSpec<'s> {
@@ -387,7 +388,7 @@ fn log_of(ctx: &Context, job: &Job) -> std::path::PathBuf {
 /// then checks and names its image as if it had built it. When the call
 /// fails, or the engine cannot, each job builds its own, which tells whose
 /// build failed.
-fn build_batch(ctx: &Context, jobs: &[Job], batch: &[usize]) {
+fn build_batch(ctx: &Context, jobs: &[Job], batch: &[JobIndex]) {
     let inputs: Vec<_> = batch
         .iter()
         .map(|&j| {
@@ -740,14 +741,15 @@ mod tests {
 
     /// Build jobs for `images`: (name, the names it is built FROM).
     fn jobs(images: &[(&str, &[&str])]) -> Vec<Job> {
-        let index = |n: &str| images.iter().position(|(m, _)| *m == n).unwrap();
+        let index = |n: &str| JobIndex(images.iter().position(|(m, _)| *m == n).unwrap());
         images
             .iter()
             .enumerate()
             .map(|(i, (name, after))| Job {
-                image: i,
+                image: crate::model::ImageIndex(i),
                 name: name.to_string(),
                 path: name.to_string(),
+                dockerfile: "Dockerfile".into(),
                 arch: Arch::X86_64,
                 test: true,
                 names: crate::model::ImageRef {
@@ -783,23 +785,21 @@ mod tests {
             crate::registry::Transport::system(&[]),
         );
         let provenance = crate::provenance::Provenance::new(&settings(), None);
-        let paths: Vec<(String, String)> = jobs.iter().map(|j| (j.path.clone(), "Dockerfile".to_string())).collect();
         let ctx = Context {
             engine: fake,
             registry: &registry,
             images_root: Path::new("/nonexistent"),
-            paths: &paths,
             arch: Arch::X86_64,
             build_args: &[],
             log_dir: logs.path(),
             idle: Action::Present,
-            registry_down: AtomicBool::new(false),
+            registry_down: &AtomicBool::new(false),
             fresh_builds: false,
             no_cache: false,
             cache_to: false,
             direct_push: false,
             provenance: &provenance,
-            prebuilt: Prebuilt::default(),
+            prebuilt: &Prebuilt::default(),
             events: fake,
         };
         let outcomes = execute(&ctx, jobs, parallel, keep_going);

@@ -230,7 +230,7 @@ fn kept_tags(settings: &Settings, history: &History, commits: &[Oid]) -> Result<
         let catalogs = Arch::ALL.iter().map(|a| snapshot.catalog(*a)).collect::<Result<Vec<_>>>()?;
         let refs: Vec<_> = catalogs.iter().collect();
         for (catalog, tags) in catalogs.iter().zip(snapshot.tags(settings, &refs)) {
-            for (i, image) in catalog.images.iter().enumerate() {
+            for (i, image) in catalog.indexed() {
                 let key = (image.path.clone(), catalog.arch);
                 match &tags[&i] {
                     Ok(tag) => {

@@ -24,6 +24,7 @@ use xshell::{cmd, Shell};
 use crate::config::{Arch, Settings, TagScheme};
 use crate::discovery::{catalog_of, Catalog, Dockerfiles};
 use crate::dockerignore::DockerIgnore;
+use crate::model::ImageIndex;
 use crate::tagging::{self, Kind, Own, Resolved, Source};
 
 /// A git object name: 20 bytes (SHA-1) or 32 (SHA-256).
@@ -478,7 +479,7 @@ impl Snapshot<'_> {
     /// architecture), or why it cannot be computed. Each image directory's
     /// inputs are read once for every architecture, and not at all when an
     /// earlier revision had the same tree.
-    pub fn tags(&self, settings: &Settings, catalogs: &[&Catalog]) -> Vec<HashMap<usize, Result<String, String>>> {
+    pub fn tags(&self, settings: &Settings, catalogs: &[&Catalog]) -> Vec<HashMap<ImageIndex, Result<String, String>>> {
         let src = Git { snapshot: self };
         let mut paths: Vec<&str> = catalogs.iter().flat_map(|c| c.images.iter().map(|i| i.path.as_str())).collect();
         paths.sort_unstable();
@@ -489,27 +490,19 @@ impl Snapshot<'_> {
                     paths.par_iter().map(|&p| (p, self.gvisor_tag(&src, p).map_err(|e| format!("{e:#}")))).collect();
                 catalogs
                     .iter()
-                    .map(|c| {
-                        c.images
-                            .iter()
-                            .enumerate()
-                            .map(|(i, image)| (i, by_path[image.path.as_str()].clone()))
-                            .collect()
-                    })
+                    .map(|c| c.indexed().map(|(i, image)| (i, by_path[image.path.as_str()].clone())).collect())
                     .collect()
             }
             TagScheme::Content => {
-                let index: Vec<HashMap<&str, usize>> = catalogs
-                    .iter()
-                    .map(|c| c.images.iter().enumerate().map(|(i, image)| (image.path.as_str(), i)).collect())
-                    .collect();
+                let index: Vec<HashMap<&str, ImageIndex>> =
+                    catalogs.iter().map(|c| c.indexed().map(|(i, image)| (image.path.as_str(), i)).collect()).collect();
                 let own: HashMap<&str, PerArch> = paths
                     .par_iter()
                     .map(|&p| {
                         let wants: Vec<(Arch, &str)> = catalogs
                             .iter()
                             .zip(&index)
-                            .filter_map(|(c, idx)| idx.get(p).map(|&i| (c.arch, c.images[i].dockerfile.as_str())))
+                            .filter_map(|(c, idx)| idx.get(p).map(|&i| (c.arch, c[i].dockerfile.as_str())))
                             .collect();
                         (p, self.own_inputs(&src, settings, p, &wants).map_err(|e| format!("{e:#}")))
                     })
@@ -517,9 +510,9 @@ impl Snapshot<'_> {
                 catalogs
                     .iter()
                     .map(|c| {
-                        let mut resolved: HashMap<usize, Resolved> = HashMap::new();
-                        let mut failed: HashMap<usize, String> = HashMap::new();
-                        for (i, image) in c.images.iter().enumerate() {
+                        let mut resolved: HashMap<ImageIndex, Resolved> = HashMap::new();
+                        let mut failed: HashMap<ImageIndex, String> = HashMap::new();
+                        for (i, image) in c.indexed() {
                             let mine = own[image.path.as_str()]
                                 .as_ref()
                                 .map_err(String::clone)
@@ -539,7 +532,7 @@ impl Snapshot<'_> {
                             }
                         }
                         let mut tags = HashMap::new();
-                        (0..c.images.len())
+                        c.indices()
                             .map(|i| {
                                 let tag = match failed.get(&i) {
                                     Some(e) => Err(e.clone()),
@@ -793,7 +786,12 @@ fn first_line(s: &str) -> &str {
 /// The images among `requested` (indexes into `catalog`, the images root
 /// as it is now) whose tag differs from their tag at `rev`, or that were no
 /// image at `rev`, in order.
-pub fn changed_since(settings: &Settings, catalog: &Catalog, requested: &[usize], rev: &str) -> Result<Vec<usize>> {
+pub fn changed_since(
+    settings: &Settings,
+    catalog: &Catalog,
+    requested: &[ImageIndex],
+    rev: &str,
+) -> Result<Vec<ImageIndex>> {
     let now = tagging::tags(catalog, settings, requested)?;
     let history = History::open(&settings.images_dir)?;
     let commit = history.repo.commit(rev)?;
@@ -801,14 +799,8 @@ pub fn changed_since(settings: &Settings, catalog: &Catalog, requested: &[usize]
     let then_catalog = snapshot.catalog(settings.arch)?;
     let then_tags = snapshot.tags(settings, &[&then_catalog]).pop().unwrap_or_default();
     let then: HashMap<&str, &str> = then_catalog
-        .images
-        .iter()
-        .enumerate()
+        .indexed()
         .filter_map(|(i, image)| Some((image.name.as_str(), then_tags.get(&i)?.as_deref().ok()?)))
         .collect();
-    Ok(requested
-        .iter()
-        .copied()
-        .filter(|i| then.get(catalog.images[*i].name.as_str()) != Some(&now[i].as_str()))
-        .collect())
+    Ok(requested.iter().copied().filter(|i| then.get(catalog[*i].name.as_str()) != Some(&now[i].as_str())).collect())
 }

@@ -21,8 +21,9 @@
 //! - Inputs: [`config`] (settings), [`discovery`] (the catalog, with its
 //!   `FROM` graph), [`tagging`], [`dockerfile`], [`dockerignore`],
 //!   [`provenance`], [`shard`].
-//! - [`model`]: plain types (image names, outcomes, run events) that any
-//!   layer may use.
+//! - [`model`]: plain types that any layer may use: the places of images in
+//!   a catalog and of jobs in a plan (`ImageIndex`, `JobIndex`, never mixed
+//!   up), image names, outcomes, run events.
 
 pub mod check;
 pub mod cli;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::config::{Settings, TagScheme};
 use crate::discovery::{discover_lenient, Catalog};
 use crate::history;
-use crate::model::ImageRef;
+use crate::model::{ImageIndex, ImageRef};
 use crate::shard::{self, Shard};
 use crate::tagging;
 
@@ -42,8 +42,8 @@ pub fn list(
     for bad in &catalog.invalid {
         eprintln!("warning: skipped: {}", bad.reason);
     }
-    let mut chosen: Vec<usize> =
-        (0..catalog.images.len()).filter(|&i| !tests_only || catalog.images[i].is_test(settings)).collect();
+    let mut chosen: Vec<ImageIndex> =
+        catalog.indexed().filter(|(_, image)| !tests_only || image.is_test(settings)).map(|(i, _)| i).collect();
     if let Some(rev) = changed_since {
         chosen = history::changed_since(settings, &catalog, &chosen, rev)?;
     }
@@ -53,7 +53,7 @@ pub fn list(
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if !json {
         for &i in &chosen {
-            writeln!(out, "{}", catalog.images[i].name)?;
+            writeln!(out, "{}", catalog[i].name)?;
         }
         out.flush()?;
         return Ok(());
@@ -71,8 +71,8 @@ pub fn list(
     Ok(())
 }
 
-pub fn json_row<'a>(settings: &Settings, catalog: &'a Catalog, i: usize, tag: &'a str) -> ImageJson<'a> {
-    let image = &catalog.images[i];
+pub fn json_row<'a>(settings: &Settings, catalog: &'a Catalog, i: ImageIndex, tag: &'a str) -> ImageJson<'a> {
+    let image = &catalog[i];
     let names = ImageRef::new(settings, &image.path, tag);
     ImageJson {
         name: &image.name,

@@ -1,12 +1,52 @@
-//! The plain types the executor and the reporter share: what happened to
-//! each image, and the events a run sends while it works. Neither of those
-//! two modules imports the other.
+//! The plain types the layers share: where an image sits in its catalog and
+//! a job in its plan, what happened to each image, and the events a run
+//! sends while it works (the executor and the reporter, which do not import
+//! each other, meet here).
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::config::{Arch, Settings};
+
+/// An image's place in its catalog: `catalog[i]`. Never a place in a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ImageIndex(pub usize);
+
+/// A job's place in its plan: `jobs[j]`. Never a place in a catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct JobIndex(pub usize);
+
+impl JobIndex {
+    /// Every place in a plan of `len` jobs, in order.
+    pub fn all(len: usize) -> impl Iterator<Item = JobIndex> {
+        (0..len).map(JobIndex)
+    }
+}
+
+/// One value for each job of a plan, found by its [`JobIndex`].
+#[derive(Clone, Debug)]
+pub struct PerJob<T>(pub Vec<T>);
+
+impl<T> PerJob<T> {
+    pub fn new(len: usize, value: impl FnMut() -> T) -> PerJob<T> {
+        PerJob(std::iter::repeat_with(value).take(len).collect())
+    }
+}
+
+impl<T> std::ops::Index<JobIndex> for PerJob<T> {
+    type Output = T;
+    fn index(&self, j: JobIndex) -> &T {
+        &self.0[j.0]
+    }
+}
+
+impl<T> std::ops::IndexMut<JobIndex> for PerJob<T> {
+    fn index_mut(&mut self, j: JobIndex) -> &mut T {
+        &mut self.0[j.0]
+    }
+}
 
 /// An image as every JSON document shows it: the same object for lists,
 /// plans and outcomes. The tag and names are missing only for an image

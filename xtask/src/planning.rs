@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use crate::config::{Arch, Platform};
-use crate::model::{ImageInfo, ImageRef};
+use crate::model::{ImageIndex, ImageInfo, ImageRef, JobIndex};
 
 /// What the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -91,9 +91,12 @@ impl CacheSource {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Job {
     #[serde(skip)]
-    pub image: usize,
+    pub image: ImageIndex,
     pub name: String,
     pub path: String,
+    /// Its Dockerfile for the architecture, in its directory.
+    #[serde(skip)]
+    pub dockerfile: String,
     pub arch: Arch,
     pub test: bool,
     #[serde(flatten)]
@@ -102,7 +105,7 @@ pub struct Job {
     pub why: String,
     /// Jobs (indexes into the plan) that must finish first: the local images
     /// this one is built `FROM`.
-    pub after: Vec<usize>,
+    pub after: Vec<JobIndex>,
     /// False for a base brought in only because a requested image builds on it.
     pub requested: bool,
     /// The platform the local `:latest` is for now, when this job moves it
@@ -112,6 +115,13 @@ pub struct Job {
     /// Where a build takes unchanged steps from, if it builds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSource>,
+}
+
+impl std::ops::Index<JobIndex> for [Job] {
+    type Output = Job;
+    fn index(&self, j: JobIndex) -> &Job {
+        &self[j.0]
+    }
 }
 
 impl Job {
@@ -136,13 +146,14 @@ impl Job {
 /// An image as the planner sees it.
 #[derive(Clone, Debug)]
 pub struct Target {
-    pub image: usize,
+    pub image: ImageIndex,
     pub name: String,
     pub path: String,
+    pub dockerfile: String,
     pub test: bool,
     pub names: ImageRef,
     /// Images (catalog indexes) this one is built `FROM`.
-    pub bases: Vec<usize>,
+    pub bases: Vec<ImageIndex>,
 }
 
 impl Target {
@@ -168,10 +179,10 @@ pub struct Observed {
     /// when it is for the architecture asked for.
     pub platforms: HashMap<String, Platform>,
     /// Whether the registry has each image's tag (looked up for test and push).
-    pub remote: HashMap<usize, bool>,
+    pub remote: HashMap<ImageIndex, bool>,
     /// Whether the registry has each image's `<remote>:latest` (looked up for
     /// images that may build and have no local `:latest` for the architecture).
-    pub remote_latest: HashMap<usize, bool>,
+    pub remote_latest: HashMap<ImageIndex, bool>,
     /// The registry could not be asked: what is not present is built.
     pub registry_down: bool,
 }
@@ -201,15 +212,21 @@ impl Observed {
 
 /// `targets` holds every requested image and every image they are built on
 /// (catalog index -> target); `requested` lists the requested ones.
-pub fn plan(targets: &HashMap<usize, Target>, requested: &[usize], seen: &Observed, opts: Options) -> Vec<Job> {
-    let mut steps: HashMap<usize, (Vec<Step>, String)> =
+pub fn plan(
+    targets: &HashMap<ImageIndex, Target>,
+    requested: &[ImageIndex],
+    seen: &Observed,
+    opts: Options,
+) -> Vec<Job> {
+    let mut steps: HashMap<ImageIndex, (Vec<Step>, String)> =
         requested.iter().map(|&i| (i, mode_steps(&targets[&i], seen, opts))).collect();
     let arch = opts.arch;
 
     // Whatever may be built needs its bases present under their local names
     // first: load them, or make their own job bring them.
-    let mut stack: Vec<usize> = requested.iter().copied().filter(|i| steps[i].0.iter().any(Step::may_build)).collect();
-    let mut needs_local: HashSet<usize> = HashSet::new();
+    let mut stack: Vec<ImageIndex> =
+        requested.iter().copied().filter(|i| steps[i].0.iter().any(Step::may_build)).collect();
+    let mut needs_local: HashSet<ImageIndex> = HashSet::new();
     while let Some(i) = stack.pop() {
         for &base in &targets[&i].bases {
             if needs_local.insert(base) {
@@ -231,9 +248,9 @@ pub fn plan(targets: &HashMap<usize, Target>, requested: &[usize], seen: &Observ
         }
     }
 
-    let mut order: Vec<usize> = steps.keys().copied().collect();
+    let mut order: Vec<ImageIndex> = steps.keys().copied().collect();
     order.sort_by(|a, b| targets[a].name.cmp(&targets[b].name));
-    let position: HashMap<usize, usize> = order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+    let position: HashMap<ImageIndex, JobIndex> = order.iter().enumerate().map(|(p, &i)| (i, JobIndex(p))).collect();
     order
         .iter()
         .map(|&i| {
@@ -255,6 +272,7 @@ pub fn plan(targets: &HashMap<usize, Target>, requested: &[usize], seen: &Observ
                 image: i,
                 name: t.name.clone(),
                 path: t.path.clone(),
+                dockerfile: t.dockerfile.clone(),
                 arch,
                 test: t.test,
                 names: t.names.clone(),
@@ -281,7 +299,7 @@ fn cache_source(t: &Target, seen: &Observed, arch: Arch) -> Option<CacheSource> 
 
 /// Images that may build, have no local `:latest` for the architecture, and
 /// whose `<remote>:latest` the registry was not asked about yet.
-pub fn wants_remote_latest(jobs: &[Job], seen: &Observed, arch: Arch) -> Vec<usize> {
+pub fn wants_remote_latest(jobs: &[Job], seen: &Observed, arch: Arch) -> Vec<ImageIndex> {
     // A pull of a tag the registry has needs no build.
     let builds = |j: &Job| {
         j.steps.iter().any(|s| match s {
@@ -384,21 +402,22 @@ mod tests {
 
     fn target(image: usize, name: &str, bases: Vec<usize>) -> Target {
         Target {
-            image,
+            image: ImageIndex(image),
             name: name.into(),
             path: name.into(),
+            dockerfile: "Dockerfile".into(),
             test: true,
             names: ImageRef {
                 tag: format!("t{image}"),
                 local: format!("l/{name}"),
                 remote: format!("r/{name}_x86_64"),
             },
-            bases,
+            bases: bases.into_iter().map(ImageIndex).collect(),
         }
     }
 
-    fn targets() -> HashMap<usize, Target> {
-        [(0, target(0, "base", vec![])), (1, target(1, "top", vec![0])), (2, target(2, "solo", vec![]))].into()
+    fn targets() -> HashMap<ImageIndex, Target> {
+        [target(0, "base", vec![]), target(1, "top", vec![0]), target(2, "solo", vec![])].map(|t| (t.image, t)).into()
     }
 
     fn opts(mode: Mode) -> Options {
@@ -421,20 +440,22 @@ mod tests {
     }
 
     fn summary(jobs: &[Job]) -> Vec<(String, Vec<Step>, Vec<usize>, bool)> {
-        jobs.iter().map(|j| (j.name.clone(), j.steps.clone(), j.after.clone(), j.requested)).collect()
+        jobs.iter()
+            .map(|j| (j.name.clone(), j.steps.clone(), j.after.iter().map(|a| a.0).collect(), j.requested))
+            .collect()
     }
 
     #[test]
     fn load_present_does_nothing() {
         let seen = local(&[("l/solo:t2", "id"), ("l/solo:latest", "id")]);
-        let jobs = plan(&targets(), &[2], &seen, opts(Mode::Load));
+        let jobs = plan(&targets(), &[ImageIndex(2)], &seen, opts(Mode::Load));
         assert_eq!(summary(&jobs), vec![("solo".into(), vec![], vec![], true)]);
         assert_eq!(jobs[0].why, "present");
     }
 
     #[test]
     fn load_missing_pulls_else_builds_after_its_base() {
-        let jobs = plan(&targets(), &[1], &Observed::default(), opts(Mode::Load));
+        let jobs = plan(&targets(), &[ImageIndex(1)], &Observed::default(), opts(Mode::Load));
         assert_eq!(
             summary(&jobs),
             vec![
@@ -448,16 +469,16 @@ mod tests {
     #[test]
     fn skip_image_load_fails_missing_images() {
         let o = Options { skip_load: true, ..opts(Mode::Load) };
-        let jobs = plan(&targets(), &[2], &Observed::default(), o);
+        let jobs = plan(&targets(), &[ImageIndex(2)], &Observed::default(), o);
         assert_eq!(summary(&jobs), vec![("solo".into(), vec![Step::Missing], vec![], true)]);
     }
 
     #[test]
     fn push_skips_what_the_registry_has_and_loads_bases_of_builds() {
         let mut seen = Observed::default();
-        seen.remote.insert(0, true);
-        seen.remote.insert(1, false);
-        let jobs = plan(&targets(), &[0, 1], &seen, opts(Mode::Push));
+        seen.remote.insert(ImageIndex(0), true);
+        seen.remote.insert(ImageIndex(1), false);
+        let jobs = plan(&targets(), &[ImageIndex(0), ImageIndex(1)], &seen, opts(Mode::Push));
         assert_eq!(
             summary(&jobs),
             vec![
@@ -470,26 +491,26 @@ mod tests {
     #[test]
     fn push_as_latest_moves_remote_latest_even_when_present() {
         let mut seen = Observed::default();
-        seen.remote.insert(2, true);
+        seen.remote.insert(ImageIndex(2), true);
         let o = Options { push_latest: true, ..opts(Mode::Push) };
-        let jobs = plan(&targets(), &[2], &seen, o);
+        let jobs = plan(&targets(), &[ImageIndex(2)], &seen, o);
         assert_eq!(summary(&jobs), vec![("solo".into(), vec![Step::PushLatest], vec![], true)]);
     }
 
     #[test]
     fn push_names_a_locally_present_image_before_pushing() {
         let mut seen = local(&[("l/solo:t2", "id")]);
-        seen.remote.insert(2, false);
-        let jobs = plan(&targets(), &[2], &seen, opts(Mode::Push));
+        seen.remote.insert(ImageIndex(2), false);
+        let jobs = plan(&targets(), &[ImageIndex(2)], &seen, opts(Mode::Push));
         assert_eq!(jobs[0].steps, vec![Step::Push { from: Some("l/solo:t2".into()) }]);
     }
 
     #[test]
     fn test_mode_builds_only_what_the_registry_lacks() {
         let mut seen = Observed::default();
-        seen.remote.insert(0, true);
-        seen.remote.insert(2, false);
-        let jobs = plan(&targets(), &[0, 2], &seen, opts(Mode::Test));
+        seen.remote.insert(ImageIndex(0), true);
+        seen.remote.insert(ImageIndex(2), false);
+        let jobs = plan(&targets(), &[ImageIndex(0), ImageIndex(2)], &seen, opts(Mode::Test));
         assert_eq!(
             summary(&jobs),
             vec![("base".into(), vec![], vec![], true), ("solo".into(), vec![Step::Build], vec![], true)]
@@ -499,7 +520,7 @@ mod tests {
     #[test]
     fn tag_needs_the_remote_named_image() {
         let seen = local(&[("r/solo_x86_64:t2", "id")]);
-        let jobs = plan(&targets(), &[0, 2], &seen, opts(Mode::Tag));
+        let jobs = plan(&targets(), &[ImageIndex(0), ImageIndex(2)], &seen, opts(Mode::Tag));
         assert_eq!(
             summary(&jobs),
             vec![
@@ -514,16 +535,17 @@ mod tests {
 mod platform_tests {
     use super::*;
 
-    fn target(name: &str) -> HashMap<usize, Target> {
+    fn target(name: &str) -> HashMap<ImageIndex, Target> {
         let t = Target {
-            image: 0,
+            image: ImageIndex(0),
             name: name.into(),
             path: name.into(),
+            dockerfile: "Dockerfile".into(),
             test: true,
             names: ImageRef { tag: "t".into(), local: format!("l/{name}"), remote: format!("r/{name}_x86_64") },
             bases: vec![],
         };
-        [(0, t)].into()
+        [(ImageIndex(0), t)].into()
     }
 
     fn seen(names: &[(&str, &str)]) -> Observed {
@@ -540,7 +562,7 @@ mod platform_tests {
 
     fn plan_for(seen: &Observed, mode: Mode, arch: Arch) -> Job {
         let o = Options { mode, arch, cache: true, skip_load: false, push_latest: false };
-        plan(&target("x"), &[0], seen, o).remove(0)
+        plan(&target("x"), &[ImageIndex(0)], seen, o).remove(0)
     }
 
     #[test]
@@ -577,7 +599,7 @@ mod platform_tests {
         assert_eq!(job.steps, vec![Step::Missing]);
         assert_eq!(job.why, "r/x_x86_64:t is for linux/arm64, not linux/amd64: pull or build it again");
         let mut s = s;
-        s.remote.insert(0, false);
+        s.remote.insert(ImageIndex(0), false);
         assert_eq!(plan_for(&s, Mode::Push, Arch::X86_64).steps, vec![Step::Build, Step::Push { from: None }]);
     }
 
@@ -597,20 +619,23 @@ mod platform_tests {
         // An aarch64 :latest is never used for x86_64: the registry's, if any.
         s = seen(&[("l/x:latest", "arm")]);
         assert_eq!(plan_for(&s, Mode::Rebuild, Arch::X86_64).cache, None);
-        assert_eq!(wants_remote_latest(&[plan_for(&s, Mode::Rebuild, Arch::X86_64)], &s, Arch::X86_64), vec![0]);
-        s.remote_latest.insert(0, true);
+        assert_eq!(
+            wants_remote_latest(&[plan_for(&s, Mode::Rebuild, Arch::X86_64)], &s, Arch::X86_64),
+            vec![ImageIndex(0)]
+        );
+        s.remote_latest.insert(ImageIndex(0), true);
         assert_eq!(
             plan_for(&s, Mode::Rebuild, Arch::X86_64).cache,
             Some(CacheSource::Remote("r/x_x86_64:latest".into()))
         );
         assert_eq!(
             wants_remote_latest(&[plan_for(&s, Mode::Rebuild, Arch::X86_64)], &s, Arch::X86_64),
-            Vec::<usize>::new()
+            Vec::<ImageIndex>::new()
         );
         // Nothing that does not build, and nothing when turned off.
         let present = seen(&[("l/x:t", "amd"), ("l/x:latest", "amd")]);
         assert_eq!(plan_for(&present, Mode::Load, Arch::X86_64).cache, None);
         let o = Options { mode: Mode::Rebuild, arch: Arch::X86_64, cache: false, skip_load: false, push_latest: false };
-        assert_eq!(plan(&target("x"), &[0], &seen(&[("l/x:latest", "amd")]), o)[0].cache, None);
+        assert_eq!(plan(&target("x"), &[ImageIndex(0)], &seen(&[("l/x:latest", "amd")]), o)[0].cache, None);
     }
 }

@@ -205,7 +205,7 @@ pub fn run(settings: &Settings, scope: Option<Arch>, dry_run: bool, json: bool) 
     let tags = tagging::tags_by_arch(settings, &refs).context("cannot tell which tags are current")?;
     let mut current: Current = HashMap::new();
     for (catalog, tags) in catalogs.iter().zip(&tags) {
-        for (i, image) in catalog.images.iter().enumerate() {
+        for (i, image) in catalog.indexed() {
             current.entry(image.path.clone()).or_default().insert(catalog.arch, tags[&i].clone());
         }
     }

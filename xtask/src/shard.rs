@@ -15,6 +15,7 @@ use anyhow::{bail, Result};
 
 use crate::config::Settings;
 use crate::discovery::Catalog;
+use crate::model::ImageIndex;
 use crate::tagging;
 
 /// A fixed cost per image, in bytes-equivalent: a build or pull of an empty
@@ -50,7 +51,12 @@ pub struct Item<'a> {
 /// The requested images (indexes into the catalog) that fall to one shard,
 /// in the catalog's order: what the `*-all-*` commands and the listing
 /// commands work on with `--shard K/N`.
-pub fn select(catalog: &Catalog, settings: &Settings, requested: &[usize], shard: Shard) -> Result<Vec<usize>> {
+pub fn select(
+    catalog: &Catalog,
+    settings: &Settings,
+    requested: &[ImageIndex],
+    shard: Shard,
+) -> Result<Vec<ImageIndex>> {
     let mut bases = HashMap::new();
     for &i in requested {
         bases.insert(i, tagging::local_bases(catalog, settings, i)?.to_vec());
@@ -58,9 +64,9 @@ pub fn select(catalog: &Catalog, settings: &Settings, requested: &[usize], shard
     let items: Vec<Item> = requested
         .iter()
         .map(|&i| Item {
-            name: &catalog.images[i].name,
+            name: &catalog[i].name,
             weight: catalog.context_bytes(i),
-            bases: bases[&i].iter().map(|&b| catalog.images[b].name.as_str()).collect(),
+            bases: bases[&i].iter().map(|&b| catalog[b].name.as_str()).collect(),
         })
         .collect();
     let mine = split(&items, shard.count).swap_remove(shard.index - 1);

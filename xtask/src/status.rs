@@ -103,7 +103,7 @@ pub fn run(
         for other in &catalog.other_arch {
             eprintln!("skipped {}: not available for {}", other.name, settings.arch);
         }
-        (0..catalog.images.len()).collect()
+        catalog.indices().collect()
     } else {
         let (chosen, unavailable) = catalog.select_available(names)?;
         for other in unavailable {
@@ -123,7 +123,7 @@ pub fn run(
         }
     };
     let repositories: HashSet<String> =
-        chosen.iter().map(|&i| ImageRef::local_repository(settings, &catalog.images[i].path)).collect();
+        chosen.iter().map(|&i| ImageRef::local_repository(settings, &catalog[i].path)).collect();
     let mut ids: Vec<&str> = listing
         .iter()
         .filter(|(reference, _)| reference.rsplit_once(':').is_some_and(|(repo, _)| repositories.contains(repo)))
@@ -134,7 +134,7 @@ pub fn run(
     let details = if ids.is_empty() { HashMap::new() } else { engine.inspect(&ids)? };
 
     let remotes: Vec<String> =
-        chosen.iter().map(|&i| ImageRef::new(settings, &catalog.images[i].path, &tags[&i]).remote_tagged()).collect();
+        chosen.iter().map(|&i| ImageRef::new(settings, &catalog[i].path, &tags[&i]).remote_tagged()).collect();
     let answers: Vec<Result<bool>> = if local_only {
         remotes.iter().map(|_| Err(anyhow::anyhow!(NOT_ASKED))).collect()
     } else {
@@ -149,7 +149,7 @@ pub fn run(
         .zip(remotes)
         .zip(answers)
         .map(|((&i, reference), answer)| {
-            let image = &catalog.images[i];
+            let image = &catalog[i];
             let tag = tags[&i].clone();
             let local = local_status(
                 &ImageRef::local_repository(settings, &image.path),

@@ -24,6 +24,7 @@ use crate::config::{Arch, Settings, TagScheme};
 use crate::discovery::{walk_error, Catalog, Image};
 use crate::dockerfile;
 use crate::dockerignore::DockerIgnore;
+use crate::model::ImageIndex;
 
 /// Mixed into every `content` tag: changing it changes every tag.
 pub const CONTENT_SCHEME_VERSION: &str = "xtask-content-v2";
@@ -160,7 +161,7 @@ impl Source for Fs<'_> {
 
 /// Tags for `wanted` (catalog indexes), and for the local images they are
 /// built `FROM`, since a base's tag is part of the tags built on it.
-pub fn tags(catalog: &Catalog, settings: &Settings, wanted: &[usize]) -> Result<HashMap<usize, String>> {
+pub fn tags(catalog: &Catalog, settings: &Settings, wanted: &[ImageIndex]) -> Result<HashMap<ImageIndex, String>> {
     let src = Fs { root: &catalog.root };
     match settings.tag_scheme {
         TagScheme::Gvisor => gvisor_tags(&src, catalog, wanted),
@@ -171,7 +172,7 @@ pub fn tags(catalog: &Catalog, settings: &Settings, wanted: &[usize]) -> Result<
 /// Every image's tag in each of several catalogs of one images root (one
 /// per architecture), each image directory read and hashed once whatever
 /// the number of architectures it is an image for.
-pub fn tags_by_arch(settings: &Settings, catalogs: &[&Catalog]) -> Result<Vec<HashMap<usize, String>>> {
+pub fn tags_by_arch(settings: &Settings, catalogs: &[&Catalog]) -> Result<Vec<HashMap<ImageIndex, String>>> {
     let Some(first) = catalogs.first() else { return Ok(Vec::new()) };
     let src = Fs { root: &first.root };
     let mut dirs: Vec<&str> = catalogs.iter().flat_map(|c| c.images.iter().map(|i| i.path.as_str())).collect();
@@ -183,23 +184,19 @@ pub fn tags_by_arch(settings: &Settings, catalogs: &[&Catalog]) -> Result<Vec<Ha
                 dirs.par_iter().map(|&d| Ok((d, gvisor_tag(&src, d)?))).collect::<Result<_>>()?;
             Ok(catalogs
                 .iter()
-                .map(|c| {
-                    c.images.iter().enumerate().map(|(i, image)| (i, by_path[image.path.as_str()].clone())).collect()
-                })
+                .map(|c| c.indexed().map(|(i, image)| (i, by_path[image.path.as_str()].clone())).collect())
                 .collect())
         }
         TagScheme::Content => {
-            let by_path: Vec<HashMap<&str, usize>> = catalogs
-                .iter()
-                .map(|c| c.images.iter().enumerate().map(|(i, image)| (image.path.as_str(), i)).collect())
-                .collect();
+            let by_path: Vec<HashMap<&str, ImageIndex>> =
+                catalogs.iter().map(|c| c.indexed().map(|(i, image)| (image.path.as_str(), i)).collect()).collect();
             let own: HashMap<&str, Vec<(Arch, Own)>> = dirs
                 .par_iter()
                 .map(|&dir| {
                     let wants: Vec<(Arch, &str)> = catalogs
                         .iter()
                         .zip(&by_path)
-                        .filter_map(|(c, paths)| paths.get(dir).map(|&i| (c.arch, c.images[i].dockerfile.as_str())))
+                        .filter_map(|(c, paths)| paths.get(dir).map(|&i| (c.arch, c[i].dockerfile.as_str())))
                         .collect();
                     let own = own_inputs(&src, settings, dir, &wants)?;
                     let own: Result<Vec<(Arch, Own)>> = wants.iter().zip(own).map(|((a, _), o)| Ok((*a, o?))).collect();
@@ -210,14 +207,14 @@ pub fn tags_by_arch(settings: &Settings, catalogs: &[&Catalog]) -> Result<Vec<Ha
                 .iter()
                 .map(|c| {
                     let mut resolved = HashMap::new();
-                    for (i, image) in c.images.iter().enumerate() {
+                    for (i, image) in c.indexed() {
                         let (_, o) = own[image.path.as_str()].iter().find(|(a, _)| *a == c.arch).expect("hashed above");
                         let bases = resolve_bases(c, image, &o.bases)?;
                         c.knows_bases(i, &bases);
                         resolved.insert(i, Resolved { digest: o.digest, bases });
                     }
                     let mut tags = HashMap::new();
-                    for i in 0..c.images.len() {
+                    for i in c.indices() {
                         content_tag(c, i, &resolved, &mut tags, &mut Vec::new())?;
                     }
                     Ok(tags)
@@ -229,8 +226,8 @@ pub fn tags_by_arch(settings: &Settings, catalogs: &[&Catalog]) -> Result<Vec<Ha
 
 // ---- gvisor: the legacy pipeline, bit for bit -------------------------------
 
-fn gvisor_tags<S: Source>(src: &S, catalog: &Catalog, wanted: &[usize]) -> Result<HashMap<usize, String>> {
-    wanted.par_iter().map(|&i| Ok((i, gvisor_tag(src, &catalog.images[i].path)?))).collect()
+fn gvisor_tags<S: Source>(src: &S, catalog: &Catalog, wanted: &[ImageIndex]) -> Result<HashMap<ImageIndex, String>> {
+    wanted.par_iter().map(|&i| Ok((i, gvisor_tag(src, &catalog[i].path)?))).collect()
 }
 
 /// The legacy tag of the image at `path`: `find <path> -type f | sort -f -d
@@ -297,23 +294,23 @@ pub struct Own {
 #[derive(Clone, Debug)]
 pub struct Resolved {
     pub digest: [u8; 32],
-    pub bases: Vec<usize>,
+    pub bases: Vec<ImageIndex>,
 }
 
 fn content_tags<S: Source>(
     src: &S,
     catalog: &Catalog,
     settings: &Settings,
-    wanted: &[usize],
-) -> Result<HashMap<usize, String>> {
+    wanted: &[ImageIndex],
+) -> Result<HashMap<ImageIndex, String>> {
     // The wanted images and, transitively, their bases: each hashed once.
-    let mut own: HashMap<usize, Resolved> = HashMap::new();
-    let mut needed: Vec<usize> = wanted.to_vec();
+    let mut own: HashMap<ImageIndex, Resolved> = HashMap::new();
+    let mut needed: Vec<ImageIndex> = wanted.to_vec();
     while !needed.is_empty() {
-        let batch: Vec<(usize, Resolved)> = needed
+        let batch: Vec<(ImageIndex, Resolved)> = needed
             .par_iter()
             .map(|&i| {
-                let image = &catalog.images[i];
+                let image = &catalog[i];
                 let mut o = own_inputs(src, settings, &image.path, &[(settings.arch, &image.dockerfile)])?;
                 let o = o.pop().expect("one architecture asked for")?;
                 let bases = resolve_bases(catalog, image, &o.bases)?;
@@ -327,7 +324,7 @@ fn content_tags<S: Source>(
         needed.dedup();
         needed.retain(|i| !own.contains_key(i));
     }
-    let mut tags: HashMap<usize, String> = HashMap::new();
+    let mut tags: HashMap<ImageIndex, String> = HashMap::new();
     for &i in wanted {
         content_tag(catalog, i, &own, &mut tags, &mut Vec::new())?;
     }
@@ -337,20 +334,20 @@ fn content_tags<S: Source>(
 /// The tag: the image's own digest and its bases' tags.
 pub fn content_tag(
     catalog: &Catalog,
-    i: usize,
-    own: &HashMap<usize, Resolved>,
-    tags: &mut HashMap<usize, String>,
-    chain: &mut Vec<usize>,
+    i: ImageIndex,
+    own: &HashMap<ImageIndex, Resolved>,
+    tags: &mut HashMap<ImageIndex, String>,
+    chain: &mut Vec<ImageIndex>,
 ) -> Result<String> {
     if let Some(tag) = tags.get(&i) {
         return Ok(tag.clone());
     }
     if chain.contains(&i) {
-        let names: Vec<&str> = chain.iter().chain([&i]).map(|&j| catalog.images[j].name.as_str()).collect();
+        let names: Vec<&str> = chain.iter().chain([&i]).map(|&j| catalog[j].name.as_str()).collect();
         bail!("images are built FROM each other in a cycle: {}", names.join(" -> "));
     }
     let Some(resolved) = own.get(&i) else {
-        bail!("the inputs of {} could not be read", catalog.images[i].name);
+        bail!("the inputs of {} could not be read", catalog[i].name);
     };
     chain.push(i);
     let mut h = Sha256::new();
@@ -358,7 +355,7 @@ pub fn content_tag(
     field(&mut h, "own", &resolved.digest);
     for &base in &resolved.bases {
         let tag = content_tag(catalog, base, own, tags, chain)?;
-        field(&mut h, "from", catalog.images[base].name.as_bytes());
+        field(&mut h, "from", catalog[base].name.as_bytes());
         field(&mut h, "from-tag", tag.as_bytes());
     }
     chain.pop();
@@ -456,9 +453,9 @@ pub fn own_inputs<S: Source>(
 /// their local name (`<LOCAL_IMAGE_PREFIX>/<path>[:tag]`).
 /// Read from the Dockerfile only when the catalog does not know them yet
 /// (computing a tag reads it too, and tells the catalog).
-pub fn local_bases<'c>(catalog: &'c Catalog, settings: &Settings, i: usize) -> Result<&'c [usize]> {
+pub fn local_bases<'c>(catalog: &'c Catalog, settings: &Settings, i: ImageIndex) -> Result<&'c [ImageIndex]> {
     catalog.bases(i, || {
-        let image = &catalog.images[i];
+        let image = &catalog[i];
         let src = Fs { root: &catalog.root };
         let text = src.read(&format!("{}/{}", image.path, image.dockerfile))?;
         resolve_bases(catalog, image, &from_bases(&text, settings))
@@ -481,7 +478,7 @@ fn from_bases(bytes: &[u8], settings: &Settings) -> Bases {
 
 /// The catalog indexes of the bases of `image`, sorted; a base that is not
 /// an image of the catalog is an error.
-pub fn resolve_bases(catalog: &Catalog, image: &Image, bases: &Bases) -> Result<Vec<usize>> {
+pub fn resolve_bases(catalog: &Catalog, image: &Image, bases: &Bases) -> Result<Vec<ImageIndex>> {
     let mut found = Vec::new();
     for (reference, path) in bases {
         match catalog.by_path(path) {

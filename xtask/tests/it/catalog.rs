@@ -576,7 +576,7 @@ mod discovery {
         let c = discover(&tree.root, Arch::X86_64).unwrap();
         let select = |args: &[&str]| -> Vec<String> {
             let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            c.select(&args).unwrap().into_iter().map(|i| c.images[i].name.clone()).collect()
+            c.select(&args).unwrap().into_iter().map(|i| c[i].name.clone()).collect()
         };
         assert_eq!(select(&["basic"]), ["basic_alpine", "basic_alpine_edge", "basic_hello"]);
         assert_eq!(select(&["basicx"]), ["basicx"]);

@@ -18,6 +18,7 @@ use crate::support::git;
 use xtask::config::{Arch, FileConfig, Overrides, Settings};
 use xtask::discovery::{discover_lenient, Catalog};
 use xtask::history::History;
+use xtask::model::ImageIndex;
 use xtask::tagging;
 
 const LOCAL: &str = "local.test/p";
@@ -193,10 +194,11 @@ fn shape(c: &Catalog) -> (Vec<(String, String)>, Vec<String>, Vec<String>) {
 /// Each image's tag in a checkout, or that it has none: one at a time, since
 /// an image whose tag cannot be computed fails the whole listing.
 fn checkout_tags(catalog: &Catalog, settings: &Settings) -> BTreeMap<String, Option<String>> {
-    (0..catalog.images.len())
-        .map(|i| {
+    catalog
+        .indexed()
+        .map(|(i, image)| {
             let tag = tagging::tags(catalog, settings, &[i]).ok().map(|t| t[&i].clone());
-            (catalog.images[i].name.clone(), tag)
+            (image.name.clone(), tag)
         })
         .collect()
 }
@@ -250,12 +252,8 @@ fn tags_from_git_objects_are_the_tags_of_a_checkout() {
                     };
                     prop_assert_eq!(shape(&on_disk), shape(catalog), "catalog of {} for {}", commit, arch);
                     let want = checkout_tags(&on_disk, &settings);
-                    let got: BTreeMap<String, Option<String>> = catalog
-                        .images
-                        .iter()
-                        .enumerate()
-                        .map(|(i, image)| (image.name.clone(), git_tags[&i].clone().ok()))
-                        .collect();
+                    let got: BTreeMap<String, Option<String>> =
+                        catalog.indexed().map(|(i, image)| (image.name.clone(), git_tags[&i].clone().ok())).collect();
                     prop_assert_eq!(&got, &want, "{} tags of {} for {}", scheme, commit, arch);
                     compared.set(compared.get() + 1);
                     with_tags.set(with_tags.get() + want.values().filter(|t| t.is_some()).count());
@@ -268,9 +266,7 @@ fn tags_from_git_objects_are_the_tags_of_a_checkout() {
                         if let Ok(all) = all {
                             let k = Arch::ALL.iter().position(|a| a == arch).unwrap();
                             let by_name: BTreeMap<String, Option<String>> = both[k]
-                                .images
-                                .iter()
-                                .enumerate()
+                                .indexed()
                                 .map(|(i, image)| (image.name.clone(), Some(all[k][&i].clone())))
                                 .collect();
                             prop_assert_eq!(&by_name, &want, "tags_by_arch, {} of {} for {}", scheme, commit, arch);
@@ -310,7 +306,7 @@ fn a_dockerfile_linked_from_outside_is_read_at_each_revision() {
         let now = discover_lenient(&root, Arch::X86_64).unwrap();
         tags.insert(
             git(top, &["rev-parse", "HEAD"]).trim().to_string(),
-            tagging::tags(&now, &s, &[0]).unwrap()[&0].clone(),
+            tagging::tags(&now, &s, &[ImageIndex(0)]).unwrap()[&ImageIndex(0)].clone(),
         );
     }
     let root = top.join("images");
@@ -320,7 +316,7 @@ fn a_dockerfile_linked_from_outside_is_read_at_each_revision() {
         let snapshot = history.at(&history.repo.commit(commit).unwrap()).unwrap();
         let catalog = snapshot.catalog(Arch::X86_64).unwrap();
         let got = snapshot.tags(&s, &[&catalog]).pop().unwrap();
-        assert_eq!(got[&0].as_ref().unwrap(), want, "at {commit}");
+        assert_eq!(got[&ImageIndex(0)].as_ref().unwrap(), want, "at {commit}");
     }
     assert_eq!(tags.values().collect::<std::collections::HashSet<_>>().len(), 2);
 }
@@ -344,6 +340,6 @@ fn a_link_out_of_the_repository_is_refused() {
     let snapshot = history.at(&history.repo.commit("HEAD").unwrap()).unwrap();
     let catalog = snapshot.catalog(Arch::X86_64).unwrap();
     let got = snapshot.tags(&settings(&root, "content", Arch::X86_64), &[&catalog]).pop().unwrap();
-    let error = format!("{:#}", got[&0].as_ref().unwrap_err());
+    let error = format!("{:#}", got[&ImageIndex(0)].as_ref().unwrap_err());
     assert!(error.contains("leads outside the repository"), "{error}");
 }

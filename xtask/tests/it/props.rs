@@ -17,6 +17,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use xtask::config::{FileConfig, Overrides, Settings};
 use xtask::discovery::discover;
+use xtask::model::ImageIndex;
 use xtask::tagging::{sort_fd, tags};
 
 /// Failures are reported with their shrunk input; nothing is written beside
@@ -401,7 +402,7 @@ fn content_tag(root: &Path) -> String {
     let catalog = discover(root, settings.arch).unwrap();
     let names: Vec<&str> = catalog.images.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(names, ["img"], "the edits must leave exactly one image");
-    tags(&catalog, &settings, &[0]).unwrap().remove(&0).unwrap()
+    tags(&catalog, &settings, &[ImageIndex(0)]).unwrap().remove(&ImageIndex(0)).unwrap()
 }
 
 fn shown_tree(fp: &Fingerprint) -> String {

@@ -124,9 +124,9 @@ pub fn settings(root: &Path, arch: &str, scheme: &str) -> Settings {
 /// Name -> tag of every image.
 pub fn all_tags(settings: &Settings) -> BTreeMap<String, String> {
     let catalog = discover(&settings.images_dir, settings.arch).unwrap();
-    let wanted: Vec<usize> = (0..catalog.images.len()).collect();
+    let wanted: Vec<_> = catalog.indices().collect();
     let tags = xtask::tagging::tags(&catalog, settings, &wanted).unwrap();
-    wanted.iter().map(|i| (catalog.images[*i].name.clone(), tags[i].clone())).collect()
+    wanted.iter().map(|i| (catalog[*i].name.clone(), tags[i].clone())).collect()
 }
 
 /// The `content` tag of one image, for `arch`.
