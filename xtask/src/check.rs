@@ -13,6 +13,7 @@ use crate::config::{Arch, Settings};
 use crate::discovery::{discover_lenient, walk_error, Catalog};
 use crate::dockerfile::{self, Instruction};
 use crate::dockerignore::DockerIgnore;
+use crate::model::ImageRef;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -199,13 +200,7 @@ pub fn check(settings: &Settings, names: &[String]) -> Result<Report> {
     }
     let available: HashMap<Arch, HashSet<String>> =
         catalogs.iter().map(|c| (c.arch, c.images.iter().map(|i| i.path.clone()).collect())).collect();
-    let tree = Tree {
-        root: &settings.images_dir,
-        local_prefix: &settings.local_prefix,
-        remote_prefix: &settings.remote_prefix,
-        available,
-        build_args: dockerfile::build_args(&settings.build_args),
-    };
+    let tree = Tree { settings, available, build_args: dockerfile::build_args(&settings.build_args) };
     let mut contexts: HashMap<String, BuildContext> = HashMap::new();
     for ((path, name), arches) in &files {
         if !contexts.contains_key(path) {
@@ -418,9 +413,7 @@ impl BuildContext {
 
 /// What a Dockerfile is judged against.
 struct Tree<'a> {
-    root: &'a Path,
-    local_prefix: &'a str,
-    remote_prefix: &'a str,
+    settings: &'a Settings,
     /// Image paths, per architecture.
     available: HashMap<Arch, HashSet<String>>,
     build_args: HashMap<String, String>,
@@ -574,12 +567,12 @@ impl Tree<'_> {
             return;
         }
         let how = if copied { "COPY --from" } else { "FROM" };
-        if let Some(path) = under(self.local_prefix, reference) {
+        if let Some(path) = under(&self.settings.local_prefix, reference) {
             self.catalog_base(reference, path, line, copied, walk);
             return;
         }
-        if let Some(path) = under(&format!("localhost/{}", self.local_prefix), reference) {
-            let local = format!("{}/{path}", self.local_prefix);
+        if let Some(path) = under(&format!("localhost/{}", self.settings.local_prefix), reference) {
+            let local = ImageRef::local_repository(self.settings, path);
             walk.add(
                 line,
                 CATALOG_NAME,
@@ -589,7 +582,7 @@ impl Tree<'_> {
             );
             return;
         }
-        if let Some(rest) = under(self.remote_prefix, reference) {
+        if let Some(rest) = under(&self.settings.remote_prefix, reference) {
             let path = Arch::ALL.iter().find_map(|a| rest.strip_suffix(&format!("_{a}"))).unwrap_or(rest);
             if self.is_image(path) {
                 walk.add(
@@ -597,8 +590,8 @@ impl Tree<'_> {
                     CATALOG_NAME,
                     format!(
                         "{how} {reference}: the cache registry's name for the catalog image {path}, which is not built \
-                         first; use its local name {}/{path}",
-                        self.local_prefix
+                         first; use its local name {}",
+                        ImageRef::local_repository(self.settings, path)
                     ),
                 );
                 return;
@@ -630,7 +623,7 @@ impl Tree<'_> {
     /// A base named under the local prefix: an image of the catalog for
     /// every architecture the Dockerfile serves, and in a FROM line.
     fn catalog_base(&self, reference: &str, path: &str, line: usize, copied: bool, walk: &mut Walk) {
-        let local = |p: &str| format!("{}/{p}", self.local_prefix);
+        let local = |p: &str| ImageRef::local_repository(self.settings, p);
         if copied {
             if self.is_image(path) {
                 walk.add(
@@ -664,7 +657,10 @@ impl Tree<'_> {
                 missing.join(" or ")
             )
         } else {
-            format!("FROM {reference}: no image {path} in {}: add it, or fix the FROM line", self.root.display())
+            format!(
+                "FROM {reference}: no image {path} in {}: add it, or fix the FROM line",
+                self.settings.images_dir.display()
+            )
         };
         walk.add(line, CATALOG_NAME, message);
     }

@@ -322,7 +322,7 @@ fn local_platforms(
 ) -> Result<HashMap<String, crate::config::Platform>> {
     let mut ids: Vec<&str> = targets
         .values()
-        .flat_map(|t| [t.names.local_tagged(), format!("{}:latest", t.names.local), t.names.remote_tagged()])
+        .flat_map(|t| [t.names.local_tagged(), t.names.local_latest(), t.names.remote_tagged()])
         .filter_map(|r| local.get(&r).map(String::as_str))
         .collect();
     ids.sort_unstable();

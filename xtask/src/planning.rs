@@ -262,10 +262,8 @@ pub fn plan(
                 Vec::new()
             };
             let names_locally = job_steps.iter().any(Step::brings_local);
-            let latest_was = names_locally
-                .then(|| seen.foreign(&format!("{}:latest", t.names.local), arch))
-                .flatten()
-                .map(|p| p.to_string());
+            let latest_was =
+                names_locally.then(|| seen.foreign(&t.names.local_latest(), arch)).flatten().map(|p| p.to_string());
             let cache =
                 (opts.cache && job_steps.iter().any(Step::may_build)).then(|| cache_source(t, seen, arch)).flatten();
             Job {
@@ -290,11 +288,11 @@ pub fn plan(
 /// The previous version to build on: the local `:latest` when it is for
 /// the architecture, else the registry's `:latest` when it has one.
 fn cache_source(t: &Target, seen: &Observed, arch: Arch) -> Option<CacheSource> {
-    let latest = format!("{}:latest", t.names.local);
+    let latest = t.names.local_latest();
     if seen.present(&latest, arch).is_some() {
         return Some(CacheSource::Local(latest));
     }
-    (seen.remote_latest.get(&t.image) == Some(&true)).then(|| CacheSource::Remote(format!("{}:latest", t.names.remote)))
+    (seen.remote_latest.get(&t.image) == Some(&true)).then(|| CacheSource::Remote(t.names.remote_latest()))
 }
 
 /// Images that may build, have no local `:latest` for the architecture, and
@@ -316,11 +314,7 @@ pub fn wants_remote_latest(jobs: &[Job], seen: &Observed, arch: Arch) -> Vec<Ima
 }
 
 fn refs(t: &Target) -> (String, String, String) {
-    (
-        format!("{}:{}", t.names.local, t.names.tag),
-        format!("{}:latest", t.names.local),
-        format!("{}:{}", t.names.remote, t.names.tag),
-    )
+    (t.names.local_tagged(), t.names.local_latest(), t.names.remote_tagged())
 }
 
 fn load_steps(t: &Target, seen: &Observed, skip_load: bool, arch: Arch) -> (Vec<Step>, String) {
