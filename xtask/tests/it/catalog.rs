@@ -4,6 +4,7 @@
 //! themselves, run on generated trees full of awkward names.
 
 use crate::common;
+use crate::support::{clean_env, run};
 
 use std::collections::{BTreeMap, BTreeSet};
 

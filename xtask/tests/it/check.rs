@@ -9,6 +9,8 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
+use crate::support::{bare_xtask, run};
+
 const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
 /// An images root in a temporary directory.
@@ -37,10 +39,7 @@ impl Tree {
     /// The binary, run from the tree's directory (so paths print as
     /// `images/…`), with settings of its own.
     fn check(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        for name in xtask::cli::ENV_SETTINGS {
-            cmd.env_remove(name);
-        }
+        let mut cmd = bare_xtask();
         let config = self.dir.path().join("images.toml");
         fs::write(&config, "").unwrap();
         cmd.current_dir(self.dir.path())
@@ -51,21 +50,6 @@ impl Tree {
             .arg("check")
             .args(args);
         cmd
-    }
-}
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(cmd: &mut Command) -> Out {
-    let out = cmd.output().unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
     }
 }
 
@@ -348,11 +332,7 @@ fn help_lists_the_rules() {
 #[test]
 fn own_images_pass_with_warnings_denied() {
     let workspace = xtask::workspace_root();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    for name in xtask::cli::ENV_SETTINGS {
-        cmd.env_remove(name);
-    }
-    let out = run(cmd.current_dir(&workspace).args(["check", "--deny-warnings"]));
+    let out = run(bare_xtask().current_dir(&workspace).args(["check", "--deny-warnings"]));
     let dockerfiles = walk_dockerfiles(&workspace.join("images"));
     assert_eq!(
         (out.code, out.stdout.as_str(), out.stderr.as_str()),

@@ -6,6 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::clean_env;
+
 /// The workspace's files that make `cargo xtask` work, copied to `to`,
 /// with an images tree holding one image per name in `images`.
 fn checkout(to: &Path, images: &[&str]) {
@@ -29,9 +31,7 @@ fn checkout(to: &Path, images: &[&str]) {
 fn cargo_xtask(dir: &Path, target: &Path, args: &[&str]) -> String {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    for name in xtask::cli::ENV_SETTINGS {
-        cmd.env_remove(name);
-    }
+    clean_env(&mut cmd);
     // What cargo sets for this test binary must not reach the inner cargo.
     for (name, _) in std::env::vars_os() {
         if name.to_str().is_some_and(|n| n.starts_with("CARGO_") && n != "CARGO_HOME") {

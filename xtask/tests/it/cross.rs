@@ -32,8 +32,8 @@ fn json_array(run: &Run, key: &str) -> Vec<Value> {
 /// back from the registry, with `ARCH` spelled `arch`.
 fn foreign_image_round_trip(test: &str, arch: &str) {
     let s = Sandbox::new(test);
-    s.write("cross/Dockerfile", &format!("FROM {}\nRUN uname -m > /arch\nCOPY id /id\n", base_image_arm64()));
-    s.write("cross/id", &format!("{}\n", s.id));
+    s.write("cross/Dockerfile", format!("FROM {}\nRUN uname -m > /arch\nCOPY id /id\n", base_image_arm64()));
+    s.write("cross/id", format!("{}\n", s.id));
     let with_arch = |args: &[&str]| run(s.cmd(args).env("ARCH", arch));
     let tag = s.arch_tag(arch, "cross");
     assert_ne!(tag, s.tag("cross"), "the architecture must change the tag");
@@ -85,9 +85,9 @@ fn dockerfiles_per_architecture() {
     s.write("only86/Dockerfile.x86_64", "FROM scratch\nCOPY id /id\n");
     s.write("only86/id", &s.id);
     s.write("both/Dockerfile", "FROM scratch\nCOPY generic /which\n");
-    s.write("both/Dockerfile.aarch64", &format!("FROM {}\nCOPY aarch64 /which\n", base_image_arm64()));
-    s.write("both/generic", &format!("generic {}\n", s.id));
-    s.write("both/aarch64", &format!("aarch64 {}\n", s.id));
+    s.write("both/Dockerfile.aarch64", format!("FROM {}\nCOPY aarch64 /which\n", base_image_arm64()));
+    s.write("both/generic", format!("generic {}\n", s.id));
+    s.write("both/aarch64", format!("aarch64 {}\n", s.id));
     let aarch64 = |args: &[&str]| run(s.cmd(args).env("ARCH", "aarch64"));
 
     // The listing: which images there are for each architecture, from which Dockerfile.
@@ -129,9 +129,9 @@ fn dockerfiles_per_architecture() {
 #[test]
 fn push_manifest_publishes_an_index_over_both_architectures() {
     let s = Sandbox::new("manifest");
-    s.write("multi/Dockerfile.x86_64", &format!("FROM {}\nCOPY id /id\n", base_image()));
-    s.write("multi/Dockerfile.aarch64", &format!("FROM {}\nCOPY id /id\n", base_image_arm64()));
-    s.write("multi/id", &format!("{}\n", s.id));
+    s.write("multi/Dockerfile.x86_64", format!("FROM {}\nCOPY id /id\n", base_image()));
+    s.write("multi/Dockerfile.aarch64", format!("FROM {}\nCOPY id /id\n", base_image_arm64()));
+    s.write("multi/id", format!("{}\n", s.id));
     let with_arch = |arch: &str, args: &[&str]| run(s.cmd(args).env("ARCH", arch));
     let member = |arch: &str| format!("{}:{}", s.remote_for(arch, "multi"), s.arch_tag(arch, "multi"));
     let (amd64, arm64) = (member("x86_64"), member("aarch64"));
@@ -249,7 +249,7 @@ fn generated_tree(s: &Sandbox) -> (BTreeSet<String>, Vec<(String, String)>) {
     let mut edges = Vec::new();
     for i in 0..14 {
         s.write(&format!("s{i}/Dockerfile"), "FROM scratch\nCOPY data /data\n");
-        s.write(&format!("s{i}/data"), &"x".repeat((i % 5) * 300_000 + i));
+        s.write(&format!("s{i}/data"), "x".repeat((i % 5) * 300_000 + i));
         names.insert(format!("s{i}"));
     }
     for f in 0..4 {
@@ -258,14 +258,14 @@ fn generated_tree(s: &Sandbox) -> (BTreeSet<String>, Vec<(String, String)>) {
         names.insert(base.clone());
         for c in 0..3 {
             let child = format!("f{f}-c{c}");
-            s.write(&format!("{child}/Dockerfile"), &format!("FROM {}:latest\nCOPY id /id\n", s.local(&base)));
+            s.write(&format!("{child}/Dockerfile"), format!("FROM {}:latest\nCOPY id /id\n", s.local(&base)));
             s.write(&format!("{child}/id"), &child);
             names.insert(child.clone());
             edges.push((child, base.clone()));
         }
         let grandchild = format!("f{f}-g");
         let parent = format!("f{f}-c0");
-        s.write(&format!("{grandchild}/Dockerfile"), &format!("FROM {}:latest\nCOPY id /id\n", s.local(&parent)));
+        s.write(&format!("{grandchild}/Dockerfile"), format!("FROM {}:latest\nCOPY id /id\n", s.local(&parent)));
         s.write(&format!("{grandchild}/id"), &grandchild);
         names.insert(grandchild.clone());
         edges.push((grandchild, parent));
@@ -343,7 +343,7 @@ fn log_start(log: &str) -> String {
 fn a_foreign_build_never_reuses_the_host_build() {
     let s = Sandbox::new("foreign-cache");
     s.write("ab/one/Dockerfile", "FROM scratch\nCOPY . /site/\n");
-    s.write("ab/one/f.txt", &format!("{}\n", s.id));
+    s.write("ab/one/f.txt", format!("{}\n", s.id));
     let with_arch = |arch: &str, args: &[&str]| run(s.cmd(args).env("ARCH", arch));
     with_arch("x86_64", &["load", "ab_one"]).success();
     let host = image_id(&format!("{}:latest", s.local("ab/one"))).unwrap();
@@ -380,7 +380,7 @@ fn a_foreign_build_never_reuses_the_host_build() {
 #[test]
 fn a_base_for_another_architecture_fails_clearly() {
     let s = Sandbox::new("foreign-base");
-    s.write("on86/Dockerfile", &format!("FROM {}\nCOPY id /id\n", base_image()));
+    s.write("on86/Dockerfile", format!("FROM {}\nCOPY id /id\n", base_image()));
     s.write("on86/id", &s.id);
     let tag = s.arch_tag("aarch64", "on86");
     let failed = run(s.cmd(&["push", "on86"]).env("ARCH", "aarch64"));

@@ -57,7 +57,7 @@ fn changed_input_is_rebuilt_under_a_new_tag() {
     assert_eq!(first.success().outcomes(), [outcome("a", &old, "built", Some(&s.log("a")))]);
     let old_id = image_id(&format!("{local}:{old}")).unwrap();
 
-    s.write("a/id", &format!("{} changed\n", s.id));
+    s.write("a/id", format!("{} changed\n", s.id));
     let new = s.tag("a");
     assert_ne!(new, old);
     let second = s.xtask(&["load", "a", "--json"]);
@@ -180,7 +180,7 @@ fn failure_without_keep_going_leaves_the_rest_not_started() {
 #[test]
 fn stopped_registry_fails_push_and_load_builds_instead() {
     let mut s = Sandbox::new("registry-down");
-    let mut registry = Registry::start(s.path());
+    let mut registry = Registry::start(s.path(), None);
     s.use_registry(&registry.addr);
     s.scratch_image("a");
     s.scratch_image("b");
@@ -347,9 +347,9 @@ fn skip_image_load_uses_only_what_is_present() {
 #[test]
 fn local_base_is_loaded_first_and_feeds_the_dependent_tag() {
     let s = Sandbox::new("bases");
-    s.write("base/Dockerfile", &format!("FROM {}\nCOPY f /f\n", base_image()));
-    s.write("base/f", &format!("one {}\n", s.id));
-    s.write("top/Dockerfile", &format!("FROM {}:latest\nCOPY g /g\n", s.local("base")));
+    s.write("base/Dockerfile", format!("FROM {}\nCOPY f /f\n", base_image()));
+    s.write("base/f", format!("one {}\n", s.id));
+    s.write("top/Dockerfile", format!("FROM {}:latest\nCOPY g /g\n", s.local("base")));
     s.write("top/g", "top\n");
     let (base1, top1) = (s.tag("base"), s.tag("top"));
 
@@ -367,7 +367,7 @@ fn local_base_is_loaded_first_and_feeds_the_dependent_tag() {
     let warm = s.xtask(&["load", "top", "--json"]);
     assert_eq!(warm.success().outcomes(), [outcome("top", &top1, "present", None)]);
 
-    s.write("base/f", &format!("two {}\n", s.id));
+    s.write("base/f", format!("two {}\n", s.id));
     let (base2, top2) = (s.tag("base"), s.tag("top"));
     assert_ne!(base2, base1);
     assert_ne!(top2, top1, "a changed base must change the tag of the image built on it");
@@ -385,11 +385,11 @@ fn local_base_is_loaded_first_and_feeds_the_dependent_tag() {
 #[test]
 fn builds_ready_at_once_are_baked_together_under_buildx() {
     let s = Sandbox::new("batch");
-    s.write("one/Dockerfile", &format!("FROM {}\nCOPY f /f\n", base_image()));
-    s.write("one/f", &format!("one {}\n", s.id));
+    s.write("one/Dockerfile", format!("FROM {}\nCOPY f /f\n", base_image()));
+    s.write("one/f", format!("one {}\n", s.id));
     s.write("two/Dockerfile", "FROM scratch\nCOPY f /f\n");
-    s.write("two/f", &format!("two {}\n", s.id));
-    s.write("top/Dockerfile", &format!("FROM {}:latest\nCOPY g /g\n", s.local("one")));
+    s.write("two/f", format!("two {}\n", s.id));
+    s.write("top/Dockerfile", format!("FROM {}:latest\nCOPY g /g\n", s.local("one")));
     s.write("top/g", "top\n");
     let run = s.xtask(&["load-all-images", "--json"]);
     let outcomes = run.success().outcomes();
@@ -544,7 +544,7 @@ fn tag_names_an_image_present_under_its_remote_name() {
 #[test]
 fn run_steps_and_build_args_reach_the_build() {
     let s = Sandbox::new("build-args");
-    s.write("run/Dockerfile", &format!("FROM {}\nARG V\nRUN echo hi > /x\nRUN echo $V > /v\n", base_image()));
+    s.write("run/Dockerfile", format!("FROM {}\nARG V\nRUN echo hi > /x\nRUN echo $V > /v\n", base_image()));
     s.write("run/id", &s.id);
     let args = "--build-arg V=1";
     let plain = s.tag("run");
@@ -630,7 +630,7 @@ fn a_changed_image_builds_on_its_previous_version() {
     let s = Sandbox::new("incremental");
     s.write(
         "inc/Dockerfile",
-        &format!("FROM {}\nRUN head -c 16 /dev/urandom | od -An -tx1 > /expensive\nCOPY small /small\n", base_image()),
+        format!("FROM {}\nRUN head -c 16 /dev/urandom | od -An -tx1 > /expensive\nCOPY small /small\n", base_image()),
     );
     s.write("inc/small", "1\n");
     let remote_latest = format!("{}:latest", s.remote("inc"));
@@ -673,7 +673,7 @@ fn a_changed_image_builds_on_its_previous_version() {
     // A changed step, and every step after it, runs again.
     s.write(
         "inc/Dockerfile",
-        &format!(
+        format!(
             "FROM {}\nRUN head -c 16 /dev/urandom | od -An -tx1 > /expensive && true\nCOPY small /small\n",
             base_image()
         ),
@@ -694,17 +694,17 @@ fn a_changed_image_builds_on_its_previous_version() {
 fn the_cache_source_is_for_the_same_architecture() {
     let s = Sandbox::new("cache-arch");
     s.scratch_image("tools");
-    s.write("tools/big", &"x".repeat(1000));
+    s.write("tools/big", "x".repeat(1000));
     let with_arch = |arch: &str, args: &[&str]| run(s.cmd(args).env("ARCH", arch));
     with_arch("x86_64", &["load", "tools"]).success();
-    s.write("tools/big", &"y".repeat(1000));
+    s.write("tools/big", "y".repeat(1000));
     let plan = with_arch("x86_64", &["load", "tools", "--dry-run", "--json"]);
     let jobs = plan.success().items("plan");
     let local_latest = format!("{}:latest", s.local("tools"));
     assert_eq!(jobs[0]["cache"], serde_json::json!({ "kind": "local", "reference": local_latest }), "{plan}");
 
     with_arch("aarch64", &["load", "tools"]).success();
-    s.write("tools/big", &"z".repeat(1000));
+    s.write("tools/big", "z".repeat(1000));
     let plan = with_arch("x86_64", &["load", "tools", "--dry-run", "--json"]);
     let jobs = plan.success().items("plan");
     assert_eq!(
@@ -831,7 +831,7 @@ fn check_schema(kind: &str, doc: &serde_json::Value) {
 fn every_json_document_follows_the_schema() {
     let s = Sandbox::new("schema");
     s.scratch_image("grp/a");
-    s.write("b/Dockerfile", &format!("FROM {}:latest\nCOPY id /id\n", s.local("grp/a")));
+    s.write("b/Dockerfile", format!("FROM {}:latest\nCOPY id /id\n", s.local("grp/a")));
     s.write("b/id", &s.id);
     s.write("armonly/Dockerfile.aarch64", "FROM scratch\n");
     let doc = |args: &[&str], code: i32| -> serde_json::Value {

@@ -7,6 +7,14 @@
 //! one at a time (the `faults` test group in .config/nextest.toml): each
 //! loads the engine, and several at once would test the machine's load.
 //!
+//! Each case works in a sealed sandbox of the shared harness
+//! (`support::Sandbox::sealed`: a TMPDIR of its own, no inherited docker
+//! config) and runs the binary with the harness's timed runner, which kills
+//! a run past its limit; registries of a case's own are `support::Registry`.
+//! Here are the cases, the hermetic tree and the checks of the state the
+//! tool leaves (`state`), what those checks look at (`inspect`), and a
+//! flaky proxy in front of a registry (`proxy`).
+//!
 //! Randomness comes from one seed (`XTASK_FAULT_SEED`, decimal or 0x-hex, to
 //! replay a run), printed in the report.
 //! `XTASK_FAULT_KEEP=1` keeps each case's files (trees, logs, registry
@@ -16,14 +24,16 @@ mod concurrency;
 mod crashes;
 mod credentials;
 mod flaky;
+mod inspect;
 mod names;
 mod proxy;
 mod state;
-mod world;
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
+
+use crate::rng::Rng;
 
 const DEFAULT_SEED: u64 = 0x5eed_fa17;
 
@@ -122,12 +132,12 @@ fn seed() -> u64 {
 
 /// Runs one group of cases with a report of its own, printed at the end;
 /// fails when any case failed.
-fn suite(group: &str, cases: impl FnOnce(&mut Report, &mut world::Rng)) {
+fn suite(group: &str, cases: impl FnOnce(&mut Report, &mut Rng)) {
     // A failed check is reported with its case; its backtrace is noise.
     std::panic::set_hook(Box::new(|info| eprintln!("  {info}")));
     let start = Instant::now();
     let mut report = Report::new(seed());
-    let mut rng = world::Rng::new(report.seed);
+    let mut rng = Rng::new(report.seed);
     cases(&mut report, &mut rng);
     for note in state::NOTES.lock().unwrap().drain(..) {
         report.note(note);

@@ -108,7 +108,7 @@ fn status_tells_each_state() {
     s.xtask(&["push", "pushed"]).success();
     s.xtask(&["load", "stale"]).success();
     let old_stale = s.tag("stale");
-    s.write("stale/id", &format!("{} stale, changed\n", s.id));
+    s.write("stale/id", format!("{} stale, changed\n", s.id));
     let tags: BTreeMap<&str, String> = ["current", "pushed", "stale", "absent"].map(|i| (i, s.tag(i))).into();
     assert_ne!(tags["stale"], old_stale);
 
@@ -311,7 +311,7 @@ fn labels_record_provenance_and_survive_a_pull() {
 
     // An uncommitted change: the next build is from a dirty revision, which
     // `status` shows; the other image's directory is clean.
-    s.write("lab/id", &format!("{} uncommitted\n", s.id));
+    s.write("lab/id", format!("{} uncommitted\n", s.id));
     let dirty_tag = s.tag("lab");
     s.xtask(&["load", "lab", "other"]).success();
     let status = s.xtask(&["status", "--local", "--json"]);

@@ -89,11 +89,11 @@ fn prune_removes_stale_names_and_keeps_current_ones() {
 
     // a is loaded again once changed; b is changed but not loaded, so its
     // :latest points at no current tag.
-    s.write("a/id", &format!("{} a, changed\n", s.id));
+    s.write("a/id", format!("{} a, changed\n", s.id));
     let a2 = s.tag("a");
     s.xtask(&["rebuild", "a"]).success();
     let new_a = image_id(&format!("{la}:{a2}")).unwrap();
-    s.write("b/id", &format!("{} b, changed\n", s.id));
+    s.write("b/id", format!("{} b, changed\n", s.id));
     let before = s.local_names();
 
     let not_current = |t: &str| format!("{t} is not a current tag");
@@ -190,7 +190,7 @@ fn prune_skips_images_a_container_uses() {
     let container = format!("xtask-test-{}", s.id);
     engine_ok(&["create", "--name", &container, &format!("{la}:{a1}"), "/id"]);
     let mut created = RemoveContainer(container.clone());
-    s.write("a/id", &format!("{} changed\n", s.id));
+    s.write("a/id", format!("{} changed\n", s.id));
     let a2 = s.tag("a");
     s.xtask(&["rebuild", "a"]).success();
 
@@ -255,7 +255,7 @@ fn prune_looks_with_two_engine_calls_whatever_the_number_of_images() {
     // Every image changed: 36 names go, with one more call for their sizes,
     // one to remove them and one to check.
     for p in &paths {
-        s.write(&format!("{p}/id"), &format!("{} {p} changed\n", s.id));
+        s.write(&format!("{p}/id"), format!("{} {p} changed\n", s.id));
     }
     let dry = run(s.cmd(&["prune", "--dry-run"]).env("PATH", &recorder.path));
     assert_eq!(dry.success().stdout.lines().filter(|l| l.starts_with("would remove")).count(), 36, "{dry}");
@@ -387,14 +387,14 @@ fn manifest_bytes(repository: &str, tag: &str) -> u64 {
 /// registry of its own. Returns a's tag at each revision, oldest first.
 fn five_pushed_revisions(test: &str) -> (Sandbox, Registry, Vec<String>) {
     let mut s = Sandbox::new(test);
-    let registry = Registry::start(s.path());
+    let registry = Registry::start(s.path(), None);
     s.use_registry(&registry.addr);
     git_init(&s);
     s.scratch_image("b");
     let mut tags = Vec::new();
     for n in 1..=5 {
         s.write("a/Dockerfile", "FROM scratch\nCOPY id /id\n");
-        s.write("a/id", &format!("{} revision {n}\n", s.id));
+        s.write("a/id", format!("{} revision {n}\n", s.id));
         commit(&s, &format!("revision {n}"));
         tags.push(s.tag("a"));
         s.xtask(&["push", "a", "b"]).success();
@@ -547,7 +547,7 @@ fn gc_keeps_every_tag_of_an_image_whose_kept_tag_is_unknown() {
     let (ra, rb) = (s.remote("a"), s.remote("b"));
     // At HEAD, a is built FROM an image that is not there: its tag at HEAD
     // cannot be computed, so no tag of it can be known to be unneeded.
-    s.write("a/Dockerfile", &format!("FROM {}/missing\nCOPY id /id\n", s.local_prefix));
+    s.write("a/Dockerfile", format!("FROM {}/missing\nCOPY id /id\n", s.local_prefix));
     let head = commit(&s, "a broken");
     let b = s.tag("b");
     let why = format!(
@@ -608,11 +608,11 @@ fn changed_since_selects_what_a_change_touched() {
     let s = Sandbox::new("changed");
     git_init(&s);
     s.scratch_image("base");
-    s.write("dep/Dockerfile", &format!("FROM {}:latest\nCOPY f /f\n", s.local("base")));
-    s.write("dep/f", &format!("{} dep\n", s.id));
+    s.write("dep/Dockerfile", format!("FROM {}:latest\nCOPY f /f\n", s.local("base")));
+    s.write("dep/f", format!("{} dep\n", s.id));
     s.scratch_image("other");
     commit(&s, "three images");
-    s.write("base/id", &format!("{} base, changed\n", s.id));
+    s.write("base/id", format!("{} base, changed\n", s.id));
     s.scratch_image("fresh");
     commit(&s, "base changed, fresh added");
 
@@ -625,7 +625,7 @@ fn changed_since_selects_what_a_change_touched() {
     assert_eq!(list("gvisor", "HEAD~1"), "base\nfresh\n");
     assert_eq!(list("content", "HEAD"), "");
     // Uncommitted work counts: the tree now against the revision.
-    s.write("other/id", &format!("{} other, changed\n", s.id));
+    s.write("other/id", format!("{} other, changed\n", s.id));
     assert_eq!(list("content", "HEAD"), "other\n");
     git(s.path(), &["checkout", "-q", "--", "images/other"]);
 

@@ -4,9 +4,12 @@
 //! (`cargo nextest run -E 'test(/^engine::/)'`); `tests/run` says which
 //! suites run on which builder.
 //!
-//! Shared: `support` (sandboxes running the built binary against the test
-//! engine and registry), `common` (trees of images and settings for the
-//! catalog and make tests) and `rng` (the seeded random numbers).
+//! Shared: `support`, the one harness (the environment the built binary
+//! starts from, the runners and the `Run` they give back, per-test
+//! sandboxes against the test engine and registry, sealed ones for the
+//! fault suite, registries of a test's own), `common` (trees of images and
+//! settings, and their generator, for the catalog and make tests) and `rng`
+//! (the seeded random numbers).
 
 mod common;
 mod rng;

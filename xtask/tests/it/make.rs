@@ -7,6 +7,7 @@
 //! reach the container engine are logged only.
 
 use crate::common;
+use crate::support::{clean_env, run, Run};
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -149,7 +150,7 @@ fn host_arch() -> String {
 }
 
 /// `make --eval 'show: ; @echo TEXT' show`: what TEXT expands to.
-fn show(p: &Project, text: &str, args: &[&str]) -> common::Run {
+fn show(p: &Project, text: &str, args: &[&str]) -> Run {
     let rule = format!("show: ; @echo '{text}'");
     run(p.make(&["-s", "--eval", &rule]).args(args).arg("show"))
 }

@@ -1,6 +1,7 @@
-//! Shared by the catalog tests: temporary image trees, a seeded generator of
-//! trees full of awkward names, the legacy shell pipelines as oracles, and a
-//! runner for the `xtask` binary with a clean environment.
+//! Shared by the catalog and make tests: temporary image trees, the library
+//! with settings as the binary would resolve them, a seeded generator of
+//! trees full of awkward names, the legacy shell pipelines as oracles, and
+//! the binary (from `support`'s environment) set up for a tree.
 
 #![allow(dead_code)]
 
@@ -10,8 +11,9 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use crate::support::bare_xtask;
 use xtask::config::{FileConfig, Overrides, Settings};
 use xtask::discovery::discover;
 
@@ -206,78 +208,14 @@ fn bash(script: &str, root: &Path, args: &[String]) -> String {
 
 // ---- the binary ------------------------------------------------------------------
 
-pub struct Run {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn ok(&self) -> &str {
-        assert_eq!(self.code, Some(0), "stderr: {}", self.stderr);
-        assert_eq!(self.stderr, "");
-        &self.stdout
-    }
-
-    /// The images of a listing's `--json` document (`schema` 1).
-    pub fn json(&self) -> serde_json::Value {
-        let document: serde_json::Value =
-            serde_json::from_str(self.ok()).unwrap_or_else(|e| panic!("{e}: {}", self.stdout));
-        assert_eq!(document["schema"], serde_json::json!(1), "{}", self.stdout);
-        let keys: Vec<&String> = document.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["images", "schema"], "{}", self.stdout);
-        assert!(self.stdout.starts_with("{\n  \"schema\": 1,\n"), "the schema comes first: {}", self.stdout);
-        document["images"].clone()
-    }
-
-    /// A failure reported the way every failure must be: exit 1, no panic,
-    /// one `error: ` line on stderr, and on stdout nothing, or under `--json`
-    /// the same error as a JSON document; returns that line.
-    pub fn error_line(&self) -> &str {
-        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
-        assert_eq!(self.code, Some(1), "stdout: {}\nstderr: {}", self.stdout, self.stderr);
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "{}", self.stderr);
-        assert!(lines[0].starts_with("error: "), "{}", self.stderr);
-        if !self.stdout.is_empty() {
-            let document: serde_json::Value =
-                serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout));
-            let expected = serde_json::json!({ "schema": 1, "error": lines[0].strip_prefix("error: ").unwrap() });
-            assert_eq!(document, expected);
-        }
-        lines[0]
-    }
-}
-
-/// The binary, with none of the settings' environment variables inherited
-/// and a settings file that sets nothing, so built-in defaults apply.
+/// The binary ([`bare_xtask`]) with a settings file that sets nothing, so
+/// built-in defaults apply, and the tree's images root.
 pub fn xtask(tree: &Tree) -> Command {
     let mut cmd = bare_xtask();
     let empty = tree.base().join("empty.toml");
     fs::write(&empty, "").unwrap();
     cmd.env("IMAGES_CONFIG", empty).env("IMAGES_DIR", &tree.root);
     cmd
-}
-
-/// The binary with the settings' environment variables removed.
-pub fn bare_xtask() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    clean_env(&mut cmd);
-    cmd
-}
-
-pub fn clean_env(cmd: &mut Command) {
-    for name in xtask::cli::ENV_SETTINGS {
-        cmd.env_remove(name);
-    }
-    for name in ["MAKEFLAGS", "MFLAGS", "MAKELEVEL", "LC_ALL", "LANG"] {
-        cmd.env_remove(name);
-    }
-}
-
-pub fn run(cmd: &mut Command) -> Run {
-    let Output { status, stdout, stderr } = cmd.output().unwrap();
-    Run { code: status.code(), stdout: String::from_utf8(stdout).unwrap(), stderr: String::from_utf8(stderr).unwrap() }
 }
 
 // ---- seeded generator of awkward trees ----------------------------------------------

@@ -3,26 +3,27 @@
 
 use std::time::Duration;
 
+use super::inspect::{leftovers, tmp_entries};
 use super::state::{check_local, check_registry, hermetic_tree, Fingerprints, Names, PATHS};
-use super::world::{leftovers, registry, tmp_entries, World};
 use super::Report;
+use crate::support::{registry, Sandbox};
 
 const RUNS: usize = 3;
 const LIMIT: Duration = Duration::from_secs(180);
 
 pub fn run(report: &mut Report) {
-    let mut world = World::new("concurrent");
-    let tags = hermetic_tree(&world, &PATHS, 0);
+    let mut sandbox = Sandbox::sealed("concurrent");
+    let tags = hermetic_tree(&sandbox, &PATHS, 0);
     let mut prints = Fingerprints::default();
     let tmp_before = tmp_entries();
 
-    let at_once = |world: &World, r: &mut Report, commands: &[&str]| -> Result<(), String> {
-        let runs: Vec<_> = commands.iter().map(|c| world.spawn(&[c])).collect();
+    let at_once = |sandbox: &Sandbox, r: &mut Report, commands: &[&str]| -> Result<(), String> {
+        let runs: Vec<_> = commands.iter().map(|c| sandbox.spawn(&[c])).collect();
         r.fault("concurrent runs", commands.len() - 1);
         for run in runs {
-            run.wait(LIMIT).expect(0);
+            run.wait(LIMIT).success();
         }
-        let left = leftovers(world, &tmp_before);
+        let left = leftovers(sandbox, &tmp_before);
         if !left.is_empty() {
             return Err(format!("left behind: {left:?}"));
         }
@@ -30,23 +31,23 @@ pub fn run(report: &mut Report) {
     };
 
     report.case("concurrency: 3 load-all-images at once", |r| {
-        at_once(&world, r, &["load-all-images"; RUNS])?;
-        check_local(&world, &tags, &mut prints, Names::All)
+        at_once(&sandbox, r, &["load-all-images"; RUNS])?;
+        check_local(&sandbox, &tags, &mut prints, Names::All)
     });
 
     report.case("concurrency: 3 push-all-images at once, nothing local", |r| {
-        world.untag_all();
-        at_once(&world, r, &["push-all-images"; RUNS])?;
-        check_local(&world, &tags, &mut prints, Names::All)?;
-        check_registry(&registry(), &world.remote_prefix, &tags, &prints, true, None).map(|_| ())
+        sandbox.untag_all();
+        at_once(&sandbox, r, &["push-all-images"; RUNS])?;
+        check_local(&sandbox, &tags, &mut prints, Names::All)?;
+        check_registry(&registry(), &sandbox.remote_prefix, &tags, &prints, true, None).map(|_| ())
     });
 
     // Loads pull what the push has pushed, or build what it has not yet.
-    world.use_registry(&registry(), Some("mixed"));
+    sandbox.use_registry_below(&registry(), "mixed");
     report.case("concurrency: 2 load-all-images and a push-all-images at once", |r| {
-        world.untag_all();
-        at_once(&world, r, &["load-all-images", "push-all-images", "load-all-images"])?;
-        check_local(&world, &tags, &mut prints, Names::All)?;
-        check_registry(&registry(), &world.remote_prefix, &tags, &prints, true, None).map(|_| ())
+        sandbox.untag_all();
+        at_once(&sandbox, r, &["load-all-images", "push-all-images", "load-all-images"])?;
+        check_local(&sandbox, &tags, &mut prints, Names::All)?;
+        check_registry(&registry(), &sandbox.remote_prefix, &tags, &prints, true, None).map(|_| ())
     });
 }

@@ -9,22 +9,21 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::state::{check_local, check_registry, hermetic_tree, Fingerprints, Names, PATHS};
-use super::world::{base64, unique, Registry, Run, World};
 use super::Report;
-use crate::support::docker_login;
+use crate::support::{base64, docker_login, unique, Registry, Run, Sandbox};
 
 const USER: &str = "xtask-faults";
 const LIMIT: Duration = Duration::from_secs(120);
 
 pub fn run(report: &mut Report) {
-    let mut world = World::new("credentials");
+    let mut sandbox = Sandbox::sealed("credentials");
     let password = format!("pw-{}-{}", unique(), unique());
     let wrong = format!("wrong-{}", unique());
-    let htpasswd = world.path().join("htpasswd");
+    let htpasswd = sandbox.path().join("htpasswd");
     fs::write(&htpasswd, format!("{USER}:{}\n", bcrypt(&password))).unwrap();
-    let registry = Registry::start(&world.path().join("registry"), Some(&htpasswd));
-    world.use_registry(&registry.addr, None);
-    let tags = hermetic_tree(&world, &PATHS, 0);
+    let registry = Registry::start(&sandbox.path().join("registry"), Some(&htpasswd));
+    sandbox.use_registry(&registry.addr);
+    let tags = hermetic_tree(&sandbox, &PATHS, 0);
     let secrets = [
         password.clone(),
         base64(format!("{USER}:{password}").as_bytes()),
@@ -33,10 +32,10 @@ pub fn run(report: &mut Report) {
     ];
     // Everything the tool wrote: each run's output, and its logs right after it.
     let mut seen: Vec<(String, String)> = Vec::new();
-    let mut run = |world: &World, args: &[&str]| -> Run {
-        let run = world.xtask(args, LIMIT);
+    let mut run = |sandbox: &Sandbox, args: &[&str]| -> Run {
+        let run = sandbox.xtask_within(args, LIMIT);
         seen.push((format!("the output of xtask {}", run.shown), format!("{}{}", run.stdout, run.stderr)));
-        let logs = world.target.join("xtask-logs");
+        let logs = sandbox.target.join("xtask-logs");
         for entry in walkdir::WalkDir::new(&logs).into_iter().flatten().filter(|e| e.file_type().is_file()) {
             let text = String::from_utf8_lossy(&fs::read(entry.path()).unwrap()).into_owned();
             seen.push((format!("{} after xtask {}", entry.path().display(), run.shown), text));
@@ -44,47 +43,47 @@ pub fn run(report: &mut Report) {
         run
     };
 
-    let good = world.path().join("docker-good");
+    let good = sandbox.path().join("docker-good");
     report.case("credentials: after docker login, push-all twice and a dry run", |r| {
         docker_login(&good, &registry.addr, USER, &password)?;
         r.fault("registry requiring a login", 1);
-        world.docker_config = Some(good.clone());
-        run(&world, &["push-all-images", "--json"]).expect(0);
-        let second = run(&world, &["push-all-images", "--json"]);
-        second.expect(0);
+        sandbox.docker_config = Some(good.clone());
+        run(&sandbox, &["push-all-images", "--json"]).success();
+        let second = run(&sandbox, &["push-all-images", "--json"]);
+        second.success();
         if second.stdout.matches("\"skipped\"").count() != PATHS.len() {
             return Err(format!("the second push did not skip every image: {second}"));
         }
-        run(&world, &["push-all-images", "--dry-run"]).expect(0);
+        run(&sandbox, &["push-all-images", "--dry-run"]).success();
         let mut prints = Fingerprints::default();
-        check_local(&world, &tags, &mut prints, Names::All)?;
+        check_local(&sandbox, &tags, &mut prints, Names::All)?;
         let auth = format!("{USER}:{password}");
-        check_registry(&registry.addr, &world.remote_prefix, &tags, &prints, true, Some(&auth)).map(|_| ())
+        check_registry(&registry.addr, &sandbox.remote_prefix, &tags, &prints, true, Some(&auth)).map(|_| ())
     });
 
-    let none = world.path().join("docker-none");
+    let none = sandbox.path().join("docker-none");
     report.case("credentials: none at all, push fails saying to log in", |r| {
         fs::create_dir_all(&none).unwrap();
-        world.docker_config = Some(none.clone());
-        world.untag_all();
+        sandbox.docker_config = Some(none.clone());
+        sandbox.untag_all();
         r.fault("missing credentials", 1);
-        let failed = run(&world, &["push-all-images"]);
-        failed.expect(1);
+        let failed = run(&sandbox, &["push-all-images"]);
+        failed.status(1);
         failed.one_line_error(&[&format!("docker login {}", registry.addr)]);
         Ok(())
     });
 
-    let bad = world.path().join("docker-bad");
+    let bad = sandbox.path().join("docker-bad");
     report.case("credentials: a wrong password, push and a dry run fail saying the registry refused it", |r| {
         fs::create_dir_all(&bad).unwrap();
         let auth = base64(format!("{USER}:{wrong}").as_bytes());
         let config = format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}", registry.addr);
         fs::write(bad.join("config.json"), config).unwrap();
-        world.docker_config = Some(bad.clone());
+        sandbox.docker_config = Some(bad.clone());
         r.fault("wrong credentials", 1);
         for args in [&["push", "a"][..], &["push-all-images"], &["push-all-images", "--dry-run"]] {
-            let failed = run(&world, args);
-            failed.expect(1);
+            let failed = run(&sandbox, args);
+            failed.status(1);
             failed.one_line_error(&["refused the credentials", &registry.addr]);
         }
         Ok(())

@@ -6,10 +6,12 @@
 
 use std::time::{Duration, Instant};
 
+use super::inspect::{remote_state, Remote};
 use super::proxy::{Fault, Proxy};
 use super::state::{check_local, check_registry, hermetic_tree, repository, Fingerprints, Names};
-use super::world::{docker, remote_state, untag, Registry, Remote, Rng, Run, World};
 use super::Report;
+use crate::rng::Rng;
+use crate::support::{docker, untag, Registry, Run, Running, Sandbox};
 
 /// The images pushed and pulled through the flaky registry: every push and
 /// pull may need several tries, so only a few, one built on another.
@@ -64,30 +66,30 @@ fn all(run: &Run, action: &str) -> Result<(), String> {
 /// Push, pull and look up through a registry that fails a share of the
 /// connections, then one that fails them all.
 pub fn flaky(report: &mut Report, rng: &mut Rng) {
-    let mut world = World::new("flaky");
+    let mut sandbox = Sandbox::sealed("flaky");
     let registry_dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(registry_dir.path(), None);
     let proxy = Proxy::start(&registry.addr, rng.next());
-    world.use_registry(&proxy.addr, None);
-    let tags = hermetic_tree(&world, &FEW, 0);
+    sandbox.use_registry(&proxy.addr);
+    let tags = hermetic_tree(&sandbox, &FEW, 0);
     let mut prints = Fingerprints::default();
 
     report.case("flaky registry (20% of connections fail or stall): push, pull, push again", |r| {
         proxy.set_per_request(false);
         proxy.set_faults(FLAKY_RATE, &[Fault::Unavailable, Fault::Reset, Fault::Delay]);
         counting(r, &proxy, || {
-            let pushed = world.xtask(&["push-all-images", "--json"], LIMIT);
-            pushed.expect(0);
+            let pushed = sandbox.xtask_within(&["push-all-images", "--json"], LIMIT);
+            pushed.success();
             all(&pushed, "pushed")?;
-            check_local(&world, &tags, &mut prints, Names::All)?;
-            check_registry(&registry.addr, &world.remote_prefix, &tags, &prints, true, None)?;
-            world.untag_all();
-            let loaded = world.xtask(&["load-all-images", "--json"], LIMIT);
-            loaded.expect(0);
+            check_local(&sandbox, &tags, &mut prints, Names::All)?;
+            check_registry(&registry.addr, &sandbox.remote_prefix, &tags, &prints, true, None)?;
+            sandbox.untag_all();
+            let loaded = sandbox.xtask_within(&["load-all-images", "--json"], LIMIT);
+            loaded.success();
             all(&loaded, "pulled")?;
-            check_local(&world, &tags, &mut prints, Names::All)?;
-            let again = world.xtask(&["push-all-images", "--json"], LIMIT);
-            again.expect(0);
+            check_local(&sandbox, &tags, &mut prints, Names::All)?;
+            let again = sandbox.xtask_within(&["push-all-images", "--json"], LIMIT);
+            again.success();
             all(&again, "skipped")
         })
     });
@@ -95,26 +97,26 @@ pub fn flaky(report: &mut Report, rng: &mut Rng) {
     report.case("dead registry (every request fails): push-all gives up quickly and clearly", |r| {
         proxy.set_per_request(true);
         proxy.set_faults(1000, &[Fault::Unavailable, Fault::Reset]);
-        let run = counting(r, &proxy, || world.xtask(&["push-all-images"], LIMIT));
-        run.expect(1);
+        let run = counting(r, &proxy, || sandbox.xtask_within(&["push-all-images"], LIMIT));
+        run.status(1);
         quick_and_clear(&run, &proxy.addr)
     });
 
     report.case("dead registry (every request fails): pull gives up quickly and clearly", |r| {
-        let run = counting(r, &proxy, || world.xtask(&["pull", "a"], LIMIT));
-        run.expect(1);
+        let run = counting(r, &proxy, || sandbox.xtask_within(&["pull", "a"], LIMIT));
+        run.status(1);
         quick_and_clear(&run, &proxy.addr)
     });
 
     report.case("dead registry (every request fails): load-all-images builds instead", |r| {
-        world.untag_all();
-        let run = counting(r, &proxy, || world.xtask(&["load-all-images", "--json"], LIMIT));
-        run.expect(0);
+        sandbox.untag_all();
+        let run = counting(r, &proxy, || sandbox.xtask_within(&["load-all-images", "--json"], LIMIT));
+        run.success();
         all(&run, "built")?;
         if run.took > OFFLINE {
             return Err(format!("took {:.1}s to build what it could not pull: {run}", run.took.as_secs_f64()));
         }
-        check_local(&world, &tags, &mut prints, Names::All)
+        check_local(&sandbox, &tags, &mut prints, Names::All)
     });
 }
 
@@ -146,8 +148,8 @@ enum Moment {
 /// The registry killed at chosen moments of a push, each trial with a
 /// registry of its own.
 pub fn dying(report: &mut Report, rng: &mut Rng) {
-    let mut world = World::new("dying");
-    let tags = hermetic_tree(&world, &["b"], BIG);
+    let mut sandbox = Sandbox::sealed("dying");
+    let tags = hermetic_tree(&sandbox, &["b"], BIG);
     let tag = tags["b"].clone();
     let mut prints = Fingerprints::default();
 
@@ -169,19 +171,19 @@ pub fn dying(report: &mut Report, rng: &mut Rng) {
         };
         report.case(&format!("registry killed mid-push ({moment:?}, {when}): the tag is whole or absent"), |r| {
             if k == 0 {
-                world.xtask(&["rebuild", "b"], LIMIT).expect(0);
+                sandbox.xtask_within(&["rebuild", "b"], LIMIT).success();
             }
             // A registry of the trial's own, so that no layer is there yet.
-            let storage = world.path().join(format!("registry{k}"));
+            let storage = sandbox.path().join(format!("registry{k}"));
             let mut registry = Registry::start(&storage, None);
             let proxy = Proxy::start(&registry.addr, rng.next());
-            world.use_registry(&proxy.addr, None);
-            let repo = repository(&world.remote_prefix, "b");
+            sandbox.use_registry(&proxy.addr);
+            let repo = repository(&sandbox.remote_prefix, "b");
             proxy.set_throttle(SLOW);
             if let Moment::BeforeManifest = moment {
                 proxy.set_hold(Some((&["PUT ", "/manifests/"], Duration::from_secs(1))));
             }
-            let mut push = world.spawn(&["push", "b"]);
+            let mut push = sandbox.spawn(&["push", "b"]);
             let killed = wait_for(&mut push, rng, moment, &proxy);
             registry.kill();
             if killed {
@@ -204,7 +206,7 @@ pub fn dying(report: &mut Report, rng: &mut Rng) {
                 return Err(format!("took {:.1}s to end: {run}", run.took.as_secs_f64()));
             }
             // Either outcome is fine, as long as it is said plainly.
-            match run.status.code() {
+            match run.code {
                 Some(0) => {}
                 Some(1) => {
                     if run.errors().len() != 1 || !run.errors()[0].contains(&proxy.addr) {
@@ -241,9 +243,9 @@ pub fn dying(report: &mut Report, rng: &mut Rng) {
                 }
             }
             // And the next push completes it.
-            world.xtask(&["push", "b"], LIMIT).expect(0);
-            check_local(&world, &tags, &mut prints, Names::Any)?;
-            match check_registry(&registry.addr, &world.remote_prefix, &tags, &prints, true, None) {
+            sandbox.xtask_within(&["push", "b"], LIMIT).success();
+            check_local(&sandbox, &tags, &mut prints, Names::Any)?;
+            match check_registry(&registry.addr, &sandbox.remote_prefix, &tags, &prints, true, None) {
                 Ok(_) => Ok(()),
                 Err(e) => registry_damaged(r, &format!("after a push that succeeded: {e}")),
             }
@@ -252,7 +254,7 @@ pub fn dying(report: &mut Report, rng: &mut Rng) {
 }
 
 /// Waits for the moment to kill the registry; false if the push ended first.
-fn wait_for(push: &mut super::world::Running, rng: &mut Rng, moment: Moment, proxy: &Proxy) -> bool {
+fn wait_for(push: &mut Running, rng: &mut Rng, moment: Moment, proxy: &Proxy) -> bool {
     let deadline = Instant::now() + LIMIT;
     let uploading = |p: &Proxy| p.requests().iter().any(|l| l.contains("/blobs/uploads/"));
     let manifest = |p: &Proxy| p.requests().iter().any(|l| l.starts_with("PUT ") && l.contains("/manifests/"));

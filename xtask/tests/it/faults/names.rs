@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::world::{file_in, World};
+use super::inspect::file_in;
 use super::Report;
+use crate::support::{docker_ok, unique, Run, Sandbox};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -49,12 +50,12 @@ pub fn run(report: &mut Report) {
         let shown = String::from_utf8_lossy(name).escape_debug().to_string();
         report.case(&format!("hostile image directory \"{shown}\" is skipped, and refused where it counts"), |r| {
             r.fault("hostile directory name", 1);
-            let world = World::new("hostile");
-            world.write("ok/Dockerfile", "FROM scratch\n");
-            let dir = world.images.join(OsStr::from_bytes(name));
+            let sandbox = Sandbox::sealed("hostile");
+            sandbox.write("ok/Dockerfile", "FROM scratch\n");
+            let dir = sandbox.images.join(OsStr::from_bytes(name));
             fs::create_dir_all(&dir).unwrap();
             fs::write(dir.join("Dockerfile"), "FROM scratch\nCOPY . /\n").unwrap();
-            let said = |run: &super::world::Run, prefix: &str| -> Result<(), String> {
+            let said = |run: &Run, prefix: &str| -> Result<(), String> {
                 let lines: Vec<&str> = run.stderr.lines().filter(|l| l.contains("image directory ")).collect();
                 if lines.len() != 1 || !lines[0].starts_with(prefix) {
                     return Err(format!(
@@ -65,40 +66,40 @@ pub fn run(report: &mut Report) {
             };
             // Listing and naming other images: the directory is left out, with a warning.
             for args in [&["list-all-images"][..], &["list-all-images", "--json"]] {
-                let run = world.xtask(args, LIMIT);
-                run.expect(0);
+                let run = sandbox.xtask_within(args, LIMIT);
+                run.success();
                 said(&run, "warning: skipped: image directory ")?;
                 if !run.stdout.contains("ok") || run.stdout.lines().count() > if args.len() == 1 { 1 } else { 20 } {
                     return Err(format!("expected the other image alone: {run}"));
                 }
             }
-            world.xtask(&["local-image", "ok"], LIMIT).expect(0);
+            sandbox.xtask_within(&["local-image", "ok"], LIMIT).success();
             // Every image: the rest is done, then the run fails naming it.
             for args in [&["load-all-images"][..], &["push-all-images", "--dry-run"]] {
-                let run = world.xtask(args, LIMIT);
-                run.expect(1);
+                let run = sandbox.xtask_within(args, LIMIT);
+                run.status(1);
                 let last = run.stderr.lines().last().unwrap_or_default();
                 if !last.starts_with("error: image directory ") {
                     return Err(format!("expected a last line saying which directory is wrong: {run}"));
                 }
             }
-            no_x(&world)
+            no_x(&sandbox)
         });
     }
 
     report.case("awkward file names inside an image: listed, built, all copied", |r| {
         r.fault("awkward file names", AWKWARD.len());
-        let world = World::new("awkward");
-        world.write("awk/Dockerfile", "FROM scratch\nCOPY . /ctx/\n");
+        let sandbox = Sandbox::sealed("awkward");
+        sandbox.write("awk/Dockerfile", "FROM scratch\nCOPY . /ctx/\n");
         for name in AWKWARD {
-            let path = world.images.join("awk").join(OsStr::from_bytes(name));
+            let path = sandbox.images.join("awk").join(OsStr::from_bytes(name));
             fs::write(&path, name).unwrap();
-            let dir = world.images.join("awk/sub").join(OsStr::from_bytes(name));
+            let dir = sandbox.images.join("awk/sub").join(OsStr::from_bytes(name));
             fs::create_dir_all(&dir).unwrap();
             fs::write(dir.join("f"), name).unwrap();
         }
-        listed_and_built(&world, "awk")?;
-        let copied = export(&world, &format!("{}:latest", world.local("awk")));
+        listed_and_built(&sandbox, "awk")?;
+        let copied = export(&sandbox, &format!("{}:latest", sandbox.local("awk")));
         for name in AWKWARD {
             for rel in
                 [PathBuf::from(OsStr::from_bytes(name)), Path::new("sub").join(OsStr::from_bytes(name)).join("f")]
@@ -109,17 +110,17 @@ pub fn run(report: &mut Report) {
                 }
             }
         }
-        no_x(&world)
+        no_x(&sandbox)
     });
 
     report.case("nesting 200 directories deep inside an image", |r| {
         r.fault("deep nesting", 1);
-        let world = World::new("deep");
-        world.write("deep/Dockerfile", "FROM scratch\nCOPY . /\n");
+        let sandbox = Sandbox::sealed("deep");
+        sandbox.write("deep/Dockerfile", "FROM scratch\nCOPY . /\n");
         let rel = vec!["d"; 200].join("/") + "/bottom";
-        world.write(&format!("deep/{rel}"), "at the bottom\n");
-        listed_and_built(&world, "deep")?;
-        let got = file_in(&format!("{}:latest", world.local("deep")), &format!("/{rel}"));
+        sandbox.write(&format!("deep/{rel}"), "at the bottom\n");
+        listed_and_built(&sandbox, "deep")?;
+        let got = file_in(&format!("{}:latest", sandbox.local("deep")), &format!("/{rel}"));
         if got.as_deref() != Some(b"at the bottom\n".as_slice()) {
             return Err(format!("the deepest file is not in the image: {got:?}"));
         }
@@ -128,25 +129,25 @@ pub fn run(report: &mut Report) {
 
     report.case("symlinks out of the images root: listed, built, tag ignores what they point at", |r| {
         r.fault("symlinks out of the tree", 3);
-        let world = World::new("outlink");
-        world.write("links/Dockerfile", "FROM scratch\nCOPY . /\n");
-        let outside = world.path().join("outside");
+        let sandbox = Sandbox::sealed("outlink");
+        sandbox.write("links/Dockerfile", "FROM scratch\nCOPY . /\n");
+        let outside = sandbox.path().join("outside");
         fs::create_dir_all(&outside).unwrap();
         fs::write(outside.join("secret"), "outside the tree\n").unwrap();
-        let image = world.images.join("links");
+        let image = sandbox.images.join("links");
         symlink(&outside, image.join("abs-dir")).unwrap();
         symlink(outside.join("secret"), image.join("abs-file")).unwrap();
         symlink("../../outside", image.join("rel-dir")).unwrap();
         // A linked directory with a Dockerfile is not an image: links are not followed.
         fs::write(outside.join("Dockerfile"), "FROM scratch\n").unwrap();
-        symlink(&outside, world.images.join("linked")).unwrap();
-        let before = listed_and_built(&world, "links")?;
+        symlink(&outside, sandbox.images.join("linked")).unwrap();
+        let before = listed_and_built(&sandbox, "links")?;
         fs::write(outside.join("secret"), "changed outside the tree\n").unwrap();
-        let after = listed(&world, "links")?;
+        let after = listed(&sandbox, "links")?;
         if before != after {
             return Err(format!("the tag follows content outside the tree: {before} then {after}"));
         }
-        let copied = export(&world, &format!("{}:latest", world.local("links")));
+        let copied = export(&sandbox, &format!("{}:latest", sandbox.local("links")));
         let link = fs::read_link(copied.join("abs-file")).map_err(|e| format!("abs-file is not a symlink: {e}"))?;
         if link != outside.join("secret") {
             return Err(format!("abs-file points at {}", link.display()));
@@ -156,43 +157,43 @@ pub fn run(report: &mut Report) {
 
     report.case("symlink loops inside an image and at the root: listed, built, no hang", |r| {
         r.fault("symlink loops", 4);
-        let world = World::new("loops");
-        world.write("loops/Dockerfile", "FROM scratch\nCOPY . /\n");
-        let image = world.images.join("loops");
+        let sandbox = Sandbox::sealed("loops");
+        sandbox.write("loops/Dockerfile", "FROM scratch\nCOPY . /\n");
+        let image = sandbox.images.join("loops");
         symlink("two", image.join("one")).unwrap();
         symlink("one", image.join("two")).unwrap();
         symlink(".", image.join("self")).unwrap();
         fs::create_dir_all(image.join("sub")).unwrap();
         symlink("..", image.join("sub/up")).unwrap();
-        symlink(".", world.images.join("root-loop")).unwrap();
-        listed_and_built(&world, "loops").map(|_| ())
+        symlink(".", sandbox.images.join("root-loop")).unwrap();
+        listed_and_built(&sandbox, "loops").map(|_| ())
     });
 }
 
 /// The image's tag from `list-all-images --json`, which must agree with
 /// `local-image`.
-fn listed(world: &World, name: &str) -> Result<String, String> {
-    let run = world.xtask(&["list-all-images", "--json"], LIMIT);
-    run.expect(0);
+fn listed(sandbox: &Sandbox, name: &str) -> Result<String, String> {
+    let run = sandbox.xtask_within(&["list-all-images", "--json"], LIMIT);
+    run.success();
     let value: serde_json::Value = serde_json::from_str(&run.stdout).map_err(|e| format!("{e}: {run}"))?;
     let rows = value["images"].as_array().ok_or_else(|| format!("no images: {run}"))?;
     if rows.len() != 1 || rows[0]["name"] != name {
         return Err(format!("expected only {name}: {run}"));
     }
     let tag = rows[0]["tag"].as_str().unwrap().to_string();
-    let local = world.xtask(&["local-image", name], LIMIT);
-    local.expect(0);
-    if local.stdout.trim() != format!("{}:{tag}", world.local(name)) {
+    let local = sandbox.xtask_within(&["local-image", name], LIMIT);
+    local.success();
+    if local.stdout.trim() != format!("{}:{tag}", sandbox.local(name)) {
         return Err(format!("local-image disagrees with list-all-images --json ({tag}): {local}"));
     }
     Ok(tag)
 }
 
 /// Listed, then loaded (built) under the tag listed; returns the tag.
-fn listed_and_built(world: &World, name: &str) -> Result<String, String> {
-    let tag = listed(world, name)?;
-    let run = world.xtask(&["load", name, "--json"], LIMIT);
-    run.expect(0);
+fn listed_and_built(sandbox: &Sandbox, name: &str) -> Result<String, String> {
+    let tag = listed(sandbox, name)?;
+    let run = sandbox.xtask_within(&["load", name, "--json"], LIMIT);
+    run.success();
     let value: serde_json::Value = serde_json::from_str(&run.stdout).map_err(|e| format!("{e}: {run}"))?;
     let first = &value["images"][0];
     if first["action"] != "built" || first["tag"] != tag.as_str() {
@@ -201,24 +202,24 @@ fn listed_and_built(world: &World, name: &str) -> Result<String, String> {
     Ok(tag)
 }
 
-/// The image's filesystem, unpacked into a directory of the world.
-fn export(world: &World, image: &str) -> PathBuf {
-    let dir = world.path().join(format!("export-{}", super::world::unique()));
+/// The image's filesystem, unpacked into a directory of the sandbox.
+fn export(sandbox: &Sandbox, image: &str) -> PathBuf {
+    let dir = sandbox.path().join(format!("export-{}", unique()));
     fs::create_dir_all(&dir).unwrap();
-    let created = super::world::docker_ok(&["create", image, "/nothing-runs"]);
+    let created = docker_ok(&["create", image, "/nothing-runs"]);
     let container = created.trim();
     let script = "docker export \"$1\" | tar -x -C \"$2\"";
     let out = Command::new("sh").args(["-c", script, "sh", container, dir.to_str().unwrap()]).output().unwrap();
-    super::world::docker_ok(&["rm", container]);
+    docker_ok(&["rm", container]);
     assert!(out.status.success(), "docker export {image}: {}", String::from_utf8_lossy(&out.stderr));
     dir
 }
 
 /// No file named `x` appeared where a shell run by the tool would make it.
-fn no_x(world: &World) -> Result<(), String> {
+fn no_x(sandbox: &Sandbox) -> Result<(), String> {
     let mut places = vec![xtask::workspace_root().join("x"), std::env::current_dir().unwrap().join("x")];
     places.extend(
-        walkdir::WalkDir::new(world.path())
+        walkdir::WalkDir::new(sandbox.path())
             .follow_links(false)
             .into_iter()
             .flatten()

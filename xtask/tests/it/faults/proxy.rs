@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use super::world::Rng;
+use crate::rng::Rng;
 
 /// What the proxy does to one connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

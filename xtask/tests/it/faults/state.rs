@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::world::{arch, file_in, inspect, remote_state, Remote, World};
+use super::inspect::{file_in, inspect, remote_state, Remote};
+use crate::rng::Rng;
+use crate::support::{arch, Sandbox};
 
 /// Paths of the hermetic tree's images; `top` is built on `a`, and
 /// `grp/c/nested` lies inside `grp/c`'s build context.
@@ -14,29 +16,29 @@ pub const PATHS: [&str; 6] = ["a", "b", "d", "grp/c", "grp/c/nested", "top"];
 
 /// Writes the images `paths` of the hermetic tree (some of [`PATHS`]) and
 /// returns their tags: images `FROM scratch`, each holding a file whose
-/// content is unique to the world and the image, and `top`, built `FROM`
+/// content is unique to the sandbox and the image, and `top`, built `FROM`
 /// the local name of `a`. `filler` bytes of noise go into `b`.
-pub fn hermetic_tree(world: &World, paths: &[&str], filler: usize) -> BTreeMap<String, String> {
+pub fn hermetic_tree(sandbox: &Sandbox, paths: &[&str], filler: usize) -> BTreeMap<String, String> {
     for &path in paths {
         assert!(PATHS.contains(&path), "{path} is not an image of the hermetic tree");
         if path == "top" {
-            world.write("top/Dockerfile", format!("FROM {}:latest\nCOPY id /top\n", world.local("a")));
+            sandbox.write("top/Dockerfile", format!("FROM {}:latest\nCOPY id /top\n", sandbox.local("a")));
         } else {
-            world.write(&format!("{path}/Dockerfile"), "FROM scratch\nCOPY id /id\n");
+            sandbox.write(&format!("{path}/Dockerfile"), "FROM scratch\nCOPY id /id\n");
         }
-        world.write(&format!("{path}/id"), marker(world, path));
+        sandbox.write(&format!("{path}/id"), marker(sandbox, path));
     }
     if filler > 0 {
-        let mut rng = super::world::Rng::new(filler as u64);
+        let mut rng = Rng::new(filler as u64);
         let noise: Vec<u8> = (0..filler / 8).flat_map(|_| rng.next().to_le_bytes()).collect();
-        world.write("b/Dockerfile", "FROM scratch\nCOPY id /id\nCOPY noise /noise\n");
-        world.write("b/noise", noise);
+        sandbox.write("b/Dockerfile", "FROM scratch\nCOPY id /id\nCOPY noise /noise\n");
+        sandbox.write("b/noise", noise);
     }
-    world.tags(paths)
+    sandbox.tags(paths)
 }
 
-fn marker(world: &World, path: &str) -> String {
-    format!("{} {path}\n", world.id)
+fn marker(sandbox: &Sandbox, path: &str) -> String {
+    format!("{} {path}\n", sandbox.id)
 }
 
 /// What each image's content is known to be: its uncompressed layer
@@ -47,14 +49,15 @@ pub struct Fingerprints(BTreeMap<String, Vec<String>>);
 impl Fingerprints {
     /// Checks the content of `reference`, an image of `path`: against the
     /// recorded layers, or by reading its files the first time.
-    fn check(&mut self, world: &World, path: &str, reference: &str, layers: &[String]) -> Result<(), String> {
+    fn check(&mut self, sandbox: &Sandbox, path: &str, reference: &str, layers: &[String]) -> Result<(), String> {
         if let Some(known) = self.0.get(path) {
             if known != layers {
                 return Err(format!("{reference} has layers {layers:?}, not the {known:?} of {path}"));
             }
             return Ok(());
         }
-        let (file, want) = if path == "top" { ("/top", marker(world, "top")) } else { ("/id", marker(world, path)) };
+        let (file, want) =
+            if path == "top" { ("/top", marker(sandbox, "top")) } else { ("/id", marker(sandbox, path)) };
         let got = file_in(reference, file);
         if got.as_deref() != Some(want.as_bytes()) {
             return Err(format!(
@@ -64,7 +67,7 @@ impl Fingerprints {
         }
         if path == "top" {
             let base = file_in(reference, "/id");
-            if base.as_deref() != Some(marker(world, "a").as_bytes()) {
+            if base.as_deref() != Some(marker(sandbox, "a").as_bytes()) {
                 return Err(format!("{reference} is not built on a: /id holds {base:?}"));
             }
         }
@@ -88,24 +91,24 @@ pub enum Names {
     All,
 }
 
-/// Every local name of the world: each image present under the names
+/// Every local name of the sandbox: each image present under the names
 /// `wanted`, and whatever names exist carry the current tag (or `latest`)
 /// and the content that goes with it.
 pub fn check_local(
-    world: &World,
+    sandbox: &Sandbox,
     tags: &BTreeMap<String, String>,
     prints: &mut Fingerprints,
     wanted: Names,
 ) -> Result<(), String> {
-    let names = world.local_names();
+    let names = sandbox.tagged_names();
     let seen = inspect(&names);
     let mut problems = Vec::new();
     if wanted != Names::Any {
         let all = wanted == Names::All;
         for (path, tag) in tags {
-            let mut wanted = vec![format!("{}:{tag}", world.local(path)), format!("{}:latest", world.local(path))];
+            let mut wanted = vec![format!("{}:{tag}", sandbox.local(path)), format!("{}:latest", sandbox.local(path))];
             if all {
-                wanted.push(remote_ref(world, path, tag));
+                wanted.push(remote_ref(sandbox, path, tag));
             }
             for name in &wanted {
                 if !seen.contains_key(name) {
@@ -128,17 +131,17 @@ pub fn check_local(
     }
     for name in &names {
         let (repo, tag) = name.rsplit_once(':').unwrap();
-        let Some(path) = path_of(world, repo) else {
+        let Some(path) = path_of(sandbox, repo) else {
             problems.push(format!("{name} is not a name of any image of the tree"));
             continue;
         };
-        let is_local = repo == world.local(&path);
+        let is_local = repo == sandbox.local(&path);
         if tag != tags[&path] && !(is_local && tag == "latest") {
             problems.push(format!("{name} has a tag other than the current one, {}", tags[&path]));
             continue;
         }
         let Some((_, layers)) = seen.get(name) else { continue };
-        if let Err(e) = prints.check(world, &path, name, layers) {
+        if let Err(e) = prints.check(sandbox, &path, name, layers) {
             problems.push(e);
         }
     }
@@ -149,17 +152,17 @@ pub fn check_local(
     }
 }
 
-/// The image path a local or remote repository of this world names.
-fn path_of(world: &World, repo: &str) -> Option<String> {
-    if let Some(path) = repo.strip_prefix(&format!("{}/", world.local_prefix)) {
+/// The image path a local or remote repository of this sandbox names.
+fn path_of(sandbox: &Sandbox, repo: &str) -> Option<String> {
+    if let Some(path) = repo.strip_prefix(&format!("{}/", sandbox.local_prefix)) {
         return PATHS.contains(&path).then(|| path.to_string());
     }
     let suffix = format!("_{}", arch());
     PATHS.iter().find(|p| repo.ends_with(&format!("/{p}{suffix}"))).map(|p| p.to_string())
 }
 
-fn remote_ref(world: &World, path: &str, tag: &str) -> String {
-    format!("{}:{tag}", world.remote(path))
+fn remote_ref(sandbox: &Sandbox, path: &str, tag: &str) -> String {
+    format!("{}:{tag}", sandbox.remote(path))
 }
 
 /// The registry repository (without host) of an image under `remote_prefix`.

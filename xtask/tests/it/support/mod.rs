@@ -1,23 +1,32 @@
-//! Shared by the engine tests: the engine under test (`XTASK_TEST_ENGINE`:
-//! docker, the default, or podman), a per-test sandbox (images tree, log
-//! directory, local and remote name prefixes of its own, cleaned up on drop),
-//! a runner for the `xtask` binary, helpers that ask the engine and the
-//! registry, a registry a test can stop, and a wrapper around the engine's
-//! program that records every invocation.
+//! What the integration tests share: the engine and builder under test
+//! (`XTASK_TEST_ENGINE`: docker, the default, or podman; `XTASK_TEST_BUILDER`)
+//! and the test environment's registry; a per-test sandbox (images tree,
+//! log directory, local and remote name prefixes of its own, cleaned up on
+//! drop; sealed for a fault case); the one environment the `xtask` binary
+//! is started from, and runners for it, waiting or timed (`runner`); helpers
+//! that ask the engine and the registry; a registry of a test's own that it
+//! can stop, kill and restart (`registry`); and a wrapper around the
+//! engine's program that records every invocation.
 
 #![allow(dead_code)]
 
+mod registry;
+mod runner;
+
+pub use registry::*;
+pub use runner::*;
+
 use std::collections::hash_map::RandomState;
+use std::collections::BTreeMap;
 use std::fs;
 use std::hash::BuildHasher;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, SystemTime};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The registry started by the test environment, as `host:port`.
 pub fn registry() -> String {
@@ -166,7 +175,7 @@ fn buildkit_client_dir() -> PathBuf {
 }
 
 /// A short random hex string, so that names never collide between tests or runs.
-fn random() -> String {
+pub fn unique() -> String {
     let seed = (std::process::id(), SystemTime::now(), std::thread::current().id());
     format!("{:08x}", RandomState::new().hash_one(seed) as u32)
 }
@@ -175,19 +184,31 @@ fn random() -> String {
 
 /// One test's world: an images root, a target directory for build logs, an
 /// empty settings file, and name prefixes nobody else uses. Dropping it
-/// removes every local image name under its prefixes.
+/// removes every local image name with its id in it.
+///
+/// A fault case's sandbox ([`Sandbox::sealed`]) also gives the binary a
+/// TMPDIR of its own, for the checks that the tool leaves nothing there,
+/// and no docker config but the one it sets ([`Sandbox::docker_config`]).
 pub struct Sandbox {
     dir: tempfile::TempDir,
     pub images: PathBuf,
+    /// CARGO_TARGET_DIR of the binary: its logs go under `xtask-logs`.
     pub target: PathBuf,
     config: PathBuf,
-    /// Written into every image, so no two tests ever build the same image ID.
+    /// In every name this sandbox makes, local or remote, and written into
+    /// every image, so no two tests ever build the same image ID.
     pub id: String,
     pub local_prefix: String,
     pub remote_prefix: String,
+    /// TMPDIR of the binary and the engine CLI it runs, in a sealed sandbox.
+    pub tmp: Option<PathBuf>,
+    /// DOCKER_CONFIG of the binary in a sealed sandbox, when the test has
+    /// credentials of its own; none at all when unset.
+    pub docker_config: Option<PathBuf>,
 }
 
 impl Sandbox {
+    /// A sandbox whose id starts with `test`.
     pub fn new(test: &str) -> Sandbox {
         let registry = registry();
         let dir = tempfile::tempdir().unwrap();
@@ -196,7 +217,7 @@ impl Sandbox {
         let config = dir.path().join("images.toml");
         fs::create_dir(&images).unwrap();
         fs::write(&config, "").unwrap();
-        let id = format!("{}-{}", test.replace('_', "-"), random());
+        let id = format!("{}-{}", test.replace('_', "-"), unique());
         Sandbox {
             local_prefix: format!("xtask-test.local/{id}"),
             remote_prefix: format!("{registry}/{id}"),
@@ -205,7 +226,26 @@ impl Sandbox {
             images,
             target,
             config,
+            tmp: None,
+            docker_config: None,
         }
+    }
+
+    /// The sandbox of a fault case (id `faults-<case>-…`): the binary's
+    /// TMPDIR is a directory of its own, and it gets no DOCKER_CONFIG but
+    /// [`Sandbox::docker_config`]. With `XTASK_FAULT_KEEP` set, its files
+    /// (trees, logs, registry storage) are kept for a post-mortem, and where
+    /// is said.
+    pub fn sealed(case: &str) -> Sandbox {
+        let mut sandbox = Sandbox::new(&format!("faults-{case}"));
+        if std::env::var_os("XTASK_FAULT_KEEP").is_some_and(|v| !v.is_empty()) {
+            sandbox.dir.disable_cleanup(true);
+            eprintln!("  sandbox {case}: {}", sandbox.path().display());
+        }
+        let tmp = sandbox.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        sandbox.tmp = Some(tmp);
+        sandbox
     }
 
     pub fn path(&self) -> &Path {
@@ -217,8 +257,14 @@ impl Sandbox {
         self.remote_prefix = format!("{registry}/{}", self.id);
     }
 
+    /// Points the remote names at another registry (`host:port`), below
+    /// `sub`: repositories no earlier remote name of this sandbox has.
+    pub fn use_registry_below(&mut self, registry: &str, sub: &str) {
+        self.remote_prefix = format!("{registry}/{}/{sub}", self.id);
+    }
+
     /// Writes a file under the images root, creating its parents.
-    pub fn write(&self, rel: &str, contents: &str) {
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) {
         let path = self.images.join(rel);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, contents).unwrap();
@@ -228,18 +274,14 @@ impl Sandbox {
     /// content is unique to this sandbox and path.
     pub fn scratch_image(&self, path: &str) {
         self.write(&format!("{path}/Dockerfile"), "FROM scratch\nCOPY id /id\n");
-        self.write(&format!("{path}/id"), &format!("{} {path}\n", self.id));
+        self.write(&format!("{path}/id"), format!("{} {path}\n", self.id));
     }
 
     /// The binary with this sandbox's settings and nothing inherited that
-    /// would change them.
+    /// would change them ([`bare_xtask`]).
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        for name in xtask::cli::ENV_SETTINGS {
-            cmd.env_remove(name);
-        }
-        cmd.env_remove("DOCKER_CONTEXT")
-            .env("IMAGES_CONFIG", &self.config)
+        let mut cmd = bare_xtask();
+        cmd.env("IMAGES_CONFIG", &self.config)
             .env("IMAGES_DIR", &self.images)
             .env("IMAGES_ENGINE", engine().program())
             .env("LOCAL_IMAGE_PREFIX", &self.local_prefix)
@@ -259,11 +301,33 @@ impl Sandbox {
             }
             Builder::Classic | Builder::Podman => {}
         }
+        if let Some(tmp) = &self.tmp {
+            cmd.env("TMPDIR", tmp);
+            match &self.docker_config {
+                Some(dir) => cmd.env("DOCKER_CONFIG", dir),
+                None if builder() == Builder::Buildx => &mut cmd,
+                None => cmd.env_remove("DOCKER_CONFIG"),
+            };
+        }
         cmd
     }
 
     pub fn xtask(&self, args: &[&str]) -> Run {
         run(&mut self.cmd(args))
+    }
+
+    /// Starts the binary from the sandbox's directory, its output going to
+    /// files there.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let mut cmd = self.cmd(args);
+        cmd.current_dir(self.path());
+        spawn(cmd, self.path())
+    }
+
+    /// Runs the binary as [`Sandbox::spawn`] does, to its end, killing it
+    /// (and failing) past `limit`.
+    pub fn xtask_within(&self, args: &[&str], limit: Duration) -> Run {
+        self.spawn(args).wait(limit)
     }
 
     /// An image's tag, as `local-image` prints it.
@@ -282,6 +346,24 @@ impl Sandbox {
         let (local, tag) = out.rsplit_once(':').unwrap_or_else(|| panic!("local-image printed {out:?}"));
         assert_eq!(local, self.local(&name.replace('_', "/")), "{out}");
         tag.to_string()
+    }
+
+    /// Each image's tag, as one `local-image` (of 30 seconds at most)
+    /// prints them, by image path.
+    pub fn tags(&self, paths: &[&str]) -> BTreeMap<String, String> {
+        let names: Vec<String> = paths.iter().map(|p| p.replace('/', "_")).collect();
+        let mut args = vec!["local-image"];
+        args.extend(names.iter().map(String::as_str));
+        let run = self.xtask_within(&args, Duration::from_secs(30));
+        run.success();
+        let mut tags = BTreeMap::new();
+        for line in run.stdout.lines() {
+            let (local, tag) = line.rsplit_once(':').unwrap();
+            let path = local.strip_prefix(&format!("{}/", self.local_prefix)).unwrap_or_else(|| panic!("{line}"));
+            tags.insert(path.to_string(), tag.to_string());
+        }
+        assert_eq!(tags.len(), paths.len(), "{run}");
+        tags
     }
 
     /// `<LOCAL_IMAGE_PREFIX>/<path>`
@@ -312,11 +394,6 @@ impl Sandbox {
     /// Every local `repository:tag` under this sandbox's prefixes, sorted.
     pub fn local_names(&self) -> Vec<String> {
         let listing = local_listing("{{.Repository}}:{{.Tag}}").unwrap_or_else(|e| panic!("{e}"));
-        self.mine(&listing)
-    }
-
-    /// The lines of a listing that start with one of this sandbox's prefixes, sorted.
-    fn mine(&self, listing: &str) -> Vec<String> {
         let prefixes = [format!("{}/", self.local_prefix), format!("{}/", self.remote_prefix)];
         // podman keeps a name without a registry domain under `localhost/`.
         let mut names: Vec<String> = listing
@@ -326,6 +403,34 @@ impl Sandbox {
             .collect();
         names.sort();
         names
+    }
+
+    /// Every local `repository:tag` with this sandbox's id in it, under
+    /// whichever prefixes it had, sorted. `<none>` is no tag: an image a tag
+    /// moved away from, kept by its pull digest.
+    pub fn tagged_names(&self) -> Vec<String> {
+        self.named("{{.Repository}}:{{.Tag}}").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The local names in `format` (`repository:tag` or `repository@digest`)
+    /// with this sandbox's id in them and a tag or digest, sorted.
+    fn named(&self, format: &str) -> Result<Vec<String>, String> {
+        let listing = local_listing(format)?;
+        let mut names: Vec<String> = listing
+            .lines()
+            .filter(|l| l.contains(&self.id) && !l.ends_with(":<none>") && !l.ends_with("@<none>"))
+            .map(String::from)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Untags every name of [`Sandbox::tagged_names`].
+    pub fn untag_all(&self) {
+        let names = self.tagged_names();
+        if !names.is_empty() {
+            untag(&names);
+        }
     }
 
     /// The engine's program (and, for podman, skopeo, which reads registries
@@ -365,12 +470,7 @@ impl Drop for Sandbox {
         // test shares stays; then remove what a pull by tag left named by
         // digest alone (docker keeps those once the tags are gone).
         for format in ["{{.Repository}}:{{.Tag}}", "{{.Repository}}@{{.Digest}}"] {
-            let Ok(listing) = local_listing(format) else { return };
-            let names: Vec<String> = self
-                .mine(&listing)
-                .into_iter()
-                .filter(|n| !n.ends_with(":<none>") && !n.ends_with("@<none>"))
-                .collect();
+            let Ok(names) = self.named(format) else { return };
             if !names.is_empty() {
                 let _ = Command::new(engine().program()).arg("rmi").args(&names).output();
             }
@@ -396,132 +496,6 @@ impl Recorder {
         calls.dedup_by(|a, b| a == b && a.split_whitespace().nth(1) == Some("images"));
         calls
     }
-}
-
-// ---- running the binary ------------------------------------------------------------
-
-pub struct Run {
-    pub shown: String,
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-pub fn run(cmd: &mut Command) -> Run {
-    let shown = format!("{:?}", cmd.get_args().collect::<Vec<_>>());
-    let Output { status, stdout, stderr } = cmd.output().unwrap();
-    Run {
-        shown,
-        code: status.code(),
-        stdout: String::from_utf8(stdout).unwrap(),
-        stderr: String::from_utf8(stderr).unwrap(),
-    }
-}
-
-impl Run {
-    pub fn success(&self) -> &Run {
-        self.status(0)
-    }
-
-    pub fn status(&self, code: i32) -> &Run {
-        assert!(!self.stderr.contains("panicked"), "{self}");
-        assert_eq!(self.code, Some(code), "{self}");
-        self
-    }
-
-    /// The `--json` outcomes, without `seconds` (which varies); each must
-    /// have had one.
-    pub fn outcomes(&self) -> Vec<Value> {
-        self.outcomes_built_by(builder().kind())
-    }
-
-    /// [`Run::outcomes`], for a run whose builds were made by `kind`.
-    pub fn outcomes_built_by(&self, kind: &str) -> Vec<Value> {
-        self.images()
-            .into_iter()
-            .map(|mut o| {
-                let seconds = o.as_object_mut().and_then(|m| m.remove("seconds"));
-                assert!(seconds.as_ref().is_some_and(Value::is_number), "no seconds in {o}: {self}");
-                // A built image names the builder under test, and only a built one.
-                let built = o["action"] == "built";
-                let named = o.as_object_mut().and_then(|m| m.remove("builder"));
-                let expected = built.then(|| json!(kind));
-                assert_eq!(named, expected, "the builder of {o}: {self}");
-                // The image object is the same in every document: its names
-                // carry its tag.
-                let tag = o["tag"].clone();
-                for key in ["local", "remote"] {
-                    let name = o[key].as_str().map(String::from);
-                    match (&tag, name) {
-                        (Value::String(tag), Some(name)) => assert!(name.ends_with(&format!(":{tag}")), "{o}: {self}"),
-                        (Value::Null, None) => {}
-                        _ => panic!("{key} does not go with the tag in {o}: {self}"),
-                    }
-                }
-                let m = o.as_object_mut().unwrap();
-                for key in ["path", "arch", "local", "remote", "test", "reason", "cache"] {
-                    assert!(key == "reason" || key == "cache" || m.contains_key(key), "no {key} in {m:?}: {self}");
-                    m.remove(key);
-                }
-                o
-            })
-            .collect()
-    }
-
-    /// The array under `key` in the `--json` document printed (`schema` 1).
-    pub fn items(&self, key: &str) -> Vec<Value> {
-        let value: Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self}"));
-        assert_eq!(value["schema"], json!(1), "{self}");
-        match value.get(key) {
-            Some(Value::Array(items)) => items.clone(),
-            _ => panic!("no {key} array: {self}"),
-        }
-    }
-
-    /// A failure under `--json`: exit 1, one `error: ` line on stderr, and
-    /// the same error as the JSON document on stdout; returns the line.
-    pub fn json_error(&self) -> &str {
-        self.status(1);
-        let lines = self.stderr_lines();
-        assert_eq!(lines.len(), 1, "{self}");
-        let value: Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self}"));
-        assert_eq!(value, json!({ "schema": 1, "error": lines[0].strip_prefix("error: ").unwrap() }), "{self}");
-        lines[0]
-    }
-
-    /// The `images` of a `--json` document of an engine command, whole.
-    pub fn images(&self) -> Vec<Value> {
-        let value: Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self}"));
-        assert_eq!(value["schema"], json!(1), "{self}");
-        match value.get("images") {
-            Some(Value::Array(items)) => items.clone(),
-            _ => panic!("no images array: {self}"),
-        }
-    }
-
-    /// The `cache` of each `--json` outcome (null where there is none).
-    pub fn caches(&self) -> Vec<Value> {
-        self.images().iter().map(|o| o["cache"].clone()).collect()
-    }
-
-    pub fn stderr_lines(&self) -> Vec<&str> {
-        self.stderr.lines().collect()
-    }
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "xtask {} exited {:?}\n--- stdout\n{}--- stderr\n{}", self.shown, self.code, self.stdout, self.stderr)
-    }
-}
-
-/// An outcome as `--json` prints it, less `seconds`.
-pub fn outcome(name: &str, tag: &str, action: &str, log: Option<&str>) -> Value {
-    let mut o = json!({ "name": name, "tag": tag, "action": action });
-    if let Some(log) = log {
-        o["log"] = json!(log);
-    }
-    o
 }
 
 // ---- the engine under test ----------------------------------------------------------
@@ -568,7 +542,7 @@ pub fn image_arch(reference: &str) -> String {
     engine_ok(&["image", "inspect", "--format", "{{.Architecture}}", reference]).trim().to_string()
 }
 
-/// Untags local images.
+/// Untags local images; fails, as the engine does, when there are none.
 pub fn untag(references: &[String]) {
     let mut args = vec!["rmi"];
     args.extend(references.iter().map(String::as_str));
@@ -667,92 +641,6 @@ pub fn index_members(reference: &str) -> Vec<(String, String)> {
             (format!("{}/{}", field(&m["platform"], "os"), field(&m["platform"], "architecture")), field(m, "digest"))
         })
         .collect()
-}
-
-// ---- a registry of a test's own -------------------------------------------------------
-
-/// A `docker-registry` on a free loopback port with its own storage and
-/// deletes enabled, for a test that stops it or deletes from it. Killed on drop.
-pub struct Registry {
-    pub addr: String,
-    child: Option<Child>,
-}
-
-impl Registry {
-    pub fn start(dir: &Path) -> Registry {
-        let storage = dir.join("registry-data");
-        fs::create_dir_all(&storage).unwrap();
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let addr = format!("127.0.0.1:{port}");
-            let config = dir.join("registry.yml");
-            fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                    storage.display()
-                ),
-            )
-            .unwrap();
-            let log = fs::File::create(dir.join("registry.log")).unwrap();
-            let child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("cannot run docker-registry (tests/env/up.sh installs it)");
-            let mut registry = Registry { addr, child: Some(child) };
-            if registry.wait_ready() {
-                return registry;
-            }
-            registry.stop();
-        }
-        panic!("docker-registry did not start: {}", fs::read_to_string(dir.join("registry.log")).unwrap_or_default());
-    }
-
-    fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
-                return false;
-            }
-            if answers(&self.addr) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        assert!(!answers(&self.addr), "registry {} still answers after it was stopped", self.addr);
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Whether a registry answers `GET /v2/` with 200 at `addr`.
-fn answers(addr: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect(addr) else { return false };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
 }
 
 // ---- tools the suites share -------------------------------------------------------
