@@ -9,10 +9,10 @@ use crate::support;
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use support::{docker_login, outcome, run, Sandbox};
+use support::{docker_login, outcome, run, Registry, Sandbox, Setup};
 
 /// A program the test starts, killed on drop.
 struct Server(Child);
@@ -40,38 +40,6 @@ fn wait_listening(addr: &str, child: &mut Child, log: &Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("nothing listens at {addr}: {}", fs::read_to_string(log).unwrap_or_default());
-}
-
-/// `docker-registry` at `addr` with storage under `dir` and `extra` YAML
-/// (auth, TLS) in its `http`-less top level, `tls` under `http` when given.
-fn registry(dir: &Path, addr: &str, extra: &str, tls: Option<(&Path, &Path)>) -> Server {
-    let storage = dir.join("data");
-    fs::create_dir_all(&storage).unwrap();
-    let mut http = format!("http:\n  addr: {addr}\n");
-    if let Some((cert, key)) = tls {
-        http.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
-    }
-    let config = dir.join("registry.yml");
-    fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{http}{extra}",
-            storage.display()
-        ),
-    )
-    .unwrap();
-    let log = dir.join("registry.log");
-    let file = fs::File::create(&log).unwrap();
-    let mut child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .expect("cannot run docker-registry (tests/env/up.sh installs it)");
-    wait_listening(addr, &mut child, &log);
-    Server(child)
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -178,12 +146,12 @@ fn token_authentication() {
     wait_listening(&format!("127.0.0.1:{token_port}"), &mut child, &dir.join("token.log"));
     let _tokens = Server(child);
 
-    let addr = format!("127.0.0.1:{}", free_port("127.0.0.1"));
     let auth = format!(
         "auth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: xtask-test\n    issuer: xtask-test-issuer\n    rootcertbundle: {}\n",
         dir.join("cert.pem").display()
     );
-    let _registry = registry(&dir.join("registry"), &addr, &auth, None);
+    let registry = Registry::start_with(&dir.join("registry"), Setup { auth: Some(auth), ..Setup::default() });
+    let addr = registry.addr.clone();
     s.use_registry(&addr);
     let docker_config = s.path().join("docker");
     docker_login(&docker_config, &addr, "tester", &password).unwrap_or_else(|e| panic!("{e}"));
@@ -328,13 +296,14 @@ fn tls_with_a_ca_of_its_own() {
             "san.cnf",
         ],
     );
-    let addr = format!("{ip}:{}", free_port(&ip));
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let setup = Setup { ip: Some(&ip), tls: Some((&cert, &key)), ..Setup::default() };
+    let registry = Registry::start_with(&dir.join("registry"), setup);
+    let addr = registry.addr.clone();
     let certs = PathBuf::from("/etc/docker/certs.d").join(&addr);
     fs::create_dir_all(&certs).unwrap();
     let _cleanup = Cleanup(certs.clone());
     fs::copy(dir.join("ca.crt"), certs.join("ca.crt")).unwrap();
-    let _registry =
-        registry(&dir.join("registry"), &addr, "", Some((&dir.join("server.crt"), &dir.join("server.key"))));
     s.use_registry(&addr);
 
     s.scratch_image("a");

@@ -7,36 +7,56 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A `docker-registry` on a free loopback port with storage of its own and
-/// deletes enabled, for a test that stops it, kills it and starts it again
-/// on the same port and storage, deletes from it, or wants a password.
-/// Killed on drop.
+/// A `docker-registry` on a free port with storage of its own and deletes
+/// enabled, for a test that stops it, kills it and starts it again on the
+/// same port and storage, deletes from it, wants a password or a token, or
+/// speaks TLS to it. Killed on drop.
 pub struct Registry {
     pub addr: String,
     dir: PathBuf,
+    tls: bool,
     child: Option<Child>,
+}
+
+/// How a [`Registry`] differs from a plain-HTTP one on loopback.
+#[derive(Default)]
+pub struct Setup<'a> {
+    /// The IPv4 address it listens on; `127.0.0.1` when `None`.
+    pub ip: Option<&'a str>,
+    /// Its `auth:` section, as YAML at the top level.
+    pub auth: Option<String>,
+    /// Its certificate and key: it speaks TLS.
+    pub tls: Option<(&'a Path, &'a Path)>,
 }
 
 impl Registry {
     /// Its files (settings, storage, log) go under `dir`. `htpasswd`: the
     /// path of a bcrypt htpasswd file, for basic auth.
     pub fn start(dir: &Path, htpasswd: Option<&Path>) -> Registry {
+        let auth = htpasswd.map(|p| format!("auth:\n  htpasswd:\n    realm: xtask-test\n    path: {}\n", p.display()));
+        Registry::start_with(dir, Setup { auth, ..Setup::default() })
+    }
+
+    pub fn start_with(dir: &Path, setup: Setup<'_>) -> Registry {
         fs::create_dir_all(dir.join("registry-data")).unwrap();
-        let auth = htpasswd
-            .map(|p| format!("auth:\n  htpasswd:\n    realm: xtask-test\n    path: {}\n", p.display()))
+        let ip = setup.ip.unwrap_or("127.0.0.1");
+        let auth = setup.auth.unwrap_or_default();
+        let tls = setup
+            .tls
+            .map(|(cert, key)| format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()))
             .unwrap_or_default();
         for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let addr = format!("127.0.0.1:{port}");
+            let port = TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap().port();
+            let addr = format!("{ip}:{port}");
             fs::write(
                 dir.join("registry.yml"),
                 format!(
-                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth}http:\n  addr: {addr}\n",
+                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth}http:\n  addr: {addr}\n{tls}",
                     dir.join("registry-data").display()
                 ),
             )
             .unwrap();
-            let mut registry = Registry { addr, dir: dir.to_path_buf(), child: None };
+            let mut registry = Registry { addr, dir: dir.to_path_buf(), tls: setup.tls.is_some(), child: None };
             if registry.run() {
                 return registry;
             }
@@ -62,7 +82,8 @@ impl Registry {
                 self.child = None;
                 return false;
             }
-            if answers(&self.addr) {
+            // Over TLS, that something listens; else that it answers.
+            if (self.tls && TcpStream::connect(&self.addr).is_ok()) || answers(&self.addr) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -143,18 +164,6 @@ pub fn http(addr: &str, method: &str, path: &str, auth: Option<&str>) -> std::io
 }
 
 pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for k in 0..4 {
-            if k <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * k) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
