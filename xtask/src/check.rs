@@ -178,7 +178,7 @@ pub fn run(settings: &Settings, names: &[String], json: bool, deny_warnings: boo
         let denied = if deny_warnings && warnings > 0 { " (warnings denied)" } else { "" };
         eprintln!("checked {files}: {}, {}{denied}", plural(errors, "error"), plural(warnings, "warning"));
     }
-    Ok(if errors > 0 || (deny_warnings && warnings > 0) { crate::EXIT_FAILURE } else { 0 })
+    Ok(if errors > 0 || (deny_warnings && warnings > 0) { crate::model::EXIT_FAILURE } else { 0 })
 }
 
 /// Checks the Dockerfile of every image (or of the images and groups

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::commands::RunArgs;
 use crate::config::Overrides;
 
 /// Environment variables that carry settings.
@@ -403,21 +404,6 @@ impl RunOptions for ManifestOptions {
     fn run_args(&self) -> RunArgs {
         RunArgs { dry_run: self.dry_run, json: self.json, ..RunArgs::default() }
     }
-}
-
-/// Every engine command's options, as the commands read them; those a
-/// command does not take are off.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunArgs {
-    pub jobs: Option<u16>,
-    pub keep_going: bool,
-    pub dry_run: bool,
-    pub json: bool,
-    pub quiet: bool,
-    pub verbose: bool,
-    pub skip_image_load: bool,
-    pub no_cache: bool,
-    pub push_as_latest: bool,
 }
 
 impl From<&Common> for RunArgs {

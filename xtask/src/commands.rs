@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use crate::cli::RunArgs;
 use crate::config::{Arch, Settings};
 use crate::cross::{self, Registered};
 use crate::discovery::{discover, discover_lenient, Catalog};
@@ -21,6 +20,21 @@ use crate::registry::{Credentials, Registry, Retry, Transport};
 use crate::reporting::{self, Progress, Reporter, Verbosity};
 use crate::shard::{self, Shard};
 use crate::tagging;
+
+/// Every engine command's options, as the commands read them; those a
+/// command does not take are off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunArgs {
+    pub jobs: Option<u16>,
+    pub keep_going: bool,
+    pub dry_run: bool,
+    pub json: bool,
+    pub quiet: bool,
+    pub verbose: bool,
+    pub skip_image_load: bool,
+    pub no_cache: bool,
+    pub push_as_latest: bool,
+}
 
 /// Exit status when Ctrl-C or SIGTERM stopped the work.
 pub const EXIT_INTERRUPTED: i32 = 130;
@@ -132,7 +146,7 @@ pub fn run(
                 }
                 let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
                 eprint!("{}", reporting::summary_text(&outcomes, verbosity));
-                return Ok(crate::EXIT_FAILURE);
+                return Ok(crate::model::EXIT_FAILURE);
             }
         }
     } else if mode == Mode::Load && !args.skip_image_load {
@@ -269,7 +283,7 @@ pub fn run(
     }
     let failures = outcomes.iter().filter(|o| o.action.is_failure()).count();
     let invalid = invalid_failure(&invalid);
-    Ok(if failures > 0 { crate::EXIT_FAILURE } else { invalid.unwrap_or(0) })
+    Ok(if failures > 0 { crate::model::EXIT_FAILURE } else { invalid.unwrap_or(0) })
 }
 
 /// Says why each invalid image directory was left out, once the rest is
@@ -278,7 +292,7 @@ fn invalid_failure(reasons: &[String]) -> Option<i32> {
     for reason in reasons {
         eprintln!("error: {reason}");
     }
-    (!reasons.is_empty()).then_some(crate::EXIT_FAILURE)
+    (!reasons.is_empty()).then_some(crate::model::EXIT_FAILURE)
 }
 
 /// The requested images and, transitively, the local images they are built on.
@@ -376,10 +390,7 @@ fn parallelism(args: &RunArgs) -> usize {
 }
 
 fn log_dir(settings: &Settings) -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_root().join("target"));
-    let dir = target.join("xtask-logs").join(settings.arch.as_str());
+    let dir = settings.logs.join(settings.arch.as_str());
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create log directory {}: {e}", dir.display()))?;
     remove_left_behind(&dir);
     Ok(dir)

@@ -235,6 +235,9 @@ pub struct Settings {
     /// Someone watches the output on a terminal (not CI, not a pipe): a live
     /// progress line rather than a line per image and log tails.
     pub interactive: bool,
+    /// Where build logs go, a directory per architecture: `xtask-logs` in
+    /// cargo's target directory.
+    pub logs: PathBuf,
 }
 
 impl Settings {
@@ -284,6 +287,7 @@ impl Settings {
             cache_from: file.cache_from.unwrap_or(true),
             source: file.source.filter(|s| !s.trim().is_empty()),
             interactive: false,
+            logs: workspace.join("target").join("xtask-logs"),
         })
     }
 }

@@ -219,7 +219,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     } else {
         print!("{text}");
     }
-    Ok(if decisions.iter().any(|d| d.action == Action::Failed) { crate::EXIT_FAILURE } else { 0 })
+    Ok(if decisions.iter().any(|d| d.action == Action::Failed) { crate::model::EXIT_FAILURE } else { 0 })
 }
 
 /// The tags every image has at each commit, for every architecture.

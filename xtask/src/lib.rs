@@ -5,8 +5,10 @@
 //!
 //! - Entry: [`cli`] (the command line; its `Overrides` are the settings
 //!   flags) and `run` here, which hands each command to its module.
-//! - Commands, none importing another: [`commands`] (the engine commands:
-//!   discover, tag, observe, plan, execute or print), [`listing`],
+//! - Commands, none importing another, nor [`cli`] or this dispatch: each
+//!   takes the resolved [`config::Settings`] and plain arguments.
+//!   [`commands`] (the engine commands: discover, tag, observe, plan,
+//!   execute or print; its `RunArgs` are their options), [`listing`],
 //!   [`status`], [`check`], [`prune`], [`gc`], [`init`].
 //! - Work: [`planning`] (pure: what each image needs, from what was
 //!   observed), [`execute`] (the scheduler: jobs in dependency order,
@@ -57,8 +59,7 @@ use anyhow::Result;
 use crate::cli::{Cli, Command, RunOptions};
 use crate::config::{FileConfig, Settings};
 
-/// Exit status for a command that failed; clap uses 2 for bad usage.
-pub const EXIT_FAILURE: i32 = 1;
+pub use model::EXIT_FAILURE;
 
 /// The workspace this run is for. `cargo xtask` tells the binary, at run
 /// time, which checkout's `xtask` it ran (`CARGO_MANIFEST_DIR`): checkouts
@@ -88,6 +89,9 @@ pub fn settings(cli: &Cli) -> Result<Settings> {
     let mut settings = Settings::resolve(file, cli.global.overrides(), &workspace, &cwd)?;
     use std::io::IsTerminal;
     settings.interactive = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none_or(|v| v.is_empty());
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()) {
+        settings.logs = cwd.join(target).join("xtask-logs");
+    }
     Ok(settings)
 }
 

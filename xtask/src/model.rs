@@ -9,6 +9,9 @@ use serde::Serialize;
 
 use crate::config::{Arch, Settings};
 
+/// Exit status for a command that failed; clap uses 2 for bad usage.
+pub const EXIT_FAILURE: i32 = 1;
+
 /// An image's place in its catalog: `catalog[i]`. Never a place in a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageIndex(pub usize);

@@ -273,7 +273,7 @@ pub fn run(settings: &Settings, scope: Option<Arch>, dry_run: bool, json: bool) 
     } else {
         print!("{text}");
     }
-    Ok(if removals.iter().any(|r| r.action == Action::Failed) { crate::EXIT_FAILURE } else { 0 })
+    Ok(if removals.iter().any(|r| r.action == Action::Failed) { crate::model::EXIT_FAILURE } else { 0 })
 }
 
 /// One line per name, then the total.
