@@ -88,9 +88,14 @@ impl Processes {
         // SAFETY: prctl is async-signal-safe. If this tool dies, even by
         // SIGKILL, the process gets SIGTERM instead of running on (the
         // engine cancels a build whose client went away).
+        // SIGINT back to its default: a tool started with it ignored (in the
+        // background of a script) would hand that on, and `stop_all` could
+        // not stop what it runs.
         unsafe {
             command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0
+                    || libc::signal(libc::SIGINT, libc::SIG_DFL) == libc::SIG_ERR
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -211,12 +216,17 @@ mod tests {
         assert!(e.downcast_ref::<NotFound>().is_some(), "{e:#}");
     }
 
-    #[test]
-    fn stop_all_ends_running_processes_and_refuses_new_ones() {
-        let processes = Processes::default();
+    /// Runs `sleep 30`, stops it as soon as it runs; how long that took.
+    /// Not through `sh -c`: a shell that gets SIGINT before it has started
+    /// its command holds it until the command ends.
+    fn stopped_sleep(processes: &Processes) -> std::time::Duration {
         let started = std::time::Instant::now();
         std::thread::scope(|scope| {
-            let running = scope.spawn(|| processes.run(sh("sleep 30"), None, None));
+            let running = scope.spawn(|| {
+                let mut sleep = Command::new("sleep");
+                sleep.arg("30");
+                processes.run(sleep, None, None)
+            });
             while processes.running.lock().unwrap().is_empty() {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
@@ -224,12 +234,28 @@ mod tests {
             let e = running.join().unwrap().unwrap_err();
             assert_eq!(e.to_string(), "interrupted");
         });
-        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        started.elapsed()
+    }
+
+    #[test]
+    fn stop_all_ends_running_processes_and_refuses_new_ones() {
+        let processes = Processes::default();
+        assert!(stopped_sleep(&processes) < std::time::Duration::from_secs(20));
         assert!(processes.interrupt().is_set());
         let e = processes.run(sh("true"), None, None).unwrap_err();
         assert_eq!(e.to_string(), "interrupted");
         // Clones share the interrupt, a fresh set does not.
         assert!(processes.clone().interrupt().is_set());
         assert!(!Processes::default().interrupt().is_set());
+    }
+
+    #[test]
+    fn stop_all_ends_processes_of_a_tool_started_with_sigint_ignored() {
+        // SAFETY: signal(2) on this test's own process (nextest runs each
+        // test in a process of its own); restored before the end.
+        let before = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+        let took = stopped_sleep(&Processes::default());
+        unsafe { libc::signal(libc::SIGINT, before) };
+        assert!(took < std::time::Duration::from_secs(20), "{took:?}");
     }
 }
