@@ -292,6 +292,21 @@ impl Settings {
     }
 }
 
+#[cfg(test)]
+impl Settings {
+    /// For unit tests: these prefixes, x86_64, the rest as built in, with
+    /// `/w` as the workspace.
+    pub fn for_tests(local_prefix: &str, remote_prefix: &str) -> Settings {
+        let o = Overrides {
+            local_image_prefix: Some(local_prefix.into()),
+            remote_image_prefix: Some(remote_prefix.into()),
+            arch: Some(Arch::X86_64),
+            ..Overrides::default()
+        };
+        Settings::resolve(FileConfig::default(), o, Path::new("/w"), Path::new("/w")).unwrap()
+    }
+}
+
 /// `NON_TEST_IMAGES` keeps the legacy `grep` alternation syntax, `a\|b\|c`,
 /// and takes the plain `a|b|c` too.
 pub fn split_legacy_list(list: &str) -> Vec<String> {

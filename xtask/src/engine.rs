@@ -286,15 +286,10 @@ impl Cli {
         let sh = Shell::new()?;
         let program = self.program;
         let format = "{{.Repository}}:{{.Tag}}\t{{.ID}}";
-        let mut out = self.run(cmd!(sh, "{program} images --no-trunc --format {format}"), None)?;
         // podman's listing fails outright when an image it is listing is
         // removed meanwhile (by anyone); the next listing no longer sees it.
-        for _ in 1..LIST_ATTEMPTS {
-            if out.ok || !LIST_RACES.iter().any(|r| out.stderr.contains(r)) {
-                break;
-            }
-            out = self.run(cmd!(sh, "{program} images --no-trunc --format {format}"), None)?;
-        }
+        let out = self
+            .asked_again_on(LIST_RACES, || self.run(cmd!(sh, "{program} images --no-trunc --format {format}"), None))?;
         if !out.ok {
             bail!("cannot list local images: {}", first_line(&out.stderr));
         }
@@ -437,12 +432,24 @@ impl Cli {
     fn inspect_call(&self, ids: &[&str]) -> Result<Output> {
         let sh = Shell::new()?;
         let program = self.program;
-        let mut out = self.run(cmd!(sh, "{program} image inspect {ids...}"), None)?;
+        self.asked_again_on(STORE_RACES, || self.run(cmd!(sh, "{program} image inspect {ids...}"), None))
+    }
+
+    /// podman's flag for a registry on loopback, which speaks plain HTTP
+    /// (docker's daemon allows that by itself).
+    fn plain_http_flag(&self, reference: &str) -> Option<&'static str> {
+        (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false")
+    }
+
+    /// Makes `call`, again (up to [`LIST_ATTEMPTS`] in all) while it fails
+    /// saying one of `races`: the engine's store changed under it.
+    fn asked_again_on(&self, races: &[&str], call: impl Fn() -> Result<Output>) -> Result<Output> {
+        let mut out = call()?;
         for _ in 1..LIST_ATTEMPTS {
-            if out.ok || !STORE_RACES.iter().any(|r| out.stderr.contains(r)) {
+            if out.ok || !races.iter().any(|r| out.stderr.contains(r)) {
                 break;
             }
-            out = self.run(cmd!(sh, "{program} image inspect {ids...}"), None)?;
+            out = call()?;
         }
         Ok(out)
     }
@@ -487,11 +494,11 @@ impl Cli {
         builds
             .iter()
             .enumerate()
-            .map(|(i, _)| match value[format!("b{i}")]["containerimage.digest"].as_str() {
-                Some(digest) if digest.starts_with("sha256:") => {
+            .map(|(i, _)| match built_digest(&value[format!("b{i}")]) {
+                Some(digest) => {
                     Ok(Built { id: digest.to_string(), steps_reused: steps_reused(self.builder(), &logs[i]) })
                 }
-                _ => bail!("the batch build's metadata names no image for one of its builds"),
+                None => bail!("the batch build's metadata names no image for one of its builds"),
             })
             .collect()
     }
@@ -695,7 +702,7 @@ impl Engine for Cli {
     fn pull(&self, reference: &str, arch: Arch, quick: bool, log: &Path) -> Result<()> {
         let sh = Shell::new()?;
         let (program, platform) = (self.program, arch.platform());
-        let tls = (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false");
+        let tls = self.plain_http_flag(reference);
         self.retry.run_with(if quick { &QUICK_RETRY_DELAYS } else { &RETRY_DELAYS }, || {
             let out = self.run(cmd!(sh, "{program} pull {tls...} --platform {platform} {reference}"), Some(log))?;
             if !out.ok {
@@ -761,9 +768,9 @@ impl Engine for Cli {
         let written = written.with_context(|| format!("the build wrote no metadata to {}", metadata.display()))?;
         let value: serde_json::Value = serde_json::from_str(&written)
             .with_context(|| format!("the build's metadata is not JSON: {}", metadata.display()))?;
-        match value["containerimage.digest"].as_str() {
-            Some(digest) if digest.starts_with("sha256:") => Ok(digest.to_string()),
-            _ => bail!("the build's metadata names no pushed image digest; log: {}", log.display()),
+        match built_digest(&value) {
+            Some(digest) => Ok(digest.to_string()),
+            None => bail!("the build's metadata names no pushed image digest; log: {}", log.display()),
         }
     }
 
@@ -793,7 +800,7 @@ impl Engine for Cli {
     fn push(&self, reference: &str, log: &Path) -> Result<()> {
         let sh = Shell::new()?;
         let program = self.program;
-        let tls = (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false");
+        let tls = self.plain_http_flag(reference);
         self.retry.run(|| {
             let out = self.run(cmd!(sh, "{program} push {tls...} {reference}"), Some(log))?;
             if !out.ok {
@@ -814,6 +821,12 @@ fn label_line(labels: &[(String, String)]) -> Option<String> {
     }
     let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("\"{k}\"=\"{v}\"")).collect();
     Some(format!("LABEL {}", pairs.join(" ")))
+}
+
+/// The digest of what a buildx build made, from its metadata (`--metadata-file`,
+/// one target's part of it under bake).
+fn built_digest(metadata: &serde_json::Value) -> Option<&str> {
+    metadata["containerimage.digest"].as_str().filter(|d| d.starts_with("sha256:"))
 }
 
 /// The unix socket docker's CLI would reach its daemon at, when that is

@@ -323,9 +323,9 @@ fn run_steps(
                 Err(e) => return Err(e),
             },
             Step::Build if direct => {
-                let (digest, used) = build_pushed(ctx, job, log)?;
+                let (pushed, used) = build_pushed(ctx, job, log)?;
                 *cache = used;
-                ctx.registry.retag(&format!("{}@{digest}", job.names.remote), &remote)?;
+                ctx.registry.retag(&pushed, &remote)?;
                 *action = (*action).max(Action::Pushed);
             }
             Step::Build => {
@@ -477,14 +477,14 @@ fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageD
     }
 }
 
-/// Builds the job's image straight into the registry and returns its
-/// digest once the registry's copy is known to be for ARCH (it has no tag
-/// until then).
+/// Builds the job's image straight into the registry and returns it by
+/// digest (`<remote>@<digest>`) once the registry's copy is known to be for
+/// ARCH (it has no tag until then).
 fn build_pushed(ctx: &Context, job: &Job, log: &Path) -> Result<(String, Option<CacheUse>)> {
     let inputs = BuildInputs::of(ctx, job);
     let (build_cache, used) = build_cache(ctx, job, log);
     let digest = ctx.engine.build_push(&inputs.spec(ctx), &build_cache, &job.names.remote, log)?;
-    let pushed = format!("{}@{digest}", job.names.remote);
+    let pushed = job.names.remote_by_digest(&digest);
     let platform =
         ctx.registry.platform(&pushed)?.ok_or_else(|| anyhow::anyhow!("the registry lacks {pushed}, just pushed"))?;
     if !platform.is(ctx.arch) {
@@ -495,7 +495,7 @@ fn build_pushed(ctx: &Context, job: &Job, log: &Path) -> Result<(String, Option<
             log.display()
         );
     }
-    Ok((digest, used))
+    Ok((pushed, used))
 }
 
 /// What the build may take from a cache: the plan's source as each builder
@@ -510,7 +510,7 @@ fn build_cache(ctx: &Context, job: &Job, log: &Path) -> (engine::BuildCache, Opt
     let engine = ctx.engine;
     let builder = engine.builder();
     let mut cache = engine::BuildCache { none: ctx.no_cache, ..engine::BuildCache::default() };
-    let podman_repo = format!("{}-buildcache", job.names.remote);
+    let podman_repo = job.names.cache_repository();
     if *builder == Builder::Podman && ctx.cache_to && !ctx.no_cache {
         cache.to = Some(podman_repo.clone());
     }
@@ -567,7 +567,7 @@ mod tests {
     use anyhow::{anyhow, bail, Result};
 
     use super::*;
-    use crate::config::{Arch, FileConfig, Overrides, Platform, Settings};
+    use crate::config::{Arch, Platform, Settings};
     use crate::engine::{BuildCache, BuildSpec, Builder, Built, Engine, ImageDetails};
     use crate::planning::{Job, Step};
     use crate::reporting::{summary_text, Verbosity};
@@ -768,13 +768,7 @@ mod tests {
     }
 
     fn settings() -> Settings {
-        let o = Overrides {
-            local_image_prefix: Some("l.test".into()),
-            remote_image_prefix: Some("r.test".into()),
-            arch: Some(Arch::X86_64),
-            ..Overrides::default()
-        };
-        Settings::resolve(FileConfig::default(), o, Path::new("/w"), Path::new("/w")).unwrap()
+        Settings::for_tests("l.test", "r.test")
     }
 
     /// Runs `jobs` on `fake`, `parallel` at a time; the outcomes by name.

@@ -265,4 +265,15 @@ impl ImageRef {
     pub fn remote_latest(&self) -> String {
         format!("{}:latest", self.remote)
     }
+
+    /// `<remote>@<digest>`: what a build pushed, before it has a tag.
+    pub fn remote_by_digest(&self, digest: &str) -> String {
+        format!("{}@{digest}", self.remote)
+    }
+
+    /// `<remote>-buildcache`: where podman keeps the layers its builds of
+    /// the image pushed, for the next version's build.
+    pub fn cache_repository(&self) -> String {
+        format!("{}-buildcache", self.remote)
+    }
 }

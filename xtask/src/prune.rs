@@ -311,19 +311,12 @@ pub fn report(removals: &[Removal], dry_run: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
-    use crate::config::{FileConfig, Overrides, Platform};
+    use crate::config::Platform;
 
     fn settings() -> Settings {
-        let o = Overrides {
-            local_image_prefix: Some("l.test/p".into()),
-            remote_image_prefix: Some("r.test:5000/q".into()),
-            arch: Some(Arch::X86_64),
-            ..Overrides::default()
-        };
-        Settings::resolve(FileConfig::default(), o, Path::new("/w"), Path::new("/w")).unwrap()
+        Settings::for_tests("l.test/p", "r.test:5000/q")
     }
 
     fn current() -> Current {
