@@ -16,7 +16,7 @@ use crate::model::{ImageIndex, ImageInfo, ImageRef};
 use crate::planning::{self, Mode, Observed, Options, Target};
 use crate::process::Interrupt;
 use crate::provenance::{GitState, Provenance};
-use crate::registry::{Credentials, Registry, Retry, Transport};
+use crate::registry::{Registry, Retry};
 use crate::reporting::{self, Progress, Reporter, Verbosity};
 use crate::shard::{self, Shard};
 use crate::tagging;
@@ -56,6 +56,7 @@ pub fn run(
     changed_since: Option<&str>,
 ) -> Result<i32> {
     let reporter = Reporter::new(args.quiet);
+    let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
     // A directory that cannot make an image name stops only what names it:
     // `*-all-*` does the rest, then fails naming it.
     let catalog = discover_lenient(&settings.images_dir, settings.arch)?;
@@ -116,7 +117,7 @@ pub fn run(
     let local = engine.local_images()?;
     let platforms = local_platforms(&engine, &local, &targets)?;
     let mut seen = Observed { local, platforms, ..Observed::default() };
-    let registry = registry_client(settings, &reporter).retrying(engine.retry().clone());
+    let registry = Registry::of(settings).retrying(engine.retry().clone());
     let mut registry_down = false;
     if mode.needs_remote() {
         match remote_lookups(&registry, &targets, &requested, parallelism(args), false) {
@@ -144,7 +145,6 @@ pub fn run(
                         reporting::OutcomeDocument { mode, arch: settings.arch, builder: None, images: &outcomes };
                     reporting::print_json(&document)?;
                 }
-                let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
                 eprint!("{}", reporting::summary_text(&outcomes, verbosity));
                 return Ok(crate::model::EXIT_FAILURE);
             }
@@ -239,7 +239,6 @@ pub fn run(
     // What built images are labelled with: git is asked only when something may build.
     let git = if may_build { GitState::read(&settings.images_dir) } else { None };
     let provenance = Provenance::new(settings, git);
-    let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
     let progress = Progress::new(&reporter, jobs.len(), settings.interactive, verbosity);
     let ctx = execute::Context {
         engine: &engine,
@@ -334,11 +333,8 @@ fn local_platforms(
     local: &HashMap<String, String>,
     targets: &HashMap<ImageIndex, Target>,
 ) -> Result<HashMap<String, crate::config::Platform>> {
-    let mut ids: Vec<&str> = targets
-        .values()
-        .flat_map(|t| [t.names.local_tagged(), t.names.local_latest(), t.names.remote_tagged()])
-        .filter_map(|r| local.get(&r).map(String::as_str))
-        .collect();
+    let mut ids: Vec<&str> =
+        targets.values().flat_map(|t| t.names.plan_names()).filter_map(|r| local.get(&r).map(String::as_str)).collect();
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() {
@@ -451,13 +447,6 @@ struct Index {
     members: Vec<(Arch, String)>,
 }
 
-/// The registry client, with the engine's credentials and docker's rules
-/// for plain HTTP and CA files.
-fn registry_client(settings: &Settings, reporter: &Reporter) -> Registry {
-    Registry::new(Credentials::of(settings.engine), Transport::system(&settings.insecure_registries))
-        .retrying(Retry::new(Interrupt::default(), Some(reporter.retry_teller())))
-}
-
 /// Publishes `<REMOTE_IMAGE_PREFIX>/<path>:<tag>` as an index over the
 /// per-architecture images the registry has, each by its own tag.
 pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> Result<i32> {
@@ -498,7 +487,8 @@ pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> R
     }
 
     // Each member is what its name says, by the config the registry holds.
-    let registry = registry_client(settings, &Reporter::new(args.quiet));
+    let tell = Reporter::new(args.quiet).retry_teller();
+    let registry = Registry::of(settings).retrying(Retry::new(Interrupt::default(), Some(tell)));
     let mut read: Vec<Vec<crate::registry::Member>> = Vec::new();
     for index in &indexes {
         let mut members = Vec::new();

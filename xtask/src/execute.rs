@@ -253,7 +253,7 @@ fn run_steps(
     bytes: &mut Bytes,
 ) -> Result<()> {
     let engine = ctx.engine;
-    let (local, latest, remote) = (job.names.local_tagged(), job.names.local_latest(), job.names.remote_tagged());
+    let [local, latest, remote] = job.names.plan_names();
     let name_locally = |from: &str| -> Result<()> {
         for target in [&local, &latest] {
             if from != target.as_str() {

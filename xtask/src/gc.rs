@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::config::{Arch, Settings};
 use crate::discovery::is_image_path;
 use crate::history::{History, Oid};
-use crate::registry::{Credentials, Reference, Registry, Transport};
+use crate::registry::{Reference, Registry};
 
 /// What to keep and what to do.
 pub struct Options {
@@ -190,7 +190,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     eprintln!("keeping the tags of {} commit{}", commits.len(), if commits.len() == 1 { "" } else { "s" });
     let kept = kept_tags(settings, &history, &commits)?;
 
-    let registry = Registry::new(Credentials::of(settings.engine), Transport::system(&settings.insecure_registries));
+    let registry = Registry::of(settings);
     let probe = Reference::parse(&format!("{}/x", settings.remote_prefix))?;
     let prefix = probe.repository.strip_suffix('x').unwrap_or_default().to_string();
     let names = registry

@@ -246,6 +246,12 @@ impl ImageRef {
         format!("{}/{path}:{tag}", settings.remote_prefix)
     }
 
+    /// The names a plan looks for and gives, in this order: `<local>:<tag>`,
+    /// `<local>:latest`, `<remote>:<tag>`.
+    pub fn plan_names(&self) -> [String; 3] {
+        [self.local_tagged(), self.local_latest(), self.remote_tagged()]
+    }
+
     /// `<local>:<tag>`
     pub fn local_tagged(&self) -> String {
         format!("{}:{}", self.local, self.tag)

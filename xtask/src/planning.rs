@@ -313,12 +313,8 @@ pub fn wants_remote_latest(jobs: &[Job], seen: &Observed, arch: Arch) -> Vec<Ima
         .collect()
 }
 
-fn refs(t: &Target) -> (String, String, String) {
-    (t.names.local_tagged(), t.names.local_latest(), t.names.remote_tagged())
-}
-
 fn load_steps(t: &Target, seen: &Observed, skip_load: bool, arch: Arch) -> (Vec<Step>, String) {
-    let (local, latest, remote) = refs(t);
+    let [local, latest, remote] = t.names.plan_names();
     if let Some(id) = seen.present(&local, arch) {
         if seen.local.get(&latest) == Some(id) {
             return (vec![], "present".into());
@@ -344,7 +340,7 @@ fn load_steps(t: &Target, seen: &Observed, skip_load: bool, arch: Arch) -> (Vec<
 }
 
 fn mode_steps(t: &Target, seen: &Observed, opts: Options) -> (Vec<Step>, String) {
-    let (local, _, remote) = refs(t);
+    let [local, _, remote] = t.names.plan_names();
     let in_registry = seen.remote.get(&t.image).copied();
     let arch = opts.arch;
     match opts.mode {

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{EngineKind, Platform};
+use crate::config::{EngineKind, Platform, Settings};
 use crate::process::Interrupt;
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -412,6 +412,12 @@ enum Access {
 impl Registry {
     pub fn new(credentials: Credentials, transport: Transport) -> Registry {
         Registry { credentials, transport, hosts: Mutex::new(HashMap::new()), retry: Retry::default() }
+    }
+
+    /// The client for `settings`: the engine's credentials, docker's rules
+    /// for plain HTTP and CA files, and the settings' insecure registries.
+    pub fn of(settings: &Settings) -> Registry {
+        Registry::new(Credentials::of(settings.engine), Transport::system(&settings.insecure_registries))
     }
 
     /// Tries failed calls again the way `retry` says.

@@ -16,7 +16,7 @@ use crate::discovery::discover_lenient;
 use crate::engine::{Cli, Engine, ImageDetails};
 use crate::model::{ImageInfo, ImageRef};
 use crate::provenance;
-use crate::registry::{Credentials, Registry, Transport};
+use crate::registry::Registry;
 use crate::reporting::human_bytes;
 use crate::tagging;
 
@@ -138,8 +138,7 @@ pub fn run(
     let answers: Vec<Result<bool>> = if local_only {
         remotes.iter().map(|_| Err(anyhow::anyhow!(NOT_ASKED))).collect()
     } else {
-        let registry =
-            Registry::new(Credentials::of(settings.engine), Transport::system(&settings.insecure_registries));
+        let registry = Registry::of(settings);
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).max(8);
         registry.exist_all(&remotes, parallel, true)
     };
