@@ -73,12 +73,6 @@ pub struct Global {
     pub overrides: Overrides,
 }
 
-impl Global {
-    pub fn overrides(&self) -> Overrides {
-        self.overrides.clone()
-    }
-}
-
 #[derive(Debug, Args, Clone)]
 pub struct ListArgs {
     /// Print a JSON document: {"schema": 1, "images": [{name, path, dockerfile, group, arch, tag, local, remote, test}]}

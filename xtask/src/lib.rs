@@ -86,7 +86,7 @@ pub fn settings(cli: &Cli) -> Result<Settings> {
         }
     };
     let cwd = std::env::current_dir()?;
-    let mut settings = Settings::resolve(file, cli.global.overrides(), &workspace, &cwd)?;
+    let mut settings = Settings::resolve(file, cli.global.overrides.clone(), &workspace, &cwd)?;
     use std::io::IsTerminal;
     settings.interactive = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none_or(|v| v.is_empty());
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()) {

@@ -2,7 +2,6 @@
 //! per finished image) and after it (a summary table), and `--json` for machines.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,21 +14,19 @@ use crate::planning::{CacheSource, Job, Mode, Step};
 
 /// Where one command's lines for people go (stderr): above the live
 /// progress line while there is one. Clones share it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Reporter(Arc<Shared>);
 
-#[derive(Default)]
 struct Shared {
     bar: Mutex<Option<ProgressBar>>,
-    quiet: AtomicBool,
+    /// `--quiet`: no line for a retry.
+    quiet: bool,
 }
 
 impl Reporter {
-    /// `quiet`: `--quiet`, from the start.
+    /// `quiet`: `--quiet`.
     pub fn new(quiet: bool) -> Reporter {
-        let reporter = Reporter::default();
-        reporter.0.quiet.store(quiet, Ordering::Relaxed);
-        reporter
+        Reporter(Arc::new(Shared { bar: Mutex::new(None), quiet }))
     }
 
     /// A line for people, that does not tear the progress line.
@@ -46,7 +43,7 @@ impl Reporter {
         let bar = self.0.bar.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match bar {
             Some(bar) if !bar.is_hidden() => bar.set_message(format!("retrying: {what}")),
-            _ if self.0.quiet.load(Ordering::Relaxed) => {}
+            _ if self.0.quiet => {}
             _ => eprintln!("retrying: {what}"),
         }
     }
@@ -105,7 +102,6 @@ impl Progress {
         );
         bar.enable_steady_tick(Duration::from_millis(250));
         *reporter.0.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
-        reporter.0.quiet.store(verbosity == Verbosity::Quiet, Ordering::Relaxed);
         Progress { bar, reporter: reporter.clone(), running: Mutex::new(Vec::new()), interactive, verbosity }
     }
 
