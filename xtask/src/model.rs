@@ -67,6 +67,21 @@ pub struct ImageInfo {
     pub test: bool,
 }
 
+impl ImageInfo {
+    /// An image available for `arch`, with its tag and names.
+    pub fn named(name: &str, path: &str, arch: Arch, names: &ImageRef, test: bool) -> ImageInfo {
+        ImageInfo {
+            name: name.to_string(),
+            path: path.to_string(),
+            arch,
+            tag: Some(names.tag.clone()),
+            local: Some(names.local_tagged()),
+            remote: Some(names.remote_tagged()),
+            test,
+        }
+    }
+}
+
 /// What happened to an image, from least to most work done, then how it
 /// ended without being done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

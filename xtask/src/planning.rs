@@ -126,15 +126,7 @@ impl std::ops::Index<JobIndex> for [Job] {
 
 impl Job {
     pub fn info(&self) -> ImageInfo {
-        ImageInfo {
-            name: self.name.clone(),
-            path: self.path.clone(),
-            arch: self.arch,
-            tag: Some(self.names.tag.clone()),
-            local: Some(self.names.local_tagged()),
-            remote: Some(self.names.remote_tagged()),
-            test: self.test,
-        }
+        ImageInfo::named(&self.name, &self.path, self.arch, &self.names, self.test)
     }
 
     /// Whether running this job may build (and so run foreign binaries).
@@ -158,15 +150,7 @@ pub struct Target {
 
 impl Target {
     pub fn info(&self, arch: Arch) -> ImageInfo {
-        ImageInfo {
-            name: self.name.clone(),
-            path: self.path.clone(),
-            arch,
-            tag: Some(self.names.tag.clone()),
-            local: Some(self.names.local_tagged()),
-            remote: Some(self.names.remote_tagged()),
-            test: self.test,
-        }
+        ImageInfo::named(&self.name, &self.path, arch, &self.names, self.test)
     }
 }
 

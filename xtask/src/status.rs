@@ -149,28 +149,14 @@ pub fn run(
         .zip(answers)
         .map(|((&i, reference), answer)| {
             let image = &catalog[i];
-            let tag = tags[&i].clone();
-            let local = local_status(
-                &ImageRef::local_repository(settings, &image.path),
-                &tag,
-                settings.arch,
-                &listing,
-                &details,
-            );
+            let names = ImageRef::new(settings, &image.path, &tags[&i]);
+            let local = local_status(&names.local, &names.tag, settings.arch, &listing, &details);
             let registry = match answer {
                 Ok(true) => RegistryStatus { state: RegistryState::HasTag, reference, reason: None },
                 Ok(false) => RegistryStatus { state: RegistryState::LacksTag, reference, reason: None },
                 Err(e) => RegistryStatus { state: RegistryState::Unknown, reference, reason: Some(format!("{e:#}")) },
             };
-            let info = ImageInfo {
-                name: image.name.clone(),
-                path: image.path.clone(),
-                arch: settings.arch,
-                local: Some(ImageRef::new(settings, &image.path, &tag).local_tagged()),
-                remote: Some(registry.reference.clone()),
-                tag: Some(tag),
-                test: image.is_test(settings),
-            };
+            let info = ImageInfo::named(&image.name, &image.path, settings.arch, &names, image.is_test(settings));
             Status { image: info, local, registry }
         })
         .collect();
