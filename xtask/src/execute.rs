@@ -76,6 +76,11 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
         ctx.events.event(Event::Finished(&o));
         o
     };
+    // Job `j`, not run because its base `base` failed.
+    let blocked = |j: JobIndex, base: JobIndex| {
+        let reason = format!("its base {} failed", jobs[base].name);
+        end(Outcome::new(jobs[j].info(), Action::Blocked, Some(reason)))
+    };
     // What needs nothing is done before any work starts, so that a stop
     // after a failure never leaves it "not started".
     let mut first: PerJob<Option<Outcome>> = PerJob::new(jobs.len(), || None);
@@ -118,9 +123,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                             else {
                                 continue;
                             };
-                            let reason = format!("its base {} failed", jobs[base].name);
-                            let outcome = end(Outcome::new(jobs[j].info(), Action::Blocked, Some(reason)));
-                            outcomes.lock().unwrap()[j] = Some(outcome);
+                            outcomes.lock().unwrap()[j] = Some(blocked(j, base));
                             states[j] = State::Done(false);
                             changed = true;
                         }
@@ -204,8 +207,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
         if outcomes[j].action == Action::NotStarted {
             if let Some(&base) = jobs[j].after.iter().find(|&&b| failed[b] && outcomes[b].action != Action::NotStarted)
             {
-                let reason = format!("its base {} failed", jobs[base].name);
-                outcomes[j] = end(Outcome::new(jobs[j].info(), Action::Blocked, Some(reason)));
+                outcomes[j] = blocked(j, base);
             }
         }
     }
