@@ -57,18 +57,12 @@ pub fn run(report: &mut Report, rng: &mut Rng) {
         let full = sandbox.xtask_within(&["load-all-images"], LIMIT);
         full.success();
         check_local(&sandbox, &tags, &mut prints, Names::All)?;
-        let mut kills = 0;
-        for _ in 0..TRIES {
+        until_killed_enough(|_| {
             forget(&sandbox, rng);
-            kills += kill_at_random(&sandbox, r, rng, "load-all-images", full.took);
+            let killed = kill_at_random(&sandbox, r, rng, "load-all-images", full.took);
             aftermath(&sandbox, &mut prints, true)?;
-            if kills == KILLS {
-                break;
-            }
-        }
-        if kills < KILLS {
-            return Err(format!("only {kills} of {TRIES} runs were still running when killed"));
-        }
+            Ok(killed)
+        })?;
         sandbox.xtask_within(&["load-all-images"], LIMIT).success();
         aftermath(&sandbox, &mut prints, false)?;
         // `load` promises the local names; the remote one only comes with a
@@ -83,21 +77,15 @@ pub fn run(report: &mut Report, rng: &mut Rng) {
         full.success();
         // A repository prefix of its own for each run, so each has pushing to do.
         let mut prefixes = Vec::new();
-        let mut kills = 0;
-        for k in 0..TRIES {
+        until_killed_enough(|k| {
             sandbox.use_registry_below(&registry.addr, &format!("push{k}"));
             prefixes.push(sandbox.remote_prefix.clone());
             forget(&sandbox, rng);
-            kills += kill_at_random(&sandbox, r, rng, "push-all-images", full.took);
+            let killed = kill_at_random(&sandbox, r, rng, "push-all-images", full.took);
             aftermath(&sandbox, &mut prints, true)?;
             check_registry(&registry.addr, &sandbox.remote_prefix, &tags, &prints, false, None)?;
-            if kills == KILLS {
-                break;
-            }
-        }
-        if kills < KILLS {
-            return Err(format!("only {kills} of {TRIES} runs were still running when killed"));
-        }
+            Ok(killed)
+        })?;
         sandbox.xtask_within(&["push-all-images"], LIMIT).success();
         aftermath(&sandbox, &mut prints, false)?;
         check_registry(&registry.addr, &sandbox.remote_prefix, &tags, &prints, true, None)?;
@@ -107,6 +95,20 @@ pub fn run(report: &mut Report, rng: &mut Rng) {
         }
         Ok(())
     });
+}
+
+/// Runs `one_try` (given its number) until [`KILLS`] of its runs were
+/// killed while running, at most [`TRIES`] times; each returns how many of
+/// its runs were.
+fn until_killed_enough(mut one_try: impl FnMut(usize) -> Result<usize, String>) -> Result<(), String> {
+    let mut kills = 0;
+    for k in 0..TRIES {
+        kills += one_try(k)?;
+        if kills == KILLS {
+            return Ok(());
+        }
+    }
+    Err(format!("only {kills} of {TRIES} runs were still running when killed"))
 }
 
 /// Whether a leftover is an image-ID, metadata or Dockerfile file in the log directory

@@ -381,6 +381,17 @@ impl Sandbox {
         format!("{}/{path}_{arch}", self.remote_prefix)
     }
 
+    /// The names the tool gives an image it built or pulled at `tag`, for
+    /// the host's architecture: `<local>:<tag>`, `<local>:latest`,
+    /// `<remote>:<tag>`.
+    pub fn names_at(&self, path: &str, tag: &str) -> [String; 3] {
+        [
+            format!("{}:{tag}", self.local(path)),
+            format!("{}:latest", self.local(path)),
+            format!("{}:{tag}", self.remote(path)),
+        ]
+    }
+
     /// Where the build log of an image is written, for the host's architecture.
     pub fn log(&self, name: &str) -> String {
         self.log_for(arch(), name)
