@@ -47,6 +47,19 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A new RSA key and a certificate for it, signed by itself, valid two days,
+/// as files `key` and `cert` in `dir`.
+fn self_signed(dir: &Path, key: &str, cert: &str, common_name: &str) {
+    let subject = format!("/CN={common_name}");
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-subj", &subject, "-days",
+            "2",
+        ],
+    );
+}
+
 /// A token service: grants a JWT (RS256, its certificate in `x5c`) for every
 /// scope asked, to the one user it knows; records each request's scopes.
 const TOKEN_SERVICE: &str = r#"
@@ -106,24 +119,7 @@ fn token_authentication() {
     let mut s = Sandbox::new("token-auth");
     let dir = s.path().join("token");
     fs::create_dir_all(&dir).unwrap();
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-subj",
-            "/CN=xtask-test-token",
-            "-days",
-            "2",
-        ],
-    );
+    self_signed(&dir, "key.pem", "cert.pem", "xtask-test-token");
     openssl(&dir, &["x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der"]);
     let token_port = free_port("127.0.0.1");
     let scopes_log = dir.join("scopes.log");
@@ -242,24 +238,7 @@ fn tls_with_a_ca_of_its_own() {
     let dir = s.path().join("tls");
     fs::create_dir_all(&dir).unwrap();
     let ip = host_ip();
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-subj",
-            "/CN=xtask-test-ca",
-            "-days",
-            "2",
-        ],
-    );
+    self_signed(&dir, "ca.key", "ca.crt", "xtask-test-ca");
     openssl(
         &dir,
         &[
