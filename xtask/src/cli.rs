@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::RunArgs;
+use crate::commands::images::RunArgs;
 use crate::config::Overrides;
 
 /// Environment variables that carry settings.
@@ -80,7 +80,7 @@ pub struct ListArgs {
     pub json: bool,
     /// List only shard K of N: the images the `*-all-*` commands work on with the same --shard
     #[arg(long, value_name = "K/N")]
-    pub shard: Option<crate::shard::Shard>,
+    pub shard: Option<crate::catalog::shard::Shard>,
     /// Only images whose tag differs from their tag at git revision REV, or that were no image there
     #[arg(long, value_name = "REV")]
     pub changed_since: Option<String>,
@@ -97,7 +97,7 @@ pub enum Command {
         /// Print this field instead, a key of the --json rows: name, path, dockerfile, group, arch, tag,
         /// local, remote or test (only tag, local and remote hash anything)
         #[arg(long, value_name = "FIELD", default_value = "local")]
-        print: crate::listing::Field,
+        print: crate::commands::listing::Field,
         /// Image names or groups
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,
@@ -153,7 +153,7 @@ pub enum Command {
             reproducibility and correctness hazards, before anything is built. Prints one line per finding, \
             `path:line: level: message [rule]`, on stdout, and exits 1 when there is an error (or a warning, \
             with --deny-warnings).",
-        after_long_help = crate::check::RULES_HELP
+        after_long_help = crate::commands::check::RULES_HELP
     )]
     Check(CheckArgs),
     /// Show where each image stands: its local and registry state, size, layers, architecture, when it was built
@@ -252,7 +252,7 @@ pub struct GcArgs {
 }
 
 fn parse_age(text: &str) -> Result<u64, String> {
-    crate::gc::parse_age(text).map_err(|e| e.to_string())
+    crate::commands::gc::parse_age(text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args, Clone)]
@@ -271,7 +271,7 @@ pub struct AllArgs<O: Args> {
     pub opts: O,
     /// Work on shard K of N: N CI machines given 1/N..N/N together cover every image once
     #[arg(long, value_name = "K/N")]
-    pub shard: Option<crate::shard::Shard>,
+    pub shard: Option<crate::catalog::shard::Shard>,
     /// Only images whose tag differs from their tag at git revision REV, or that were no image there
     #[arg(long, value_name = "REV")]
     pub changed_since: Option<String>,
@@ -420,9 +420,10 @@ mod tests {
     use clap::{CommandFactory, FromArgMatches, Parser};
 
     use super::*;
-    use crate::config::{Arch, EngineKind, TagScheme};
-    use crate::listing::Field;
-    use crate::shard::Shard;
+    use crate::catalog::shard::Shard;
+    use crate::commands::listing::Field;
+    use crate::config::{EngineKind, TagScheme};
+    use crate::model::Arch;
 
     const BIN: &str = "cargo xtask";
 

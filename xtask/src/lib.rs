@@ -27,30 +27,18 @@
 //!   a catalog and of jobs in a plan (`ImageIndex`, `JobIndex`, never mixed
 //!   up), image names, outcomes, run events.
 
-pub mod check;
+pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod cross;
-pub mod discovery;
-pub mod dockerfile;
-pub mod dockerignore;
 pub mod engine;
 pub mod execute;
-pub mod gc;
-pub mod history;
-pub mod init;
-pub mod listing;
+pub mod git;
 pub mod model;
 pub mod planning;
 pub mod process;
-pub mod provenance;
-pub mod prune;
 pub mod registry;
-pub mod reporting;
-pub mod shard;
-pub mod status;
-pub mod tagging;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 
@@ -106,13 +94,13 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// Runs a command; returns the process exit status.
 pub fn run(cli: Cli) -> Result<i32> {
-    use commands::Selection::{All, AllTests, Names};
+    use commands::images::Selection::{All, AllTests, Names};
     use planning::Mode;
     if let Command::Init(args) = &cli.command {
         // Before the settings are resolved: the file it writes may not exist yet.
         let (workspace, cwd) = (workspace_root(), std::env::current_dir()?);
         let to = cli.global.config.as_ref().map_or_else(|| workspace.join("xtask/images.toml"), |c| cwd.join(c));
-        return init::run(&args.from_makefile, &to, args.force, &workspace, &cwd).map(|()| 0);
+        return commands::init::run(&args.from_makefile, &to, args.force, &workspace, &cwd).map(|()| 0);
     }
     let settings = settings(&cli)?;
     let arch_given = cli.global.overrides.arch.is_some();
@@ -121,30 +109,36 @@ pub fn run(cli: Cli) -> Result<i32> {
     let (mode, selection, args) = match cli.command {
         Command::Init(_) => unreachable!("init runs before the settings are resolved"),
         Command::ListAllImages(a) => {
-            return listing::list(&settings, false, a.json, a.shard, changed_since).map(|()| 0)
+            return commands::listing::list(&settings, false, a.json, a.shard, changed_since).map(|()| 0)
         }
         Command::ListAllTestImages(a) => {
-            return listing::list(&settings, true, a.json, a.shard, changed_since).map(|()| 0)
+            return commands::listing::list(&settings, true, a.json, a.shard, changed_since).map(|()| 0)
         }
-        Command::LocalImage { print, images } => return listing::local_image(&settings, &images, print).map(|()| 0),
+        Command::LocalImage { print, images } => {
+            return commands::listing::local_image(&settings, &images, print).map(|()| 0)
+        }
         Command::Settings { names } => {
-            return listing::print_settings(&settings, &std::env::current_dir()?, &names).map(|()| 0)
+            return commands::listing::print_settings(&settings, &std::env::current_dir()?, &names).map(|()| 0)
         }
-        Command::RegisterCross => return commands::register_cross(&settings).map(|()| 0),
-        Command::PushManifest(s) => return commands::push_manifest(&settings, &s.images, &s.opts.run_args()),
-        Command::Check(a) => return check::run(&settings, &a.images, a.json, a.deny_warnings),
-        Command::Prune(a) => return prune::run(&settings, arch_given.then_some(settings.arch), a.dry_run, a.json),
+        Command::RegisterCross => return commands::images::register_cross(&settings).map(|()| 0),
+        Command::PushManifest(s) => return commands::images::push_manifest(&settings, &s.images, &s.opts.run_args()),
+        Command::Check(a) => return commands::check::run(&settings, &a.images, a.json, a.deny_warnings),
+        Command::Prune(a) => {
+            return commands::prune::run(&settings, arch_given.then_some(settings.arch), a.dry_run, a.json)
+        }
         Command::Gc(a) => {
-            let opts = gc::Options {
+            let opts = commands::gc::Options {
                 keep: a.keep,
                 keep_since: a.keep_since,
                 delete: a.delete,
                 json: a.json,
                 jobs: a.jobs.map_or(8, usize::from),
             };
-            return gc::run(&settings, &opts);
+            return commands::gc::run(&settings, &opts);
         }
-        Command::Status(a) => return status::run(&settings, &a.images, a.local, a.json, a.markdown.as_deref()),
+        Command::Status(a) => {
+            return commands::status::run(&settings, &a.images, a.local, a.json, a.markdown.as_deref())
+        }
         Command::Load(s) => (Mode::Load, Names(s.images), s.opts.run_args()),
         Command::Pull(s) => (Mode::Pull, Names(s.images), s.opts.run_args()),
         Command::Rebuild(s) => (Mode::Rebuild, Names(s.images), s.opts.run_args()),
@@ -158,5 +152,5 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::PushAllTestImages(a) => (Mode::Push, AllTests(a.shard), a.opts.run_args()),
         Command::TestAllTestImages(a) => (Mode::Test, AllTests(a.shard), a.opts.run_args()),
     };
-    commands::run(&settings, mode, selection, &args, changed_since)
+    commands::images::run(&settings, mode, selection, &args, changed_since)
 }

@@ -18,7 +18,7 @@ fn main() {
             let message = format!("{e:#}");
             eprintln!("error: {message}");
             if json {
-                let _ = xtask::reporting::print_json(&serde_json::json!({ "error": message }));
+                let _ = xtask::report::print_json(&serde_json::json!({ "error": message }));
             }
             std::process::exit(xtask::EXIT_FAILURE);
         }

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::config::{Arch, Platform};
+use crate::model::{Arch, Platform};
 use crate::model::{ImageIndex, ImageInfo, ImageRef, JobIndex};
 
 /// What the user asked for.

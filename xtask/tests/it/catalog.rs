@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
 use serde_json::{json, Value};
-use xtask::config::{Arch, Overrides};
-use xtask::discovery::{discover, Image};
+use xtask::catalog::discovery::{discover, Image};
+use xtask::config::Overrides;
+use xtask::model::Arch;
 
 const ARCHES: [&str; 2] = ["x86_64", "aarch64"];
 
@@ -387,7 +388,7 @@ mod content {
     #[test]
     fn content_tag_is_stable() {
         let tree = fixture();
-        assert_eq!(xtask::tagging::CONTENT_SCHEME_VERSION, "xtask-content-v2");
+        assert_eq!(xtask::catalog::tagging::CONTENT_SCHEME_VERSION, "xtask-content-v2");
         let want = BTreeMap::from([
             ("app_cli".to_string(), "d3f7d7a2d43119cd".to_string()),
             ("app_web".to_string(), "77d51cd7d86e475c".to_string()),
@@ -1187,14 +1188,14 @@ mod errors {
             tree.root.display()
         );
         assert_eq!(strict, first);
-        let lenient = xtask::discovery::discover_lenient(&tree.root, arch).unwrap();
+        let lenient = xtask::catalog::discovery::discover_lenient(&tree.root, arch).unwrap();
         let names: Vec<&str> = lenient.images.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["basic_alpine", "basic_hello", "platform"]);
         assert_eq!(
             lenient.invalid,
             [
-                xtask::discovery::Invalid { path: "bad_name".into(), reason: first },
-                xtask::discovery::Invalid {
+                xtask::catalog::discovery::Invalid { path: "bad_name".into(), reason: first },
+                xtask::catalog::discovery::Invalid {
                     path: "bad_name/inner".into(),
                     reason: format!(
                         "image directory {}/bad_name/inner has `_` in its name `bad_name`: image names join directories with `_`, so names would be ambiguous; use `-` instead",

@@ -325,7 +325,7 @@ fn help_lists_the_rules() {
     let tree = Tree::new();
     let out = run(&mut tree.check(&["--help"]));
     assert_eq!(out.code, Some(0));
-    assert!(out.stdout.ends_with(&format!("{}\n", xtask::check::RULES_HELP)), "{}", out.stdout);
+    assert!(out.stdout.ends_with(&format!("{}\n", xtask::commands::check::RULES_HELP)), "{}", out.stdout);
 }
 
 /// This workspace's images pass, as CI checks them.

@@ -475,9 +475,9 @@ fn a_wrong_architecture_in_the_registry_is_refused() {
         )],
         "{refused}"
     );
-    let index_tag = xtask::tagging::index_tag(&[
-        (xtask::config::Arch::X86_64, amd64.clone()),
-        (xtask::config::Arch::Aarch64, arm64.clone()),
+    let index_tag = xtask::catalog::tagging::index_tag(&[
+        (xtask::model::Arch::X86_64, amd64.clone()),
+        (xtask::model::Arch::Aarch64, arm64.clone()),
     ]);
     assert!(!registry_has(&format!("{}/multi:{index_tag}", s.remote_prefix)));
 

@@ -15,11 +15,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 use crate::support::git;
-use xtask::config::{Arch, FileConfig, Overrides, Settings};
-use xtask::discovery::{discover_lenient, Catalog};
-use xtask::history::History;
+use xtask::catalog::discovery::{discover_lenient, Catalog};
+use xtask::catalog::tagging;
+use xtask::config::{FileConfig, Overrides, Settings};
+use xtask::git::history::History;
+use xtask::model::Arch;
 use xtask::model::ImageIndex;
-use xtask::tagging;
 
 const LOCAL: &str = "local.test/p";
 

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use support::{engine, engine_ok, git, run, untag, Sandbox};
-use xtask::reporting::human_bytes;
+use xtask::report::human_bytes;
 
 /// What the engine itself says of a local image.
 struct Inspected {
@@ -43,7 +43,7 @@ fn inspect(reference: &str) -> Inspected {
 
 /// The host's platform, as `status` writes it.
 fn platform() -> &'static str {
-    xtask::config::Arch::host().unwrap().platform()
+    xtask::model::Arch::host().unwrap().platform()
 }
 
 /// The table `status` prints: columns two blanks apart, as wide as their

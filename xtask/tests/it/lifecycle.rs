@@ -120,10 +120,7 @@ fn prune_removes_stale_names_and_keeps_current_ones() {
             line(&format!("{la}:{a1}"), old_a_size, &not_current(&a1)),
             line(&format!("{lb}:{b1}"), 0, &not_current(&b1)),
             line(&format!("{lb}:latest"), 0, "latest is under no current tag"),
-            format!(
-                "total: 5 names removed, {old_a_size} bytes ({}) freed\n",
-                xtask::reporting::human_bytes(old_a_size)
-            ),
+            format!("total: 5 names removed, {old_a_size} bytes ({}) freed\n", xtask::report::human_bytes(old_a_size)),
         ]
         .concat()
     );
@@ -333,7 +330,7 @@ fn registry_digest(repository: &str, tag: &str) -> String {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    xtask::tagging::hex(&sha2::Sha256::digest(bytes))
+    xtask::catalog::tagging::hex(&sha2::Sha256::digest(bytes))
 }
 
 /// Stores an index under `tag` in `repository`, listing the manifests of

@@ -183,13 +183,13 @@ fn migration_as_the_readme_gives_it() {
              tag_scheme = \"gvisor\": the legacy tags, so the images already pushed stay valid\n"
         )
     );
-    let legacy = xtask::init::Legacy {
+    let legacy = xtask::commands::init::Legacy {
         remote_image_prefix: Some("registry.example.net/fixture-ci/images".into()),
         local_image_prefix: Some("gvisor.dev/images".into()),
         non_test_images: Some(vec!["default".into(), "compatibility/gitea/runner".into()]),
     };
     let written = fs::read_to_string(p.root.join("xtask/images.toml")).unwrap();
-    assert_eq!(written, xtask::init::render(&legacy, "tools/images.mk"));
+    assert_eq!(written, xtask::commands::init::render(&legacy, "tools/images.mk"));
 
     fs::copy(xtask::workspace_root().join("Makefile"), p.root.join("tools/images.mk")).unwrap();
     assert_eq!(p.calls(), "xtask init --from-makefile tools/images.mk\n");

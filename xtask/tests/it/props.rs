@@ -15,10 +15,10 @@ use std::process::{Command, Stdio};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
+use xtask::catalog::discovery::discover;
+use xtask::catalog::tagging::{sort_fd, tags};
 use xtask::config::{FileConfig, Overrides, Settings};
-use xtask::discovery::discover;
 use xtask::model::ImageIndex;
-use xtask::tagging::{sort_fd, tags};
 
 /// Failures are reported with their shrunk input; nothing is written beside
 /// the sources.
@@ -394,7 +394,7 @@ fn fingerprint(image: &Path) -> Fingerprint {
 fn content_tag(root: &Path) -> String {
     let overrides = Overrides {
         images_dir: Some(root.to_path_buf()),
-        arch: Some(xtask::config::Arch::X86_64),
+        arch: Some(xtask::model::Arch::X86_64),
         tag_scheme: Some(xtask::config::TagScheme::Content),
         ..Overrides::default()
     };

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::bare_xtask;
+use xtask::catalog::discovery::discover;
 use xtask::config::{FileConfig, Overrides, Settings};
-use xtask::discovery::discover;
 
 // ---- temporary trees ---------------------------------------------------------
 
@@ -127,7 +127,7 @@ pub fn settings(root: &Path, arch: &str, scheme: &str) -> Settings {
 pub fn all_tags(settings: &Settings) -> BTreeMap<String, String> {
     let catalog = discover(&settings.images_dir, settings.arch).unwrap();
     let wanted: Vec<_> = catalog.indices().collect();
-    let tags = xtask::tagging::tags(&catalog, settings, &wanted).unwrap();
+    let tags = xtask::catalog::tagging::tags(&catalog, settings, &wanted).unwrap();
     wanted.iter().map(|i| (catalog[*i].name.clone(), tags[i].clone())).collect()
 }
 
@@ -140,9 +140,9 @@ pub fn content_tag(root: &Path, arch: &str, name: &str) -> String {
 /// invalid directory elsewhere in the tree does not stop it).
 pub fn tag_with(root: &Path, o: Overrides, name: &str) -> String {
     let settings = resolve(root, o);
-    let catalog = xtask::discovery::discover_lenient(&settings.images_dir, settings.arch).unwrap();
+    let catalog = xtask::catalog::discovery::discover_lenient(&settings.images_dir, settings.arch).unwrap();
     let i = catalog.index_of(name).unwrap_or_else(|| panic!("no image {name} in {:?}", catalog.images));
-    xtask::tagging::tags(&catalog, &settings, &[i]).unwrap()[&i].clone()
+    xtask::catalog::tagging::tags(&catalog, &settings, &[i]).unwrap()[&i].clone()
 }
 
 pub fn names(root: &Path, arch: &str) -> Vec<String> {

@@ -65,7 +65,7 @@ pub fn remote_docker_host() -> String {
 }
 
 pub fn arch() -> &'static str {
-    xtask::config::Arch::host().unwrap().as_str()
+    xtask::model::Arch::host().unwrap().as_str()
 }
 
 /// The engine under test.

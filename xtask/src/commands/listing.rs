@@ -8,12 +8,12 @@ use std::str::FromStr;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
+use crate::catalog::discovery::{discover_lenient, Catalog};
+use crate::catalog::shard::{self, Shard};
+use crate::catalog::tagging;
 use crate::config::{Settings, TagScheme};
-use crate::discovery::{discover_lenient, Catalog};
-use crate::history;
+use crate::git::history;
 use crate::model::{ImageIndex, ImageRef};
-use crate::shard::{self, Shard};
-use crate::tagging;
 
 #[derive(Debug, Serialize)]
 pub struct ImageJson<'a> {
@@ -65,7 +65,7 @@ pub fn list(
         schema: u32,
         images: &'a [ImageJson<'a>],
     }
-    serde_json::to_writer_pretty(&mut out, &Document { schema: crate::reporting::SCHEMA, images: &rows })?;
+    serde_json::to_writer_pretty(&mut out, &Document { schema: crate::report::SCHEMA, images: &rows })?;
     writeln!(out)?;
     out.flush()?;
     Ok(())

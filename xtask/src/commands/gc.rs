@@ -1,7 +1,7 @@
 //! `gc`: deletes from the registry the tags of catalog repositories
 //! (`<REMOTE_IMAGE_PREFIX>/<path>_<arch>`) that are the tag of no image at
 //! the git revisions to keep. Tags at those revisions come from git's
-//! objects (see [`crate::history`]); the registry is read over the
+//! objects (see [`crate::git::history`]); the registry is read over the
 //! distribution API (`_catalog`, `tags/list`, manifests), and manifests are
 //! deleted by digest. Blob storage is the registry's own garbage
 //! collector's to free.
@@ -13,9 +13,10 @@ use std::sync::Mutex;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
-use crate::config::{Arch, Settings};
-use crate::discovery::is_image_path;
-use crate::history::{History, Oid};
+use crate::catalog::discovery::is_image_path;
+use crate::config::Settings;
+use crate::git::history::{History, Oid};
+use crate::model::Arch;
 use crate::registry::{Reference, Registry};
 
 /// What to keep and what to do.
@@ -86,7 +87,8 @@ pub struct Decision {
 
 /// Whether a tag is one this tool makes: 16 lower-case hex digits.
 fn is_tool_tag(tag: &str) -> bool {
-    tag.len() == crate::tagging::TAG_LEN && tag.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    tag.len() == crate::catalog::tagging::TAG_LEN
+        && tag.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The plan: which tags go. `latest` and the tags of revisions to keep
@@ -211,7 +213,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
         delete(&registry, &mut decisions, opts.jobs);
     }
     if opts.json {
-        crate::reporting::print_json(&serde_json::json!({ "tags": decisions }))?;
+        crate::report::print_json(&serde_json::json!({ "tags": decisions }))?;
     }
     let text = report(&decisions, held, opts.delete);
     if opts.json {
@@ -439,7 +441,7 @@ pub fn report(decisions: &[Decision], held: u64, deleted: bool) -> String {
         out.push('\n');
     }
     let count = |a: Action| decisions.iter().filter(|d| d.action == a).count();
-    let human = crate::reporting::human_bytes(held);
+    let human = crate::report::human_bytes(held);
     if deleted {
         out.push_str(&format!(
             "total: {} tags deleted, {} kept, {} failed; they held {held} bytes ({human}), which the registry's garbage collector frees where nothing else holds them\n",

@@ -5,21 +5,22 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use crate::config::{Arch, Settings};
-use crate::cross::{self, Registered};
-use crate::discovery::{discover, discover_lenient, Catalog};
+use crate::catalog::discovery::{discover, discover_lenient, Catalog};
+use crate::catalog::shard::{self, Shard};
+use crate::catalog::tagging;
+use crate::config::Settings;
+use crate::engine::cross::{self, Registered};
 use crate::engine::{Cli, Engine};
 use crate::execute;
-use crate::history;
+use crate::git::history;
+use crate::git::provenance::{GitState, Provenance};
+use crate::model::Arch;
 use crate::model::{Action, Outcome};
 use crate::model::{ImageIndex, ImageInfo, ImageRef};
 use crate::planning::{self, Mode, Observed, Options, Target};
 use crate::process::Interrupt;
-use crate::provenance::{GitState, Provenance};
 use crate::registry::{Registry, Retry};
-use crate::reporting::{self, Progress, Reporter, Verbosity};
-use crate::shard::{self, Shard};
-use crate::tagging;
+use crate::report::{self, Progress, Reporter, Verbosity};
 
 /// Every engine command's options, as the commands read them; those a
 /// command does not take are off.
@@ -142,10 +143,10 @@ pub fn run(
                 outcomes.sort_by(|a, b| a.name().cmp(b.name()));
                 if args.json {
                     let document =
-                        reporting::OutcomeDocument { mode, arch: settings.arch, builder: None, images: &outcomes };
-                    reporting::print_json(&document)?;
+                        report::OutcomeDocument { mode, arch: settings.arch, builder: None, images: &outcomes };
+                    report::print_json(&document)?;
                 }
-                eprint!("{}", reporting::summary_text(&outcomes, verbosity));
+                eprint!("{}", report::summary_text(&outcomes, verbosity));
                 return Ok(crate::model::EXIT_FAILURE);
             }
         }
@@ -207,9 +208,9 @@ pub fn run(
 
     if args.dry_run {
         if args.json {
-            reporting::print_json(&reporting::PlanDocument::new(mode, settings.arch, &jobs, &skipped))?;
+            report::print_json(&report::PlanDocument::new(mode, settings.arch, &jobs, &skipped))?;
         } else {
-            print!("{}", reporting::plan_text(&jobs, &skipped));
+            print!("{}", report::plan_text(&jobs, &skipped));
         }
         return Ok(invalid_failure(&invalid).unwrap_or(0));
     }
@@ -273,9 +274,9 @@ pub fn run(
     outcomes.sort_by(|a, b| a.name().cmp(b.name()));
     if args.json {
         let builder = may_build.then(|| engine.builder().kind());
-        reporting::print_json(&reporting::OutcomeDocument { mode, arch: settings.arch, builder, images: &outcomes })?;
+        report::print_json(&report::OutcomeDocument { mode, arch: settings.arch, builder, images: &outcomes })?;
     }
-    eprint!("{}", reporting::summary_text(&outcomes, verbosity));
+    eprint!("{}", report::summary_text(&outcomes, verbosity));
     if engine.interrupted() {
         eprintln!("interrupted: no tag was applied to unfinished images");
         return Ok(EXIT_INTERRUPTED);
@@ -332,7 +333,7 @@ fn local_platforms(
     engine: &dyn Engine,
     local: &HashMap<String, String>,
     targets: &HashMap<ImageIndex, Target>,
-) -> Result<HashMap<String, crate::config::Platform>> {
+) -> Result<HashMap<String, crate::model::Platform>> {
     let mut ids: Vec<&str> =
         targets.values().flat_map(|t| t.names.plan_names()).filter_map(|r| local.get(&r).map(String::as_str)).collect();
     ids.sort_unstable();
@@ -415,7 +416,7 @@ fn remove_left_behind(dir: &std::path::Path) {
     }
 }
 
-/// The requested images that fall to one shard; see [`crate::shard`].
+/// The requested images that fall to one shard; see [`crate::catalog::shard`].
 fn shard_of(
     catalog: &Catalog,
     settings: &Settings,
@@ -534,7 +535,7 @@ pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> R
                     members: i.members.iter().map(|(arch, reference)| Member { arch: *arch, reference }).collect(),
                 })
                 .collect();
-            reporting::print_json(&serde_json::json!({ "indexes": shown }))?;
+            report::print_json(&serde_json::json!({ "indexes": shown }))?;
         }
         if args.dry_run {
             for index in &indexes {

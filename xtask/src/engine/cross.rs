@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::config::Arch;
+use crate::model::Arch;
 
 const BINFMT: &str = "/proc/sys/fs/binfmt_misc";
 const BINFMT_CONFIGS: &[&str] = &["/usr/lib/binfmt.d", "/etc/binfmt.d", "/usr/share/binfmt"];

@@ -9,10 +9,11 @@ use std::collections::{HashMap, HashSet};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::config::{Arch, EngineKind, Settings};
-use crate::discovery::discover_every_arch;
+use crate::catalog::discovery::discover_every_arch;
+use crate::catalog::tagging;
+use crate::config::{EngineKind, Settings};
 use crate::engine::{Cli, Container, Engine, ImageFacts};
-use crate::tagging;
+use crate::model::Arch;
 
 /// The tags that are current now: image path -> architecture -> tag.
 pub type Current = HashMap<String, HashMap<Arch, String>>;
@@ -265,7 +266,7 @@ pub fn run(settings: &Settings, scope: Option<Arch>, dry_run: bool, json: bool) 
     }
 
     if json {
-        crate::reporting::print_json(&serde_json::json!({ "names": removals }))?;
+        crate::report::print_json(&serde_json::json!({ "names": removals }))?;
     }
     let text = report(&removals, dry_run);
     if json {
@@ -298,12 +299,12 @@ pub fn report(removals: &[Removal], dry_run: bool) -> String {
     if dry_run {
         out.push_str(&format!(
             "total: {going} names would be removed, freeing {bytes} bytes ({}){kept}\n",
-            crate::reporting::human_bytes(bytes)
+            crate::report::human_bytes(bytes)
         ));
     } else {
         out.push_str(&format!(
             "total: {going} names removed, {bytes} bytes ({}) freed{kept}\n",
-            crate::reporting::human_bytes(bytes)
+            crate::report::human_bytes(bytes)
         ));
     }
     out
@@ -313,7 +314,7 @@ pub fn report(removals: &[Removal], dry_run: bool) -> String {
 mod tests {
 
     use super::*;
-    use crate::config::Platform;
+    use crate::model::Platform;
 
     fn settings() -> Settings {
         Settings::for_tests("l.test/p", "r.test:5000/q")

@@ -4,7 +4,7 @@
 //! memory stays bounded however large the tree.
 //!
 //! The inputs are read through a [`Source`]: the images root on disk
-//! ([`Fs`]), or the tree of a git revision (`crate::history`), so that a
+//! ([`Fs`]), or the tree of a git revision (`crate::git::history`), so that a
 //! revision's tags are computed from its objects exactly as a checkout of it
 //! would be tagged.
 
@@ -20,10 +20,11 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Arch, Settings, TagScheme};
-use crate::discovery::{walk_error, Catalog, Image};
-use crate::dockerfile;
-use crate::dockerignore::DockerIgnore;
+use crate::catalog::discovery::{walk_error, Catalog, Image};
+use crate::catalog::dockerfile;
+use crate::catalog::dockerignore::DockerIgnore;
+use crate::config::{Settings, TagScheme};
+use crate::model::Arch;
 use crate::model::ImageIndex;
 
 /// Mixed into every `content` tag: changing it changes every tag.
@@ -551,7 +552,7 @@ fn short(digest: &[u8]) -> String {
 /// The tag of a multi-architecture index: its members' tags, hashed. With
 /// the `gvisor` scheme every architecture has the same tag, which is then the
 /// index's tag too.
-pub fn index_tag(members: &[(crate::config::Arch, String)]) -> String {
+pub fn index_tag(members: &[(crate::model::Arch, String)]) -> String {
     let tags: Vec<&str> = members.iter().map(|(_, r)| r.rsplit(':').next().unwrap_or(r)).collect();
     if tags.windows(2).all(|w| w[0] == w[1]) && !tags.is_empty() {
         return tags[0].to_string();

@@ -13,10 +13,10 @@ use std::str::FromStr;
 
 use anyhow::{bail, Result};
 
+use crate::catalog::discovery::Catalog;
+use crate::catalog::tagging;
 use crate::config::Settings;
-use crate::discovery::Catalog;
 use crate::model::ImageIndex;
-use crate::tagging;
 
 /// A fixed cost per image, in bytes-equivalent: a build or pull of an empty
 /// image still costs the engine about as much as hashing this much.

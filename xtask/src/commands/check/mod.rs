@@ -9,10 +9,11 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use crate::config::{Arch, Settings};
-use crate::discovery::{discover_lenient, walk_error, Catalog};
-use crate::dockerfile::{self, Instruction};
-use crate::dockerignore::DockerIgnore;
+use crate::catalog::discovery::{discover_lenient, walk_error, Catalog};
+use crate::catalog::dockerfile::{self, Instruction};
+use crate::catalog::dockerignore::DockerIgnore;
+use crate::config::Settings;
+use crate::model::Arch;
 use crate::model::ImageRef;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -161,7 +162,7 @@ pub fn run(settings: &Settings, names: &[String], json: bool, deny_warnings: boo
             schema: u32,
             findings: &'a [Diagnostic],
         }
-        serde_json::to_writer_pretty(&mut out, &Document { schema: crate::reporting::SCHEMA, findings: &shown })?;
+        serde_json::to_writer_pretty(&mut out, &Document { schema: crate::report::SCHEMA, findings: &shown })?;
         writeln!(out)?;
     } else {
         for d in &report.diagnostics {

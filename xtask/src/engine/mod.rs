@@ -3,6 +3,8 @@
 //! and the run's [`Processes`], which track the child so an interrupt can
 //! stop it; failures become one-line errors that say what to do.
 
+pub mod cross;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Write;
@@ -12,7 +14,8 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{anyhow, bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::config::{Arch, EngineKind, Platform};
+use crate::config::EngineKind;
+use crate::model::{Arch, Platform};
 use crate::process::{NotFound, Output, Processes};
 use crate::registry::{cli_error, is_loopback, Retry, Tell, QUICK_RETRY_DELAYS, RETRY_DELAYS};
 

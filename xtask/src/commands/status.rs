@@ -11,14 +11,15 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::config::{Arch, Settings};
-use crate::discovery::discover_lenient;
+use crate::catalog::discovery::discover_lenient;
+use crate::catalog::tagging;
+use crate::config::Settings;
 use crate::engine::{Cli, Engine, ImageDetails};
+use crate::git::provenance;
+use crate::model::Arch;
 use crate::model::{ImageInfo, ImageRef};
-use crate::provenance;
 use crate::registry::Registry;
-use crate::reporting::human_bytes;
-use crate::tagging;
+use crate::report::human_bytes;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -177,7 +178,7 @@ pub fn run(
             schema: u32,
             images: &'a [Status],
         }
-        serde_json::to_writer_pretty(&mut out, &Document { schema: crate::reporting::SCHEMA, images: &rows })?;
+        serde_json::to_writer_pretty(&mut out, &Document { schema: crate::report::SCHEMA, images: &rows })?;
         writeln!(out)?;
     } else {
         write!(out, "{}", table(&rows))?;
@@ -331,7 +332,7 @@ fn built(created: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Platform;
+    use crate::model::Platform;
 
     fn details(id: &str, arch: &str, created: &str, revision: Option<&str>) -> ImageDetails {
         ImageDetails {

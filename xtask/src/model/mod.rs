@@ -7,7 +7,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::config::{Arch, Settings};
+mod platform;
+pub use platform::{Arch, Platform};
+
+use crate::config::Settings;
 
 /// Exit status for a command that failed; clap uses 2 for bad usage.
 pub const EXIT_FAILURE: i32 = 1;

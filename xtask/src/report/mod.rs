@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::config::Arch;
+use crate::model::Arch;
 use crate::model::ImageInfo;
 use crate::model::{Action, Event, Observer, Outcome};
 use crate::planning::{CacheSource, Job, Mode, Step};

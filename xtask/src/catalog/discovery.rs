@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 
 use anyhow::{bail, Result};
 
-use crate::config::{Arch, Settings};
+use crate::config::Settings;
+use crate::model::Arch;
 use crate::model::ImageIndex;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

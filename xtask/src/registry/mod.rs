@@ -13,7 +13,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{EngineKind, Platform, Settings};
+use crate::config::{EngineKind, Settings};
+use crate::model::Platform;
 use crate::process::Interrupt;
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -934,7 +935,7 @@ fn read_body(response: ureq::Response, r: &Reference) -> Result<Vec<u8>> {
 }
 
 pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", crate::tagging::hex(&Sha256::digest(bytes)))
+    format!("sha256:{}", crate::catalog::tagging::hex(&Sha256::digest(bytes)))
 }
 
 fn refused(registry: &str, what: &dyn std::fmt::Display, why: &str) -> anyhow::Error {

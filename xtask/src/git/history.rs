@@ -21,11 +21,12 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
-use crate::config::{Arch, Settings, TagScheme};
-use crate::discovery::{catalog_of, Catalog, Dockerfiles};
-use crate::dockerignore::DockerIgnore;
+use crate::catalog::discovery::{catalog_of, Catalog, Dockerfiles};
+use crate::catalog::dockerignore::DockerIgnore;
+use crate::catalog::tagging::{self, Kind, Own, Resolved, Source};
+use crate::config::{Settings, TagScheme};
+use crate::model::Arch;
 use crate::model::ImageIndex;
-use crate::tagging::{self, Kind, Own, Resolved, Source};
 
 /// A git object name: 20 bytes (SHA-1) or 32 (SHA-256).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -422,7 +423,7 @@ impl History {
     }
 
     /// The directories holding Dockerfiles below a tree, in the order a
-    /// walk by file name meets them, as [`crate::discovery`] finds them on
+    /// walk by file name meets them, as [`crate::catalog::discovery`] finds them on
     /// disk: symlinks and submodules are not entered.
     fn found_below(&self, tree: &Oid, remember: bool) -> Result<Arc<Vec<Found>>> {
         if let Some(found) = self.found.lock().unwrap_or_else(|e| e.into_inner()).get(tree) {

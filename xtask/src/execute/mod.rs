@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 
-use crate::config::Arch;
 use crate::engine::{self, Engine};
+use crate::model::Arch;
 use crate::model::{Action, Bytes, CacheUse, Event, ImageIndex, JobIndex, Observer, Outcome, PerJob};
 use crate::planning::{Job, Step};
 
@@ -39,7 +39,7 @@ pub struct Context<'a> {
     /// registry (buildx without a local image store).
     pub direct_push: bool,
     /// The labels of what is built.
-    pub provenance: &'a crate::provenance::Provenance,
+    pub provenance: &'a crate::git::provenance::Provenance,
     /// Images built ahead of their job, several in one engine call.
     pub prebuilt: &'a Prebuilt,
     /// Told what happens, as it happens.
@@ -569,10 +569,11 @@ mod tests {
     use anyhow::{anyhow, bail, Result};
 
     use super::*;
-    use crate::config::{Arch, Platform, Settings};
+    use crate::config::Settings;
     use crate::engine::{BuildCache, BuildSpec, Builder, Built, Engine, ImageDetails};
+    use crate::model::{Arch, Platform};
     use crate::planning::{Job, Step};
-    use crate::reporting::{summary_text, Verbosity};
+    use crate::report::{summary_text, Verbosity};
 
     /// How the fake builds one image (by name): how long, whether it
     /// fails, what platform it gives.
@@ -780,7 +781,7 @@ mod tests {
             crate::registry::Credentials::of(crate::config::EngineKind::Docker),
             crate::registry::Transport::system(&[]),
         );
-        let provenance = crate::provenance::Provenance::new(&settings(), None);
+        let provenance = crate::git::provenance::Provenance::new(&settings(), None);
         let ctx = Context {
             engine: fake,
             registry: &registry,
