@@ -180,6 +180,11 @@ impl Processes {
     }
 }
 
+/// The first line of a command's output that says something, for a message.
+pub fn first_line(s: &str) -> &str {
+    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

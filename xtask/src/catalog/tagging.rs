@@ -25,7 +25,7 @@ use crate::catalog::dockerfile;
 use crate::catalog::dockerignore::DockerIgnore;
 use crate::config::{Settings, TagScheme};
 use crate::model::Arch;
-use crate::model::ImageIndex;
+use crate::model::{ImageIndex, Parts};
 
 /// Mixed into every `content` tag: changing it changes every tag.
 pub const CONTENT_SCHEME_VERSION: &str = "xtask-content-v2";
@@ -472,7 +472,7 @@ fn from_bases(bytes: &[u8], settings: &Settings) -> Bases {
         .into_iter()
         .filter_map(|reference| {
             let rest = reference.strip_prefix(&prefix)?;
-            Some((reference.to_string(), strip_tag(rest).to_string()))
+            Some((reference.to_string(), Parts::of(rest).name.to_string()))
         })
         .collect()
 }
@@ -502,14 +502,6 @@ pub fn resolve_bases(catalog: &Catalog, image: &Image, bases: &Bases) -> Result<
 fn from_references(text: &str, build_args: &[String]) -> Vec<String> {
     let file = dockerfile::parse(text);
     dockerfile::from_references(&file, &dockerfile::build_args(build_args))
-}
-
-fn strip_tag(reference: &str) -> &str {
-    let reference = reference.split('@').next().unwrap_or(reference);
-    match reference.rfind(':') {
-        Some(colon) if !reference[colon..].contains('/') => &reference[..colon],
-        _ => reference,
-    }
 }
 
 // ---- shared ------------------------------------------------------------------
@@ -591,8 +583,8 @@ mod tests {
     fn references() {
         let text = "ARG X\nFROM --platform=linux/amd64 gvisor.dev/images/basic/busybox:latest AS b\n from scratch\nRUN from x\n";
         assert_eq!(from_references(text, &[]), vec!["gvisor.dev/images/basic/busybox:latest", "scratch"]);
-        assert_eq!(strip_tag("localhost:5000/a/b:t"), "localhost:5000/a/b");
-        assert_eq!(strip_tag("localhost:5000/a/b"), "localhost:5000/a/b");
-        assert_eq!(strip_tag("a/b@sha256:00"), "a/b");
+        assert_eq!(Parts::of("localhost:5000/a/b:t").name, "localhost:5000/a/b");
+        assert_eq!(Parts::of("localhost:5000/a/b").name, "localhost:5000/a/b");
+        assert_eq!(Parts::of("a/b@sha256:00").name, "a/b");
     }
 }

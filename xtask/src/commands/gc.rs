@@ -17,7 +17,8 @@ use crate::catalog::discovery::is_image_path;
 use crate::config::Settings;
 use crate::git::history::{History, Oid};
 use crate::model::Arch;
-use crate::registry::{Reference, Registry};
+use crate::model::Reference;
+use crate::registry::Registry;
 
 /// What to keep and what to do.
 pub struct Options {

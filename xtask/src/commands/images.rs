@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
@@ -36,9 +37,6 @@ pub struct RunArgs {
     pub no_cache: bool,
     pub push_as_latest: bool,
 }
-
-/// Exit status when Ctrl-C or SIGTERM stopped the work.
-pub const EXIT_INTERRUPTED: i32 = 130;
 
 pub enum Selection {
     Names(Vec<String>),
@@ -110,9 +108,9 @@ pub fn run(
     };
     let targets = targets(&catalog, settings, &requested)?;
 
-    let mut engine = Cli::new(settings.engine).telling_retries(reporter.retry_teller());
+    let mut engine = Cli::new(settings.engine).telling_retries(Arc::new(reporter.clone()));
     if args.verbose {
-        engine = engine.echoing(reporter.echoer());
+        engine = engine.echoing(Arc::new(reporter.clone()));
     }
     engine.check()?;
     let local = engine.local_images()?;
@@ -279,7 +277,7 @@ pub fn run(
     eprint!("{}", report::summary_text(&outcomes, verbosity));
     if engine.interrupted() {
         eprintln!("interrupted: no tag was applied to unfinished images");
-        return Ok(EXIT_INTERRUPTED);
+        return Ok(crate::model::EXIT_INTERRUPTED);
     }
     let failures = outcomes.iter().filter(|o| o.action.is_failure()).count();
     let invalid = invalid_failure(&invalid);
@@ -488,8 +486,8 @@ pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> R
     }
 
     // Each member is what its name says, by the config the registry holds.
-    let tell = Reporter::new(args.quiet).retry_teller();
-    let registry = Registry::of(settings).retrying(Retry::new(Interrupt::default(), Some(tell)));
+    let events = Arc::new(Reporter::new(args.quiet));
+    let registry = Registry::of(settings).retrying(Retry::new(Interrupt::default(), Some(events)));
     let mut read: Vec<Vec<crate::registry::Member>> = Vec::new();
     for index in &indexes {
         let mut members = Vec::new();

@@ -13,7 +13,7 @@ use crate::catalog::discovery::discover_every_arch;
 use crate::catalog::tagging;
 use crate::config::{EngineKind, Settings};
 use crate::engine::{Cli, Container, Engine, ImageFacts};
-use crate::model::Arch;
+use crate::model::{Arch, Parts};
 
 /// The tags that are current now: image path -> architecture -> tag.
 pub type Current = HashMap<String, HashMap<Arch, String>>;
@@ -83,7 +83,7 @@ pub fn names_of_catalog_images(
             EngineKind::Podman => reference.strip_prefix("localhost/").unwrap_or(reference),
             EngineKind::Docker => reference,
         };
-        let Some((repository, tag)) = plain.rsplit_once(':').filter(|(_, t)| !t.contains('/')) else { continue };
+        let Parts { name: repository, tag: Some(tag), .. } = Parts::of(plain) else { continue };
         let found = if let Some(path) = repository.strip_prefix(&local).filter(|p| current.contains_key(*p)) {
             Some((path.to_string(), None))
         } else if let Some(rest) = repository.strip_prefix(&remote) {

@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::engine::{Cli, Engine, ImageDetails};
 use crate::git::provenance;
 use crate::model::Arch;
-use crate::model::{ImageInfo, ImageRef};
+use crate::model::{ImageInfo, ImageRef, Parts};
 use crate::registry::Registry;
 use crate::report::human_bytes;
 
@@ -127,7 +127,7 @@ pub fn run(
         chosen.iter().map(|&i| ImageRef::local_repository(settings, &catalog[i].path)).collect();
     let mut ids: Vec<&str> = listing
         .iter()
-        .filter(|(reference, _)| reference.rsplit_once(':').is_some_and(|(repo, _)| repositories.contains(repo)))
+        .filter(|(reference, _)| Parts::of(reference).tag.is_some() && repositories.contains(Parts::of(reference).name))
         .map(|(_, id)| id.as_str())
         .collect();
     ids.sort_unstable();

@@ -16,12 +16,9 @@ use xshell::{cmd, Shell};
 
 use crate::config::EngineKind;
 use crate::model::{Arch, Platform};
-use crate::process::{NotFound, Output, Processes};
-use crate::registry::{cli_error, is_loopback, Retry, Tell, QUICK_RETRY_DELAYS, RETRY_DELAYS};
-
-/// Receives, under `--verbose`, each engine call's command line and each line
-/// it prints, with the image the call is for (see [`Engine::for_image`]).
-pub type Echo = Arc<dyn Fn(Option<&str>, &str) + Send + Sync>;
+use crate::model::{Event, Observer, Parts};
+use crate::process::{first_line, NotFound, Output, Processes};
+use crate::registry::{cli_error, is_loopback, Retry, QUICK_RETRY_DELAYS, RETRY_DELAYS};
 
 /// How often a build is tried when it fails only because of [`CACHE_RACES`]
 /// (an engine where images are removed all the time loses several in a row).
@@ -134,8 +131,9 @@ pub struct Cli {
     /// The CLI's own version, as `check` read it.
     client_version: Arc<OnceLock<String>>,
     builder: Arc<OnceLock<Builder>>,
-    echo: Option<Echo>,
-    /// The image the calls are for, for [`Echo`].
+    /// Told of every call and its output ([`Event::Echo`]), under `--verbose`.
+    echo: Option<Arc<dyn Observer>>,
+    /// The image the calls are for, for [`Event::Echo`].
     image: Option<Arc<str>>,
     processes: Processes,
     retry: Retry,
@@ -201,9 +199,9 @@ impl Cli {
         }
     }
 
-    /// Tells `tell` of each retry of a failed pull or push.
-    pub fn telling_retries(mut self, tell: Tell) -> Cli {
-        self.retry = Retry::new(self.processes.interrupt().clone(), Some(tell));
+    /// Tells `events` of each retry of a failed pull or push.
+    pub fn telling_retries(mut self, events: Arc<dyn Observer>) -> Cli {
+        self.retry = Retry::new(self.processes.interrupt().clone(), Some(events));
         self
     }
 
@@ -218,16 +216,16 @@ impl Cli {
         &self.processes
     }
 
-    /// Hands every call's command line and output to `echo` as well.
-    pub fn echoing(mut self, echo: Echo) -> Cli {
-        self.echo = Some(echo);
+    /// Tells `events` of every call's command line and output as well.
+    pub fn echoing(mut self, events: Arc<dyn Observer>) -> Cli {
+        self.echo = Some(events);
         self
     }
 
     fn echo(&self, text: &str) {
         if let Some(echo) = &self.echo {
             for line in text.lines() {
-                echo(self.image.as_deref(), line);
+                echo.event(Event::Echo { image: self.image.as_deref(), line });
             }
         }
     }
@@ -890,10 +888,8 @@ fn api_json(body: &str) -> Option<serde_json::Value> {
 /// `POST /images/{source}/tag?repo=…&tag=…` on docker's API socket.
 fn api_tag(socket: &Path, source: &str, target: &str) -> std::result::Result<(), ApiError> {
     // `repo:tag`, the tag after the last `/`; docker's default tag otherwise.
-    let (repo, tag) = match target.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
-        _ => (target, "latest"),
-    };
+    let parts = Parts::of(target);
+    let (repo, tag) = (parts.name, parts.tag.unwrap_or("latest"));
     let encode = |s: &str| -> String {
         s.bytes()
             .map(|b| match b {
@@ -1144,10 +1140,6 @@ fn full_id(id: &str) -> String {
     } else {
         format!("sha256:{id}")
     }
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output")
 }
 
 /// The most telling line of a log: the last one that mentions an error.

@@ -608,6 +608,8 @@ mod tests {
                 Event::Started(name) => format!("started {name}"),
                 Event::Finished(o) => format!("finished {} {}", o.name(), o.action.as_str()),
                 Event::Note(text) => format!("note {text}"),
+                Event::Retrying(what) => format!("retrying {what}"),
+                Event::Echo { image, line } => format!("echo {} {line}", image.unwrap_or("-")),
             };
             self.told.lock().unwrap().push(text);
         }

@@ -27,6 +27,7 @@ use crate::catalog::tagging::{self, Kind, Own, Resolved, Source};
 use crate::config::{Settings, TagScheme};
 use crate::model::Arch;
 use crate::model::ImageIndex;
+use crate::process::first_line;
 
 /// A git object name: 20 bytes (SHA-1) or 32 (SHA-256).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -778,10 +779,6 @@ impl Source for Git<'_> {
     fn shown(&self, path: &str) -> String {
         self.snapshot.history.root.join(path).display().to_string()
     }
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output")
 }
 
 /// The images among `requested` (indexes into `catalog`, the images root

@@ -7,13 +7,20 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+mod event;
 mod platform;
+mod reference;
+pub use event::{Event, Observer};
 pub use platform::{Arch, Platform};
+pub use reference::{Parts, Reference};
 
 use crate::config::Settings;
 
 /// Exit status for a command that failed; clap uses 2 for bad usage.
 pub const EXIT_FAILURE: i32 = 1;
+
+/// Exit status when Ctrl-C or SIGTERM stopped the work (128 + SIGINT).
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// An image's place in its catalog: `catalog[i]`. Never a place in a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -209,22 +216,6 @@ pub struct CacheUse {
     /// Steps taken from the cache, when the builder says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps_reused: Option<u32>,
-}
-
-/// What a run tells while it works.
-#[derive(Debug)]
-pub enum Event<'a> {
-    /// Work on an image began.
-    Started(&'a str),
-    /// An image is done with, one way or another.
-    Finished(&'a Outcome),
-    /// A line worth showing now: a fallback taken, a name moved.
-    Note(String),
-}
-
-/// Receives a run's events, from any of its threads.
-pub trait Observer: Sync {
-    fn event(&self, event: Event<'_>);
 }
 
 /// One version of an image by its names: the only place they are spelled.

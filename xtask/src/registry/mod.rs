@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{EngineKind, Settings};
 use crate::model::Platform;
-use crate::process::Interrupt;
+use crate::model::{Event, Observer, Reference};
+use crate::process::{first_line, Interrupt};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -30,51 +31,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// Keep-alive connections kept open per registry; as many as requests run at once.
 const IDLE_PER_HOST: usize = 16;
-
-/// `host/repository:tag` or `host/repository@digest`, as the registry sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reference {
-    /// `registry.example:5000`, as written (`docker.io` for names without one).
-    pub host: String,
-    pub repository: String,
-    /// A tag or a digest.
-    pub object: String,
-}
-
-impl Reference {
-    pub fn parse(reference: &str) -> Result<Reference> {
-        let (name, object) = match reference.split_once('@') {
-            Some((name, digest)) => (name, digest.to_string()),
-            None => match reference.rsplit_once(':') {
-                Some((name, tag)) if !tag.contains('/') => (name, tag.to_string()),
-                _ => (reference, "latest".to_string()),
-            },
-        };
-        let (first, rest) = name.split_once('/').unwrap_or(("", name));
-        let (host, repository) = if first.contains('.') || first.contains(':') || first == "localhost" {
-            (first.to_string(), rest.to_string())
-        } else if first.is_empty() {
-            ("docker.io".to_string(), format!("library/{rest}"))
-        } else {
-            ("docker.io".to_string(), name.to_string())
-        };
-        if repository.is_empty() || object.is_empty() {
-            bail!("`{reference}` is not an image reference");
-        }
-        Ok(Reference { host, repository, object })
-    }
-
-    fn with_object(&self, object: &str) -> Reference {
-        Reference { object: object.to_string(), ..self.clone() }
-    }
-}
-
-impl std::fmt::Display for Reference {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sep = if self.object.contains(':') { '@' } else { ':' };
-        write!(f, "{}/{}{sep}{}", self.host, self.repository, self.object)
-    }
-}
 
 /// A manifest as the registry holds it: the bytes are what its digest is of.
 #[derive(Clone, Debug)]
@@ -1039,10 +995,6 @@ pub fn registry_of(reference: &str) -> &str {
     reference.split('/').next().unwrap_or(reference)
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output")
-}
-
 /// Waits between tries of a registry call that failed transiently: about
 /// twenty seconds in all, so that a push gets through a registry that fails
 /// one connection in five; then the last failure is reported.
@@ -1075,25 +1027,23 @@ fn is_refused(e: &anyhow::Error) -> bool {
 }
 
 /// How failed registry calls are tried again: within a budget of waits,
-/// never once the run is interrupted, each retry told to `tell`.
+/// never once the run is interrupted, each retry told to `events` as
+/// [`Event::Retrying`].
 #[derive(Clone, Default)]
 pub struct Retry {
     interrupt: Interrupt,
-    tell: Option<Tell>,
+    events: Option<Arc<dyn Observer>>,
 }
-
-/// Told of each retry: what failed, and when the next try is.
-pub type Tell = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl std::fmt::Debug for Retry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Retry").field("interrupt", &self.interrupt).field("tells", &self.tell.is_some()).finish()
+        f.debug_struct("Retry").field("interrupt", &self.interrupt).field("tells", &self.events.is_some()).finish()
     }
 }
 
 impl Retry {
-    pub fn new(interrupt: Interrupt, tell: Option<Tell>) -> Retry {
-        Retry { interrupt, tell }
+    pub fn new(interrupt: Interrupt, events: Option<Arc<dyn Observer>>) -> Retry {
+        Retry { interrupt, events }
     }
 
     /// Runs `call`, again after each transient failure, waiting
@@ -1114,8 +1064,12 @@ impl Retry {
                     }
                     let asked = e.downcast_ref::<RegistryError>().and_then(|r| r.retry_after).unwrap_or_default();
                     let wait = delay.max(asked.min(MAX_RETRY_AFTER));
-                    if let Some(tell) = &self.tell {
-                        tell(&format!("{e}; try {} in {:.1}s", attempt + 2, wait.as_secs_f64()));
+                    if let Some(events) = &self.events {
+                        events.event(Event::Retrying(format!(
+                            "{e}; try {} in {:.1}s",
+                            attempt + 2,
+                            wait.as_secs_f64()
+                        )));
                     }
                     std::thread::sleep(wait);
                 }
@@ -1133,11 +1087,6 @@ pub fn is_loopback(reference: &str) -> bool {
     let host =
         host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
     host == "localhost" || host.starts_with("127.") || host == "[::1]"
-}
-
-/// The path a registry's CA file is looked for at, for messages.
-pub fn ca_hint(host: &str) -> PathBuf {
-    Path::new("/etc/docker/certs.d").join(host).join("ca.crt")
 }
 
 #[cfg(test)]

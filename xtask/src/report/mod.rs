@@ -53,17 +53,18 @@ impl Reporter {
     pub fn echo(&self, image: Option<&str>, line: &str) {
         self.note(&format!("{} | {line}", image.unwrap_or("engine")));
     }
+}
 
-    /// [`Reporter::retrying`], for the engine and the registry client to call.
-    pub fn retry_teller(&self) -> crate::registry::Tell {
-        let reporter = self.clone();
-        Arc::new(move |what| reporter.retrying(what))
-    }
-
-    /// [`Reporter::echo`], for the engine to call.
-    pub fn echoer(&self) -> crate::engine::Echo {
-        let reporter = self.clone();
-        Arc::new(move |image, line| reporter.echo(image, line))
+/// The lines for people that are no one image's progress ([`Progress`] takes
+/// those): notes, retries, and the `--verbose` echo of engine calls.
+impl Observer for Reporter {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Note(text) => self.note(&text),
+            Event::Retrying(what) => self.retrying(&what),
+            Event::Echo { image, line } => self.echo(image, line),
+            Event::Started(_) | Event::Finished(_) => {}
+        }
     }
 }
 
@@ -150,7 +151,7 @@ impl Observer for Progress {
         match event {
             Event::Started(name) => self.started(name),
             Event::Finished(outcome) => self.finished(outcome),
-            Event::Note(text) => self.reporter.note(&text),
+            other => self.reporter.event(other),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::catalog::dockerfile::{self, Instruction};
 use crate::catalog::dockerignore::DockerIgnore;
 use crate::config::Settings;
 use crate::model::Arch;
-use crate::model::ImageRef;
+use crate::model::{ImageRef, Parts};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -598,7 +598,7 @@ impl Tree<'_> {
                 return;
             }
         }
-        let (_, tag, digest) = split_reference(reference);
+        let Parts { tag, digest, .. } = Parts::of(reference);
         if digest.is_some() {
             return;
         }
@@ -725,19 +725,7 @@ impl Tree<'_> {
 /// The path of a reference under `prefix/`, less its tag and digest.
 fn under<'a>(prefix: &str, reference: &'a str) -> Option<&'a str> {
     let rest = reference.strip_prefix(prefix)?.strip_prefix('/')?;
-    Some(split_reference(rest).0)
-}
-
-/// `name[:tag][@digest]`.
-fn split_reference(reference: &str) -> (&str, Option<&str>, Option<&str>) {
-    let (rest, digest) = match reference.split_once('@') {
-        Some((rest, digest)) => (rest, Some(digest)),
-        None => (reference, None),
-    };
-    match rest.rfind(':') {
-        Some(colon) if !rest[colon..].contains('/') => (&rest[..colon], Some(&rest[colon + 1..]), digest),
-        _ => (rest, None, digest),
-    }
+    Some(Parts::of(rest).name)
 }
 
 // ---- RUN: the shell commands -------------------------------------------------------
@@ -1334,8 +1322,6 @@ mod tests {
                 m
             }
         );
-        assert_eq!(split_reference("r:5000/a/b:t@sha256:0"), ("r:5000/a/b", Some("t"), Some("sha256:0")));
-        assert_eq!(split_reference("r:5000/a/b"), ("r:5000/a/b", None, None));
     }
 
     /// Every rule is in `check --help`, with its level.
