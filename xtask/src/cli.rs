@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::images::RunArgs;
+use crate::commands::RunArgs;
 use crate::config::Overrides;
 
 /// Environment variables that carry settings.

@@ -120,8 +120,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Settings { names } => {
             return commands::listing::print_settings(&settings, &std::env::current_dir()?, &names).map(|()| 0)
         }
-        Command::RegisterCross => return commands::images::register_cross(&settings).map(|()| 0),
-        Command::PushManifest(s) => return commands::images::push_manifest(&settings, &s.images, &s.opts.run_args()),
+        Command::RegisterCross => return commands::register_cross::run(&settings).map(|()| 0),
+        Command::PushManifest(s) => return commands::manifest::run(&settings, &s.images, &s.opts.run_args()),
         Command::Check(a) => return commands::check::run(&settings, &a.images, a.json, a.deny_warnings),
         Command::Prune(a) => {
             return commands::prune::run(&settings, arch_given.then_some(settings.arch), a.dry_run, a.json)

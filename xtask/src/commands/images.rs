@@ -1,42 +1,27 @@
-//! The engine commands: discover, tag, observe, plan, then execute or print.
+//! The engine commands (`load`, `pull`, `rebuild`, `tag`, `test`, `push` and
+//! their `*-all-*` forms): choose the images, observe what is there, plan,
+//! then print the plan (`--dry-run`) or execute it, and report.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use crate::catalog::discovery::{discover, discover_lenient, Catalog};
+use super::{observe, RunArgs};
+use crate::catalog::discovery::{discover_lenient, Catalog};
 use crate::catalog::shard::{self, Shard};
 use crate::catalog::tagging;
 use crate::config::Settings;
-use crate::engine::cross::{self, Registered};
-use crate::engine::{Cli, Engine};
+use crate::engine::{cross, Builder, Cli, Engine};
 use crate::execute;
 use crate::git::history;
 use crate::git::provenance::{GitState, Provenance};
-use crate::model::Arch;
-use crate::model::{Action, Outcome};
-use crate::model::{ImageIndex, ImageInfo, ImageRef};
-use crate::planning::{self, Mode, Observed, Options, Target};
-use crate::process::Interrupt;
-use crate::registry::{Registry, Retry};
+use crate::model::{Action, Arch, ImageIndex, ImageInfo, ImageRef, Outcome, EXIT_FAILURE, EXIT_INTERRUPTED};
+use crate::planning::{Job, Mode, Options, Target};
+use crate::registry::Registry;
 use crate::report::{self, Progress, Reporter, Verbosity};
-
-/// Every engine command's options, as the commands read them; those a
-/// command does not take are off.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunArgs {
-    pub jobs: Option<u16>,
-    pub keep_going: bool,
-    pub dry_run: bool,
-    pub json: bool,
-    pub quiet: bool,
-    pub verbose: bool,
-    pub skip_image_load: bool,
-    pub no_cache: bool,
-    pub push_as_latest: bool,
-}
 
 pub enum Selection {
     Names(Vec<String>),
@@ -55,7 +40,75 @@ pub fn run(
     changed_since: Option<&str>,
 ) -> Result<i32> {
     let reporter = Reporter::new(args.quiet);
-    let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Normal };
+    let chosen = choose(settings, &selection, changed_since, &reporter)?;
+    let targets = targets(&chosen.catalog, settings, &chosen.requested)?;
+
+    let mut engine = Cli::new(settings.engine).telling_retries(Arc::new(reporter.clone()));
+    if args.verbose {
+        engine = engine.echoing(Arc::new(reporter.clone()));
+    }
+    engine.check()?;
+    let registry = Registry::of(settings).retrying(engine.retry().clone());
+    let asking = observe::Asking { registry: &registry, parallel: args.parallelism(), events: &reporter };
+    let want = observe::Wanted { mode, arch: settings.arch, skip_load: args.skip_image_load };
+    let mut seen = match observe::observe(&engine, &asking, want, &targets, &chosen.requested)? {
+        Ok(seen) => seen,
+        Err(unreachable) => return fail_every_image(settings, mode, args, &chosen, &targets, &unreachable),
+    };
+    let options = Options {
+        mode,
+        arch: settings.arch,
+        cache: settings.cache_from && !args.no_cache,
+        skip_load: args.skip_image_load,
+        push_latest: args.push_as_latest,
+    };
+    let jobs = observe::plan(&asking, &targets, &chosen.requested, &mut seen, options);
+
+    if args.dry_run {
+        if args.json {
+            report::print_json(&report::PlanDocument::new(mode, settings.arch, &jobs, &chosen.skipped))?;
+        } else {
+            print!("{}", report::plan_text(&jobs, &chosen.skipped));
+        }
+        return Ok(invalid_failure(&chosen.invalid).unwrap_or(0));
+    }
+    let work = Work { settings, mode, args, engine: &engine, registry: &registry, reporter: &reporter };
+    let mut outcomes = work.execute(&chosen, &jobs, seen.registry_down)?;
+    outcomes.sort_by(|a, b| a.name().cmp(b.name()));
+    if args.json {
+        let builder = jobs.iter().any(Job::may_build).then(|| engine.builder().kind());
+        report::print_json(&report::OutcomeDocument { mode, arch: settings.arch, builder, images: &outcomes })?;
+    }
+    eprint!("{}", report::summary_text(&outcomes, verbosity(args)));
+    if engine.interrupted() {
+        eprintln!("interrupted: no tag was applied to unfinished images");
+        return Ok(EXIT_INTERRUPTED);
+    }
+    let failures = outcomes.iter().filter(|o| o.action.is_failure()).count();
+    let invalid = invalid_failure(&chosen.invalid);
+    Ok(if failures > 0 { EXIT_FAILURE } else { invalid.unwrap_or(0) })
+}
+
+/// The images a run is for.
+struct Chosen {
+    catalog: Catalog,
+    /// The images to work on, after `--changed-since` and `--shard`.
+    requested: Vec<ImageIndex>,
+    /// Images without a Dockerfile for the architecture: reported as
+    /// skipped, with the rest.
+    skipped: Vec<Outcome>,
+    /// Why each invalid image directory was left out of an `*-all-*` run.
+    invalid: Vec<String>,
+}
+
+/// Discovers the catalog and picks the images `selection` names, less
+/// those unchanged since `changed_since` and those of other shards.
+fn choose(
+    settings: &Settings,
+    selection: &Selection,
+    changed_since: Option<&str>,
+    reporter: &Reporter,
+) -> Result<Chosen> {
     // A directory that cannot make an image name stops only what names it:
     // `*-all-*` does the rest, then fails naming it.
     let catalog = discover_lenient(&settings.images_dir, settings.arch)?;
@@ -66,8 +119,7 @@ pub fn run(
     for reason in &invalid {
         reporter.note(&format!("warning: skipped: {reason}"));
     }
-    // Images without a Dockerfile for ARCH are reported as skipped, with the rest.
-    let (requested, shard, unavailable) = match &selection {
+    let (requested, shard, unavailable) = match selection {
         Selection::Names(names) => {
             let (chosen, unavailable) = catalog.select_available(names)?;
             (chosen, None, unavailable)
@@ -103,185 +155,124 @@ pub fn run(
         _ => requested,
     };
     let requested = match shard {
-        Some(shard) => shard_of(&catalog, settings, &requested, shard, &reporter)?,
+        Some(shard) => shard_of(&catalog, settings, &requested, shard, reporter)?,
         None => requested,
     };
-    let targets = targets(&catalog, settings, &requested)?;
+    Ok(Chosen { catalog, requested, skipped, invalid })
+}
 
-    let mut engine = Cli::new(settings.engine).telling_retries(Arc::new(reporter.clone()));
-    if args.verbose {
-        engine = engine.echoing(Arc::new(reporter.clone()));
-    }
-    engine.check()?;
-    let local = engine.local_images()?;
-    let platforms = local_platforms(&engine, &local, &targets)?;
-    let mut seen = Observed { local, platforms, ..Observed::default() };
-    let registry = Registry::of(settings).retrying(engine.retry().clone());
-    let mut registry_down = false;
-    if mode.needs_remote() {
-        match remote_lookups(&registry, &targets, &requested, parallelism(args), false) {
-            Ok(found) => seen.remote = found,
-            // What the registry lacks is built, and a registry that cannot
-            // be asked lacks everything: the legacy `test` targets built then.
-            Err(e) if mode == Mode::Test => {
-                reporter.note(&format!("warning: {e:#}; building every image as if the registry lacked it"))
-            }
-            // Every image fails, naming the registry; the summary still says
-            // what each image is.
-            Err(e) => {
-                let error = format!("{e:#}");
-                let mut outcomes: Vec<Outcome> = requested
-                    .iter()
-                    .map(|i| {
-                        let mut o = Outcome::new(targets[i].info(settings.arch), Action::Failed, None);
-                        o.error = Some(error.clone());
-                        o
-                    })
-                    .collect();
-                outcomes.sort_by(|a, b| a.name().cmp(b.name()));
-                if args.json {
-                    let document =
-                        report::OutcomeDocument { mode, arch: settings.arch, builder: None, images: &outcomes };
-                    report::print_json(&document)?;
-                }
-                eprint!("{}", report::summary_text(&outcomes, verbosity));
-                return Ok(crate::model::EXIT_FAILURE);
-            }
-        }
-    } else if mode == Mode::Load && !args.skip_image_load {
-        // Pull only what the registry has; what it lacks goes straight to
-        // the build. A registry that cannot be asked is not waited on.
-        let missing: Vec<ImageIndex> = {
-            let mut m: Vec<ImageIndex> = targets
-                .values()
-                .filter(|t| {
-                    [t.names.local_tagged(), t.names.remote_tagged()]
-                        .iter()
-                        .all(|r| seen.present(r, settings.arch).is_none())
-                })
-                .map(|t| t.image)
-                .collect();
-            m.sort_unstable();
-            m
-        };
-        if !missing.is_empty() {
-            match remote_lookups(&registry, &targets, &missing, parallelism(args), true) {
-                Ok(found) => seen.remote = found,
-                Err(e) => {
-                    reporter.note(&format!("warning: {e:#}; building what is not present"));
-                    registry_down = true;
-                    seen.registry_down = true;
-                }
-            }
-        }
-    }
-    let options = Options {
-        mode,
-        arch: settings.arch,
-        cache: settings.cache_from && !args.no_cache,
-        skip_load: args.skip_image_load,
-        push_latest: args.push_as_latest,
-    };
-    let mut jobs = planning::plan(&targets, &requested, &seen, options);
-    // What builds may start from: the registry's `:latest`, asked only for
-    // images that will build and have no local `:latest` for ARCH.
-    let asked = if options.cache && !registry_down {
-        planning::wants_remote_latest(&jobs, &seen, settings.arch)
-    } else {
-        vec![]
-    };
-    if !asked.is_empty() {
-        let latest: HashMap<ImageIndex, Target> = asked
-            .iter()
-            .map(|i| {
-                let t = &targets[i];
-                (*i, Target { names: ImageRef { tag: "latest".into(), ..t.names.clone() }, ..t.clone() })
-            })
-            .collect();
-        if let Ok(found) = remote_lookups(&registry, &latest, &asked, parallelism(args), true) {
-            seen.remote_latest = found;
-            jobs = planning::plan(&targets, &requested, &seen, options);
-        }
-    }
-
-    if args.dry_run {
-        if args.json {
-            report::print_json(&report::PlanDocument::new(mode, settings.arch, &jobs, &skipped))?;
-        } else {
-            print!("{}", report::plan_text(&jobs, &skipped));
-        }
-        return Ok(invalid_failure(&invalid).unwrap_or(0));
-    }
-
-    let log_dir = log_dir(settings)?;
-    let idle = if matches!(mode, Mode::Test | Mode::Push) { Action::Skipped } else { Action::Present };
-    let may_build = jobs.iter().any(|j| j.may_build());
-    // Builders that match cached layers whatever their platform would hand a
-    // foreign build the host's layers: such builds go without the cache.
-    let fresh_builds = may_build && settings.arch != Arch::host()? && engine.builder().shares_cache_across_platforms();
-    if may_build && !args.quiet {
-        let builder = engine.builder();
-        let how = if fresh_builds {
-            let remedy = match builder {
-                crate::engine::Builder::Podman => "",
-                _ => " (BuildKit keeps them apart: install docker's buildx plugin)",
-            };
-            format!(
-                ", without the layer cache for {} images: it would reuse layers cached for another architecture{remedy}",
-                settings.arch
-            )
-        } else {
-            String::new()
-        };
-        reporter.note(&format!("building with {}{how}", builder.describe()));
-    }
-    // What built images are labelled with: git is asked only when something may build.
-    let git = if may_build { GitState::read(&settings.images_dir) } else { None };
-    let provenance = Provenance::new(settings, git);
-    let progress = Progress::new(&reporter, jobs.len(), settings.interactive, verbosity);
-    let ctx = execute::Context {
-        engine: &engine,
-        images_root: &catalog.root,
-        arch: settings.arch,
-        build_args: &settings.build_args,
-        log_dir: &log_dir,
-        idle,
-        registry: &registry,
-        registry_down: &std::sync::atomic::AtomicBool::new(registry_down),
-        fresh_builds,
-        no_cache: args.no_cache,
-        cache_to: mode == Mode::Push && settings.cache_from,
-        direct_push: mode == Mode::Push && may_build && engine.pushes_from_builder(),
-        provenance: &provenance,
-        prebuilt: &Default::default(),
-        events: &progress,
-    };
-    if may_build {
-        cross::register(settings.arch)?;
-    }
-    engine.processes().stop_all_on_signals();
-    for o in &skipped {
-        progress.finished(o);
-    }
-    let mut outcomes = execute::execute(&ctx, &jobs, parallelism(args), args.keep_going);
-    progress.finish();
-    // Again at the end: a build of a run that was killed may write its
-    // image-ID file after this run began.
-    remove_left_behind(&log_dir);
-    outcomes.extend(skipped);
+/// The registry could not be asked and the mode cannot do without it:
+/// every image fails, naming the registry; the summary still says what each
+/// image is.
+fn fail_every_image(
+    settings: &Settings,
+    mode: Mode,
+    args: &RunArgs,
+    chosen: &Chosen,
+    targets: &HashMap<ImageIndex, Target>,
+    unreachable: &anyhow::Error,
+) -> Result<i32> {
+    let error = format!("{unreachable:#}");
+    let mut outcomes: Vec<Outcome> = chosen
+        .requested
+        .iter()
+        .map(|i| {
+            let mut o = Outcome::new(targets[i].info(settings.arch), Action::Failed, None);
+            o.error = Some(error.clone());
+            o
+        })
+        .collect();
     outcomes.sort_by(|a, b| a.name().cmp(b.name()));
     if args.json {
-        let builder = may_build.then(|| engine.builder().kind());
-        report::print_json(&report::OutcomeDocument { mode, arch: settings.arch, builder, images: &outcomes })?;
+        report::print_json(&report::OutcomeDocument { mode, arch: settings.arch, builder: None, images: &outcomes })?;
     }
-    eprint!("{}", report::summary_text(&outcomes, verbosity));
-    if engine.interrupted() {
-        eprintln!("interrupted: no tag was applied to unfinished images");
-        return Ok(crate::model::EXIT_INTERRUPTED);
+    eprint!("{}", report::summary_text(&outcomes, verbosity(args)));
+    Ok(EXIT_FAILURE)
+}
+
+/// What executing a plan works with.
+struct Work<'a> {
+    settings: &'a Settings,
+    mode: Mode,
+    args: &'a RunArgs,
+    engine: &'a Cli,
+    registry: &'a Registry,
+    reporter: &'a Reporter,
+}
+
+impl Work<'_> {
+    /// Runs the plan's jobs, with progress; the outcomes of every image,
+    /// the skipped ones too.
+    fn execute(&self, chosen: &Chosen, jobs: &[Job], registry_down: bool) -> Result<Vec<Outcome>> {
+        let (settings, mode, args, engine) = (self.settings, self.mode, self.args, self.engine);
+        let log_dir = log_dir(settings)?;
+        let idle = if matches!(mode, Mode::Test | Mode::Push) { Action::Skipped } else { Action::Present };
+        let may_build = jobs.iter().any(Job::may_build);
+        // Builders that match cached layers whatever their platform would hand a
+        // foreign build the host's layers: such builds go without the cache.
+        let fresh_builds =
+            may_build && settings.arch != Arch::host()? && engine.builder().shares_cache_across_platforms();
+        if may_build && !args.quiet {
+            self.reporter.note(&builder_note(engine.builder(), fresh_builds, settings.arch));
+        }
+        // What built images are labelled with: git is asked only when something may build.
+        let git = if may_build { GitState::read(&settings.images_dir) } else { None };
+        let provenance = Provenance::new(settings, git);
+        let progress = Progress::new(self.reporter, jobs.len(), settings.interactive, verbosity(args));
+        let ctx = execute::Context {
+            engine,
+            images_root: &chosen.catalog.root,
+            arch: settings.arch,
+            build_args: &settings.build_args,
+            log_dir: &log_dir,
+            idle,
+            registry: self.registry,
+            registry_down: &AtomicBool::new(registry_down),
+            fresh_builds,
+            no_cache: args.no_cache,
+            cache_to: mode == Mode::Push && settings.cache_from,
+            direct_push: mode == Mode::Push && may_build && engine.pushes_from_builder(),
+            provenance: &provenance,
+            prebuilt: &Default::default(),
+            events: &progress,
+        };
+        if may_build {
+            cross::register(settings.arch)?;
+        }
+        engine.processes().stop_all_on_signals();
+        for o in &chosen.skipped {
+            progress.finished(o);
+        }
+        let mut outcomes = execute::execute(&ctx, jobs, args.parallelism(), args.keep_going);
+        progress.finish();
+        // Again at the end: a build of a run that was killed may write its
+        // image-ID file after this run began.
+        remove_left_behind(&log_dir);
+        outcomes.extend(chosen.skipped.iter().cloned());
+        Ok(outcomes)
     }
-    let failures = outcomes.iter().filter(|o| o.action.is_failure()).count();
-    let invalid = invalid_failure(&invalid);
-    Ok(if failures > 0 { crate::model::EXIT_FAILURE } else { invalid.unwrap_or(0) })
+}
+
+/// `building with BuildKit (…)`, and why the layer cache is left out when it is.
+fn builder_note(builder: &Builder, fresh_builds: bool, arch: Arch) -> String {
+    let how = if fresh_builds {
+        let remedy = match builder {
+            Builder::Podman => "",
+            _ => " (BuildKit keeps them apart: install docker's buildx plugin)",
+        };
+        format!(", without the layer cache for {arch} images: it would reuse layers cached for another architecture{remedy}")
+    } else {
+        String::new()
+    };
+    format!("building with {}{how}", builder.describe())
+}
+
+fn verbosity(args: &RunArgs) -> Verbosity {
+    if args.quiet {
+        Verbosity::Quiet
+    } else {
+        Verbosity::Normal
+    }
 }
 
 /// Says why each invalid image directory was left out, once the rest is
@@ -290,7 +281,7 @@ fn invalid_failure(reasons: &[String]) -> Option<i32> {
     for reason in reasons {
         eprintln!("error: {reason}");
     }
-    (!reasons.is_empty()).then_some(crate::model::EXIT_FAILURE)
+    (!reasons.is_empty()).then_some(EXIT_FAILURE)
 }
 
 /// The requested images and, transitively, the local images they are built on.
@@ -323,65 +314,6 @@ fn targets(catalog: &Catalog, settings: &Settings, requested: &[ImageIndex]) -> 
             (i, target)
         })
         .collect())
-}
-
-/// The platform of each local image the plan may use: those named as one
-/// of the targets' local or remote references. One engine call.
-fn local_platforms(
-    engine: &dyn Engine,
-    local: &HashMap<String, String>,
-    targets: &HashMap<ImageIndex, Target>,
-) -> Result<HashMap<String, crate::model::Platform>> {
-    let mut ids: Vec<&str> =
-        targets.values().flat_map(|t| t.names.plan_names()).filter_map(|r| local.get(&r).map(String::as_str)).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    engine.platforms(&ids)
-}
-
-/// Which requested tags the registry has, asked in parallel. A look-up that
-/// fails is an error, never taken as "absent".
-fn remote_lookups(
-    registry: &Registry,
-    targets: &HashMap<ImageIndex, Target>,
-    asked: &[ImageIndex],
-    parallel: usize,
-    quick: bool,
-) -> Result<HashMap<ImageIndex, bool>> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: std::sync::Mutex<Vec<(ImageIndex, Result<bool>)>> = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..parallel.max(8).min(asked.len()) {
-            scope.spawn(|| loop {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some(&i) = asked.get(k) else { return };
-                let t = &targets[&i];
-                let found = registry.exists(&t.names.remote_tagged(), quick);
-                let failed = found.is_err();
-                results.lock().unwrap().push((i, found));
-                if failed {
-                    return;
-                }
-            });
-        }
-    });
-    let mut out = HashMap::new();
-    for (i, found) in results.into_inner().unwrap() {
-        match found {
-            Ok(found) => {
-                out.insert(i, found);
-            }
-            Err(e) => bail!("cannot check the registry: {e:#}"),
-        }
-    }
-    Ok(out)
-}
-
-fn parallelism(args: &RunArgs) -> usize {
-    args.jobs.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 fn log_dir(settings: &Settings) -> Result<PathBuf> {
@@ -425,127 +357,4 @@ fn shard_of(
     let mine = shard::select(catalog, settings, requested, shard)?;
     reporter.note(&format!("shard {}/{}: {} of {} images", shard.index, shard.count, mine.len(), requested.len()));
     Ok(mine)
-}
-
-pub fn register_cross(settings: &Settings) -> Result<()> {
-    match cross::register(settings.arch)? {
-        Registered::NotNeeded => eprintln!("{} is this host's architecture: nothing to register", settings.arch),
-        Registered::AlreadyThere => eprintln!("{} binaries already run here through qemu", settings.arch),
-        Registered::Registered(from) => {
-            eprintln!("{} binaries now run here through qemu (from {})", settings.arch, from.display())
-        }
-    }
-    Ok(())
-}
-
-/// A multi-architecture index: `reference` over one image per architecture.
-#[derive(Debug, Clone)]
-struct Index {
-    name: String,
-    reference: String,
-    members: Vec<(Arch, String)>,
-}
-
-/// Publishes `<REMOTE_IMAGE_PREFIX>/<path>:<tag>` as an index over the
-/// per-architecture images the registry has, each by its own tag.
-pub fn push_manifest(settings: &Settings, names: &[String], args: &RunArgs) -> Result<i32> {
-    // Per architecture: the catalog, and each requested image's tag there.
-    let mut per_arch: Vec<(Arch, Catalog)> = Vec::new();
-    for arch in Arch::ALL {
-        let mut s = settings.clone();
-        s.arch = arch;
-        per_arch.push((arch, discover(&s.images_dir, arch)?));
-    }
-    let mut wanted: Vec<String> = Vec::new();
-    for (_, catalog) in &per_arch {
-        if let Ok((chosen, _)) = catalog.select_available(names) {
-            wanted.extend(chosen.iter().map(|&i| catalog[i].name.clone()));
-        }
-    }
-    if wanted.is_empty() {
-        // Let the host's catalog say what is wrong with the names.
-        discover(&settings.images_dir, settings.arch)?.select(names)?;
-    }
-    wanted.sort_unstable();
-    wanted.dedup();
-
-    let mut indexes: Vec<Index> = Vec::new();
-    for name in &wanted {
-        let mut members = Vec::new();
-        let mut path = String::new();
-        for (arch, catalog) in &per_arch {
-            let Some(i) = catalog.index_of(name) else { continue };
-            let mut s = settings.clone();
-            s.arch = *arch;
-            let tag = tagging::tags(catalog, &s, &[i])?[&i].clone();
-            members.push((*arch, ImageRef::new(&s, &catalog[i].path, &tag).remote_tagged()));
-            path = catalog[i].path.clone();
-        }
-        let tag = tagging::index_tag(&members);
-        indexes.push(Index { name: name.clone(), reference: ImageRef::index(settings, &path, &tag), members });
-    }
-
-    // Each member is what its name says, by the config the registry holds.
-    let events = Arc::new(Reporter::new(args.quiet));
-    let registry = Registry::of(settings).retrying(Retry::new(Interrupt::default(), Some(events)));
-    let mut read: Vec<Vec<crate::registry::Member>> = Vec::new();
-    for index in &indexes {
-        let mut members = Vec::new();
-        for (arch, member) in &index.members {
-            match registry.member(member)? {
-                None => bail!(
-                    "{} for {arch} is not in the registry ({member}): push it first with `ARCH={arch} cargo xtask push {}`",
-                    index.name,
-                    index.name
-                ),
-                Some(m) if !m.platform.is(*arch) => bail!(
-                    "{} for {arch} in the registry ({member}) is a {} image, not {}: no index was published; \
-                     it was built for the wrong architecture, delete it from the registry and push it again with \
-                     `ARCH={arch} cargo xtask push {}`",
-                    index.name,
-                    m.platform,
-                    arch.platform(),
-                    index.name
-                ),
-                Some(m) => members.push(m),
-            }
-        }
-        read.push(members);
-    }
-    if args.dry_run || args.json {
-        if args.json {
-            #[derive(serde::Serialize)]
-            struct Member<'a> {
-                arch: Arch,
-                reference: &'a str,
-            }
-            #[derive(serde::Serialize)]
-            struct Shown<'a> {
-                name: &'a str,
-                reference: &'a str,
-                members: Vec<Member<'a>>,
-            }
-            let shown: Vec<Shown> = indexes
-                .iter()
-                .map(|i| Shown {
-                    name: &i.name,
-                    reference: &i.reference,
-                    members: i.members.iter().map(|(arch, reference)| Member { arch: *arch, reference }).collect(),
-                })
-                .collect();
-            report::print_json(&serde_json::json!({ "indexes": shown }))?;
-        }
-        if args.dry_run {
-            for index in &indexes {
-                let members: Vec<String> = index.members.iter().map(|(a, r)| format!("{a}={r}")).collect();
-                println!("{}  {}  publish index over {}", index.name, index.reference, members.join(" "));
-            }
-            return Ok(0);
-        }
-    }
-    for (index, members) in indexes.iter().zip(&read) {
-        registry.push_index(&index.reference, members).map_err(|e| anyhow::anyhow!("{}: {e:#}", index.name))?;
-        eprintln!("pushed index {} over {}", index.reference, index.members.len());
-    }
-    Ok(0)
 }

@@ -6,5 +6,30 @@ pub mod gc;
 pub mod images;
 pub mod init;
 pub mod listing;
+pub mod manifest;
+mod observe;
 pub mod prune;
+pub mod register_cross;
 pub mod status;
+
+/// Every engine command's options, as the commands read them; those a
+/// command does not take are off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunArgs {
+    pub jobs: Option<u16>,
+    pub keep_going: bool,
+    pub dry_run: bool,
+    pub json: bool,
+    pub quiet: bool,
+    pub verbose: bool,
+    pub skip_image_load: bool,
+    pub no_cache: bool,
+    pub push_as_latest: bool,
+}
+
+impl RunArgs {
+    /// How many jobs or look-ups run at once: `--jobs`, else one per core.
+    fn parallelism(&self) -> usize {
+        self.jobs.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
