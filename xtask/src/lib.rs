@@ -1,31 +1,18 @@
 //! `cargo xtask`: keeps a project's test container images.
 //!
-//! Modules, by layer; each may import the layers below it, not beside it
-//! (except where noted):
+//! One folder per layer; each layer uses those below it, never one above
+//! or beside it (the README's "Where the code lives" draws the map, and
+//! the `tidy` test keeps it):
 //!
-//! - Entry: [`cli`] (the command line; its `Overrides` are the settings
-//!   flags) and `run` here, which hands each command to its module.
-//! - Commands, none importing another, nor [`cli`] or this dispatch: each
-//!   takes the resolved [`config::Settings`] and plain arguments.
-//!   [`commands`] (the engine commands: discover, tag, observe, plan,
-//!   execute or print; its `RunArgs` are their options), [`listing`],
-//!   [`status`], [`check`], [`prune`], [`gc`], [`init`].
-//! - Work: [`planning`] (pure: what each image needs, from what was
-//!   observed), [`execute`] (the scheduler: jobs in dependency order,
-//!   `--jobs` at a time, over any [`engine::Engine`]; it tells a
-//!   [`model::Observer`] what happens) and [`reporting`] (the observer
-//!   people see, summaries and `--json`). The scheduler and the reporter
-//!   do not import each other: they share [`model`].
-//! - Outside world: [`engine`] (the `Engine` trait and the docker/podman
-//!   `Cli`), [`process`] (spawning, logs, process groups, interrupts),
-//!   [`registry`] (the OCI distribution client, failure classes, retries),
-//!   [`cross`] (qemu registration), [`history`] (git objects).
-//! - Inputs: [`config`] (settings), [`discovery`] (the catalog, with its
-//!   `FROM` graph), [`tagging`], [`dockerfile`], [`dockerignore`],
-//!   [`provenance`], [`shard`].
-//! - [`model`]: plain types that any layer may use: the places of images in
-//!   a catalog and of jobs in a plan (`ImageIndex`, `JobIndex`, never mixed
-//!   up), image names, outcomes, run events.
+//! - entry: [`cli`] (the command line) and [`run`] here, which resolves
+//!   [`config::Settings`] once and hands each command to [`commands`];
+//! - [`commands`]: one module per command, none using another;
+//! - work: [`planning`] (pure: what each image needs, as data),
+//!   [`execute`] (the scheduler, over any [`engine::Engine`]) and
+//!   [`report`] (what people and machines see, from events);
+//! - the outside world: [`engine`], [`registry`], [`git`], [`process`];
+//! - inputs: [`config`] and [`catalog`] (pure: the images and their tags);
+//! - [`model`]: the plain types and events all of them share.
 
 pub mod catalog;
 pub mod cli;
@@ -39,6 +26,8 @@ pub mod planning;
 pub mod process;
 pub mod registry;
 pub mod report;
+#[cfg(test)]
+mod tidy;
 
 use std::path::{Path, PathBuf};
 

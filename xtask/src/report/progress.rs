@@ -70,7 +70,7 @@ impl Observer for Reporter {
 pub const LOG_TAIL_LINES: usize = 100;
 
 /// How much people see: `--quiet` (errors and the final count), the
-/// default, or `--verbose` (every engine call too, through [`echo`]).
+/// default, or `--verbose` (every engine call too, through [`Reporter::echo`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verbosity {
     Quiet,
