@@ -15,7 +15,7 @@ use super::auth::{parse_challenge, Challenge, Credentials};
 use super::failure::{failure, refused, status_error, transport_error, Retry, QUICK_RETRY_DELAYS, RETRY_DELAYS};
 use super::transport::Transport;
 use crate::config::Settings;
-use crate::model::{Platform, Reference};
+use crate::model::{hex, Platform, Reference};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -539,7 +539,7 @@ fn read_body(response: ureq::Response, r: &Reference) -> Result<Vec<u8>> {
 }
 
 pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", crate::catalog::tagging::hex(&Sha256::digest(bytes)))
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
 
 #[cfg(test)]
