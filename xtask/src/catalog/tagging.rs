@@ -25,7 +25,7 @@ use crate::catalog::dockerfile;
 use crate::catalog::dockerignore::DockerIgnore;
 use crate::config::{Settings, TagScheme};
 use crate::model::Arch;
-use crate::model::{ImageIndex, Parts};
+use crate::model::{hex, ImageIndex, Parts};
 
 /// Mixed into every `content` tag: changing it changes every tag.
 pub const CONTENT_SCHEME_VERSION: &str = "xtask-content-v2";
@@ -525,16 +525,6 @@ pub fn hash_file(path: &Path) -> Result<[u8; 32]> {
         Ok(h.finalize().into())
     };
     read().with_context(|| format!("cannot read {}", path.display()))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 15) as usize] as char);
-    }
-    out
 }
 
 fn short(digest: &[u8]) -> String {

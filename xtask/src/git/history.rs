@@ -56,7 +56,7 @@ impl Oid {
     }
 
     pub fn hex(&self) -> String {
-        tagging::hex(&self.bytes[..self.len as usize])
+        crate::model::hex(&self.bytes[..self.len as usize])
     }
 }
 

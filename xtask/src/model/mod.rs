@@ -7,9 +7,11 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+mod digest;
 mod event;
 mod platform;
 mod reference;
+pub use digest::hex;
 pub use event::{Event, Observer};
 pub use platform::{Arch, Platform};
 pub use reference::{Parts, Reference};

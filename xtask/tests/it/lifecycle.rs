@@ -330,7 +330,7 @@ fn registry_digest(repository: &str, tag: &str) -> String {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    xtask::catalog::tagging::hex(&sha2::Sha256::digest(bytes))
+    xtask::model::hex(&sha2::Sha256::digest(bytes))
 }
 
 /// Stores an index under `tag` in `repository`, listing the manifests of

@@ -1,0 +1,221 @@
+//! Registry failures: what went wrong, told apart by what it means for the
+//! caller (worth another try, nothing listening, or neither), whether the
+//! registry said it over HTTP or an engine CLI said it in text; and the
+//! retry policy that acts on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::model::{Event, Observer, Reference};
+use crate::process::{first_line, Interrupt};
+
+/// A registry call that failed: `transient` failures are worth another try
+/// (after `retry_after`, when the registry said); `refused` means nothing
+/// listens at the address, which is worth a few seconds only.
+#[derive(Debug)]
+pub struct RegistryError {
+    message: String,
+    pub transient: bool,
+    pub refused: bool,
+    pub retry_after: Option<Duration>,
+}
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
+pub(super) fn failure(message: String, transient: bool) -> anyhow::Error {
+    anyhow::Error::new(RegistryError { message, transient, refused: false, retry_after: None })
+}
+
+pub(super) fn refused(registry: &str, what: &dyn std::fmt::Display, why: &str) -> anyhow::Error {
+    failure(
+        format!("registry {registry} refused the credentials for {what} ({why}): run `docker login {registry}`"),
+        false,
+    )
+}
+
+/// A status the caller did not expect, told by its code alone.
+pub(super) fn status_error(r: &Reference, code: u16, response: &ureq::Response) -> anyhow::Error {
+    let registry = &r.host;
+    match code {
+        401 => refused(registry, r, "401 Unauthorized"),
+        403 => failure(
+            format!(
+                "registry {registry} refused access to {r} (403 Forbidden): the login lacks permission for {}",
+                r.repository
+            ),
+            false,
+        ),
+        429 | 500..=599 => {
+            let retry_after =
+                response.header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+            anyhow::Error::new(RegistryError {
+                message: format!("registry {registry} failed: {code} {} for {r}", response.status_text()),
+                transient: true,
+                refused: false,
+                retry_after,
+            })
+        }
+        _ => failure(format!("registry {registry} answered {code} {} for {r}", response.status_text()), false),
+    }
+}
+
+pub(super) fn transport_error(registry: &str, t: &ureq::Transport) -> anyhow::Error {
+    use ureq::ErrorKind::*;
+    let said = t.to_string();
+    let lower = said.to_lowercase();
+    let refused = t.kind() == ConnectionFailed && lower.contains("refused");
+    let (message, transient) = match t.kind() {
+        Dns => (format!("registry {registry} is not reachable: no such host ({said})"), false),
+        InvalidUrl | UnknownScheme => (format!("registry {registry}: {said}"), false),
+        _ if lower.contains("certificate") || lower.contains("tls") => (
+            format!(
+                "registry {registry}: TLS failed ({said}): put its CA in /etc/docker/certs.d/{registry}/ca.crt, or \
+                 list it in insecure_registries if it speaks plain HTTP"
+            ),
+            false,
+        ),
+        _ => (format!("registry {registry} is not reachable: {said}"), true),
+    };
+    anyhow::Error::new(RegistryError { message, transient, refused, retry_after: None })
+}
+
+/// Turns what an engine CLI said about a failed registry call into a
+/// [`RegistryError`] (the engine's pulls and pushes only speak text).
+pub fn cli_error(reference: &str, stderr: &str) -> anyhow::Error {
+    let registry = registry_of(reference);
+    let lower = stderr.to_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    let (message, transient) = if has(&["manifest unknown", "not found", "no such manifest"]) {
+        (format!("the registry has no {reference}"), false)
+    } else if has(&[
+        "connection refused",
+        "i/o timeout",
+        "connection reset",
+        "eof",
+        "broken pipe",
+        "timeout",
+        "use of closed network connection",
+    ]) {
+        (format!("registry {registry} is not reachable: {}", first_line(stderr)), true)
+    } else if has(&["no such host"]) {
+        (format!("registry {registry} is not reachable: {}", first_line(stderr)), false)
+    } else if has(&["unauthorized", "authentication required", "denied", "no basic auth credentials"]) {
+        (format!("registry {registry} refused the credentials for {reference}: run `docker login {registry}`"), false)
+    } else if has(&[
+        "toomanyrequests",
+        "429 too many",
+        "500 internal",
+        "502 bad",
+        "503 service",
+        "504 gateway",
+        "status: 5",
+        "status code 5",
+    ]) {
+        (format!("registry {registry} failed: {}", first_line(stderr)), true)
+    } else if has(&["blob unknown", "blob upload unknown"]) {
+        // Another push of the same layers, from this engine or another, was
+        // under way: the next try finds them there.
+        (format!("registry {registry} lost a layer of a push under way: {}", first_line(stderr)), true)
+    } else {
+        (format!("{reference}: {}", first_line(stderr)), false)
+    };
+    let refused = transient && lower.contains("connection refused");
+    anyhow::Error::new(RegistryError { message, transient, refused, retry_after: None })
+}
+
+pub fn registry_of(reference: &str) -> &str {
+    reference.split('/').next().unwrap_or(reference)
+}
+
+/// Waits between tries of a registry call that failed transiently: about
+/// twenty seconds in all, so that a push gets through a registry that fails
+/// one connection in five; then the last failure is reported.
+pub const RETRY_DELAYS: [Duration; 7] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(4),
+    Duration::from_secs(4),
+    Duration::from_secs(4),
+];
+
+/// For a pull that has a build to fall back on: waiting long is worse than building.
+pub const QUICK_RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(1)];
+
+/// How long a registry that refuses connections is waited for.
+const REFUSED_BUDGET: Duration = Duration::from_millis(1500);
+
+/// The longest `Retry-After` honoured between two tries.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// Whether an error is a registry failure worth another try.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<RegistryError>().is_some_and(|r| r.transient)
+}
+
+fn is_refused(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<RegistryError>().is_some_and(|r| r.refused)
+}
+
+/// How failed registry calls are tried again: within a budget of waits,
+/// never once the run is interrupted, each retry told to `events` as
+/// [`Event::Retrying`].
+#[derive(Clone, Default)]
+pub struct Retry {
+    interrupt: Interrupt,
+    events: Option<Arc<dyn Observer>>,
+}
+
+impl std::fmt::Debug for Retry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retry").field("interrupt", &self.interrupt).field("tells", &self.events.is_some()).finish()
+    }
+}
+
+impl Retry {
+    pub fn new(interrupt: Interrupt, events: Option<Arc<dyn Observer>>) -> Retry {
+        Retry { interrupt, events }
+    }
+
+    /// Runs `call`, again after each transient failure, waiting
+    /// [`RETRY_DELAYS`] in turn.
+    pub fn run<T>(&self, call: impl FnMut() -> Result<T>) -> Result<T> {
+        self.run_with(&RETRY_DELAYS, call)
+    }
+
+    /// [`Retry::run`] with waits of its own.
+    pub fn run_with<T>(&self, delays: &[Duration], mut call: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut waited_refused = Duration::ZERO;
+        for (attempt, &delay) in delays.iter().enumerate() {
+            match call() {
+                Err(e) if is_refused(&e) && waited_refused >= REFUSED_BUDGET => return Err(e),
+                Err(e) if is_transient(&e) && !self.interrupt.is_set() => {
+                    if is_refused(&e) {
+                        waited_refused += delay;
+                    }
+                    let asked = e.downcast_ref::<RegistryError>().and_then(|r| r.retry_after).unwrap_or_default();
+                    let wait = delay.max(asked.min(MAX_RETRY_AFTER));
+                    if let Some(events) = &self.events {
+                        events.event(Event::Retrying(format!(
+                            "{e}; try {} in {:.1}s",
+                            attempt + 2,
+                            wait.as_secs_f64()
+                        )));
+                    }
+                    std::thread::sleep(wait);
+                }
+                done => return done,
+            }
+        }
+        call()
+    }
+}
