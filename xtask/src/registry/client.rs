@@ -541,24 +541,3 @@ fn read_body(response: ureq::Response, r: &Reference) -> Result<Vec<u8>> {
 pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references() {
-        let parse = |s: &str| {
-            let r = Reference::parse(s).unwrap();
-            (r.host, r.repository, r.object)
-        };
-        let own = |h: &str, r: &str, o: &str| (h.to_string(), r.to_string(), o.to_string());
-        assert_eq!(parse("127.0.0.1:5000/images/a_x86_64:abc"), own("127.0.0.1:5000", "images/a_x86_64", "abc"));
-        assert_eq!(parse("localhost/x"), own("localhost", "x", "latest"));
-        assert_eq!(parse("r.example/a/b@sha256:00"), own("r.example", "a/b", "sha256:00"));
-        assert_eq!(parse("busybox"), own("docker.io", "library/busybox", "latest"));
-        assert_eq!(parse("gvisor/x:1"), own("docker.io", "gvisor/x", "1"));
-        assert_eq!(Reference::parse("r.example:5000/a:t").unwrap().to_string(), "r.example:5000/a:t");
-        assert_eq!(Reference::parse("r.example/a@sha256:0").unwrap().to_string(), "r.example/a@sha256:0");
-    }
-}
