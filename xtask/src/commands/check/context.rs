@@ -6,63 +6,82 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::catalog::discovery::walk_error;
+use super::rules::{Diagnostic, IGNORED_DOCKERFILE, SYNTAX};
+use crate::catalog::context::{self, Inclusion};
 use crate::catalog::dockerignore::DockerIgnore;
 
 /// What an image's build context holds: every path in it, and those the
 /// engine receives (not excluded by `.dockerignore`), with their ancestors.
 #[derive(Default)]
-pub(super) struct BuildContext {
-    pub(super) ignore: Option<DockerIgnore>,
-    pub(super) ignore_error: Option<String>,
-    pub(super) on_disk: HashSet<String>,
-    pub(super) included: HashSet<String>,
+pub(super) struct Contents {
+    ignore: DockerIgnore,
+    /// Why `.dockerignore` could not be read; nothing is excluded then.
+    ignore_error: Option<String>,
+    on_disk: HashSet<String>,
+    included: HashSet<String>,
     /// Excluded directories not walked (nothing under them can be re-included).
-    pub(super) pruned: Vec<String>,
+    pruned: Vec<String>,
 }
 
-pub(super) enum Found {
+/// Whether a COPY or ADD source is in the build context.
+pub(super) enum Presence {
     Included,
     Excluded,
     Missing,
 }
 
-impl BuildContext {
-    pub(super) fn read(dir: &Path) -> Result<BuildContext> {
-        let mut context = BuildContext::default();
+impl Contents {
+    pub(super) fn read(dir: &Path) -> Result<Contents> {
+        let mut contents = Contents::default();
         match DockerIgnore::load(dir) {
-            Ok(ignore) => context.ignore = Some(ignore),
-            Err(e) => context.ignore_error = Some(format!("{:#}", e)),
+            Ok(ignore) => contents.ignore = ignore,
+            Err(e) => contents.ignore_error = Some(format!("{:#}", e)),
         }
-        let ignore = context.ignore.take().unwrap_or_default();
-        let mut walk = walkdir::WalkDir::new(dir).follow_links(false).min_depth(1).into_iter();
-        while let Some(entry) = walk.next() {
-            let entry = entry.map_err(walk_error)?;
-            let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
-            let name = rel.to_string_lossy().into_owned();
-            context.on_disk.insert(name.clone());
-            if ignore.excluded(rel) {
-                if entry.file_type().is_dir() && ignore.prunes() {
-                    context.pruned.push(name);
-                    walk.skip_current_dir();
+        for walked in context::walk(dir, &contents.ignore) {
+            let walked = walked?;
+            let name = walked.rel.to_string_lossy().into_owned();
+            contents.on_disk.insert(name.clone());
+            match walked.inclusion {
+                Inclusion::Pruned => contents.pruned.push(name),
+                Inclusion::Excluded => {}
+                Inclusion::Included => {
+                    let mut path = Some(name.as_str());
+                    while let Some(p) = path {
+                        if !contents.included.insert(p.to_string()) {
+                            break;
+                        }
+                        path = p.rsplit_once('/').map(|(parent, _)| parent);
+                    }
                 }
-                continue;
-            }
-            let mut path = Some(name.as_str());
-            while let Some(p) = path {
-                if !context.included.insert(p.to_string()) {
-                    break;
-                }
-                path = p.rsplit_once('/').map(|(parent, _)| parent);
             }
         }
-        context.ignore = Some(ignore);
-        Ok(context)
+        Ok(contents)
+    }
+
+    /// The findings about the image's `.dockerignore` (at `path`, relative
+    /// to the images root) for its Dockerfile `dockerfile`.
+    pub(super) fn ignore_findings(&self, path: &str, dockerfile: &str) -> Vec<Diagnostic> {
+        let file = format!("{path}/.dockerignore");
+        let mut found = Vec::new();
+        if let Some(line) = self.ignore.excluded_by(Path::new(dockerfile)) {
+            found.push(Diagnostic::new(
+                &file,
+                Some(line),
+                IGNORED_DOCKERFILE,
+                format!(
+                    "excludes {dockerfile}, the image's own Dockerfile: remove the pattern, or re-include it with `!{dockerfile}`"
+                ),
+            ));
+        }
+        if let Some(e) = &self.ignore_error {
+            found.push(Diagnostic::new(&file, None, SYNTAX, e.clone()));
+        }
+        found
     }
 
     /// Whether a COPY or ADD source (`/`-separated, relative to the context,
     /// wildcards as the builder matches them) names anything the engine gets.
-    pub(super) fn find(&self, source: &str) -> Found {
+    pub(super) fn find(&self, source: &str) -> Presence {
         let mut parts: Vec<&str> = Vec::new();
         for part in source.split('/') {
             match part {
@@ -75,28 +94,28 @@ impl BuildContext {
         }
         let path = parts.join("/");
         if path.is_empty() {
-            return Found::Included;
+            return Presence::Included;
         }
         let under_pruned = |p: &str| self.pruned.iter().any(|d| p == d || p.starts_with(&format!("{d}/")));
         if path.contains(['*', '?', '[']) {
             let Ok(glob) = globset::GlobBuilder::new(&path).literal_separator(true).build() else {
-                return Found::Missing;
+                return Presence::Missing;
             };
             let glob = glob.compile_matcher();
             if self.included.iter().any(|p| glob.is_match(p)) {
-                return Found::Included;
+                return Presence::Included;
             }
             if self.on_disk.iter().any(|p| glob.is_match(p)) {
-                return Found::Excluded;
+                return Presence::Excluded;
             }
-            return Found::Missing;
+            return Presence::Missing;
         }
         if self.included.contains(&path) {
-            Found::Included
+            Presence::Included
         } else if self.on_disk.contains(&path) || under_pruned(&path) {
-            Found::Excluded
+            Presence::Excluded
         } else {
-            Found::Missing
+            Presence::Missing
         }
     }
 }

@@ -10,14 +10,12 @@ mod walk;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
-use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
 use self::arch_suffix::arch_suffixes;
-use self::context::BuildContext;
+use self::context::Contents;
 pub use self::rules::{Diagnostic, Level, Rule, RULES, RULES_HELP};
-use self::rules::{IGNORED_DOCKERFILE, SYNTAX};
 use self::walk::Tree;
 use crate::catalog::discovery::{discover_lenient, Catalog};
 use crate::catalog::dockerfile;
@@ -100,30 +98,18 @@ pub fn check(settings: &Settings, names: &[String]) -> Result<Report> {
     let available: HashMap<Arch, HashSet<String>> =
         catalogs.iter().map(|c| (c.arch, c.images.iter().map(|i| i.path.clone()).collect())).collect();
     let tree = Tree { settings, available, build_args: dockerfile::build_args(&settings.build_args) };
-    let mut contexts: HashMap<String, BuildContext> = HashMap::new();
+    let mut contents: HashMap<String, Contents> = HashMap::new();
     for ((path, name), arches) in &files {
-        if !contexts.contains_key(path) {
-            contexts.insert(path.clone(), BuildContext::read(&settings.images_dir.join(path))?);
+        if !contents.contains_key(path) {
+            contents.insert(path.clone(), Contents::read(&settings.images_dir.join(path))?);
         }
-        let context = &contexts[path];
+        let context = &contents[path];
         let file = settings.images_dir.join(path).join(name);
         let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
         report.dockerfiles += 1;
         let rel = format!("{path}/{name}");
         report.diagnostics.extend(tree.dockerfile(&rel, &String::from_utf8_lossy(&bytes), arches, context));
-        if let Some(line) = context.ignore.as_ref().and_then(|i| i.excluded_by(Path::new(name))) {
-            report.diagnostics.push(Diagnostic::new(
-                &format!("{path}/.dockerignore"),
-                Some(line),
-                IGNORED_DOCKERFILE,
-                format!(
-                    "excludes {name}, the image's own Dockerfile: remove the pattern, or re-include it with `!{name}`"
-                ),
-            ));
-        }
-        if let Some(e) = &context.ignore_error {
-            report.diagnostics.push(Diagnostic::new(&format!("{path}/.dockerignore"), None, SYNTAX, e.clone()));
-        }
+        report.diagnostics.extend(context.ignore_findings(path, name));
     }
     report.diagnostics.extend(arch_suffixes(&settings.images_dir, selected.as_ref())?);
     report

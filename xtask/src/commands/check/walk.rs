@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::context::{BuildContext, Found};
+use super::context::{Contents, Presence};
 use super::rules::{
     run_rules, Diagnostic, ADD_CHECKSUM, BASE_DIGEST, BASE_TAG, CATALOG_NAME, MISSING_SOURCE, RULES, SYNTAX,
 };
@@ -63,8 +63,8 @@ impl Walk<'_> {
 
 impl Tree<'_> {
     /// Every finding in one Dockerfile (`rel`, relative to the images root),
-    /// used for `arches`, whose context is `context`.
-    pub(super) fn dockerfile(&self, rel: &str, text: &str, arches: &[Arch], context: &BuildContext) -> Vec<Diagnostic> {
+    /// used for `arches`, whose build context holds `contents`.
+    pub(super) fn dockerfile(&self, rel: &str, text: &str, arches: &[Arch], contents: &Contents) -> Vec<Diagnostic> {
         let file = dockerfile::parse(text);
         let mut walk = Walk {
             rel,
@@ -117,7 +117,7 @@ impl Tree<'_> {
                     walk.vars.clear();
                 }
                 "RUN" => run_rules(ins, &mut walk),
-                "COPY" | "ADD" => self.copy(ins, context, &mut walk),
+                "COPY" | "ADD" => self.copy(ins, contents, &mut walk),
                 _ => {}
             }
             all.extend(walk.found.drain(..).filter(|d| d.rule == SYNTAX || !ins.allows(d.rule)));
@@ -270,7 +270,7 @@ impl Tree<'_> {
         self.available.values().any(|s| s.contains(path))
     }
 
-    fn copy(&self, ins: &Instruction, context: &BuildContext, walk: &mut Walk) {
+    fn copy(&self, ins: &Instruction, contents: &Contents, walk: &mut Walk) {
         let keyword = ins.keyword.as_str();
         if let Some(from) = ins.flag("from").and_then(|f| f.value.as_deref()) {
             let from = dockerfile::substitute(from, &walk.vars, walk.escape);
@@ -307,14 +307,14 @@ impl Tree<'_> {
                 continue;
             }
             let Some(path) = dockerfile::substitute(source, &walk.vars, walk.escape) else { continue };
-            match context.find(&path) {
-                Found::Included => {}
-                Found::Excluded => walk.add(
+            match contents.find(&path) {
+                Presence::Included => {}
+                Presence::Excluded => walk.add(
                     *line,
                     MISSING_SOURCE,
                     format!("{keyword} {source}: .dockerignore excludes it from the build context"),
                 ),
-                Found::Missing => {
+                Presence::Missing => {
                     walk.add(*line, MISSING_SOURCE, format!("{keyword} {source}: not in the build context"))
                 }
             }
