@@ -72,7 +72,7 @@ struct ShellWord {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Token {
+enum ShellToken {
     Word(ShellWord),
     Pipe,
     /// `&&`, `||`, `;`, `&`, a newline.
@@ -81,16 +81,16 @@ enum Token {
 
 /// Splits a shell script into words and separators. Redirections and their
 /// targets are dropped, as are comments and `\`-newlines.
-fn shell_tokens(script: &str) -> Vec<Token> {
+fn shell_tokens(script: &str) -> Vec<ShellToken> {
     let chars: Vec<(usize, char)> = script.char_indices().collect();
     let next = |i: usize| chars.get(i + 1).map(|(_, c)| *c);
     let mut tokens = Vec::new();
     let mut word: Option<ShellWord> = None;
     let mut drop_next = false;
-    fn finish(word: &mut Option<ShellWord>, tokens: &mut Vec<Token>, drop_next: &mut bool) {
+    fn finish(word: &mut Option<ShellWord>, tokens: &mut Vec<ShellToken>, drop_next: &mut bool) {
         if let Some(w) = word.take() {
             if !std::mem::take(drop_next) {
-                tokens.push(Token::Word(w));
+                tokens.push(ShellToken::Word(w));
             }
         }
     }
@@ -104,7 +104,7 @@ fn shell_tokens(script: &str) -> Vec<Token> {
             }
             '\n' | ';' => {
                 finish(&mut word, &mut tokens, &mut drop_next);
-                tokens.push(Token::End);
+                tokens.push(ShellToken::End);
                 i += 1;
             }
             '\\' => {
@@ -179,12 +179,12 @@ fn shell_tokens(script: &str) -> Vec<Token> {
             }
             '&' | '|' if next(i) == Some(c) => {
                 finish(&mut word, &mut tokens, &mut drop_next);
-                tokens.push(Token::End);
+                tokens.push(ShellToken::End);
                 i += 2;
             }
             '|' => {
                 finish(&mut word, &mut tokens, &mut drop_next);
-                tokens.push(Token::Pipe);
+                tokens.push(ShellToken::Pipe);
                 i += if next(i) == Some('&') { 2 } else { 1 };
             }
             '&' if next(i) == Some('>') => {
@@ -197,7 +197,7 @@ fn shell_tokens(script: &str) -> Vec<Token> {
             }
             '&' => {
                 finish(&mut word, &mut tokens, &mut drop_next);
-                tokens.push(Token::End);
+                tokens.push(ShellToken::End);
                 i += 1;
             }
             '(' | ')' => {
@@ -239,15 +239,15 @@ fn word_at(word: &mut Option<ShellWord>, at: usize) -> &mut ShellWord {
 }
 
 /// The pipelines of a script, each a list of simple commands' words.
-fn pipelines(tokens: &[Token]) -> Vec<Vec<Vec<ShellWord>>> {
+fn pipelines(tokens: &[ShellToken]) -> Vec<Vec<Vec<ShellWord>>> {
     let mut all = Vec::new();
     let mut pipeline: Vec<Vec<ShellWord>> = Vec::new();
     let mut command: Vec<ShellWord> = Vec::new();
     for token in tokens {
         match token {
-            Token::Word(w) => command.push(w.clone()),
-            Token::Pipe => pipeline.push(std::mem::take(&mut command)),
-            Token::End => {
+            ShellToken::Word(w) => command.push(w.clone()),
+            ShellToken::Pipe => pipeline.push(std::mem::take(&mut command)),
+            ShellToken::End => {
                 pipeline.push(std::mem::take(&mut command));
                 all.push(std::mem::take(&mut pipeline));
             }
@@ -310,7 +310,7 @@ fn operands<'a>(args: &'a [ShellWord], valued: &[&str]) -> Vec<&'a ShellWord> {
     out
 }
 
-fn script_facts(tokens: &[Token], line_of: &dyn Fn(usize) -> usize, facts: &mut Facts, depth: usize) {
+fn script_facts(tokens: &[ShellToken], line_of: &dyn Fn(usize) -> usize, facts: &mut Facts, depth: usize) {
     for pipeline in pipelines(tokens) {
         for (i, words) in pipeline.iter().enumerate() {
             command_facts(words, line_of, facts, depth);
