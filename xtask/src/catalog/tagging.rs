@@ -20,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::catalog::context::{self, ContextEntry, Inclusion};
 use crate::catalog::discovery::{walk_error, Catalog, Image};
 use crate::catalog::dockerfile;
 use crate::catalog::dockerignore::DockerIgnore;
@@ -100,19 +101,13 @@ impl Source for Fs<'_> {
     }
 
     fn context(&self, dir: &str, ignore: &DockerIgnore) -> Result<BuildContext<PathBuf>> {
-        let dir = self.root.join(dir);
         let mut entries = Vec::new();
-        let mut walk = walkdir::WalkDir::new(&dir).follow_links(false).sort_by_file_name().min_depth(1).into_iter();
-        while let Some(entry) = walk.next() {
-            let entry = entry.map_err(walk_error)?;
-            let rel = entry.path().strip_prefix(&dir).expect("walk stays in the image").to_path_buf();
-            let ft = entry.file_type();
-            if !ignore.is_empty() && ignore.excluded(&rel) {
-                if ft.is_dir() && ignore.prunes() {
-                    walk.skip_current_dir();
-                }
+        for walked in context::walk(&self.root.join(dir), ignore) {
+            let ContextEntry { rel, entry, inclusion } = walked?;
+            if inclusion != Inclusion::Included {
                 continue;
             }
+            let ft = entry.file_type();
             let kind = if ft.is_dir() {
                 Kind::Dir
             } else if ft.is_symlink() {

@@ -1,0 +1,567 @@
+//! The shell commands of a RUN instruction: its script split into words,
+//! pipelines and simple commands, and what those commands do that the
+//! rules care about (installs, fetches piped to a shell, apt's lists).
+
+use crate::catalog::dockerfile::Instruction;
+
+const SHELLS: [&str; 7] = ["sh", "bash", "dash", "zsh", "ash", "ksh", "mksh"];
+
+/// What a RUN's commands do that the rules care about.
+#[derive(Default)]
+pub(super) struct Facts {
+    /// (line, command, pin form, packages) of each install with unpinned packages.
+    pub(super) unpinned: Vec<(usize, &'static str, &'static str, Vec<String>)>,
+    /// (line, fetcher, shell) of each `curl … | sh`.
+    pub(super) piped: Vec<(usize, String, String)>,
+    pub(super) apt_update: Option<usize>,
+    pub(super) lists_removed: bool,
+}
+
+/// What the commands of a RUN instruction do.
+pub(super) fn facts(ins: &Instruction) -> Facts {
+    // A cache or tmpfs mount keeps the lists out of the layer.
+    let lists_mounted = ins.flags.iter().any(|f| {
+        f.name == "mount"
+            && f.value.as_deref().is_some_and(|v| {
+                v.split(',').any(|kv| {
+                    kv.split_once('=').is_some_and(|(k, p)| {
+                        matches!(k, "target" | "dst" | "destination")
+                            && matches!(p.trim_end_matches('/'), "/var/lib/apt" | "/var/lib/apt/lists")
+                    })
+                })
+            })
+    });
+    let mut facts = Facts { lists_removed: lists_mounted, ..Facts::default() };
+    match ins.exec_form() {
+        Some(words) => {
+            let words: Vec<ShellWord> =
+                words.into_iter().map(|text| ShellWord { text, at: 0, dynamic: false }).collect();
+            command_facts(&words, &|_| ins.line, &mut facts, 0);
+        }
+        None => {
+            let args = ins.args();
+            let tokens = shell_tokens(args);
+            script_facts(&tokens, &|at| ins.line_at(at), &mut facts, 0);
+            // A RUN whose command is only a heredoc (or a shell reading one)
+            // runs the heredoc as its script.
+            let first = pipelines(&tokens).into_iter().flatten().next().unwrap_or_default();
+            let program = command_words(&first).map(|(p, _)| p);
+            if program.is_none() || program.is_some_and(|p| SHELLS.contains(&p)) {
+                for heredoc in &ins.heredocs {
+                    let shebang = heredoc.body.lines().next().and_then(|l| l.strip_prefix("#!"));
+                    if shebang.is_some_and(|s| !SHELLS.iter().any(|sh| s.split_whitespace().any(|w| w.ends_with(sh)))) {
+                        continue;
+                    }
+                    let line_of =
+                        |at: usize| heredoc.line + heredoc.body[..at.min(heredoc.body.len())].matches('\n').count();
+                    script_facts(&shell_tokens(&heredoc.body), &line_of, &mut facts, 0);
+                }
+            }
+        }
+    }
+    facts
+}
+
+/// A shell word: its text with quotes removed, where it starts, and
+/// whether it holds an expansion (`$x`, `$(…)`, `` `…` ``), whose value is unknown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ShellWord {
+    text: String,
+    at: usize,
+    dynamic: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ShellToken {
+    Word(ShellWord),
+    Pipe,
+    /// `&&`, `||`, `;`, `&`, a newline.
+    End,
+}
+
+/// Splits a shell script into words and separators. Redirections and their
+/// targets are dropped, as are comments and `\`-newlines.
+fn shell_tokens(script: &str) -> Vec<ShellToken> {
+    let chars: Vec<(usize, char)> = script.char_indices().collect();
+    let next = |i: usize| chars.get(i + 1).map(|(_, c)| *c);
+    let mut tokens = Vec::new();
+    let mut word: Option<ShellWord> = None;
+    let mut drop_next = false;
+    fn finish(word: &mut Option<ShellWord>, tokens: &mut Vec<ShellToken>, drop_next: &mut bool) {
+        if let Some(w) = word.take() {
+            if !std::mem::take(drop_next) {
+                tokens.push(ShellToken::Word(w));
+            }
+        }
+    }
+    let mut i = 0;
+    while i < chars.len() {
+        let (at, c) = chars[i];
+        match c {
+            ' ' | '\t' | '\r' => {
+                finish(&mut word, &mut tokens, &mut drop_next);
+                i += 1;
+            }
+            '\n' | ';' => {
+                finish(&mut word, &mut tokens, &mut drop_next);
+                tokens.push(ShellToken::End);
+                i += 1;
+            }
+            '\\' => {
+                if let Some(n) = next(i).filter(|n| *n != '\n') {
+                    word_at(&mut word, at).text.push(n);
+                }
+                i += 2;
+            }
+            '#' if word.is_none() => {
+                while i < chars.len() && chars[i].1 != '\n' {
+                    i += 1;
+                }
+            }
+            '\'' => {
+                let w = word_at(&mut word, at);
+                i += 1;
+                while i < chars.len() && chars[i].1 != '\'' {
+                    w.text.push(chars[i].1);
+                    i += 1;
+                }
+                i += 1;
+            }
+            '"' => {
+                let w = word_at(&mut word, at);
+                i += 1;
+                while i < chars.len() && chars[i].1 != '"' {
+                    let c = chars[i].1;
+                    if c == '\\' && next(i).is_some_and(|n| "\"\\$`\n".contains(n)) {
+                        if next(i) != Some('\n') {
+                            w.text.push(next(i).unwrap_or_default());
+                        }
+                        i += 2;
+                        continue;
+                    }
+                    w.dynamic |= c == '$' || c == '`';
+                    w.text.push(c);
+                    i += 1;
+                }
+                i += 1;
+            }
+            '$' | '`' => {
+                let w = word_at(&mut word, at);
+                w.dynamic = true;
+                w.text.push(c);
+                let (open, close) = match (c, next(i)) {
+                    ('`', _) => ('`', '`'),
+                    (_, Some('(')) => ('(', ')'),
+                    (_, Some('{')) => ('{', '}'),
+                    _ => {
+                        i += 1;
+                        continue;
+                    }
+                };
+                if c == '$' {
+                    w.text.push(open);
+                    i += 1;
+                }
+                i += 1;
+                let mut depth = 1;
+                while i < chars.len() && depth > 0 {
+                    let c = chars[i].1;
+                    if c == close && open != close {
+                        depth -= 1;
+                    } else if c == open && open != close {
+                        depth += 1;
+                    } else if c == close {
+                        depth = 0;
+                    }
+                    w.text.push(c);
+                    i += 1;
+                }
+            }
+            '&' | '|' if next(i) == Some(c) => {
+                finish(&mut word, &mut tokens, &mut drop_next);
+                tokens.push(ShellToken::End);
+                i += 2;
+            }
+            '|' => {
+                finish(&mut word, &mut tokens, &mut drop_next);
+                tokens.push(ShellToken::Pipe);
+                i += if next(i) == Some('&') { 2 } else { 1 };
+            }
+            '&' if next(i) == Some('>') => {
+                finish(&mut word, &mut tokens, &mut drop_next);
+                i += 2;
+                while i < chars.len() && chars[i].1 == '>' {
+                    i += 1;
+                }
+                drop_next = true;
+            }
+            '&' => {
+                finish(&mut word, &mut tokens, &mut drop_next);
+                tokens.push(ShellToken::End);
+                i += 1;
+            }
+            '(' | ')' => {
+                finish(&mut word, &mut tokens, &mut drop_next);
+                i += 1;
+            }
+            '<' | '>' => {
+                // `2>`: the digits name a descriptor, not a word.
+                if word.as_ref().is_some_and(|w| !w.text.is_empty() && w.text.bytes().all(|b| b.is_ascii_digit())) {
+                    word = None;
+                }
+                finish(&mut word, &mut tokens, &mut drop_next);
+                while i < chars.len() && matches!(chars[i].1, '<' | '>' | '|' | '-') {
+                    i += 1;
+                }
+                // `>&2`, `<&-`: a descriptor, not a target.
+                if i < chars.len() && chars[i].1 == '&' {
+                    i += 1;
+                    while i < chars.len() && (chars[i].1.is_ascii_digit() || chars[i].1 == '-') {
+                        i += 1;
+                    }
+                } else {
+                    drop_next = true;
+                }
+            }
+            _ => {
+                word_at(&mut word, at).text.push(c);
+                i += 1;
+            }
+        }
+    }
+    finish(&mut word, &mut tokens, &mut drop_next);
+    tokens
+}
+
+/// The word being read, started at `at` if there is none.
+fn word_at(word: &mut Option<ShellWord>, at: usize) -> &mut ShellWord {
+    word.get_or_insert_with(|| ShellWord { at, ..ShellWord::default() })
+}
+
+/// The pipelines of a script, each a list of simple commands' words.
+fn pipelines(tokens: &[ShellToken]) -> Vec<Vec<Vec<ShellWord>>> {
+    let mut all = Vec::new();
+    let mut pipeline: Vec<Vec<ShellWord>> = Vec::new();
+    let mut command: Vec<ShellWord> = Vec::new();
+    for token in tokens {
+        match token {
+            ShellToken::Word(w) => command.push(w.clone()),
+            ShellToken::Pipe => pipeline.push(std::mem::take(&mut command)),
+            ShellToken::End => {
+                pipeline.push(std::mem::take(&mut command));
+                all.push(std::mem::take(&mut pipeline));
+            }
+        }
+    }
+    pipeline.push(command);
+    all.push(pipeline);
+    all.into_iter()
+        .map(|p| p.into_iter().filter(|c| !c.is_empty()).collect::<Vec<_>>())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// A simple command's program (its file name) and arguments, past shell
+/// keywords, variable assignments and wrappers such as `sudo` and `env`.
+fn command_words(words: &[ShellWord]) -> Option<(&str, &[ShellWord])> {
+    const KEYWORDS: [&str; 12] = ["if", "then", "else", "elif", "do", "while", "until", "!", "{", "}", "time", "exec"];
+    const WRAPPERS: [&str; 5] = ["sudo", "env", "nice", "nohup", "command"];
+    const VALUED: [&str; 6] = ["-u", "-g", "-n", "-C", "-D", "-U"];
+    let mut rest = words;
+    let mut wrapped = false;
+    loop {
+        let (first, tail) = rest.split_first()?;
+        let text = first.text.as_str();
+        let assignment = text.split_once('=').is_some_and(|(n, _)| {
+            !n.is_empty()
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !n.starts_with(|c: char| c.is_ascii_digit())
+        });
+        if KEYWORDS.contains(&text) || assignment {
+            rest = tail;
+        } else if wrapped && text.starts_with('-') {
+            rest = if VALUED.contains(&text) { tail.get(1..).unwrap_or_default() } else { tail };
+        } else if WRAPPERS.contains(&text) {
+            wrapped = true;
+            rest = tail;
+        } else {
+            let program = text.rsplit('/').next().unwrap_or(text);
+            return Some((program, tail));
+        }
+    }
+}
+
+/// The non-option words of `args`: options in `valued` take the next word.
+fn operands<'a>(args: &'a [ShellWord], valued: &[&str]) -> Vec<&'a ShellWord> {
+    let mut out = Vec::new();
+    let mut words = args.iter();
+    let mut options = true;
+    while let Some(w) = words.next() {
+        if options && w.text == "--" {
+            options = false;
+        } else if options && w.text.starts_with('-') && w.text.len() > 1 {
+            if valued.contains(&w.text.as_str()) {
+                words.next();
+            }
+        } else {
+            out.push(w);
+        }
+    }
+    out
+}
+
+fn script_facts(tokens: &[ShellToken], line_of: &dyn Fn(usize) -> usize, facts: &mut Facts, depth: usize) {
+    for pipeline in pipelines(tokens) {
+        for (i, words) in pipeline.iter().enumerate() {
+            command_facts(words, line_of, facts, depth);
+            let Some((fetch @ ("curl" | "wget"), _)) = command_words(words) else { continue };
+            let shell = pipeline[i + 1..].iter().filter_map(|c| command_words(c)).find(|(p, _)| SHELLS.contains(p));
+            if let Some((shell, _)) = shell {
+                facts.piped.push((line_of(words[0].at), fetch.to_string(), shell.to_string()));
+            }
+        }
+    }
+}
+
+fn command_facts(words: &[ShellWord], line_of: &dyn Fn(usize) -> usize, facts: &mut Facts, depth: usize) {
+    let Some((program, args)) = command_words(words) else { return };
+    let line = line_of(words[0].at);
+    // `sh -c '…'`: the script it runs.
+    if SHELLS.contains(&program) && depth < 3 {
+        let flag =
+            args.iter().position(|w| w.text.starts_with('-') && !w.text.starts_with("--") && w.text.contains('c'));
+        if let Some(script) = flag.and_then(|f| args[f + 1..].iter().find(|w| !w.text.starts_with('-'))) {
+            let base = script.at;
+            let text = &script.text;
+            let nested = |at: usize| line_of(base) + text[..at.min(text.len())].matches('\n').count();
+            script_facts(&shell_tokens(text), &nested, facts, depth + 1);
+        }
+        return;
+    }
+    if program == "rm" && args.iter().any(|w| w.text.starts_with("/var/lib/apt/lists")) {
+        facts.lists_removed = true;
+    }
+    let (command, pin, packages): (&'static str, &'static str, Vec<&ShellWord>) = match program {
+        "apt-get" | "apt" | "aptitude" => {
+            let ops = operands(
+                args,
+                &["-o", "-c", "-t", "--option", "--config-file", "--target-release", "--default-release"],
+            );
+            match ops.first().map(|w| w.text.as_str()) {
+                Some("update") => {
+                    facts.apt_update = facts.apt_update.or(Some(line));
+                    return;
+                }
+                Some("distclean" | "dist-clean") => {
+                    facts.lists_removed = true;
+                    return;
+                }
+                Some("install") => {
+                    let unpinned = ops[1..]
+                        .iter()
+                        .filter(|w| !w.text.contains('=') && !local_file(&w.text) && !w.text.ends_with('-'))
+                        .copied()
+                        .collect();
+                    (if program == "apt-get" { "apt-get install" } else { "apt install" }, "name=version", unpinned)
+                }
+                _ => return,
+            }
+        }
+        "apk" => {
+            let valued = [
+                "-X",
+                "--repository",
+                "-t",
+                "--virtual",
+                "--arch",
+                "-p",
+                "--root",
+                "--keys-dir",
+                "--cache-dir",
+                "--repositories-file",
+                "--cache-max-age",
+            ];
+            let ops = operands(args, &valued);
+            if ops.first().map(|w| w.text.as_str()) != Some("add") {
+                return;
+            }
+            let unpinned =
+                ops[1..].iter().filter(|w| !w.text.contains(['=', '~']) && !local_file(&w.text)).copied().collect();
+            ("apk add", "name=version", unpinned)
+        }
+        _ if is_pip(program, args).is_some() => {
+            let args = is_pip(program, args).unwrap_or_default();
+            let ops = operands(args, &PIP_VALUED);
+            if ops.first().map(|w| w.text.as_str()) != Some("install") {
+                return;
+            }
+            let unpinned = ops[1..]
+                .iter()
+                .filter(|w| !w.text.contains("==") && !w.text.contains('@') && !local_file(&w.text))
+                .copied()
+                .collect();
+            ("pip install", "name==version", unpinned)
+        }
+        "npm" => {
+            let valued = [
+                "--prefix",
+                "--registry",
+                "--cache",
+                "--userconfig",
+                "--globalconfig",
+                "-w",
+                "--workspace",
+                "--omit",
+                "--include",
+                "--loglevel",
+                "--tag",
+                "--before",
+            ];
+            let ops = operands(args, &valued);
+            if !matches!(ops.first().map(|w| w.text.as_str()), Some("install" | "i" | "add" | "in" | "isntall")) {
+                return;
+            }
+            let unpinned = ops[1..].iter().filter(|w| !npm_pinned(&w.text)).copied().collect();
+            ("npm install", "name@version", unpinned)
+        }
+        _ => return,
+    };
+    let unpinned: Vec<String> = packages.into_iter().filter(|w| !w.dynamic).map(|w| w.text.clone()).collect();
+    if !unpinned.is_empty() {
+        facts.unpinned.push((line, command, pin, unpinned));
+    }
+}
+
+const PIP_VALUED: [&str; 40] = [
+    "-r",
+    "--requirement",
+    "-c",
+    "--constraint",
+    "-e",
+    "--editable",
+    "-i",
+    "--index-url",
+    "--extra-index-url",
+    "-f",
+    "--find-links",
+    "-t",
+    "--target",
+    "--prefix",
+    "--root",
+    "--platform",
+    "--python-version",
+    "--implementation",
+    "--abi",
+    "--trusted-host",
+    "--cache-dir",
+    "--src",
+    "--upgrade-strategy",
+    "--progress-bar",
+    "--log",
+    "--timeout",
+    "--retries",
+    "--proxy",
+    "--cert",
+    "--client-cert",
+    "-C",
+    "--config-settings",
+    "--global-option",
+    "--no-binary",
+    "--only-binary",
+    "--report",
+    "--python",
+    "--exists-action",
+    "--use-feature",
+    "--keyring-provider",
+];
+
+/// pip's arguments, for `pip…` and `python… -m pip`.
+fn is_pip<'a>(program: &str, args: &'a [ShellWord]) -> Option<&'a [ShellWord]> {
+    let versioned = |name: &str, base: &str| {
+        name.strip_prefix(base).is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+    };
+    if versioned(program, "pip") {
+        return Some(args);
+    }
+    if versioned(program, "python") {
+        if let [m, module, rest @ ..] = args {
+            if m.text == "-m" && versioned(&module.text, "pip") {
+                return Some(rest);
+            }
+        }
+    }
+    None
+}
+
+/// A package argument that is a file or URL, not a name: pinned by what it is.
+fn local_file(arg: &str) -> bool {
+    arg.starts_with(['.', '/', '~'])
+        || arg.contains("://")
+        || [".deb", ".apk", ".whl", ".tar.gz", ".tgz", ".zip"].iter().any(|e| arg.ends_with(e))
+}
+
+/// `name@1.2.3` (or `@scope/name@1.2.3`): an exact version. Files, URLs
+/// and git repositories are left alone.
+fn npm_pinned(arg: &str) -> bool {
+    if local_file(arg) || arg.starts_with("git") || arg.starts_with("github:") || arg.starts_with("file:") {
+        return true;
+    }
+    if arg.contains('/') && !arg.starts_with('@') {
+        return true;
+    }
+    let Some((_, version)) = arg[1..].rsplit_once('@') else { return false };
+    let version = version.trim_start_matches(['v', '=']);
+    let core = version.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(script: &str) -> Vec<Vec<Vec<String>>> {
+        pipelines(&shell_tokens(script))
+            .into_iter()
+            .map(|p| p.into_iter().map(|c| c.into_iter().map(|w| w.text).collect()).collect())
+            .collect()
+    }
+
+    fn v(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn shell_words_and_pipelines() {
+        assert_eq!(
+            texts("a 'b c' \"d $x\" e\\ f && g | h 2>&1 > /dev/null; i # comment | j\nk <<EOF\n"),
+            vec![vec![v(&["a", "b c", "d $x", "e f"])], vec![v(&["g"]), v(&["h"])], vec![v(&["i"])], vec![v(&["k"])],]
+        );
+        assert_eq!(texts("a $(b | c) `d` || e &>log &"), vec![vec![v(&["a", "$(b | c)", "`d`"])], vec![v(&["e"])]]);
+        assert_eq!(texts("a \\\n  b"), vec![vec![v(&["a", "b"])]]);
+    }
+
+    #[test]
+    fn commands_past_wrappers() {
+        let words = |s: &str| -> Vec<ShellWord> {
+            pipelines(&shell_tokens(s)).into_iter().flatten().next().unwrap_or_default()
+        };
+        let program = |s: &str| command_words(&words(s)).map(|(p, a)| (p.to_string(), a.len()));
+        assert_eq!(
+            program("DEBIAN_FRONTEND=x sudo -u me env A=1 /usr/bin/apt-get install y"),
+            Some(("apt-get".into(), 2))
+        );
+        assert_eq!(program("if true"), Some(("true".into(), 0)));
+        assert_eq!(program("A=1"), None);
+    }
+
+    #[test]
+    fn pins() {
+        for pinned in ["a@1.2.3", "@s/a@1.2.3-rc.1", "./x", "x.tgz", "user/repo", "git+https://x"] {
+            assert!(npm_pinned(pinned), "{pinned}");
+        }
+        for unpinned in ["a", "a@^1.2.3", "a@latest", "@s/a", "a@1.2"] {
+            assert!(!npm_pinned(unpinned), "{unpinned}");
+        }
+    }
+}
