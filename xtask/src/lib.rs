@@ -116,7 +116,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             return commands::prune::run(&settings, arch_given.then_some(settings.arch), a.dry_run, a.json)
         }
         Command::Gc(a) => {
-            let opts = commands::gc::Options {
+            let opts = commands::gc::GcOptions {
                 keep: a.keep,
                 keep_since: a.keep_since,
                 delete: a.delete,

@@ -21,7 +21,7 @@ use crate::model::Reference;
 use crate::registry::Registry;
 
 /// What to keep and what to do.
-pub struct Options {
+pub struct GcOptions {
     /// Git revisions and ranges whose tags stay (`HEAD` when none is given).
     pub keep: Vec<String>,
     /// Also every first-parent commit of HEAD of the last this many seconds.
@@ -64,7 +64,7 @@ pub struct Kept {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Action {
+pub enum TagAction {
     /// Planned (the default dry run).
     Delete,
     Deleted,
@@ -79,7 +79,7 @@ pub struct Decision {
     pub repository: String,
     pub tag: String,
     pub digest: String,
-    pub action: Action,
+    pub action: TagAction,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Bytes of the blobs its manifest holds (shared ones included).
@@ -117,10 +117,10 @@ pub fn plan(repositories: &[Repository], kept: &Kept) -> Vec<Decision> {
                 stays.push(t);
             } else if let Some(why) = kept.unsure.get(&key) {
                 stays.push(t);
-                out.push(decision(t, Action::Keep, Some(why.clone())));
+                out.push(decision(t, TagAction::Keep, Some(why.clone())));
             } else if !is_tool_tag(&t.tag) {
                 stays.push(t);
-                out.push(decision(t, Action::Keep, Some("not a tag this tool makes".into())));
+                out.push(decision(t, TagAction::Keep, Some("not a tag this tool makes".into())));
             } else {
                 goes.push(t);
             }
@@ -146,12 +146,14 @@ pub fn plan(repositories: &[Repository], kept: &Kept) -> Vec<Decision> {
         for t in goes {
             match held.get(t.digest.as_str()) {
                 Some(by) if by.starts_with("index ") => {
-                    out.push(decision(t, Action::Keep, Some(format!("listed by {by}, which stays"))))
+                    out.push(decision(t, TagAction::Keep, Some(format!("listed by {by}, which stays"))))
                 }
-                Some(by) => {
-                    out.push(decision(t, Action::Keep, Some(format!("names the same manifest as {by}, which stays"))))
-                }
-                None => deletions.push((t.children.is_empty(), decision(t, Action::Delete, None))),
+                Some(by) => out.push(decision(
+                    t,
+                    TagAction::Keep,
+                    Some(format!("names the same manifest as {by}, which stays")),
+                )),
+                None => deletions.push((t.children.is_empty(), decision(t, TagAction::Delete, None))),
             }
         }
         deletions.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.tag.cmp(&b.1.tag)));
@@ -165,7 +167,7 @@ pub fn plan(repositories: &[Repository], kept: &Kept) -> Vec<Decision> {
 pub fn held(repositories: &[Repository], decisions: &[Decision]) -> u64 {
     let going: HashSet<(&str, &str)> = decisions
         .iter()
-        .filter(|d| matches!(d.action, Action::Delete | Action::Deleted))
+        .filter(|d| matches!(d.action, TagAction::Delete | TagAction::Deleted))
         .map(|d| (d.repository.as_str(), d.digest.as_str()))
         .collect();
     let mut blobs: HashMap<&str, u64> = HashMap::new();
@@ -178,7 +180,7 @@ pub fn held(repositories: &[Repository], decisions: &[Decision]) -> u64 {
 }
 
 /// Runs `gc`; returns the process exit status.
-pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
+pub fn run(settings: &Settings, opts: &GcOptions) -> Result<i32> {
     let history = History::open(&settings.images_dir)?;
     let mut revisions = if opts.keep.is_empty() { vec!["HEAD".to_string()] } else { opts.keep.clone() };
     revisions.dedup();
@@ -222,7 +224,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     } else {
         print!("{text}");
     }
-    Ok(if decisions.iter().any(|d| d.action == Action::Failed) { crate::model::EXIT_FAILURE } else { 0 })
+    Ok(if decisions.iter().any(|d| d.action == TagAction::Failed) { crate::model::EXIT_FAILURE } else { 0 })
 }
 
 /// The tags every image has at each commit, for every architecture.
@@ -341,13 +343,13 @@ fn image_blobs(manifest: &serde_json::Value) -> Vec<(String, u64)> {
 fn delete(registry: &Registry, decisions: &mut [Decision], jobs: usize) {
     let mut by_repo: HashMap<String, Vec<usize>> = HashMap::new();
     for (k, d) in decisions.iter().enumerate() {
-        if d.action == Action::Delete {
+        if d.action == TagAction::Delete {
             by_repo.entry(d.repository.clone()).or_default().push(k);
         }
     }
     let work: Vec<(String, Vec<usize>)> = by_repo.into_iter().collect();
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Outcome)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Deletion)>> = Mutex::new(Vec::new());
     let snapshot: &[Decision] = decisions;
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1).min(work.len()) {
@@ -362,15 +364,15 @@ fn delete(registry: &Registry, decisions: &mut [Decision], jobs: usize) {
     for (k, outcome) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
         let d = &mut decisions[k];
         match outcome {
-            Outcome::Deleted => d.action = Action::Deleted,
-            Outcome::Kept(why) => (d.action, d.reason) = (Action::Keep, Some(why)),
-            Outcome::Failed(why) => (d.action, d.reason) = (Action::Failed, Some(why)),
+            Deletion::Deleted => d.action = TagAction::Deleted,
+            Deletion::Kept(why) => (d.action, d.reason) = (TagAction::Keep, Some(why)),
+            Deletion::Failed(why) => (d.action, d.reason) = (TagAction::Failed, Some(why)),
         }
     }
 }
 
 /// What became of a planned deletion.
-enum Outcome {
+enum Deletion {
     Deleted,
     /// A tag that stays came to hold its manifest since the plan was made.
     Kept(String),
@@ -378,7 +380,7 @@ enum Outcome {
 }
 
 /// One repository's deletions: what each planned decision became.
-fn delete_in(registry: &Registry, repo: &str, planned: &[usize], decisions: &[Decision]) -> Vec<(usize, Outcome)> {
+fn delete_in(registry: &Registry, repo: &str, planned: &[usize], decisions: &[Decision]) -> Vec<(usize, Deletion)> {
     let going: HashSet<&str> = planned.iter().map(|&k| decisions[k].tag.as_str()).collect();
     // The manifests the tags that stay hold now (their own, and those
     // their indexes list), and which tag holds each.
@@ -403,21 +405,21 @@ fn delete_in(registry: &Registry, repo: &str, planned: &[usize], decisions: &[De
     };
     let staying = match staying() {
         Ok(s) => s,
-        Err(e) => return planned.iter().map(|&k| (k, Outcome::Failed(format!("{e:#}")))).collect(),
+        Err(e) => return planned.iter().map(|&k| (k, Deletion::Failed(format!("{e:#}")))).collect(),
     };
     let mut done: HashMap<&str, Result<(), String>> = HashMap::new();
     let mut out = Vec::new();
     for &k in planned {
         let d = &decisions[k];
         let outcome = match staying.get(&d.digest) {
-            Some(why) => Outcome::Kept(format!("{why}, which stays")),
+            Some(why) => Deletion::Kept(format!("{why}, which stays")),
             None => {
                 let deleted = done.entry(d.digest.as_str()).or_insert_with(|| {
                     registry.delete_manifest(&format!("{repo}@{}", d.digest)).map_err(|e| format!("{e:#}"))
                 });
                 match deleted {
-                    Ok(()) => Outcome::Deleted,
-                    Err(e) => Outcome::Failed(e.clone()),
+                    Ok(()) => Deletion::Deleted,
+                    Err(e) => Deletion::Failed(e.clone()),
                 }
             }
         };
@@ -431,30 +433,30 @@ pub fn report(decisions: &[Decision], held: u64, deleted: bool) -> String {
     let mut out = String::new();
     for d in decisions {
         let line = match d.action {
-            Action::Delete => format!("would delete  {}:{}  {}  {} bytes", d.repository, d.tag, d.digest, d.bytes),
-            Action::Deleted => format!("deleted  {}:{}  {}  {} bytes", d.repository, d.tag, d.digest, d.bytes),
-            Action::Keep => format!("kept  {}:{}: {}", d.repository, d.tag, d.reason.as_deref().unwrap_or_default()),
-            Action::Failed => {
+            TagAction::Delete => format!("would delete  {}:{}  {}  {} bytes", d.repository, d.tag, d.digest, d.bytes),
+            TagAction::Deleted => format!("deleted  {}:{}  {}  {} bytes", d.repository, d.tag, d.digest, d.bytes),
+            TagAction::Keep => format!("kept  {}:{}: {}", d.repository, d.tag, d.reason.as_deref().unwrap_or_default()),
+            TagAction::Failed => {
                 format!("failed  {}:{}: {}", d.repository, d.tag, d.reason.as_deref().unwrap_or_default())
             }
         };
         out.push_str(&line);
         out.push('\n');
     }
-    let count = |a: Action| decisions.iter().filter(|d| d.action == a).count();
+    let count = |a: TagAction| decisions.iter().filter(|d| d.action == a).count();
     let human = crate::report::human_bytes(held);
     if deleted {
         out.push_str(&format!(
             "total: {} tags deleted, {} kept, {} failed; they held {held} bytes ({human}), which the registry's garbage collector frees where nothing else holds them\n",
-            count(Action::Deleted),
-            count(Action::Keep),
-            count(Action::Failed)
+            count(TagAction::Deleted),
+            count(TagAction::Keep),
+            count(TagAction::Failed)
         ));
     } else {
         out.push_str(&format!(
             "total: {} tags would be deleted, {} kept; they hold {held} bytes ({human}); run with --delete to delete them\n",
-            count(Action::Delete),
-            count(Action::Keep)
+            count(TagAction::Delete),
+            count(TagAction::Keep)
         ));
     }
     out
@@ -503,7 +505,7 @@ mod tests {
         Repository { name: "r:5000/p/a_x86_64".into(), path: "a".into(), arch: Arch::X86_64, tags }
     }
 
-    fn d(tag: &str, digest: &str, action: Action, reason: Option<&str>, bytes: u64) -> Decision {
+    fn d(tag: &str, digest: &str, action: TagAction, reason: Option<&str>, bytes: u64) -> Decision {
         Decision {
             repository: "r:5000/p/a_x86_64".into(),
             tag: tag.into(),
@@ -527,9 +529,9 @@ mod tests {
         assert_eq!(
             decisions,
             vec![
-                d("v1.0", "sha256:v", Action::Keep, Some("not a tag this tool makes"), 4),
-                d(OLD, "sha256:o", Action::Delete, None, 12),
-                d(OLDER, "sha256:p", Action::Delete, None, 33),
+                d("v1.0", "sha256:v", TagAction::Keep, Some("not a tag this tool makes"), 4),
+                d(OLD, "sha256:o", TagAction::Delete, None, 12),
+                d(OLDER, "sha256:p", TagAction::Delete, None, 33),
             ]
         );
         // Each blob once: c2, l1, c3, l3.
@@ -541,12 +543,18 @@ mod tests {
         let r = repo(vec![tag(NOW, "sha256:n", &[], &[]), tag(OLD, "sha256:n", &[], &[("c", 5)])]);
         assert_eq!(
             plan(&[r], &kept(&[NOW])),
-            vec![d(OLD, "sha256:n", Action::Keep, Some(&format!("names the same manifest as {NOW}, which stays")), 5)]
+            vec![d(
+                OLD,
+                "sha256:n",
+                TagAction::Keep,
+                Some(&format!("names the same manifest as {NOW}, which stays")),
+                5
+            )]
         );
         let r = repo(vec![tag("latest", "sha256:o", &[], &[]), tag(OLD, "sha256:o", &[], &[])]);
         assert_eq!(
             plan(&[r], &kept(&[])),
-            vec![d(OLD, "sha256:o", Action::Keep, Some("names the same manifest as latest, which stays"), 0)]
+            vec![d(OLD, "sha256:o", TagAction::Keep, Some("names the same manifest as latest, which stays"), 0)]
         );
     }
 
@@ -557,7 +565,7 @@ mod tests {
             repo(vec![tag("latest", "sha256:i", &["sha256:o"], &[("c", 1)]), tag(OLD, "sha256:o", &[], &[("c", 1)])]);
         assert_eq!(
             plan(&[r], &kept(&[])),
-            vec![d(OLD, "sha256:o", Action::Keep, Some("listed by index latest, which stays"), 1)]
+            vec![d(OLD, "sha256:o", TagAction::Keep, Some("listed by index latest, which stays"), 1)]
         );
         // An old index and the image it lists both go, the index first.
         let r = repo(vec![
@@ -567,7 +575,7 @@ mod tests {
         ]);
         assert_eq!(
             plan(&[r], &kept(&[NOW])),
-            vec![d(OLD, "sha256:i", Action::Delete, None, 1), d(OLDER, "sha256:o", Action::Delete, None, 1)]
+            vec![d(OLD, "sha256:i", TagAction::Delete, None, 1), d(OLDER, "sha256:o", TagAction::Delete, None, 1)]
         );
     }
 
@@ -578,14 +586,14 @@ mod tests {
         let r = repo(vec![tag(NOW, "sha256:n", &[], &[]), tag(OLD, "sha256:o", &[], &[])]);
         assert_eq!(
             plan(&[r], &k),
-            vec![d(OLD, "sha256:o", Action::Keep, Some("its tag at 0123 cannot be computed: bad"), 0)]
+            vec![d(OLD, "sha256:o", TagAction::Keep, Some("its tag at 0123 cannot be computed: bad"), 0)]
         );
     }
 
     #[test]
     fn a_repository_of_an_image_that_is_gone_loses_every_tag_but_latest() {
         let r = repo(vec![tag("latest", "sha256:l", &[], &[]), tag(OLD, "sha256:o", &[], &[])]);
-        assert_eq!(plan(&[r], &Kept::default()), vec![d(OLD, "sha256:o", Action::Delete, None, 0)]);
+        assert_eq!(plan(&[r], &Kept::default()), vec![d(OLD, "sha256:o", TagAction::Delete, None, 0)]);
     }
 
     #[test]

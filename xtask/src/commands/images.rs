@@ -72,7 +72,7 @@ pub fn run(
         }
         return Ok(invalid_failure(&chosen.invalid).unwrap_or(0));
     }
-    let work = Work { settings, mode, args, engine: &engine, registry: &registry, reporter: &reporter };
+    let work = Execution { settings, mode, args, engine: &engine, registry: &registry, reporter: &reporter };
     let mut outcomes = work.execute(&chosen, &jobs, seen.registry_down)?;
     outcomes.sort_by(|a, b| a.name().cmp(b.name()));
     if args.json {
@@ -191,7 +191,7 @@ fn fail_every_image(
 }
 
 /// What executing a plan works with.
-struct Work<'a> {
+struct Execution<'a> {
     settings: &'a Settings,
     mode: Mode,
     args: &'a RunArgs,
@@ -200,7 +200,7 @@ struct Work<'a> {
     reporter: &'a Reporter,
 }
 
-impl Work<'_> {
+impl Execution<'_> {
     /// Runs the plan's jobs, with progress; the outcomes of every image,
     /// the skipped ones too.
     fn execute(&self, chosen: &Chosen, jobs: &[Job], registry_down: bool) -> Result<Vec<Outcome>> {

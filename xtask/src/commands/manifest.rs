@@ -91,7 +91,7 @@ pub fn run(settings: &Settings, names: &[String], args: &RunArgs) -> Result<i32>
     if args.dry_run || args.json {
         if args.json {
             #[derive(serde::Serialize)]
-            struct Member<'a> {
+            struct ShownMember<'a> {
                 arch: Arch,
                 reference: &'a str,
             }
@@ -99,14 +99,14 @@ pub fn run(settings: &Settings, names: &[String], args: &RunArgs) -> Result<i32>
             struct Shown<'a> {
                 name: &'a str,
                 reference: &'a str,
-                members: Vec<Member<'a>>,
+                members: Vec<ShownMember<'a>>,
             }
             let shown: Vec<Shown> = indexes
                 .iter()
                 .map(|i| Shown {
                     name: &i.name,
                     reference: &i.reference,
-                    members: i.members.iter().map(|(arch, reference)| Member { arch: *arch, reference }).collect(),
+                    members: i.members.iter().map(|(arch, reference)| ShownMember { arch: *arch, reference }).collect(),
                 })
                 .collect();
             report::print_json(&serde_json::json!({ "indexes": shown }))?;

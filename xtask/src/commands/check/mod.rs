@@ -53,13 +53,7 @@ pub fn run(settings: &Settings, names: &[String], json: bool, deny_warnings: boo
     if json {
         let shown: Vec<Diagnostic> =
             report.diagnostics.iter().map(|d| Diagnostic { path: format!("{root}/{}", d.path), ..d.clone() }).collect();
-        #[derive(serde::Serialize)]
-        struct Document<'a> {
-            schema: u32,
-            findings: &'a [Diagnostic],
-        }
-        serde_json::to_writer_pretty(&mut out, &Document { schema: crate::report::SCHEMA, findings: &shown })?;
-        writeln!(out)?;
+        crate::report::print_json(&serde_json::json!({ "findings": shown }))?;
     } else {
         for d in &report.diagnostics {
             writeln!(out, "{}", d.render(&root))?;
