@@ -1,0 +1,106 @@
+//! What engines say of local images and containers: the part of `image
+//! inspect`'s JSON read, and the plain values the [`Engine`](super::Engine)
+//! gives for it.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::model::Platform;
+
+/// A local image as the engine describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageDetails {
+    pub id: String,
+    pub platform: Platform,
+    /// Bytes, as the engine counts them (every layer, the base's included).
+    pub size: u64,
+    pub layers: usize,
+    /// When it was built, as the engine writes it (RFC 3339).
+    pub created: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The part of `image inspect` read: what an image is for, and what it is.
+#[derive(serde::Deserialize)]
+pub(super) struct InspectedImage {
+    #[serde(rename = "Id")]
+    pub(super) id: String,
+    #[serde(rename = "Os", default)]
+    pub(super) os: String,
+    #[serde(rename = "Architecture", default)]
+    pub(super) architecture: String,
+    #[serde(rename = "Variant", default)]
+    pub(super) variant: Option<String>,
+    #[serde(rename = "Size", default)]
+    pub(super) size: u64,
+    #[serde(rename = "Created", default)]
+    pub(super) created: Option<String>,
+    #[serde(rename = "RootFS", default)]
+    pub(super) rootfs: Option<InspectedRootFs>,
+    #[serde(rename = "Config", default)]
+    pub(super) config: Option<InspectedConfig>,
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct InspectedRootFs {
+    #[serde(rename = "Layers", default)]
+    pub(super) layers: Option<Vec<String>>,
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct InspectedConfig {
+    #[serde(rename = "Labels", default)]
+    pub(super) labels: Option<BTreeMap<String, String>>,
+}
+
+impl InspectedImage {
+    pub(super) fn details(self) -> ImageDetails {
+        ImageDetails {
+            id: full_id(&self.id),
+            platform: Platform {
+                os: self.os,
+                architecture: self.architecture,
+                variant: self.variant.unwrap_or_default(),
+            },
+            size: self.size,
+            layers: self.rootfs.and_then(|r| r.layers).map_or(0, |l| l.len()),
+            created: self.created.unwrap_or_default(),
+            labels: self.config.and_then(|c| c.labels).unwrap_or_default(),
+        }
+    }
+}
+
+/// A local image as `image inspect` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageFacts {
+    pub platform: Platform,
+    /// Bytes, its base's layers included.
+    pub size: u64,
+    /// Its layers' digests, base first.
+    pub layers: Vec<String>,
+}
+
+/// What removing names did: the images deleted (by ID), and what the
+/// engine said of the names it kept.
+#[derive(Clone, Debug, Default)]
+pub struct Removed {
+    pub deleted: HashSet<String>,
+    pub refused: Vec<String>,
+}
+
+/// A container and the image it was created from, when the engine's
+/// answer tells which.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub image: Option<String>,
+}
+
+/// Image IDs as docker writes them; podman leaves out the `sha256:`.
+pub(super) fn full_id(id: &str) -> String {
+    if id.contains(':') {
+        id.to_string()
+    } else {
+        format!("sha256:{id}")
+    }
+}
