@@ -11,7 +11,7 @@ use crate::catalog::shard::{self, Shard};
 use crate::catalog::tagging;
 use crate::config::Settings;
 use crate::engine::cross::{self, Registered};
-use crate::engine::{Cli, Engine};
+use crate::engine::{Engine, EngineCli};
 use crate::execute;
 use crate::git::history;
 use crate::git::provenance::{GitState, Provenance};
@@ -108,7 +108,7 @@ pub fn run(
     };
     let targets = targets(&catalog, settings, &requested)?;
 
-    let mut engine = Cli::new(settings.engine).telling_retries(Arc::new(reporter.clone()));
+    let mut engine = EngineCli::new(settings.engine).telling_retries(Arc::new(reporter.clone()));
     if args.verbose {
         engine = engine.echoing(Arc::new(reporter.clone()));
     }

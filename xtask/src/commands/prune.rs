@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::catalog::discovery::discover_every_arch;
 use crate::catalog::tagging;
 use crate::config::{EngineKind, Settings};
-use crate::engine::{Cli, Container, Engine, ImageFacts};
+use crate::engine::{Container, Engine, EngineCli, ImageFacts};
 use crate::model::{Arch, Parts};
 
 /// The tags that are current now: image path -> architecture -> tag.
@@ -211,7 +211,7 @@ pub fn run(settings: &Settings, scope: Option<Arch>, dry_run: bool, json: bool) 
         }
     }
 
-    let engine = Cli::new(settings.engine);
+    let engine = EngineCli::new(settings.engine);
     engine.check()?;
     let listed = engine.image_names()?;
     let containers = engine.containers(&listed)?;

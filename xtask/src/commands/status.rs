@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::catalog::discovery::discover_lenient;
 use crate::catalog::tagging;
 use crate::config::Settings;
-use crate::engine::{Cli, Engine, ImageDetails};
+use crate::engine::{Engine, EngineCli, ImageDetails};
 use crate::git::provenance;
 use crate::model::Arch;
 use crate::model::{ImageInfo, ImageRef, Parts};
@@ -114,7 +114,7 @@ pub fn run(
     };
     let tags = tagging::tags(&catalog, settings, &chosen)?;
 
-    let engine = Cli::new(settings.engine);
+    let engine = EngineCli::new(settings.engine);
     let listing = match engine.local_images() {
         Ok(listing) => listing,
         // Say why the engine cannot answer, when its check can tell.

@@ -11,7 +11,7 @@ use xshell::{cmd, Shell};
 
 use super::build::{built_digest, steps_reused};
 use super::client::last_error_line;
-use super::{BuildCache, BuildSpec, Built, Cli, Engine};
+use super::{BuildCache, BuildSpec, Built, Engine, EngineCli};
 
 /// One build of a batch: a name of its own (for the batch's definition),
 /// what to build, with which cache, and its log.
@@ -82,7 +82,7 @@ fn split_by_target(output: &str, targets: usize) -> Vec<String> {
     logs
 }
 
-impl Cli {
+impl EngineCli {
     /// Builds `builds` with one `docker buildx bake`; see [`Engine::build_batch`].
     pub(super) fn bake(&self, builds: &[BatchBuild<'_>], work: &Path) -> Result<Vec<Built>> {
         let sh = Shell::new()?;

@@ -9,7 +9,7 @@ use xshell::{cmd, Shell};
 
 use super::client::last_error_line;
 use super::inspect::full_id;
-use super::{Cli, Engine};
+use super::{Engine, EngineCli};
 use crate::config::EngineKind;
 use crate::model::Arch;
 use crate::registry::is_loopback;
@@ -106,7 +106,7 @@ pub(super) fn steps_reused(builder: &Builder, output: &str) -> Option<u32> {
     })
 }
 
-impl Cli {
+impl EngineCli {
     /// [`Engine::build`].
     pub(super) fn build_image(&self, spec: &BuildSpec<'_>, cache: &BuildCache, log: &Path) -> Result<Built> {
         // docker's classic builder, and podman's, fail a build when an image

@@ -29,7 +29,7 @@ const STORE_RACES: &[&str] = &["locating item named", "layer not known"];
 /// The docker or podman command-line client. Its clones share what they
 /// found out (version, builder, API socket) and the processes they run.
 #[derive(Clone)]
-pub struct Cli {
+pub struct EngineCli {
     pub kind: EngineKind,
     pub(super) program: &'static str,
     /// The CLI's own version, as `check` read it.
@@ -45,10 +45,10 @@ pub struct Cli {
     api_socket: Arc<OnceLock<Option<PathBuf>>>,
 }
 
-impl Cli {
-    pub fn new(kind: EngineKind) -> Cli {
+impl EngineCli {
+    pub fn new(kind: EngineKind) -> EngineCli {
         let processes = Processes::default();
-        Cli {
+        EngineCli {
             kind,
             program: kind.program(),
             client_version: Arc::default(),
@@ -62,7 +62,7 @@ impl Cli {
     }
 
     /// Tells `events` of each retry of a failed pull or push.
-    pub fn telling_retries(mut self, events: Arc<dyn Observer>) -> Cli {
+    pub fn telling_retries(mut self, events: Arc<dyn Observer>) -> EngineCli {
         self.retry = Retry::new(self.processes.interrupt().clone(), Some(events));
         self
     }
@@ -79,7 +79,7 @@ impl Cli {
     }
 
     /// Tells `events` of every call's command line and output as well.
-    pub fn echoing(mut self, events: Arc<dyn Observer>) -> Cli {
+    pub fn echoing(mut self, events: Arc<dyn Observer>) -> EngineCli {
         self.echo = Some(events);
         self
     }
@@ -126,7 +126,7 @@ impl Cli {
         }
     }
 
-    /// Names (as [`Cli::image_names`] lists them) -> image ID, each also
+    /// Names (as [`EngineCli::image_names`] lists them) -> image ID, each also
     /// under the names the engine answers to.
     fn by_name(&self, names: Vec<(String, String)>) -> HashMap<String, String> {
         let mut images = HashMap::new();
@@ -167,7 +167,7 @@ impl Cli {
 
     /// Every container, running or not, with the image it was created
     /// from, in one call. `listed` (every local name and its image, as
-    /// [`Cli::image_names`] gives them) resolves docker's image column,
+    /// [`EngineCli::image_names`] gives them) resolves docker's image column,
     /// which shows the name the container was created with while that name
     /// still means the container's image, else its ID.
     pub fn containers(&self, listed: &[(String, String)]) -> Result<Vec<Container>> {
@@ -330,13 +330,13 @@ impl Cli {
     }
 }
 
-impl Engine for Cli {
+impl Engine for EngineCli {
     fn interrupted(&self) -> bool {
         self.processes.interrupt().is_set()
     }
 
     fn for_image(&self, image: &str) -> Option<Box<dyn Engine + '_>> {
-        Some(Box::new(Cli { image: Some(image.into()), ..self.clone() }))
+        Some(Box::new(EngineCli { image: Some(image.into()), ..self.clone() }))
     }
 
     fn builder(&self) -> &Builder {

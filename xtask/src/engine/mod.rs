@@ -1,8 +1,8 @@
 //! Engine: what the commands ask of a container engine ([`Engine`]), and
-//! how docker or podman is asked ([`Cli`]). Every call goes through `cmd!`
-//! and the run's [`Processes`](crate::process::Processes), which track the
-//! child so an interrupt can stop it; failures become one-line errors that
-//! say what to do.
+//! how docker or podman is asked ([`EngineCli`]). Every call goes through
+//! `cmd!` and the run's [`Processes`](crate::process::Processes), which
+//! track the child so an interrupt can stop it; failures become one-line
+//! errors that say what to do.
 
 mod api;
 mod bake;
@@ -20,10 +20,10 @@ use crate::model::{Arch, Platform};
 
 pub use bake::{BatchBuild, BATCH_LIMIT};
 pub use build::{BuildCache, BuildSpec, Builder, Built};
-pub use client::Cli;
+pub use client::EngineCli;
 pub use inspect::{Container, ImageDetails, ImageFacts, Removed};
 
-/// What the commands ask of a container engine. [`Cli`] asks docker or
+/// What the commands ask of a container engine. [`EngineCli`] asks docker or
 /// podman; tests put a fake of their own in its place.
 pub trait Engine: Sync {
     /// The builder `build` uses, found out once: podman's own; for docker,
