@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use super::client::last_error_line;
@@ -163,61 +163,23 @@ impl EngineCli {
         }
     }
 
+    /// One `build`, as the builder wants it run; the image's ID from the
+    /// file the engine writes it to.
     pub(super) fn build_once(&self, spec: &BuildSpec<'_>, cache: &BuildCache, log: &Path) -> Result<Built> {
         let sh = Shell::new()?;
-        let (program, platform) = (self.program, spec.arch.platform());
-        let file = spec.dir.join(spec.dockerfile);
-        let dir = spec.dir;
-        let args = spec.args;
+        let (program, platform, dir, args) = (self.program, spec.arch.platform(), spec.dir, spec.args);
         // Beside the log, and of this process alone: runs at once on one
         // tree build the same image.
         let iidfile = log.with_extension(format!("{}.iid", std::process::id()));
         let _ = std::fs::remove_file(&iidfile);
         let builder = self.builder();
-        let no_cache = cache.none.then_some("--no-cache");
-        let own: &[&str] = match builder {
-            // Failed steps leave no stopped container behind.
-            Builder::Classic => &["--force-rm"],
-            // Inline cache metadata, so that the image can be the cache of
-            // its next version, wherever that is built.
-            Builder::Buildx { driver } if driver == "docker" => {
-                &["--progress=plain", "--build-arg", "BUILDKIT_INLINE_CACHE=1"]
-            }
-            // A builder without the daemon's image store keeps its result
-            // to itself unless told to load it there.
-            Builder::Buildx { .. } => &["--progress=plain", "--build-arg", "BUILDKIT_INLINE_CACHE=1", "--load"],
-            Builder::DaemonBuildKit => &["--progress=plain", "--build-arg", "BUILDKIT_INLINE_CACHE=1"],
-            Builder::Podman => &[],
-        };
-        let cache_from = cache.from.as_deref().map(|from| ["--cache-from", from]);
-        let cache_from = cache_from.iter().flatten();
-        let cache_to = cache.to.as_deref().map(|to| ["--cache-to", to]);
-        let cache_to = cache_to.iter().flatten();
-        // docker's classic builder and podman turn each `--label` into a
-        // step of its own, which commits; one `LABEL` line at the end of a
-        // copy of the Dockerfile costs one commit for all of them.
-        let labelled = matches!(builder, Builder::Classic | Builder::Podman)
-            .then(|| label_line(spec.labels))
-            .flatten()
-            .map(|line| -> Result<PathBuf> {
-                let copy = log.with_extension(format!("{}.Dockerfile", std::process::id()));
-                let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-                std::fs::write(&copy, format!("{text}\n{line}\n"))
-                    .with_context(|| format!("cannot write {}", copy.display()))?;
-                Ok(copy)
-            })
-            .transpose()?;
-        let labels: Vec<String> = match labelled {
-            Some(_) => Vec::new(),
-            None => spec.labels.iter().flat_map(|(k, v)| ["--label".into(), format!("{k}={v}")]).collect(),
-        };
-        let file = labelled.clone().unwrap_or(file);
-        // podman reads and writes its cache repository itself.
-        let tls = (self.kind == EngineKind::Podman && cache.from.iter().chain(&cache.to).any(|r| is_loopback(r)))
-            .then_some("--tls-verify=false");
+        let own = builder_flags(builder);
+        let cached = self.cache_flags(cache);
+        let dockerfile = labelled(builder, spec, log)?;
+        let (file, labels) = (&dockerfile.file, &dockerfile.label_flags);
         let mut command = cmd!(
             sh,
-            "{program} build {own...} {no_cache...} {cache_from...} {cache_to...} {tls...} --platform {platform} --iidfile {iidfile} {labels...} -f {file} {args...} {dir}"
+            "{program} build {own...} {cached...} --platform {platform} --iidfile {iidfile} {labels...} -f {file} {args...} {dir}"
         );
         if *builder == Builder::DaemonBuildKit {
             command = command.env("DOCKER_BUILDKIT", "1");
@@ -225,24 +187,50 @@ impl EngineCli {
         let out = self.run(command, Some(log));
         let id = std::fs::read_to_string(&iidfile);
         let _ = std::fs::remove_file(&iidfile);
-        if let Some(copy) = &labelled {
+        if let Some(copy) = &dockerfile.copy {
             let _ = std::fs::remove_file(copy);
         }
         let out = out?;
-        if out.ok {
-            let id = id.with_context(|| format!("the build wrote no image ID to {}", iidfile.display()))?;
-            return Ok(Built { id: full_id(id.trim()), steps_reused: steps_reused(builder, &out.stderr) });
+        if !out.ok {
+            return Err(self.build_failure(&out.stderr, platform, log));
         }
-        let last = last_error_line(&out.stderr);
+        let id = id.with_context(|| format!("the build wrote no image ID to {}", iidfile.display()))?;
+        Ok(Built { id: full_id(id.trim()), steps_reused: steps_reused(builder, &out.stderr) })
+    }
+
+    /// The flags of what a build may take from a cache (`--no-cache`,
+    /// `--cache-from`, podman's `--cache-to`), in that order.
+    fn cache_flags<'c>(&self, cache: &'c BuildCache) -> Vec<&'c str> {
+        let mut flags = Vec::new();
+        if cache.none {
+            flags.push("--no-cache");
+        }
+        if let Some(from) = &cache.from {
+            flags.extend(["--cache-from", from.as_str()]);
+        }
+        if let Some(to) = &cache.to {
+            flags.extend(["--cache-to", to.as_str()]);
+        }
+        // podman reads and writes its cache repository itself.
+        if self.kind == EngineKind::Podman && cache.from.iter().chain(&cache.to).any(|r| is_loopback(r)) {
+            flags.push("--tls-verify=false");
+        }
+        flags
+    }
+
+    /// What a failed build's output says went wrong, and what to do about it.
+    fn build_failure(&self, stderr: &str, platform: &str, log: &Path) -> anyhow::Error {
+        let program = self.program;
+        let last = last_error_line(stderr);
         if last.to_lowercase().contains("no space left on device") {
-            bail!(
+            return anyhow!(
                 "the engine ran out of disk space: free some (`{program} system prune`) and retry; log: {}",
                 log.display()
             );
         }
         // An engine that finds the `FROM` image only for another platform
         // looks for it in a registry, and says so in its own words.
-        let lower = out.stderr.to_lowercase();
+        let lower = stderr.to_lowercase();
         if [
             "load metadata for",
             "did not resolve to an alias",
@@ -252,14 +240,57 @@ impl EngineCli {
         .iter()
         .any(|n| lower.contains(n))
         {
-            bail!(
+            return anyhow!(
                 "build failed: {last}; is its base image available for {platform}? A local image for another \
                  architecture does not count; log: {}",
                 log.display()
             );
         }
-        bail!("build failed: {last}; log: {}", log.display())
+        anyhow!("build failed: {last}; log: {}", log.display())
     }
+}
+
+/// The flags each builder needs of its own.
+fn builder_flags(builder: &Builder) -> &'static [&'static str] {
+    match builder {
+        // Failed steps leave no stopped container behind.
+        Builder::Classic => &["--force-rm"],
+        // Inline cache metadata, so that the image can be the cache of
+        // its next version, wherever that is built.
+        Builder::Buildx { driver } if driver == "docker" => {
+            &["--progress=plain", "--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+        }
+        // A builder without the daemon's image store keeps its result
+        // to itself unless told to load it there.
+        Builder::Buildx { .. } => &["--progress=plain", "--build-arg", "BUILDKIT_INLINE_CACHE=1", "--load"],
+        Builder::DaemonBuildKit => &["--progress=plain", "--build-arg", "BUILDKIT_INLINE_CACHE=1"],
+        Builder::Podman => &[],
+    }
+}
+
+/// The Dockerfile a build reads, and the `--label` flags it gets.
+struct Labelled {
+    file: PathBuf,
+    /// The copy of the Dockerfile made for its labels, removed after the build.
+    copy: Option<PathBuf>,
+    label_flags: Vec<String>,
+}
+
+/// How `spec`'s labels reach the image. docker's classic builder and podman
+/// turn each `--label` into a step of its own, which commits; one `LABEL`
+/// line at the end of a copy of the Dockerfile (beside `log`) costs one
+/// commit for all of them.
+fn labelled(builder: &Builder, spec: &BuildSpec<'_>, log: &Path) -> Result<Labelled> {
+    let file = spec.dir.join(spec.dockerfile);
+    let line = matches!(builder, Builder::Classic | Builder::Podman).then(|| label_line(spec.labels)).flatten();
+    let Some(line) = line else {
+        let label_flags = spec.labels.iter().flat_map(|(k, v)| ["--label".into(), format!("{k}={v}")]).collect();
+        return Ok(Labelled { file, copy: None, label_flags });
+    };
+    let copy = log.with_extension(format!("{}.Dockerfile", std::process::id()));
+    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    std::fs::write(&copy, format!("{text}\n{line}\n")).with_context(|| format!("cannot write {}", copy.display()))?;
+    Ok(Labelled { file: copy.clone(), copy: Some(copy), label_flags: Vec::new() })
 }
 
 /// One Dockerfile `LABEL` instruction setting all of `labels`, when each
