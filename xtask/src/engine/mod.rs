@@ -9,6 +9,8 @@ mod bake;
 mod build;
 mod client;
 pub mod cross;
+#[cfg(test)]
+pub mod fake;
 mod inspect;
 
 use std::collections::HashMap;
