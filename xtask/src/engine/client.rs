@@ -126,7 +126,7 @@ impl EngineCli {
         }
     }
 
-    /// Names (as [`EngineCli::image_names`] lists them) -> image ID, each also
+    /// Names (as [`Engine::image_names`] lists them) -> image ID, each also
     /// under the names the engine answers to.
     fn by_name(&self, names: Vec<(String, String)>) -> HashMap<String, String> {
         let mut images = HashMap::new();
@@ -143,113 +143,10 @@ impl EngineCli {
         images
     }
 
-    /// Every name of a local image as the engine lists it, `repository:tag`,
-    /// with the image's ID, in one call.
-    pub fn image_names(&self) -> Result<Vec<(String, String)>> {
-        let sh = Shell::new()?;
-        let program = self.program;
-        let format = "{{.Repository}}:{{.Tag}}\t{{.ID}}";
-        // podman's listing fails outright when an image it is listing is
-        // removed meanwhile (by anyone); the next listing no longer sees it.
-        let out = self
-            .asked_again_on(LIST_RACES, || self.run(cmd!(sh, "{program} images --no-trunc --format {format}"), None))?;
-        if !out.ok {
-            bail!("cannot list local images: {}", first_line(&out.stderr));
-        }
-        Ok(out
-            .stdout
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .filter(|(name, _)| !name.contains("<none>"))
-            .map(|(name, id)| (name.to_string(), full_id(id.trim())))
-            .collect())
-    }
-
-    /// Every container, running or not, with the image it was created
-    /// from, in one call. `listed` (every local name and its image, as
-    /// [`EngineCli::image_names`] gives them) resolves docker's image column,
-    /// which shows the name the container was created with while that name
-    /// still means the container's image, else its ID.
-    pub fn containers(&self, listed: &[(String, String)]) -> Result<Vec<Container>> {
-        let names = self.by_name(listed.to_vec());
-        let sh = Shell::new()?;
-        let program = self.program;
-        let format = match self.kind {
-            EngineKind::Docker => "{{.ID}}\t{{.Names}}\t{{.Image}}",
-            EngineKind::Podman => "{{.ID}}\t{{.Names}}\t{{.ImageID}}",
-        };
-        let out = self.run(cmd!(sh, "{program} ps --all --no-trunc --format {format}"), None)?;
-        if !out.ok {
-            bail!("cannot list containers: {}", first_line(&out.stderr));
-        }
-        let mut containers = Vec::new();
-        for line in out.stdout.lines() {
-            let mut fields = line.splitn(3, '\t');
-            let (Some(id), Some(name), Some(image)) = (fields.next(), fields.next(), fields.next()) else { continue };
-            let image = image.trim();
-            let image_id = if self.kind == EngineKind::Podman || image.starts_with("sha256:") {
-                Some(full_id(image))
-            } else {
-                let tagged = if image.rsplit('/').next().is_some_and(|last| last.contains(':')) {
-                    image.to_string()
-                } else {
-                    format!("{image}:latest")
-                };
-                let familiar = tagged.strip_prefix("docker.io/").unwrap_or(&tagged);
-                let familiar = familiar.strip_prefix("library/").unwrap_or(familiar);
-                names.get(&tagged).or_else(|| names.get(familiar)).cloned()
-            };
-            containers.push(Container { id: id.to_string(), name: name.to_string(), image: image_id });
-        }
-        Ok(containers)
-    }
-
-    /// What the engine says of local images (`ids`): platform, size and
-    /// layers, in one call for up to [`INSPECT_AT_ONCE`] images. An image
-    /// that vanished meanwhile is left out.
-    pub fn image_facts(&self, ids: &[&str]) -> Result<HashMap<String, ImageFacts>> {
-        Ok(self
-            .inspected(ids, INSPECT_AT_ONCE)?
-            .into_iter()
-            .map(|(_, image)| {
-                let facts = ImageFacts {
-                    platform: Platform {
-                        os: image.os.clone(),
-                        architecture: image.architecture.clone(),
-                        variant: image.variant.clone().unwrap_or_default(),
-                    },
-                    size: image.size,
-                    layers: image.rootfs.and_then(|r| r.layers).unwrap_or_default(),
-                };
-                (full_id(&image.id), facts)
-            })
-            .collect())
-    }
-
-    /// Removes local names, without force: the engine keeps an image that
-    /// a container uses. An image goes when its last name does.
-    pub fn remove_names(&self, references: &[String]) -> Result<Removed> {
-        let sh = Shell::new()?;
-        let program = self.program;
-        let mut removed = Removed::default();
-        for chunk in references.chunks(REMOVE_AT_ONCE) {
-            let out = self.run(cmd!(sh, "{program} rmi {chunk...}"), None)?;
-            for line in out.stdout.lines() {
-                if let Some(id) = line.trim().strip_prefix("Deleted: ") {
-                    removed.deleted.insert(full_id(id.trim()));
-                }
-            }
-            if !out.ok {
-                removed.refused.extend(out.stderr.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
-            }
-        }
-        Ok(removed)
-    }
-
     /// What each of the local images `ids` (or names) is, from their
     /// configs, in one engine call per few hundred. An image that vanished
     /// meanwhile is left out.
-    pub fn inspect(&self, ids: &[&str]) -> Result<HashMap<String, ImageDetails>> {
+    fn inspect(&self, ids: &[&str]) -> Result<HashMap<String, ImageDetails>> {
         let mut found = HashMap::new();
         for (asked, image) in self.inspected(ids, 500)? {
             let details = image.details();
@@ -389,6 +286,84 @@ impl Engine for EngineCli {
 
     fn local_images(&self) -> Result<HashMap<String, String>> {
         Ok(self.by_name(self.image_names()?))
+    }
+
+    fn image_names(&self) -> Result<Vec<(String, String)>> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let format = "{{.Repository}}:{{.Tag}}\t{{.ID}}";
+        // podman's listing fails outright when an image it is listing is
+        // removed meanwhile (by anyone); the next listing no longer sees it.
+        let out = self
+            .asked_again_on(LIST_RACES, || self.run(cmd!(sh, "{program} images --no-trunc --format {format}"), None))?;
+        if !out.ok {
+            bail!("cannot list local images: {}", first_line(&out.stderr));
+        }
+        Ok(out
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(name, _)| !name.contains("<none>"))
+            .map(|(name, id)| (name.to_string(), full_id(id.trim())))
+            .collect())
+    }
+
+    fn containers(&self, listed: &[(String, String)]) -> Result<Vec<Container>> {
+        let names = self.by_name(listed.to_vec());
+        let sh = Shell::new()?;
+        let program = self.program;
+        let format = match self.kind {
+            EngineKind::Docker => "{{.ID}}\t{{.Names}}\t{{.Image}}",
+            EngineKind::Podman => "{{.ID}}\t{{.Names}}\t{{.ImageID}}",
+        };
+        let out = self.run(cmd!(sh, "{program} ps --all --no-trunc --format {format}"), None)?;
+        if !out.ok {
+            bail!("cannot list containers: {}", first_line(&out.stderr));
+        }
+        let mut containers = Vec::new();
+        for line in out.stdout.lines() {
+            let mut fields = line.splitn(3, '\t');
+            let (Some(id), Some(name), Some(image)) = (fields.next(), fields.next(), fields.next()) else { continue };
+            let image = image.trim();
+            // docker shows the name the container was created with while
+            // that name still means the container's image, else its ID.
+            let image_id = if self.kind == EngineKind::Podman || image.starts_with("sha256:") {
+                Some(full_id(image))
+            } else {
+                let tagged = if image.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+                    image.to_string()
+                } else {
+                    format!("{image}:latest")
+                };
+                let familiar = tagged.strip_prefix("docker.io/").unwrap_or(&tagged);
+                let familiar = familiar.strip_prefix("library/").unwrap_or(familiar);
+                names.get(&tagged).or_else(|| names.get(familiar)).cloned()
+            };
+            containers.push(Container { id: id.to_string(), name: name.to_string(), image: image_id });
+        }
+        Ok(containers)
+    }
+
+    fn image_facts(&self, ids: &[&str]) -> Result<HashMap<String, ImageFacts>> {
+        Ok(self.inspected(ids, INSPECT_AT_ONCE)?.into_iter().map(|(_, image)| image.facts()).collect())
+    }
+
+    fn remove_names(&self, references: &[String]) -> Result<Removed> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let mut removed = Removed::default();
+        for chunk in references.chunks(REMOVE_AT_ONCE) {
+            let out = self.run(cmd!(sh, "{program} rmi {chunk...}"), None)?;
+            for line in out.stdout.lines() {
+                if let Some(id) = line.trim().strip_prefix("Deleted: ") {
+                    removed.deleted.insert(full_id(id.trim()));
+                }
+            }
+            if !out.ok {
+                removed.refused.extend(out.stderr.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+            }
+        }
+        Ok(removed)
     }
 
     fn platforms(&self, ids: &[&str]) -> Result<HashMap<String, Platform>> {

@@ -1,6 +1,7 @@
-//! A fake engine for unit tests: local names and images kept in memory,
-//! builds that follow a script of their own per image, and a record, in
-//! order, of the builds, batches and pushes it was asked for.
+//! A fake engine for unit tests: local names, images and containers kept
+//! in memory, builds that follow a script of their own per image, and a
+//! record, in order, of the builds, batches, pushes and removals it was
+//! asked for.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 
-use super::{BatchBuild, BuildCache, BuildSpec, Builder, Built, Engine, ImageDetails};
+use super::{BatchBuild, BuildCache, BuildSpec, Builder, Built, Container, Engine, ImageDetails, ImageFacts, Removed};
 use crate::model::{Arch, Platform};
 
 /// How the fake builds one image (by name): whether it fails, what
@@ -33,6 +34,8 @@ pub struct Fake {
     /// Local names -> image ID.
     pub names: Mutex<BTreeMap<String, String>>,
     images: Mutex<HashMap<String, ImageDetails>>,
+    /// Each container as the engine lists it, with the image it uses.
+    containers: Vec<(Container, String)>,
     events: Mutex<Vec<String>>,
     running: AtomicUsize,
     /// The most builds that were under way at once.
@@ -50,6 +53,7 @@ impl Fake {
             scripts: scripts.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(),
             names: Mutex::default(),
             images: Mutex::default(),
+            containers: Vec::new(),
             events: Mutex::default(),
             running: AtomicUsize::new(0),
             most_at_once: AtomicUsize::new(0),
@@ -63,8 +67,31 @@ impl Fake {
         Fake { batches: true, ..Fake::with(scripts) }
     }
 
+    /// With the local image `details` under `names`.
+    pub fn holding(self, names: &[&str], details: ImageDetails) -> Fake {
+        self.names.lock().unwrap().extend(names.iter().map(|n| (n.to_string(), details.id.clone())));
+        self.images.lock().unwrap().insert(details.id.clone(), details);
+        self
+    }
+
+    /// With a container `name` created from the image `id`.
+    pub fn with_container(mut self, name: &str, id: &str) -> Fake {
+        let container = Container { id: format!("c-{name}"), name: name.into(), image: Some(id.into()) };
+        self.containers.push((container, id.into()));
+        self
+    }
+
+    /// With a container `name` created from the image `id`, listed without
+    /// its image, as docker lists one created by a name that has since
+    /// moved to another image.
+    pub fn with_hidden_container(mut self, name: &str, id: &str) -> Fake {
+        let container = Container { id: format!("c-{name}"), name: name.into(), image: None };
+        self.containers.push((container, id.into()));
+        self
+    }
+
     /// What it was asked, in order: `start <image>` and `end <image>` of
-    /// each build, `batch <images>`, `push <reference>`.
+    /// each build, `batch <images>`, `push <reference>`, `remove <references>`.
     pub fn events(&self) -> Vec<String> {
         self.events.lock().unwrap().clone()
     }
@@ -100,7 +127,52 @@ impl Engine for Fake {
         Ok(())
     }
     fn local_images(&self) -> Result<HashMap<String, String>> {
+        Ok(self.image_names()?.into_iter().collect())
+    }
+    /// In the order of the names.
+    fn image_names(&self) -> Result<Vec<(String, String)>> {
         Ok(self.names.lock().unwrap().iter().map(|(n, id)| (n.clone(), id.clone())).collect())
+    }
+    fn containers(&self, _: &[(String, String)]) -> Result<Vec<Container>> {
+        Ok(self.containers.iter().map(|(c, _)| c.clone()).collect())
+    }
+    /// An image of `n` layers has `n` of its own, none shared.
+    fn image_facts(&self, ids: &[&str]) -> Result<HashMap<String, ImageFacts>> {
+        let images = self.images.lock().unwrap();
+        let facts = |d: &ImageDetails| ImageFacts {
+            platform: d.platform.clone(),
+            size: d.size,
+            layers: (0..d.layers).map(|k| format!("{}/{k}", d.id)).collect(),
+        };
+        Ok(ids.iter().filter_map(|id| images.get(*id)).map(|d| (d.id.clone(), facts(d))).collect())
+    }
+    /// As docker does: the last name of an image a container uses stays,
+    /// and the image goes with its last name.
+    fn remove_names(&self, references: &[String]) -> Result<Removed> {
+        self.events.lock().unwrap().push(format!("remove {}", references.join(" ")));
+        let mut names = self.names.lock().unwrap();
+        let mut removed = Removed::default();
+        for reference in references {
+            let Some(id) = names.get(reference).cloned() else {
+                removed.refused.push(format!("Error response from daemon: No such image: {reference}"));
+                continue;
+            };
+            let last = names.values().filter(|i| **i == id).count() == 1;
+            if let Some((user, _)) = self.containers.iter().find(|(_, image)| last && *image == id) {
+                removed.refused.push(format!(
+                    "Error response from daemon: conflict: unable to remove repository reference \"{reference}\" \
+                     (must force) - container {} is using its referenced image {id}",
+                    user.id
+                ));
+                continue;
+            }
+            names.remove(reference);
+            if last {
+                self.images.lock().unwrap().remove(&id);
+                removed.deleted.insert(id);
+            }
+        }
+        Ok(removed)
     }
     fn platforms(&self, ids: &[&str]) -> Result<HashMap<String, Platform>> {
         Ok(ids.iter().filter_map(|id| self.image(id).ok().map(|d| (id.to_string(), d.platform))).collect())

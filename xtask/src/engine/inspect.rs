@@ -23,33 +23,33 @@ pub struct ImageDetails {
 #[derive(serde::Deserialize)]
 pub(super) struct InspectedImage {
     #[serde(rename = "Id")]
-    pub(super) id: String,
+    id: String,
     #[serde(rename = "Os", default)]
-    pub(super) os: String,
+    os: String,
     #[serde(rename = "Architecture", default)]
-    pub(super) architecture: String,
+    architecture: String,
     #[serde(rename = "Variant", default)]
-    pub(super) variant: Option<String>,
+    variant: Option<String>,
     #[serde(rename = "Size", default)]
-    pub(super) size: u64,
+    size: u64,
     #[serde(rename = "Created", default)]
-    pub(super) created: Option<String>,
+    created: Option<String>,
     #[serde(rename = "RootFS", default)]
-    pub(super) rootfs: Option<InspectedRootFs>,
+    rootfs: Option<InspectedRootFs>,
     #[serde(rename = "Config", default)]
-    pub(super) config: Option<InspectedConfig>,
+    config: Option<InspectedConfig>,
 }
 
 #[derive(serde::Deserialize)]
-pub(super) struct InspectedRootFs {
+struct InspectedRootFs {
     #[serde(rename = "Layers", default)]
-    pub(super) layers: Option<Vec<String>>,
+    layers: Option<Vec<String>>,
 }
 
 #[derive(serde::Deserialize)]
-pub(super) struct InspectedConfig {
+struct InspectedConfig {
     #[serde(rename = "Labels", default)]
-    pub(super) labels: Option<BTreeMap<String, String>>,
+    labels: Option<BTreeMap<String, String>>,
 }
 
 impl InspectedImage {
@@ -66,6 +66,20 @@ impl InspectedImage {
             created: self.created.unwrap_or_default(),
             labels: self.config.and_then(|c| c.labels).unwrap_or_default(),
         }
+    }
+
+    /// Its ID, and its [`ImageFacts`].
+    pub(super) fn facts(self) -> (String, ImageFacts) {
+        let facts = ImageFacts {
+            platform: Platform {
+                os: self.os,
+                architecture: self.architecture,
+                variant: self.variant.unwrap_or_default(),
+            },
+            size: self.size,
+            layers: self.rootfs.and_then(|r| r.layers).unwrap_or_default(),
+        };
+        (full_id(&self.id), facts)
     }
 }
 

@@ -26,7 +26,7 @@ pub use client::EngineCli;
 pub use inspect::{Container, ImageDetails, ImageFacts, Removed};
 
 /// What the commands ask of a container engine. [`EngineCli`] asks docker or
-/// podman; tests put a fake of their own in its place.
+/// podman; unit tests put the fake of `fake` in its place.
 pub trait Engine: Sync {
     /// The builder `build` uses, found out once: podman's own; for docker,
     /// `DOCKER_BUILDKIT` when set, else BuildKit whenever the client has it
@@ -38,6 +38,24 @@ pub trait Engine: Sync {
 
     /// Every local image, `repository:tag` -> image ID, in one call.
     fn local_images(&self) -> Result<HashMap<String, String>>;
+
+    /// Every name of a local image as the engine lists it, `repository:tag`,
+    /// with the image's ID, in one call.
+    fn image_names(&self) -> Result<Vec<(String, String)>>;
+
+    /// Every container, running or not, with the image it was created
+    /// from, in one call. `listed` is every local name and its image, as
+    /// [`Engine::image_names`] gives them: an engine that shows a
+    /// container's image by name finds its ID there.
+    fn containers(&self, listed: &[(String, String)]) -> Result<Vec<Container>>;
+
+    /// What each of the local images `ids` is (platform, size and layers),
+    /// by ID. An image that vanished meanwhile is left out.
+    fn image_facts(&self, ids: &[&str]) -> Result<HashMap<String, ImageFacts>>;
+
+    /// Removes local names, without force: the engine keeps an image that
+    /// a container uses. An image goes when its last name does.
+    fn remove_names(&self, references: &[String]) -> Result<Removed>;
 
     /// The platform each of the local images `ids` (or names) was built
     /// for. An image that vanished meanwhile is left out.
