@@ -14,7 +14,7 @@ use crate::catalog::discovery::{discover_lenient, Catalog};
 use crate::catalog::shard::{self, Shard};
 use crate::catalog::tagging;
 use crate::config::Settings;
-use crate::engine::{cross, Builder, Cli, Engine};
+use crate::engine::{cross, Builder, Engine, EngineCli};
 use crate::execute;
 use crate::git::history;
 use crate::git::provenance::{GitState, Provenance};
@@ -43,7 +43,7 @@ pub fn run(
     let chosen = choose(settings, &selection, changed_since, &reporter)?;
     let targets = targets(&chosen.catalog, settings, &chosen.requested)?;
 
-    let mut engine = Cli::new(settings.engine).telling_retries(Arc::new(reporter.clone()));
+    let mut engine = EngineCli::new(settings.engine).telling_retries(Arc::new(reporter.clone()));
     if args.verbose {
         engine = engine.echoing(Arc::new(reporter.clone()));
     }
@@ -195,7 +195,7 @@ struct Execution<'a> {
     settings: &'a Settings,
     mode: Mode,
     args: &'a RunArgs,
-    engine: &'a Cli,
+    engine: &'a EngineCli,
     registry: &'a Registry,
     reporter: &'a Reporter,
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::catalog::discovery::discover_lenient;
 use crate::catalog::tagging;
 use crate::config::Settings;
-use crate::engine::{Cli, Engine, ImageDetails};
+use crate::engine::{Engine, EngineCli, ImageDetails};
 use crate::git::provenance;
 use crate::model::Arch;
 use crate::model::{ImageInfo, ImageRef, Parts};
@@ -114,28 +114,10 @@ pub fn run(
     };
     let tags = tagging::tags(&catalog, settings, &chosen)?;
 
-    let engine = Cli::new(settings.engine);
-    let listing = match engine.local_images() {
-        Ok(listing) => listing,
-        // Say why the engine cannot answer, when its check can tell.
-        Err(e) => {
-            engine.check()?;
-            return Err(e);
-        }
-    };
-    let repositories: HashSet<String> =
-        chosen.iter().map(|&i| ImageRef::local_repository(settings, &catalog[i].path)).collect();
-    let mut ids: Vec<&str> = listing
-        .iter()
-        .filter(|(reference, _)| Parts::of(reference).tag.is_some() && repositories.contains(Parts::of(reference).name))
-        .map(|(_, id)| id.as_str())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let details = if ids.is_empty() { HashMap::new() } else { engine.inspect(&ids)? };
+    let refs: Vec<ImageRef> = chosen.iter().map(|&i| ImageRef::new(settings, &catalog[i].path, &tags[&i])).collect();
+    let locals = local_statuses(&EngineCli::new(settings.engine), &refs, settings.arch)?;
 
-    let remotes: Vec<String> =
-        chosen.iter().map(|&i| ImageRef::new(settings, &catalog[i].path, &tags[&i]).remote_tagged()).collect();
+    let remotes: Vec<String> = refs.iter().map(ImageRef::remote_tagged).collect();
     let answers: Vec<Result<bool>> = if local_only {
         remotes.iter().map(|_| Err(anyhow::anyhow!(NOT_ASKED))).collect()
     } else {
@@ -146,18 +128,17 @@ pub fn run(
 
     let rows: Vec<Status> = chosen
         .iter()
-        .zip(remotes)
-        .zip(answers)
-        .map(|((&i, reference), answer)| {
+        .zip(&refs)
+        .zip(locals)
+        .zip(remotes.into_iter().zip(answers))
+        .map(|(((&i, names), local), (reference, answer))| {
             let image = &catalog[i];
-            let names = ImageRef::new(settings, &image.path, &tags[&i]);
-            let local = local_status(&names.local, &names.tag, settings.arch, &listing, &details);
             let registry = match answer {
                 Ok(true) => RegistryStatus { state: RegistryState::HasTag, reference, reason: None },
                 Ok(false) => RegistryStatus { state: RegistryState::LacksTag, reference, reason: None },
                 Err(e) => RegistryStatus { state: RegistryState::Unknown, reference, reason: Some(format!("{e:#}")) },
             };
-            let info = ImageInfo::named(&image.name, &image.path, settings.arch, &names, image.is_test(settings));
+            let info = ImageInfo::named(&image.name, &image.path, settings.arch, names, image.is_test(settings));
             Status { image: info, local, registry }
         })
         .collect();
@@ -194,6 +175,29 @@ pub fn run(
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
     Ok(0)
+}
+
+/// Where each of the images `names` stands locally for `arch`: one engine
+/// call lists the local images, one more reads those of these repositories.
+pub fn local_statuses(engine: &dyn Engine, names: &[ImageRef], arch: Arch) -> Result<Vec<Local>> {
+    let listing = match engine.local_images() {
+        Ok(listing) => listing,
+        // Say why the engine cannot answer, when its check can tell.
+        Err(e) => {
+            engine.check()?;
+            return Err(e);
+        }
+    };
+    let repositories: HashSet<&str> = names.iter().map(|n| n.local.as_str()).collect();
+    let mut ids: Vec<&str> = listing
+        .iter()
+        .filter(|(reference, _)| Parts::of(reference).tag.is_some() && repositories.contains(Parts::of(reference).name))
+        .map(|(_, id)| id.as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let details = if ids.is_empty() { HashMap::new() } else { engine.images(&ids)? };
+    Ok(names.iter().map(|n| local_status(&n.local, &n.tag, arch, &listing, &details)).collect())
 }
 
 /// Where the local repository `repo` stands for `tag` on `arch`, from the
@@ -332,6 +336,7 @@ fn built(created: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::fake::{self, Fake};
     use crate::model::Platform;
 
     fn details(id: &str, arch: &str, created: &str, revision: Option<&str>) -> ImageDetails {
@@ -441,5 +446,59 @@ mod tests {
         );
         assert_eq!(built("2025-02-01T10:11:12+02:00"), "2025-02-01T10:11:12+02:00");
         assert_eq!(built("garbage"), "garbage");
+    }
+
+    #[test]
+    fn local_statuses_from_the_engine() {
+        let labelled = ImageDetails {
+            created: "2025-02-01T10:11:12Z".into(),
+            labels: [(provenance::REVISION, "abc"), (provenance::SOURCE, "https://example.com/a.git")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..fake::details("sha256:1", "amd64")
+        };
+        let engine = Fake::with(&[])
+            .holding(&["l/present:t1", "l/present:latest"], labelled)
+            .holding(&["l/arm:t3"], fake::details("sha256:3", "arm64"))
+            .holding(&["l/old:t0", "l/oldish:t5"], fake::details("sha256:4", "amd64"));
+        let names: Vec<ImageRef> = [("present", "t1"), ("absent", "t2"), ("arm", "t3"), ("old", "t5")]
+            .iter()
+            .map(|(path, tag)| ImageRef {
+                tag: tag.to_string(),
+                local: format!("l/{path}"),
+                remote: format!("r/{path}"),
+            })
+            .collect();
+        let image = |reference: &str, id: &str, platform: &str| LocalImage {
+            reference: reference.into(),
+            id: id.into(),
+            size: 1000,
+            layers: 1,
+            platform: platform.into(),
+            created: String::new(),
+            revision: None,
+            source: None,
+        };
+        let present = LocalImage {
+            created: "2025-02-01T10:11:12Z".into(),
+            revision: Some("abc".into()),
+            source: Some("https://example.com/a.git".into()),
+            ..image("l/present:t1", "sha256:1", "linux/amd64")
+        };
+        assert_eq!(
+            local_statuses(&engine, &names, Arch::X86_64).unwrap(),
+            vec![
+                Local { state: LocalState::Current, image: Some(present) },
+                Local { state: LocalState::Absent, image: None },
+                // The current tag, for another architecture.
+                Local { state: LocalState::Stale, image: Some(image("l/arm:t3", "sha256:3", "linux/arm64")) },
+                Local { state: LocalState::Stale, image: Some(image("l/old:t0", "sha256:4", "linux/amd64")) },
+            ]
+        );
+        // For arm64, the arm64 image is the current one, and no other is.
+        let states: Vec<LocalState> =
+            local_statuses(&engine, &names, Arch::Aarch64).unwrap().into_iter().map(|l| l.state).collect();
+        assert_eq!(states, [LocalState::Stale, LocalState::Absent, LocalState::Current, LocalState::Stale]);
     }
 }

@@ -560,49 +560,23 @@ fn build_cache(ctx: &Context, job: &Job, log: &Path) -> (engine::BuildCache, Opt
 /// interruption, the platform check and the summary, without a daemon.
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::HashMap;
     use std::path::Path;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;
-    use std::time::Duration;
-
-    use anyhow::{anyhow, bail, Result};
 
     use super::*;
     use crate::config::Settings;
-    use crate::engine::{BuildCache, BuildSpec, Builder, Built, Engine, ImageDetails};
-    use crate::model::{Arch, Platform};
+    use crate::engine::fake::{Fake, Script};
+    use crate::model::Arch;
     use crate::planning::{Job, Step};
     use crate::report::{summary_text, Verbosity};
 
-    /// How the fake builds one image (by name): how long, whether it
-    /// fails, what platform it gives.
-    #[derive(Clone, Default)]
-    struct Script {
-        fails: Option<&'static str>,
-        architecture: Option<&'static str>,
-        /// Interrupt the run once this build has started.
-        interrupts: bool,
-    }
+    /// What the run told, as text.
+    #[derive(Default)]
+    struct Told(Mutex<Vec<String>>);
 
-    /// An engine that keeps names and images in memory and records what it
-    /// was asked, in order.
-    struct Fake {
-        builder: Builder,
-        scripts: HashMap<String, Script>,
-        names: Mutex<HashMap<String, String>>,
-        images: Mutex<HashMap<String, ImageDetails>>,
-        events: Mutex<Vec<String>>,
-        running: AtomicUsize,
-        most_at_once: AtomicUsize,
-        interrupted: AtomicBool,
-        /// Builds ready at once are built in one call, as buildx's bake does.
-        batches: bool,
-        /// The events the run told, as text.
-        told: Mutex<Vec<String>>,
-    }
-
-    impl Observer for Fake {
+    impl Observer for Told {
         fn event(&self, event: Event<'_>) {
             let text = match event {
                 Event::Started(name) => format!("started {name}"),
@@ -611,136 +585,7 @@ mod tests {
                 Event::Retrying(what) => format!("retrying {what}"),
                 Event::Echo { image, line } => format!("echo {} {line}", image.unwrap_or("-")),
             };
-            self.told.lock().unwrap().push(text);
-        }
-    }
-
-    impl Fake {
-        /// docker's classic builder, with `scripts` for some images.
-        fn with(scripts: &[(&str, Script)]) -> Fake {
-            Fake {
-                builder: Builder::Classic,
-                scripts: scripts.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(),
-                names: Mutex::default(),
-                images: Mutex::default(),
-                events: Mutex::default(),
-                running: AtomicUsize::new(0),
-                most_at_once: AtomicUsize::new(0),
-                interrupted: AtomicBool::new(false),
-                batches: false,
-                told: Mutex::default(),
-            }
-        }
-
-        /// Like [`Fake::with`], building in batches.
-        fn batching(scripts: &[(&str, Script)]) -> Fake {
-            Fake { batches: true, ..Fake::with(scripts) }
-        }
-
-        fn events(&self) -> Vec<String> {
-            self.events.lock().unwrap().clone()
-        }
-
-        fn position(&self, event: &str) -> usize {
-            self.events()
-                .iter()
-                .position(|e| e == event)
-                .unwrap_or_else(|| panic!("no {event:?} in {:?}", self.events()))
-        }
-    }
-
-    /// The image a call is about: its log is `<name>.log`.
-    fn image_of(log: &Path) -> String {
-        log.file_stem().unwrap().to_string_lossy().into_owned()
-    }
-
-    impl Engine for Fake {
-        fn builder(&self) -> &Builder {
-            &self.builder
-        }
-        fn check(&self) -> Result<()> {
-            Ok(())
-        }
-        fn local_images(&self) -> Result<HashMap<String, String>> {
-            Ok(self.names.lock().unwrap().clone())
-        }
-        fn platforms(&self, ids: &[&str]) -> Result<HashMap<String, Platform>> {
-            Ok(ids.iter().filter_map(|id| self.image(id).ok().map(|d| (id.to_string(), d.platform))).collect())
-        }
-        fn image(&self, image: &str) -> Result<ImageDetails> {
-            let id = self.names.lock().unwrap().get(image).cloned().unwrap_or_else(|| image.to_string());
-            self.images.lock().unwrap().get(&id).cloned().ok_or_else(|| anyhow!("no image {image}"))
-        }
-        fn untag(&self, reference: &str) -> Result<()> {
-            self.names.lock().unwrap().remove(reference);
-            Ok(())
-        }
-        fn pull(&self, reference: &str, _: Arch, _: bool, _: &Path) -> Result<()> {
-            bail!("{reference}: not found")
-        }
-        fn build(&self, _: &BuildSpec<'_>, _: &BuildCache, log: &Path) -> Result<Built> {
-            let name = image_of(log);
-            let script = self.scripts.get(&name).cloned().unwrap_or_default();
-            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-            self.most_at_once.fetch_max(now, Ordering::SeqCst);
-            self.events.lock().unwrap().push(format!("start {name}"));
-            if script.interrupts {
-                self.interrupted.store(true, Ordering::SeqCst);
-            }
-            std::thread::sleep(Duration::from_millis(30));
-            self.events.lock().unwrap().push(format!("end {name}"));
-            self.running.fetch_sub(1, Ordering::SeqCst);
-            if let Some(error) = script.fails {
-                bail!("build failed: {error}; log: {}", log.display());
-            }
-            let id = format!("sha256:{name}");
-            let platform = Platform {
-                os: "linux".into(),
-                architecture: script.architecture.unwrap_or("amd64").into(),
-                variant: String::new(),
-            };
-            let details = ImageDetails {
-                id: id.clone(),
-                platform,
-                size: 1000,
-                layers: 1,
-                created: String::new(),
-                labels: BTreeMap::new(),
-            };
-            self.images.lock().unwrap().insert(id.clone(), details);
-            Ok(Built { id, steps_reused: None })
-        }
-        fn batches_builds(&self) -> bool {
-            self.batches
-        }
-        fn build_batch(&self, builds: &[engine::BatchBuild<'_>], _: &Path) -> Option<Result<Vec<Built>>> {
-            if !self.batches {
-                return None;
-            }
-            let names: Vec<&str> = builds.iter().map(|b| b.name).collect();
-            self.events.lock().unwrap().push(format!("batch {}", names.join(" ")));
-            if let Some(failing) = names.iter().find(|n| self.scripts.get(**n).is_some_and(|s| s.fails.is_some())) {
-                return Some(Err(anyhow!("{failing} failed")));
-            }
-            Some(builds.iter().map(|b| self.build(&b.spec, &b.cache, b.log)).collect())
-        }
-        fn build_push(&self, _: &BuildSpec<'_>, _: &BuildCache, _: &str, _: &Path) -> Result<String> {
-            bail!("the fake builds into its own store")
-        }
-        fn tag(&self, source: &str, target: &str) -> Result<()> {
-            let id = self.names.lock().unwrap().get(source).cloned().unwrap_or_else(|| source.to_string());
-            if !self.images.lock().unwrap().contains_key(&id) {
-                bail!("no image {source}");
-            }
-            self.names.lock().unwrap().insert(target.to_string(), id);
-            Ok(())
-        }
-        fn push(&self, reference: &str, _: &Path) -> Result<()> {
-            self.events.lock().unwrap().push(format!("push {reference}"));
-            Ok(())
-        }
-        fn interrupted(&self) -> bool {
-            self.interrupted.load(Ordering::SeqCst)
+            self.0.lock().unwrap().push(text);
         }
     }
 
@@ -778,6 +623,18 @@ mod tests {
 
     /// Runs `jobs` on `fake`, `parallel` at a time; the outcomes by name.
     fn run(fake: &Fake, jobs: &[Job], parallel: usize, keep_going: bool) -> (Vec<Outcome>, HashMap<String, Action>) {
+        let (outcomes, actions, _) = run_telling(fake, jobs, parallel, keep_going);
+        (outcomes, actions)
+    }
+
+    /// Like [`run`], with what the run told.
+    fn run_telling(
+        fake: &Fake,
+        jobs: &[Job],
+        parallel: usize,
+        keep_going: bool,
+    ) -> (Vec<Outcome>, HashMap<String, Action>, Vec<String>) {
+        let told = Told::default();
         let logs = tempfile::tempdir().unwrap();
         let registry = crate::registry::Registry::new(
             crate::registry::Credentials::of(crate::config::EngineKind::Docker),
@@ -799,19 +656,19 @@ mod tests {
             direct_push: false,
             provenance: &provenance,
             prebuilt: &Prebuilt::default(),
-            events: fake,
+            events: &told,
         };
         let outcomes = execute(&ctx, jobs, parallel, keep_going);
         // Each image the run dealt with is told finished once; one it never
         // reached (not started, interrupted) is only in the outcomes.
-        let told = fake.told.lock().unwrap().clone();
+        let told = told.0.into_inner().unwrap();
         for o in &outcomes {
             let n = told.iter().filter(|e| e.starts_with(&format!("finished {} ", o.name()))).count();
             let reached = !matches!(o.action, Action::NotStarted | Action::Interrupted);
             assert!(n <= 1 && (n == 1 || !reached), "{}: told finished {n} times: {told:?}", o.name());
         }
         let actions = outcomes.iter().map(|o| (o.name().to_string(), o.action)).collect();
-        (outcomes, actions)
+        (outcomes, actions, told)
     }
 
     fn fails(error: &'static str) -> Script {
@@ -921,9 +778,8 @@ mod tests {
     fn a_failed_batch_builds_each_on_its_own_and_blames_the_right_one() {
         let fake = Fake::batching(&[("b", fails("no such file"))]);
         let jobs = jobs(&[("a", &[]), ("b", &[]), ("c", &[])]);
-        let (outcomes, actions) = run(&fake, &jobs, 1, true);
+        let (outcomes, actions, told) = run_telling(&fake, &jobs, 1, true);
         assert_eq!(fake.events()[0], "batch a b c");
-        let told = fake.told.lock().unwrap().clone();
         assert!(
             told.contains(&"note 3 images built together failed (b failed): building each on its own".to_string()),
             "{told:?}"

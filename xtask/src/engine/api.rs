@@ -1,0 +1,174 @@
+//! A hand-written HTTP client for docker's API socket: one request per
+//! connection, for the calls that would otherwise each cost a CLI process
+//! (tagging), and the check that the socket is the CLI's daemon.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::config::EngineKind;
+use crate::model::Parts;
+
+/// The unix socket docker's CLI would reach its daemon at, when that is
+/// plain to see: docker, no `DOCKER_CONTEXT` and no current context other
+/// than `default` in its config, `DOCKER_HOST` unset or `unix://`.
+pub(super) fn local_docker_socket(kind: EngineKind) -> Option<PathBuf> {
+    if kind != EngineKind::Docker || std::env::var_os("DOCKER_CONTEXT").is_some_and(|c| !c.is_empty()) {
+        return None;
+    }
+    let config = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
+    if let Ok(text) = std::fs::read_to_string(config.join("config.json")) {
+        let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+        if value["currentContext"].as_str().is_some_and(|c| !c.is_empty() && c != "default") {
+            return None;
+        }
+    }
+    let socket = match std::env::var("DOCKER_HOST") {
+        Ok(host) if !host.is_empty() => PathBuf::from(host.strip_prefix("unix://")?),
+        _ => PathBuf::from("/var/run/docker.sock"),
+    };
+    socket.exists().then_some(socket)
+}
+
+pub(super) enum ApiError {
+    /// The daemon answered no; what it said.
+    Refused(String),
+    /// No usable answer.
+    Unreachable(String),
+}
+
+/// One request to docker's API socket, `Connection: close`: the status
+/// and the body (a chunked body keeps its chunk-size lines).
+fn api_call(socket: &Path, method: &str, path: &str) -> std::result::Result<(u16, String), ApiError> {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let unreachable = |e: std::io::Error| ApiError::Unreachable(e.to_string());
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(unreachable)?;
+    stream.write_all(request.as_bytes()).map_err(unreachable)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(unreachable)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let first = answer.lines().next().unwrap_or_default().to_string();
+    match answer.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()) {
+        Some(status) => Ok((status, answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string())),
+        None => Err(ApiError::Unreachable(first)),
+    }
+}
+
+/// The first JSON object of an API answer's body, chunked or not.
+fn api_json(body: &str) -> Option<serde_json::Value> {
+    body.lines().find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok().filter(|v| v.is_object()))
+}
+
+/// `POST /images/{source}/tag?repo=…&tag=…` on docker's API socket.
+pub(super) fn api_tag(socket: &Path, source: &str, target: &str) -> std::result::Result<(), ApiError> {
+    // `repo:tag`, the tag after the last `/`; docker's default tag otherwise.
+    let parts = Parts::of(target);
+    let (repo, tag) = (parts.name, parts.tag.unwrap_or("latest"));
+    let encode = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let path = format!("/images/{}/tag?repo={}&tag={}", encode(source), encode(repo), encode(tag));
+    match api_call(socket, "POST", &path)? {
+        (200..=299, _) => Ok(()),
+        (400..=499, body) => Err(ApiError::Refused(
+            api_json(&body)
+                .and_then(|v| v["message"].as_str().map(String::from))
+                .unwrap_or_else(|| body.trim().to_string()),
+        )),
+        (status, _) => Err(ApiError::Unreachable(format!("HTTP {status}"))),
+    }
+}
+
+/// The daemon's ID (`GET /info`), to make sure the socket is the daemon
+/// the CLI talks to.
+pub(super) fn api_daemon_id(socket: &Path) -> Option<String> {
+    match api_call(socket, "GET", "/info").ok()? {
+        (200, body) => api_json(&body)?["ID"].as_str().map(String::from),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod api_tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use std::path::PathBuf;
+    use std::thread::JoinHandle;
+
+    use super::{api_daemon_id, api_tag, ApiError};
+
+    /// A socket of its own that answers one request with `answer`; the
+    /// thread gives the request line it got.
+    fn serve_once(answer: &'static str) -> (tempfile::TempDir, PathBuf, JoinHandle<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = conn.read(&mut buf).unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(answer.as_bytes()).unwrap();
+            String::from_utf8(request).unwrap().lines().next().unwrap().to_string()
+        });
+        (dir, socket, server)
+    }
+
+    /// What `api_tag` made of `answer`, and the request line it sent.
+    fn exchange(answer: &'static str, source: &str, target: &str) -> (Result<(), String>, String) {
+        let (_dir, socket, server) = serve_once(answer);
+        let result = api_tag(&socket, source, target).map_err(|e| match e {
+            ApiError::Refused(m) => format!("refused: {m}"),
+            ApiError::Unreachable(m) => format!("unreachable: {m}"),
+        });
+        (result, server.join().unwrap())
+    }
+
+    #[test]
+    fn tags_through_the_api() {
+        let (result, line) =
+            exchange("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", "sha256:ab", "127.0.0.1:5000/a/b_x86_64:t1");
+        assert_eq!(result, Ok(()));
+        assert_eq!(line, "POST /images/sha256%3Aab/tag?repo=127.0.0.1%3A5000%2Fa%2Fb_x86_64&tag=t1 HTTP/1.1");
+        let (_, line) = exchange("HTTP/1.1 201 Created\r\n\r\n", "l/a:t", "localhost:5000/x");
+        assert!(line.contains("repo=localhost%3A5000%2Fx&tag=latest "), "{line}");
+    }
+
+    #[test]
+    fn a_refusal_says_what_the_daemon_said() {
+        let answer = "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n2f\r\n{\"message\":\"No such image: sha256:ab\"}\n\r\n0\r\n\r\n";
+        assert_eq!(exchange(answer, "sha256:ab", "l/a:t").0, Err("refused: No such image: sha256:ab".into()));
+    }
+
+    #[test]
+    fn anything_else_is_unreachable() {
+        assert_eq!(exchange("HTTP/1.1 500 Oops\r\n\r\n", "a", "b:c").0, Err("unreachable: HTTP 500".into()));
+        assert_eq!(exchange("garbage", "a", "b:c").0, Err("unreachable: garbage".into()));
+        let missing = std::path::Path::new("/nonexistent/docker.sock");
+        assert!(matches!(api_tag(missing, "a", "b:c"), Err(ApiError::Unreachable(_))));
+    }
+
+    #[test]
+    fn the_daemon_id_comes_from_info() {
+        let answer =
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1c\r\n{\"ID\":\"AB:CD\",\"Images\":3}\n\r\n0\r\n\r\n";
+        let (_dir, socket, server) = serve_once(answer);
+        assert_eq!(api_daemon_id(&socket).as_deref(), Some("AB:CD"));
+        assert_eq!(server.join().unwrap(), "GET /info HTTP/1.1");
+        let (_dir, socket, server) = serve_once("HTTP/1.1 403 Forbidden\r\n\r\n");
+        assert_eq!(api_daemon_id(&socket), None);
+        server.join().unwrap();
+    }
+}

@@ -1,0 +1,489 @@
+//! The docker or podman command-line client: how each of the [`Engine`]'s
+//! questions becomes a `cmd!` call, what the answer means, and which
+//! failures are the engine's store changing under the call (asked again).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{anyhow, bail, Result};
+use xshell::{cmd, Shell};
+
+use super::api::{api_daemon_id, api_tag, local_docker_socket, ApiError};
+use super::inspect::{full_id, InspectedImage};
+use super::{BatchBuild, BuildCache, BuildSpec, Builder, Built, Container, Engine, ImageDetails, ImageFacts, Removed};
+use crate::config::EngineKind;
+use crate::model::{Arch, Platform};
+use crate::model::{Event, Observer};
+use crate::process::{first_line, NotFound, Output, Processes};
+use crate::registry::{cli_error, is_loopback, Retry, QUICK_RETRY_DELAYS, RETRY_DELAYS};
+
+/// How often the local images are listed when an image vanishes meanwhile.
+const LIST_ATTEMPTS: usize = 5;
+/// What podman's listing says when an image vanished under it.
+const LIST_RACES: &[&str] = &["image not known", "locating item named", "layer not known"];
+/// What podman says when its store changed under a call about images that
+/// are still there.
+const STORE_RACES: &[&str] = &["locating item named", "layer not known"];
+
+/// The docker or podman command-line client. Its clones share what they
+/// found out (version, builder, API socket) and the processes they run.
+#[derive(Clone)]
+pub struct EngineCli {
+    pub kind: EngineKind,
+    pub(super) program: &'static str,
+    /// The CLI's own version, as `check` read it.
+    client_version: Arc<OnceLock<String>>,
+    builder: Arc<OnceLock<Builder>>,
+    /// Told of every call and its output ([`Event::Echo`]), under `--verbose`.
+    echo: Option<Arc<dyn Observer>>,
+    /// The image the calls are for, for [`Event::Echo`].
+    image: Option<Arc<str>>,
+    processes: Processes,
+    retry: Retry,
+    /// docker's API socket, when the CLI would talk to a daemon there.
+    api_socket: Arc<OnceLock<Option<PathBuf>>>,
+}
+
+impl EngineCli {
+    pub fn new(kind: EngineKind) -> EngineCli {
+        let processes = Processes::default();
+        EngineCli {
+            kind,
+            program: kind.program(),
+            client_version: Arc::default(),
+            builder: Arc::default(),
+            echo: None,
+            image: None,
+            retry: Retry::new(processes.interrupt().clone(), None),
+            processes,
+            api_socket: Arc::default(),
+        }
+    }
+
+    /// Tells `events` of each retry of a failed pull or push.
+    pub fn telling_retries(mut self, events: Arc<dyn Observer>) -> EngineCli {
+        self.retry = Retry::new(self.processes.interrupt().clone(), Some(events));
+        self
+    }
+
+    /// How this engine's calls are tried again, for a registry client to share.
+    pub fn retry(&self) -> &Retry {
+        &self.retry
+    }
+
+    /// The processes this engine runs: [`Processes::stop_all_on_signals`]
+    /// makes Ctrl-C and SIGTERM stop them.
+    pub fn processes(&self) -> &Processes {
+        &self.processes
+    }
+
+    /// Tells `events` of every call's command line and output as well.
+    pub fn echoing(mut self, events: Arc<dyn Observer>) -> EngineCli {
+        self.echo = Some(events);
+        self
+    }
+
+    fn echo(&self, text: &str) {
+        if let Some(echo) = &self.echo {
+            for line in text.lines() {
+                echo.event(Event::Echo { image: self.image.as_deref(), line });
+            }
+        }
+    }
+
+    /// The driver of buildx's selected builder (`BUILDX_BUILDER`, or the
+    /// current one), or `None` without buildx.
+    fn buildx_driver(&self) -> Option<String> {
+        let sh = Shell::new().ok()?;
+        let program = self.program;
+        let out = self.run(cmd!(sh, "{program} buildx inspect"), None).ok()?;
+        if !out.ok {
+            return None;
+        }
+        let driver = out.stdout.lines().find_map(|l| l.strip_prefix("Driver:")).map(|d| d.trim().to_string());
+        Some(driver.unwrap_or_else(|| "docker".into()))
+    }
+
+    /// Runs one engine command to completion; output goes to `log` when given.
+    pub(super) fn run(&self, cmd: xshell::Cmd<'_>, log: Option<&Path>) -> Result<Output> {
+        self.echo(&format!("$ {cmd}"));
+        let echo = |text: &str| self.echo(text);
+        let echo: Option<&dyn Fn(&str)> = if self.echo.is_some() { Some(&echo) } else { None };
+        self.processes.run(cmd.into(), log, echo).map_err(|e| match e.downcast_ref::<NotFound>() {
+            Some(_) => anyhow!("{}", self.not_installed()),
+            None => e,
+        })
+    }
+
+    fn not_installed(&self) -> String {
+        match self.kind {
+            EngineKind::Docker => {
+                "docker is not installed: install it (apt-get install docker.io) or choose podman with --engine podman"
+                    .into()
+            }
+            EngineKind::Podman => "podman is not installed: install it (apt-get install podman)".into(),
+        }
+    }
+
+    /// Names (as [`Engine::image_names`] lists them) -> image ID, each also
+    /// under the names the engine answers to.
+    fn by_name(&self, names: Vec<(String, String)>) -> HashMap<String, String> {
+        let mut images = HashMap::new();
+        for (name, id) in names {
+            // podman keeps a name without a registry domain (`local/x`) as
+            // `localhost/local/x`, and answers to both.
+            if self.kind == EngineKind::Podman {
+                if let Some(short) = name.strip_prefix("localhost/") {
+                    images.entry(short.to_string()).or_insert_with(|| id.clone());
+                }
+            }
+            images.insert(name, id);
+        }
+        images
+    }
+
+    /// What each of the local images `ids` (or names) is, from their
+    /// configs, in one engine call per few hundred. An image that vanished
+    /// meanwhile is left out.
+    fn inspect(&self, ids: &[&str]) -> Result<HashMap<String, ImageDetails>> {
+        let mut found = HashMap::new();
+        for (asked, image) in self.inspected(ids, 500)? {
+            let details = image.details();
+            // Under the name asked when the answer is in order; by ID in any case.
+            if let Some(asked) = asked {
+                found.insert(asked.to_string(), details.clone());
+            }
+            found.insert(details.id.clone(), details);
+        }
+        Ok(found)
+    }
+
+    /// The images `ids` as `image inspect` describes them, `at_once` per
+    /// call, each with the name it was asked by when the call found them all
+    /// (then its answer is in the order asked). An image that vanished
+    /// meanwhile is left out.
+    fn inspected<'a>(&self, ids: &[&'a str], at_once: usize) -> Result<Vec<(Option<&'a str>, InspectedImage)>> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(at_once) {
+            let out = self.inspect_call(chunk)?;
+            // Asked about several, engines print what they found, and fail
+            // naming what they did not.
+            let parsed: Vec<InspectedImage> = match serde_json::from_str(out.stdout.trim()) {
+                Ok(images) => images,
+                // podman prints none of them when one is missing: each on its own.
+                Err(_) if !out.ok && is_missing(&out.stderr) && chunk.len() > 1 => {
+                    for id in chunk {
+                        found.extend(self.inspected(&[id], 1)?);
+                    }
+                    continue;
+                }
+                Err(_) if !out.ok && is_missing(&out.stderr) => continue,
+                Err(_) if !out.ok => bail!("cannot inspect local images: {}", first_line(&out.stderr)),
+                Err(e) => bail!("cannot read the engine's image inspection: {e}"),
+            };
+            found.extend(chunk.iter().zip(parsed).map(|(asked, image)| (out.ok.then_some(*asked), image)));
+        }
+        Ok(found)
+    }
+
+    /// `image inspect` of `ids`, asked again when podman's store changed
+    /// under it (another process removing an image), as the listing is.
+    fn inspect_call(&self, ids: &[&str]) -> Result<Output> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        self.asked_again_on(STORE_RACES, || self.run(cmd!(sh, "{program} image inspect {ids...}"), None))
+    }
+
+    /// podman's flag for a registry on loopback, which speaks plain HTTP
+    /// (docker's daemon allows that by itself).
+    fn plain_http_flag(&self, reference: &str) -> Option<&'static str> {
+        (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false")
+    }
+
+    /// Makes `call`, again (up to [`LIST_ATTEMPTS`] in all) while it fails
+    /// saying one of `races`: the engine's store changed under it.
+    fn asked_again_on(&self, races: &[&str], call: impl Fn() -> Result<Output>) -> Result<Output> {
+        let mut out = call()?;
+        for _ in 1..LIST_ATTEMPTS {
+            if out.ok || !races.iter().any(|r| out.stderr.contains(r)) {
+                break;
+            }
+            out = call()?;
+        }
+        Ok(out)
+    }
+
+    /// The local API socket, when the daemon there is the one the CLI talks
+    /// to (same daemon ID): a `docker` on PATH may be a wrapper of another.
+    fn verified_api_socket(&self) -> Option<PathBuf> {
+        let socket = local_docker_socket(self.kind)?;
+        let id = api_daemon_id(&socket)?;
+        let sh = Shell::new().ok()?;
+        let program = self.program;
+        let format = "{{.ID}}";
+        let out = self.run(cmd!(sh, "{program} info --format {format}"), None).ok()?;
+        (out.ok && out.stdout.trim() == id).then_some(socket)
+    }
+}
+
+impl Engine for EngineCli {
+    fn interrupted(&self) -> bool {
+        self.processes.interrupt().is_set()
+    }
+
+    fn for_image(&self, image: &str) -> Option<Box<dyn Engine + '_>> {
+        Some(Box::new(EngineCli { image: Some(image.into()), ..self.clone() }))
+    }
+
+    fn builder(&self) -> &Builder {
+        self.builder.get_or_init(|| {
+            if self.kind == EngineKind::Podman {
+                return Builder::Podman;
+            }
+            let major =
+                self.client_version.get().and_then(|v| v.split('.').next()).and_then(|m| m.trim().parse::<u32>().ok());
+            let old_client = major.is_some_and(|m| m < 23);
+            match std::env::var("DOCKER_BUILDKIT").ok().as_deref().map(str::trim) {
+                Some("0" | "false" | "FALSE" | "False") => return Builder::Classic,
+                Some(v) if !v.is_empty() && old_client => return Builder::DaemonBuildKit,
+                _ if old_client => return Builder::DaemonBuildKit,
+                _ => {}
+            }
+            // From 23.0 on, `docker build` is buildx's when the plugin is there.
+            match self.buildx_driver() {
+                Some(driver) => Builder::Buildx { driver },
+                None => Builder::Classic,
+            }
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let format = match self.kind {
+            EngineKind::Docker => "{{.Client.Version}} {{.Server.Version}}",
+            EngineKind::Podman => "{{.Version}}",
+        };
+        let out = self.run(cmd!(sh, "{program} version --format {format}"), None)?;
+        if out.ok {
+            let client = out.stdout.split_whitespace().next().unwrap_or_default();
+            let _ = self.client_version.set(client.to_string());
+            return Ok(());
+        }
+        match self.kind {
+            EngineKind::Docker => {
+                let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+                let context = std::env::var("DOCKER_CONTEXT").map(|c| format!(" (context {c})")).unwrap_or_default();
+                bail!(
+                    "the docker daemon is not reachable at {host}{context}: start it (`sudo dockerd &` or `sudo systemctl start docker`) or set DOCKER_HOST; docker said: {}",
+                    first_line(&out.stderr)
+                )
+            }
+            EngineKind::Podman => bail!("podman does not work here: {}", first_line(&out.stderr)),
+        }
+    }
+
+    fn local_images(&self) -> Result<HashMap<String, String>> {
+        Ok(self.by_name(self.image_names()?))
+    }
+
+    fn image_names(&self) -> Result<Vec<(String, String)>> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let format = "{{.Repository}}:{{.Tag}}\t{{.ID}}";
+        // podman's listing fails outright when an image it is listing is
+        // removed meanwhile (by anyone); the next listing no longer sees it.
+        let out = self
+            .asked_again_on(LIST_RACES, || self.run(cmd!(sh, "{program} images --no-trunc --format {format}"), None))?;
+        if !out.ok {
+            bail!("cannot list local images: {}", first_line(&out.stderr));
+        }
+        Ok(out
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(name, _)| !name.contains("<none>"))
+            .map(|(name, id)| (name.to_string(), full_id(id.trim())))
+            .collect())
+    }
+
+    fn containers(&self, listed: &[(String, String)]) -> Result<Vec<Container>> {
+        let names = self.by_name(listed.to_vec());
+        let sh = Shell::new()?;
+        let program = self.program;
+        let format = match self.kind {
+            EngineKind::Docker => "{{.ID}}\t{{.Names}}\t{{.Image}}",
+            EngineKind::Podman => "{{.ID}}\t{{.Names}}\t{{.ImageID}}",
+        };
+        let out = self.run(cmd!(sh, "{program} ps --all --no-trunc --format {format}"), None)?;
+        if !out.ok {
+            bail!("cannot list containers: {}", first_line(&out.stderr));
+        }
+        let mut containers = Vec::new();
+        for line in out.stdout.lines() {
+            let mut fields = line.splitn(3, '\t');
+            let (Some(id), Some(name), Some(image)) = (fields.next(), fields.next(), fields.next()) else { continue };
+            let image = image.trim();
+            // docker shows the name the container was created with while
+            // that name still means the container's image, else its ID.
+            let image_id = if self.kind == EngineKind::Podman || image.starts_with("sha256:") {
+                Some(full_id(image))
+            } else {
+                let tagged = if image.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+                    image.to_string()
+                } else {
+                    format!("{image}:latest")
+                };
+                let familiar = tagged.strip_prefix("docker.io/").unwrap_or(&tagged);
+                let familiar = familiar.strip_prefix("library/").unwrap_or(familiar);
+                names.get(&tagged).or_else(|| names.get(familiar)).cloned()
+            };
+            containers.push(Container { id: id.to_string(), name: name.to_string(), image: image_id });
+        }
+        Ok(containers)
+    }
+
+    fn image_facts(&self, ids: &[&str]) -> Result<HashMap<String, ImageFacts>> {
+        Ok(self.inspected(ids, INSPECT_AT_ONCE)?.into_iter().map(|(_, image)| image.facts()).collect())
+    }
+
+    fn remove_names(&self, references: &[String]) -> Result<Removed> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let mut removed = Removed::default();
+        for chunk in references.chunks(REMOVE_AT_ONCE) {
+            let out = self.run(cmd!(sh, "{program} rmi {chunk...}"), None)?;
+            for line in out.stdout.lines() {
+                if let Some(id) = line.trim().strip_prefix("Deleted: ") {
+                    removed.deleted.insert(full_id(id.trim()));
+                }
+            }
+            if !out.ok {
+                removed.refused.extend(out.stderr.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+            }
+        }
+        Ok(removed)
+    }
+
+    fn platforms(&self, ids: &[&str]) -> Result<HashMap<String, Platform>> {
+        Ok(self.inspect(ids)?.into_iter().map(|(k, d)| (k, d.platform)).collect())
+    }
+
+    fn images(&self, ids: &[&str]) -> Result<HashMap<String, ImageDetails>> {
+        self.inspect(ids)
+    }
+
+    fn image(&self, image: &str) -> Result<ImageDetails> {
+        self.inspect(&[image])?
+            .remove(image)
+            .ok_or_else(|| anyhow!("{image} is not present locally: it vanished (removed by another process?)"))
+    }
+
+    fn untag(&self, reference: &str) -> Result<()> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let out = self.run(cmd!(sh, "{program} rmi {reference}"), None)?;
+        if !out.ok {
+            bail!("cannot remove the name {reference}: {}", first_line(&out.stderr));
+        }
+        Ok(())
+    }
+
+    fn pull(&self, reference: &str, arch: Arch, quick: bool, log: &Path) -> Result<()> {
+        let sh = Shell::new()?;
+        let (program, platform) = (self.program, arch.platform());
+        let tls = self.plain_http_flag(reference);
+        self.retry.run_with(if quick { &QUICK_RETRY_DELAYS } else { &RETRY_DELAYS }, || {
+            let out = self.run(cmd!(sh, "{program} pull {tls...} --platform {platform} {reference}"), Some(log))?;
+            if !out.ok {
+                return Err(cli_error(reference, &last_error_line(&out.stderr)));
+            }
+            Ok(())
+        })
+    }
+
+    fn build(&self, spec: &BuildSpec<'_>, cache: &BuildCache, log: &Path) -> Result<Built> {
+        self.build_image(spec, cache, log)
+    }
+
+    fn build_batch(&self, builds: &[BatchBuild<'_>], work: &Path) -> Option<Result<Vec<Built>>> {
+        // buildx's `docker` driver builds into the daemon's image store and
+        // reports each image's ID; build arguments of the user's own are
+        // command-line flags a definition cannot hold.
+        let batchable = self.batches_builds()
+            && builds.len() > 1
+            && builds.iter().all(|b| b.spec.args.is_empty() && b.cache.to.is_none());
+        batchable.then(|| self.bake(builds, work))
+    }
+
+    fn batches_builds(&self) -> bool {
+        matches!(self.builder(), Builder::Buildx { driver } if driver == "docker")
+    }
+
+    fn build_push(&self, spec: &BuildSpec<'_>, cache: &BuildCache, repository: &str, log: &Path) -> Result<String> {
+        self.build_to_registry(spec, cache, repository, log)
+    }
+
+    fn tag(&self, source: &str, target: &str) -> Result<()> {
+        // Through the daemon's API when it is on a local socket: one request
+        // instead of a CLI process (about 15 ms of CPU each, three per build).
+        if let Some(socket) = self.api_socket.get_or_init(|| self.verified_api_socket()) {
+            self.echo(&format!("$ docker tag {source} {target}  # through the API at {}", socket.display()));
+            match api_tag(socket, source, target) {
+                Ok(()) => return Ok(()),
+                Err(ApiError::Refused(why)) => bail!("cannot tag {source} as {target}: {why}"),
+                // The socket did not answer as expected: the CLI may.
+                Err(ApiError::Unreachable(why)) => {
+                    self.echo(&format!("# the API did not answer ({why}): with the CLI"))
+                }
+            }
+        }
+        let sh = Shell::new()?;
+        let program = self.program;
+        let out = self.run(cmd!(sh, "{program} tag {source} {target}"), None)?;
+        if !out.ok {
+            bail!("cannot tag {source} as {target}: {}", first_line(&out.stderr));
+        }
+        Ok(())
+    }
+
+    fn push(&self, reference: &str, log: &Path) -> Result<()> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let tls = self.plain_http_flag(reference);
+        self.retry.run(|| {
+            let out = self.run(cmd!(sh, "{program} push {tls...} {reference}"), Some(log))?;
+            if !out.ok {
+                return Err(cli_error(reference, &last_error_line(&out.stderr)));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Images inspected in one engine call: their IDs stay well below the
+/// kernel's limit on a command line's length.
+const INSPECT_AT_ONCE: usize = 20_000;
+
+/// Names removed in one engine call.
+const REMOVE_AT_ONCE: usize = 200;
+
+/// Whether an engine said that images it was asked about do not exist.
+fn is_missing(stderr: &str) -> bool {
+    let lower = stderr.to_lowercase();
+    lower.contains("no such image") || lower.contains("image not known")
+}
+
+/// The most telling line of a log: the last one that mentions an error.
+pub(super) fn last_error_line(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let Some(at) = lines.iter().rposition(|l| l.to_lowercase().contains("error")).or(lines.len().checked_sub(1)) else {
+        return "no output".into();
+    };
+    // `errors:` heads a list of what the registry said, one per line.
+    if lines[at].ends_with(':') && at + 1 < lines.len() {
+        return lines[at..].join(" ");
+    }
+    lines[at].to_string()
+}
