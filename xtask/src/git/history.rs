@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use rayon::prelude::*;
 
 use super::repo::find;
 pub use super::repo::{Oid, Repo};
 use super::source::Git;
+use crate::catalog::by_arch::{self, OwnByArch};
 use crate::catalog::discovery::{catalog_of, Catalog, Dockerfiles};
-use crate::catalog::tagging::{self, Own, Resolved};
-use crate::config::{Settings, TagScheme};
+use crate::catalog::tagging::{self, Own};
+use crate::config::Settings;
 use crate::model::Arch;
 use crate::model::ImageIndex;
 
@@ -130,71 +130,13 @@ impl Snapshot<'_> {
     /// earlier revision had the same tree.
     pub fn tags(&self, settings: &Settings, catalogs: &[&Catalog]) -> Vec<HashMap<ImageIndex, Result<String, String>>> {
         let src = Git { snapshot: self };
-        let mut paths: Vec<&str> = catalogs.iter().flat_map(|c| c.images.iter().map(|i| i.path.as_str())).collect();
-        paths.sort_unstable();
-        paths.dedup();
-        match settings.tag_scheme {
-            TagScheme::Gvisor => {
-                let by_path: HashMap<&str, Result<String, String>> =
-                    paths.par_iter().map(|&p| (p, self.gvisor_tag(&src, p).map_err(|e| format!("{e:#}")))).collect();
-                catalogs
-                    .iter()
-                    .map(|c| c.indexed().map(|(i, image)| (i, by_path[image.path.as_str()].clone())).collect())
-                    .collect()
-            }
-            TagScheme::Content => {
-                let index: Vec<HashMap<&str, ImageIndex>> =
-                    catalogs.iter().map(|c| c.indexed().map(|(i, image)| (image.path.as_str(), i)).collect()).collect();
-                let own: HashMap<&str, PerArch> = paths
-                    .par_iter()
-                    .map(|&p| {
-                        let wants: Vec<(Arch, &str)> = catalogs
-                            .iter()
-                            .zip(&index)
-                            .filter_map(|(c, idx)| idx.get(p).map(|&i| (c.arch, c[i].dockerfile.as_str())))
-                            .collect();
-                        (p, self.own_inputs(&src, settings, p, &wants).map_err(|e| format!("{e:#}")))
-                    })
-                    .collect();
-                catalogs
-                    .iter()
-                    .map(|c| {
-                        let mut resolved: HashMap<ImageIndex, Resolved> = HashMap::new();
-                        let mut failed: HashMap<ImageIndex, String> = HashMap::new();
-                        for (i, image) in c.indexed() {
-                            let mine = own[image.path.as_str()]
-                                .as_ref()
-                                .map_err(String::clone)
-                                .and_then(|all| all.iter().find(|(a, _)| *a == c.arch).expect("asked for").1.clone())
-                                .and_then(|o| {
-                                    let bases =
-                                        tagging::resolve_bases(c, image, &o.bases).map_err(|e| format!("{e:#}"))?;
-                                    Ok(Resolved { digest: o.digest, bases })
-                                });
-                            match mine {
-                                Ok(r) => {
-                                    resolved.insert(i, r);
-                                }
-                                Err(e) => {
-                                    failed.insert(i, e);
-                                }
-                            }
-                        }
-                        let mut tags = HashMap::new();
-                        c.indices()
-                            .map(|i| {
-                                let tag = match failed.get(&i) {
-                                    Some(e) => Err(e.clone()),
-                                    None => tagging::content_tag(c, i, &resolved, &mut tags, &mut Vec::new())
-                                        .map_err(|e| format!("{e:#}")),
-                                };
-                                (i, tag)
-                            })
-                            .collect()
-                    })
-                    .collect()
-            }
-        }
+        by_arch::tags(
+            settings.tag_scheme,
+            catalogs,
+            |path| self.gvisor_tag(&src, path),
+            |path, wants| self.own_inputs(&src, settings, path, wants),
+        )
+        .tags
     }
 
     fn gvisor_tag(&self, src: &Git<'_>, path: &str) -> Result<String> {
@@ -244,10 +186,6 @@ impl Snapshot<'_> {
     }
 }
 
-/// An image directory's own inputs for each architecture asked for, or why
-/// they cannot be read (for all, or for one).
-type PerArch = Result<OwnByArch, String>;
-type OwnByArch = Vec<(Arch, Result<Own, String>)>;
 /// The images among `requested` (indexes into `catalog`, the images root
 /// as it is now) whose tag differs from their tag at `rev`, or that were no
 /// image at `rev`, in order.
