@@ -364,3 +364,40 @@ fn hash_body(stdout: &mut impl BufRead, size: usize) -> Result<[u8; 32]> {
     stdout.read_exact(&mut newline).context("git cat-file stopped")?;
     Ok(h.finalize().into())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    #[test]
+    fn object_names() {
+        let sha1 = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(Oid::from_hex(sha1).unwrap().hex(), sha1);
+        let sha256 = "ab".repeat(32);
+        assert_eq!(Oid::from_hex(&format!("{sha256}\n")).unwrap().hex(), sha256);
+        assert_ne!(Oid::from_hex(&"0".repeat(40)), Oid::from_hex(&"0".repeat(64)));
+        for bad in ["".to_string(), "0123".into(), "g".repeat(40), "0".repeat(41)] {
+            assert_eq!(Oid::from_hex(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn answers_of_cat_file() {
+        let name = "1".repeat(40);
+        let oid = Oid::from_hex(&name).unwrap();
+        let mut out = Cursor::new(format!("{name} blob 5\nhello\n{name} missing\n").into_bytes());
+        assert_eq!(header(&mut out, &oid).unwrap(), ("blob".to_string(), 5));
+        assert_eq!(hash_body(&mut out, 5).unwrap(), <[u8; 32]>::from(Sha256::digest(b"hello")));
+        let missing = header(&mut out, &oid).unwrap_err();
+        assert_eq!(format!("{missing:#}"), format!("git object {name} is missing from the repository"));
+        let ended = header(&mut out, &oid).unwrap_err();
+        assert_eq!(format!("{ended:#}"), format!("git cat-file stopped before answering about {name}"));
+        let mut cut = Cursor::new(b"hel".to_vec());
+        assert_eq!(
+            format!("{:#}", hash_body(&mut cut, 5).unwrap_err()),
+            "git cat-file stopped in the middle of an object"
+        );
+    }
+}
