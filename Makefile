@@ -43,7 +43,9 @@ endif
 
 # ---- variables ------------------------------------------------------------------
 
-# Settings the tool reads from the environment, passed on as make has them.
+# Settings the tool reads from the environment, passed on as make has them: with
+# the two prefixes below, the variables of VARIABLES in xtask/src/config.rs (a
+# test holds the two lists equal).
 _xtask_vars := IMAGES_DIR IMAGES_CONFIG IMAGES_ENGINE ARCH TAG_SCHEME NON_TEST_IMAGES DOCKER_BUILD_ARGS \
 	SKIP_IMAGE_LOAD DOCKER_PUSH_AS_LATEST
 

@@ -7,21 +7,6 @@ use clap::{Args, Parser, Subcommand};
 use crate::commands::RunArgs;
 use crate::config::Overrides;
 
-/// Environment variables that carry settings.
-pub const ENV_SETTINGS: &[&str] = &[
-    "IMAGES_CONFIG",
-    "IMAGES_DIR",
-    "ARCH",
-    "REMOTE_IMAGE_PREFIX",
-    "LOCAL_IMAGE_PREFIX",
-    "TAG_SCHEME",
-    "NON_TEST_IMAGES",
-    "DOCKER_BUILD_ARGS",
-    "IMAGES_ENGINE",
-    "SKIP_IMAGE_LOAD",
-    "DOCKER_PUSH_AS_LATEST",
-];
-
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
@@ -416,13 +401,15 @@ impl From<&Common> for RunArgs {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use clap::error::ErrorKind;
     use clap::{CommandFactory, FromArgMatches, Parser};
 
     use super::*;
     use crate::catalog::shard::Shard;
     use crate::commands::listing::Field;
-    use crate::config::{EngineKind, TagScheme};
+    use crate::config::{EngineKind, TagScheme, VARIABLES};
     use crate::model::Arch;
 
     const BIN: &str = "cargo xtask";
@@ -816,6 +803,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The flags read from the environment read the settings' variables,
+    /// every one of them; `settings --help` names those it prints, in order.
+    #[test]
+    fn flags_read_the_settings_variables() {
+        fn read(cmd: &clap::Command, out: &mut BTreeSet<String>) {
+            out.extend(cmd.get_arguments().filter_map(|a| Some(a.get_env()?.to_string_lossy().into_owned())));
+            for sub in cmd.get_subcommands() {
+                read(sub, out);
+            }
+        }
+        let cli = Cli::command();
+        let mut flags = BTreeSet::new();
+        read(&cli, &mut flags);
+        let table: BTreeSet<String> = VARIABLES.iter().map(|v| v.name.to_string()).collect();
+        assert_eq!(flags, table);
+
+        let help = cli.find_subcommand("settings").and_then(|s| s.get_long_about()).unwrap().to_string();
+        let at: Vec<Option<usize>> =
+            VARIABLES.iter().filter(|v| v.value.is_some()).map(|v| help.find(&format!(" {}", v.name))).collect();
+        assert!(at.iter().all(Option::is_some) && at.is_sorted(), "{help}");
     }
 
     /// A mistyped subcommand gets a suggestion.

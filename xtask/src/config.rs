@@ -1,5 +1,6 @@
 //! Settings: the committed `images.toml`, overridden by environment variables
-//! and flags, resolved once into a [`Settings`] value the rest of the tool reads.
+//! and flags, resolved once into a [`Settings`] value the rest of the tool
+//! reads; and the one table of those variables, [`VARIABLES`].
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -188,6 +189,43 @@ impl Settings {
     }
 }
 
+/// An environment variable that carries a setting.
+pub struct Variable {
+    pub name: &'static str,
+    /// The resolved setting as the variable would spell it, the images root
+    /// relative to the given directory when under it (`images`, as the
+    /// legacy Makefile's paths began). `None` for what [`Settings`] does not
+    /// hold: the settings file's path and the options of some commands.
+    pub value: Option<fn(&Settings, &Path) -> String>,
+}
+
+/// Every environment variable that carries a setting, those [`Settings`]
+/// holds first, in the order `cargo xtask settings` prints them. The
+/// command line's flags read these (their `env`), and the Makefile forwards
+/// these: tests hold both to this table.
+pub const VARIABLES: [Variable; 11] = [
+    Variable { name: "IMAGES_DIR", value: Some(|s, cwd| relative(&s.images_dir, cwd)) },
+    Variable { name: "ARCH", value: Some(|s, _| s.arch.to_string()) },
+    Variable { name: "REMOTE_IMAGE_PREFIX", value: Some(|s, _| s.remote_prefix.clone()) },
+    Variable { name: "LOCAL_IMAGE_PREFIX", value: Some(|s, _| s.local_prefix.clone()) },
+    Variable { name: "TAG_SCHEME", value: Some(|s, _| s.tag_scheme.as_str().to_string()) },
+    Variable { name: "NON_TEST_IMAGES", value: Some(|s, _| s.non_test.join("\\|")) },
+    Variable { name: "DOCKER_BUILD_ARGS", value: Some(|s, _| s.build_args.join(" ")) },
+    Variable { name: "IMAGES_ENGINE", value: Some(|s, _| s.engine.program().to_string()) },
+    Variable { name: "IMAGES_CONFIG", value: None },
+    Variable { name: "SKIP_IMAGE_LOAD", value: None },
+    Variable { name: "DOCKER_PUSH_AS_LATEST", value: None },
+];
+
+/// A path as given from `cwd`: relative when under it.
+fn relative(path: &Path, cwd: &Path) -> String {
+    match path.strip_prefix(cwd) {
+        Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => path.display().to_string(),
+    }
+}
+
 #[cfg(test)]
 impl Settings {
     /// For unit tests: these prefixes, x86_64, the rest as built in, with
@@ -217,4 +255,33 @@ fn check_prefix(what: &str, prefix: &str) -> Result<()> {
         bail!("{what} `{prefix}` is not a valid image repository prefix: use lower case letters, digits and . _ - / :");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The workspace's Makefile forwards to the tool the variables of
+    /// [`VARIABLES`], no more and no fewer, and its help names them all.
+    #[test]
+    fn the_makefile_forwards_every_variable() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Makefile");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines = text.replace("\\\n", " ");
+        let exported = lines.lines().find_map(|l| l.strip_prefix("_xtask_vars :=")).expect("_xtask_vars is set");
+        let mut forwarded: BTreeSet<&str> = exported.split_whitespace().collect();
+        // The prefixes are exported only when given.
+        forwarded
+            .extend(lines.lines().filter_map(|l| l.strip_prefix("$(eval $(call _xtask_prefix,")?.strip_suffix("))")));
+        let table: BTreeSet<&str> = VARIABLES.iter().map(|v| v.name).collect();
+        assert_eq!(forwarded, table, "the variables {} forwards", path.display());
+
+        let help = text.split("\nVariables (").nth(1).and_then(|h| h.split("\n\n").next()).expect("help on variables");
+        let mut named: BTreeSet<&str> =
+            help.split(|c: char| !(c.is_ascii_uppercase() || c == '_')).filter(|w| w.len() > 1).collect();
+        assert!(named.remove("XTASK_FLAGS"), "{help}");
+        assert_eq!(named, table, "the variables {}'s help names", path.display());
+    }
 }

@@ -3,7 +3,7 @@ use clap::Parser;
 fn main() {
     // An empty setting means "unset": the Makefile exports every variable it
     // forwards, set or not, and `ARCH= make …` is a common way to unset one.
-    for name in xtask::cli::ENV_SETTINGS {
+    for name in xtask::config::VARIABLES.map(|v| v.name) {
         if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
             std::env::remove_var(name);
         }

@@ -20,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::catalog::by_arch;
 use crate::catalog::context::{self, ContextEntry, Inclusion};
 use crate::catalog::discovery::{walk_error, Catalog, Image};
 use crate::catalog::dockerfile;
@@ -167,57 +168,24 @@ pub fn tags(catalog: &Catalog, settings: &Settings, wanted: &[ImageIndex]) -> Re
 
 /// Every image's tag in each of several catalogs of one images root (one
 /// per architecture), each image directory read and hashed once whatever
-/// the number of architectures it is an image for.
+/// the number of architectures it is an image for; the first failure fails
+/// them all.
 pub fn tags_by_arch(settings: &Settings, catalogs: &[&Catalog]) -> Result<Vec<HashMap<ImageIndex, String>>> {
     let Some(first) = catalogs.first() else { return Ok(Vec::new()) };
     let src = Fs { root: &first.root };
-    let mut dirs: Vec<&str> = catalogs.iter().flat_map(|c| c.images.iter().map(|i| i.path.as_str())).collect();
-    dirs.sort_unstable();
-    dirs.dedup();
-    match settings.tag_scheme {
-        TagScheme::Gvisor => {
-            let by_path: HashMap<&str, String> =
-                dirs.par_iter().map(|&d| Ok((d, gvisor_tag(&src, d)?))).collect::<Result<_>>()?;
-            Ok(catalogs
-                .iter()
-                .map(|c| c.indexed().map(|(i, image)| (i, by_path[image.path.as_str()].clone())).collect())
-                .collect())
-        }
-        TagScheme::Content => {
-            let by_path: Vec<HashMap<&str, ImageIndex>> =
-                catalogs.iter().map(|c| c.indexed().map(|(i, image)| (image.path.as_str(), i)).collect()).collect();
-            let own: HashMap<&str, Vec<(Arch, Own)>> = dirs
-                .par_iter()
-                .map(|&dir| {
-                    let wants: Vec<(Arch, &str)> = catalogs
-                        .iter()
-                        .zip(&by_path)
-                        .filter_map(|(c, paths)| paths.get(dir).map(|&i| (c.arch, c[i].dockerfile.as_str())))
-                        .collect();
-                    let own = own_inputs(&src, settings, dir, &wants)?;
-                    let own: Result<Vec<(Arch, Own)>> = wants.iter().zip(own).map(|((a, _), o)| Ok((*a, o?))).collect();
-                    Ok((dir, own?))
-                })
-                .collect::<Result<_>>()?;
-            catalogs
-                .iter()
-                .map(|c| {
-                    let mut resolved = HashMap::new();
-                    for (i, image) in c.indexed() {
-                        let (_, o) = own[image.path.as_str()].iter().find(|(a, _)| *a == c.arch).expect("hashed above");
-                        let bases = resolve_bases(c, image, &o.bases)?;
-                        c.knows_bases(i, &bases);
-                        resolved.insert(i, Resolved { digest: o.digest, bases });
-                    }
-                    let mut tags = HashMap::new();
-                    for i in c.indices() {
-                        content_tag(c, i, &resolved, &mut tags, &mut Vec::new())?;
-                    }
-                    Ok(tags)
-                })
-                .collect()
-        }
+    let by_arch::Tags { tags, first_failure } = by_arch::tags(
+        settings.tag_scheme,
+        catalogs,
+        |dir| gvisor_tag(&src, dir),
+        |dir, wants| {
+            let own = own_inputs(&src, settings, dir, wants)?;
+            Ok(wants.iter().zip(own).map(|((a, _), o)| (*a, o.map_err(|e| format!("{e:#}")))).collect())
+        },
+    );
+    if let Some(e) = first_failure {
+        return Err(anyhow::anyhow!(e));
     }
+    Ok(tags.into_iter().map(|t| t.into_iter().map(|(i, tag)| (i, tag.expect("no image failed"))).collect()).collect())
 }
 
 // ---- gvisor: the legacy pipeline, bit for bit -------------------------------

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::catalog::discovery::{discover_lenient, Catalog};
 use crate::catalog::shard::{self, Shard};
 use crate::catalog::tagging;
-use crate::config::{Settings, TagScheme};
+use crate::config::{Settings, VARIABLES};
 use crate::git::history;
 use crate::model::{ImageIndex, ImageRef};
 
@@ -163,52 +163,28 @@ pub fn local_image(settings: &Settings, names: &[String], field: Field) -> Resul
     Ok(())
 }
 
-/// The settings `settings` prints, by the names of their variables.
-pub const SETTINGS: [&str; 8] = [
-    "IMAGES_DIR",
-    "ARCH",
-    "REMOTE_IMAGE_PREFIX",
-    "LOCAL_IMAGE_PREFIX",
-    "TAG_SCHEME",
-    "NON_TEST_IMAGES",
-    "DOCKER_BUILD_ARGS",
-    "IMAGES_ENGINE",
-];
-
-/// A resolved setting as its variable would spell it. The images root is
-/// given relative to `cwd` when it is under it, so that it can be used from
-/// there as it is (`images`, as the legacy Makefile's paths began).
+/// A resolved setting as its variable would spell it (see
+/// [`crate::config::Variable::value`]); `None` when no setting has that
+/// variable.
 pub fn setting(settings: &Settings, cwd: &Path, name: &str) -> Option<String> {
-    Some(match name {
-        "IMAGES_DIR" => match settings.images_dir.strip_prefix(cwd) {
-            Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
-            Ok(rel) => rel.display().to_string(),
-            Err(_) => settings.images_dir.display().to_string(),
-        },
-        "ARCH" => settings.arch.to_string(),
-        "REMOTE_IMAGE_PREFIX" => settings.remote_prefix.clone(),
-        "LOCAL_IMAGE_PREFIX" => settings.local_prefix.clone(),
-        "TAG_SCHEME" => match settings.tag_scheme {
-            TagScheme::Content => "content".to_string(),
-            TagScheme::Gvisor => "gvisor".to_string(),
-        },
-        "NON_TEST_IMAGES" => settings.non_test.join("\\|"),
-        "DOCKER_BUILD_ARGS" => settings.build_args.join(" "),
-        "IMAGES_ENGINE" => settings.engine.program().to_string(),
-        _ => return None,
-    })
+    let value = VARIABLES.iter().find(|v| v.name == name)?.value?;
+    Some(value(settings, cwd))
 }
 
 /// Prints every setting as `NAME=value`, or the value of each one named.
 pub fn print_settings(settings: &Settings, cwd: &Path, names: &[String]) -> Result<()> {
+    let printed = VARIABLES.iter().filter_map(|v| Some((v.name, v.value?)));
     let lines: Vec<String> = if names.is_empty() {
-        SETTINGS.iter().map(|name| format!("{name}={}", setting(settings, cwd, name).unwrap_or_default())).collect()
+        printed.map(|(name, value)| format!("{name}={}", value(settings, cwd))).collect()
     } else {
         let mut values = Vec::new();
         for name in names {
             match setting(settings, cwd, name) {
                 Some(value) => values.push(value),
-                None => bail!("unknown setting `{name}`: use one of {}", SETTINGS.join(", ")),
+                None => {
+                    let known: Vec<&str> = printed.clone().map(|(name, _)| name).collect();
+                    bail!("unknown setting `{name}`: use one of {}", known.join(", "))
+                }
             }
         }
         values

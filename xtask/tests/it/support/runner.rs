@@ -19,7 +19,7 @@ use super::{builder, unique};
 /// variables, docker's context, make's (the tool runs under make as a
 /// shim) and the locale.
 pub fn clean_env(cmd: &mut Command) -> &mut Command {
-    for name in xtask::cli::ENV_SETTINGS {
+    for name in xtask::config::VARIABLES.map(|v| v.name) {
         cmd.env_remove(name);
     }
     for name in ["DOCKER_CONTEXT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "LC_ALL", "LANG"] {
