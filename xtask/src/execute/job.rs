@@ -1,0 +1,357 @@
+//! The steps of one image's job: pull, build (checked for its platform
+//! before it gets a name), tag, push, each against the engine or the
+//! registry, with the job's log; and the builds of a batch, done ahead of
+//! their jobs.
+
+use std::path::Path;
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+use super::{note, Context};
+use crate::engine;
+use crate::model::{Action, Bytes, CacheUse, Event, JobIndex, Outcome};
+use crate::planning::{Job, Step};
+
+pub(super) fn run_job(ctx: &Context, job: &Job) -> Outcome {
+    let start = Instant::now();
+    let log = log_of(ctx, job);
+    if !ctx.prebuilt.built.lock().unwrap().contains_key(&job.image) {
+        let _ = std::fs::remove_file(&log);
+    }
+    let mut action = ctx.idle;
+    let mut cache = None;
+    let mut bytes = Bytes::default();
+    let labelled = ctx.engine.for_image(&job.name);
+    let ctx = &Context { engine: labelled.as_deref().unwrap_or(ctx.engine), ..*ctx };
+    let result = run_steps(ctx, job, &log, &mut action, &mut cache, &mut bytes);
+    let seconds = start.elapsed().as_secs_f64();
+    let log = log.exists().then_some(log);
+    let mut outcome = Outcome::new(job.info(), action, Some(job.why.clone()));
+    outcome.seconds = seconds;
+    outcome.log = log;
+    outcome.bytes = bytes;
+    match result {
+        Ok(()) => {
+            outcome.builder = (action == Action::Built).then(|| ctx.engine.builder().kind());
+            outcome.cache = cache;
+        }
+        Err(_) if ctx.engine.interrupted() => outcome.action = Action::Interrupted,
+        Err(e) => {
+            outcome.action = Action::Failed;
+            outcome.error = Some(format!("{e:#}"));
+        }
+    }
+    outcome
+}
+
+fn run_steps(
+    ctx: &Context,
+    job: &Job,
+    log: &Path,
+    action: &mut Action,
+    cache: &mut Option<CacheUse>,
+    bytes: &mut Bytes,
+) -> Result<()> {
+    let engine = ctx.engine;
+    let [local, latest, remote] = job.names.plan_names();
+    let name_locally = |from: &str| -> Result<()> {
+        for target in [&local, &latest] {
+            if from != target.as_str() {
+                engine.tag(from, target)?;
+            }
+        }
+        if let Some(was) = &job.latest_was {
+            note(ctx, format!("{}: {latest} now points at the {} image (it was {was})", job.name, ctx.arch.platform()));
+        }
+        Ok(())
+    };
+    // Returns the cache source the build had.
+    // The size of the image this job has under its remote name, once known.
+    let mut size: Option<u64> = None;
+    let build = |action: &mut Action, size: &mut Option<u64>, bytes: &mut Bytes| -> Result<Option<CacheUse>> {
+        let (built, used) = build_checked(ctx, job, log)?;
+        *size = Some(built.size);
+        bytes.built += built.size;
+        let id = built.id;
+        engine.tag(&id, &remote)?;
+        name_locally(&remote)?;
+        *action = (*action).max(Action::Built);
+        Ok(used)
+    };
+    // A pulled image is for ARCH, or loses the name the pull gave it.
+    let pull_checked = |quick: bool| -> Result<u64> {
+        engine.pull(&remote, ctx.arch, quick, log)?;
+        let pulled = engine.image(&remote)?;
+        let platform = pulled.platform;
+        if !platform.is(ctx.arch) {
+            engine.untag(&remote)?;
+            bail!(
+                "the registry's {remote} is for {platform}, not {}: it was pushed for the wrong architecture; \
+                 nothing was tagged",
+                ctx.arch.platform()
+            );
+        }
+        Ok(pulled.size)
+    };
+    // Built and pushed in one go, never through the local store.
+    let direct = ctx.direct_push && job.steps.contains(&Step::Build) && job.steps.contains(&Step::Push { from: None });
+    for step in &job.steps {
+        match step {
+            Step::TagLocal { from } => {
+                name_locally(from)?;
+                *action = (*action).max(Action::Tagged);
+            }
+            Step::Pull { or_build: true } if ctx.registry_down.load(AtomicOrdering::SeqCst) => {
+                note(ctx, format!("{}: registry unreachable; building", job.name));
+                *cache = build(action, &mut size, bytes)?;
+            }
+            Step::Pull { or_build } => match pull_checked(*or_build) {
+                Ok(pulled) => {
+                    size = Some(pulled);
+                    bytes.pulled += pulled;
+                    name_locally(&remote)?;
+                    *action = (*action).max(Action::Pulled);
+                }
+                Err(e) if *or_build && !engine.interrupted() => {
+                    // Once the registry failed, later images build without waiting on it.
+                    if crate::registry::is_transient(&e) {
+                        ctx.registry_down.store(true, AtomicOrdering::SeqCst);
+                    }
+                    note(ctx, format!("{}: pull failed ({e:#}); building", job.name));
+                    *cache = build(action, &mut size, bytes)?;
+                }
+                Err(e) => return Err(e),
+            },
+            Step::Build if direct => {
+                let (pushed, used) = build_pushed(ctx, job, log)?;
+                *cache = used;
+                ctx.registry.retag(&pushed, &remote)?;
+                *action = (*action).max(Action::Pushed);
+            }
+            Step::Build => {
+                *cache = build(action, &mut size, bytes)?;
+            }
+            Step::Push { from: None } if direct => {}
+            Step::Push { from } => {
+                if let Some(from) = from {
+                    engine.tag(from, &remote)?;
+                }
+                engine.push(&remote, log)?;
+                bytes.pushed += match size {
+                    Some(size) => size,
+                    None => engine.image(&remote).map_or(0, |image| image.size),
+                };
+                *action = (*action).max(Action::Pushed);
+            }
+            Step::PushLatest => {
+                // The tag's manifest, byte for byte, under `:latest`; only
+                // when it points elsewhere.
+                if ctx.registry.retag(&remote, &job.names.remote_latest())? {
+                    *action = (*action).max(Action::Latest);
+                }
+            }
+            Step::Missing => bail!("{}", job.why),
+        }
+    }
+    Ok(())
+}
+
+/// What a job's build reads: its context, its Dockerfile, its labels.
+struct BuildInputs<'c> {
+    dir: std::path::PathBuf,
+    dockerfile: &'c str,
+    labels: Vec<(String, String)>,
+}
+
+impl<'c> BuildInputs<'c> {
+    fn of(ctx: &'c Context, job: &'c Job) -> BuildInputs<'c> {
+        let labels = ctx.provenance.labels(&job.path, &job.names.tag);
+        BuildInputs { dir: ctx.images_root.join(&job.path), dockerfile: &job.dockerfile, labels }
+    }
+
+    fn spec<'s>(&'s self, ctx: &'s Context) -> engine::BuildSpec<'s> {
+        engine::BuildSpec {
+            dir: &self.dir,
+            dockerfile: self.dockerfile,
+            arch: ctx.arch,
+            args: ctx.build_args,
+            labels: &self.labels,
+        }
+    }
+}
+
+fn log_of(ctx: &Context, job: &Job) -> std::path::PathBuf {
+    ctx.log_dir.join(format!("{}.log", job.name))
+}
+
+/// Builds the images of `batch` (job indices) in one engine call; each job
+/// then checks and names its image as if it had built it. When the call
+/// fails, or the engine cannot, each job builds its own, which tells whose
+/// build failed.
+pub(super) fn build_batch(ctx: &Context, jobs: &[Job], batch: &[JobIndex]) {
+    let inputs: Vec<_> = batch
+        .iter()
+        .map(|&j| {
+            let job = &jobs[j];
+            let log = log_of(ctx, job);
+            let _ = std::fs::remove_file(&log);
+            let (cache, _) = build_cache(ctx, job, &log);
+            (BuildInputs::of(ctx, job), cache, log)
+        })
+        .collect();
+    let builds: Vec<engine::BatchBuild> = batch
+        .iter()
+        .zip(&inputs)
+        .map(|(&j, (inputs, cache, log))| engine::BatchBuild {
+            name: &jobs[j].name,
+            spec: inputs.spec(ctx),
+            cache: cache.clone(),
+            log,
+        })
+        .collect();
+    for b in &builds {
+        ctx.events.event(Event::Started(b.name));
+    }
+    match ctx.engine.build_batch(&builds, ctx.log_dir) {
+        Some(Ok(built)) => {
+            // What each is, in one engine call for the batch.
+            let ids: Vec<&str> = built.iter().map(|b| b.id.as_str()).collect();
+            let mut details = ctx.engine.images(&ids).unwrap_or_default();
+            let mut prebuilt = ctx.prebuilt.built.lock().unwrap();
+            for (&j, b) in batch.iter().zip(built) {
+                let image = details.remove(&b.id);
+                prebuilt.insert(jobs[j].image, (b, image));
+            }
+        }
+        Some(Err(e)) if !ctx.engine.interrupted() => {
+            note(ctx, format!("{} images built together failed ({e:#}): building each on its own", batch.len()))
+        }
+        _ => {}
+    }
+}
+
+/// Builds the job's image and returns its ID once it is known to be for
+/// ARCH, with the cache source it was given. A builder that shares its layer
+/// cache across platforms may hand back layers built for another: then it
+/// builds again without the cache.
+fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageDetails, Option<CacheUse>)> {
+    let inputs = BuildInputs::of(ctx, job);
+    let spec = inputs.spec(ctx);
+    let engine = ctx.engine;
+    let expected = ctx.arch.platform();
+    let (mut cache, mut used) = build_cache(ctx, job, log);
+    let mut prebuilt = ctx.prebuilt.built.lock().unwrap().remove(&job.image);
+    loop {
+        let (built, known) = match prebuilt.take() {
+            Some(done) => done,
+            None => (engine.build(&spec, &cache, log)?, None),
+        };
+        let image = match known {
+            Some(image) => image,
+            None => engine.image(&built.id)?,
+        };
+        let platform = image.platform.clone();
+        if platform.is(ctx.arch) {
+            let used = used.map(|u| CacheUse { steps_reused: built.steps_reused, ..u });
+            return Ok((image, used));
+        }
+        if !cache.none && engine.builder().shares_cache_across_platforms() {
+            note(
+                ctx,
+                format!(
+                    "{}: the build gave a {platform} image, from layers cached for another architecture; \
+                 building again without the cache",
+                    job.name
+                ),
+            );
+            cache = engine::BuildCache { none: true, ..engine::BuildCache::default() };
+            used = None;
+            continue;
+        }
+        let cause = if cache.none {
+            "its base image is for another architecture"
+        } else {
+            "a cached layer or its base image is for another architecture"
+        };
+        bail!("built a {platform} image, not {expected}: {cause}; nothing was tagged; log: {}", log.display());
+    }
+}
+
+/// Builds the job's image straight into the registry and returns it by
+/// digest (`<remote>@<digest>`) once the registry's copy is known to be for
+/// ARCH (it has no tag until then).
+fn build_pushed(ctx: &Context, job: &Job, log: &Path) -> Result<(String, Option<CacheUse>)> {
+    let inputs = BuildInputs::of(ctx, job);
+    let (build_cache, used) = build_cache(ctx, job, log);
+    let digest = ctx.engine.build_push(&inputs.spec(ctx), &build_cache, &job.names.remote, log)?;
+    let pushed = job.names.remote_by_digest(&digest);
+    let platform =
+        ctx.registry.platform(&pushed)?.ok_or_else(|| anyhow::anyhow!("the registry lacks {pushed}, just pushed"))?;
+    if !platform.is(ctx.arch) {
+        bail!(
+            "built a {platform} image, not {}: its base image is for another architecture; it was pushed as {pushed} \
+             but given no tag; log: {}",
+            ctx.arch.platform(),
+            log.display()
+        );
+    }
+    Ok((pushed, used))
+}
+
+/// What the build may take from a cache: the plan's source as each builder
+/// takes it. The classic builder needs the image present (a remote
+/// `:latest` is pulled for it, and checked to be for ARCH); BuildKit reads
+/// it where it is, local or in the registry, from the inline cache its
+/// builds carry; podman reads the layers its builds pushed to the image's
+/// cache repository.
+fn build_cache(ctx: &Context, job: &Job, log: &Path) -> (engine::BuildCache, Option<CacheUse>) {
+    use crate::engine::Builder;
+    use crate::planning::CacheSource;
+    let engine = ctx.engine;
+    let builder = engine.builder();
+    let mut cache = engine::BuildCache { none: ctx.no_cache, ..engine::BuildCache::default() };
+    let podman_repo = job.names.cache_repository();
+    if *builder == Builder::Podman && ctx.cache_to && !ctx.no_cache {
+        cache.to = Some(podman_repo.clone());
+    }
+    let mut used = None;
+    if let (false, Some(source)) = (ctx.no_cache, &job.cache) {
+        let reference = source.reference().to_string();
+        let kind = if matches!(source, CacheSource::Local(_)) { "local" } else { "remote" };
+        match builder {
+            Builder::Podman => {
+                used = Some(CacheUse { kind: "repository", reference: podman_repo.clone(), steps_reused: None });
+                cache.from = Some(podman_repo);
+            }
+            Builder::Classic if kind == "remote" => {
+                // Pulled for the cache only; an image for another platform is not used.
+                let pulled = engine.pull(&reference, ctx.arch, true, log).and_then(|()| engine.platform(&reference));
+                match pulled {
+                    Ok(platform) if platform.is(ctx.arch) => {
+                        used = Some(CacheUse { kind, reference: reference.clone(), steps_reused: None });
+                        cache.from = Some(reference);
+                    }
+                    Ok(platform) => {
+                        note(ctx, format!("{}: {reference} is for {platform}: building without it", job.name))
+                    }
+                    Err(e) => note(ctx, format!("{}: no cache from {reference} ({e:#})", job.name)),
+                }
+            }
+            _ => {
+                used = Some(CacheUse { kind, reference: reference.clone(), steps_reused: None });
+                cache.from = Some(reference);
+            }
+        }
+    }
+    // A foreign build on a builder that matches layers across platforms gets
+    // none of its own cache; the classic builder with `--cache-from` looks at
+    // that image alone, which is for ARCH.
+    let classic_with_source = *builder == Builder::Classic && cache.from.is_some();
+    if ctx.fresh_builds && !classic_with_source {
+        cache = engine::BuildCache { none: true, ..engine::BuildCache::default() };
+        used = None;
+    }
+    (cache, used)
+}
