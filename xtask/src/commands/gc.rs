@@ -216,7 +216,7 @@ pub fn run(settings: &Settings, opts: &GcOptions) -> Result<i32> {
         delete(&registry, &mut decisions, opts.jobs);
     }
     if opts.json {
-        crate::report::print_json(&serde_json::json!({ "tags": decisions }))?;
+        crate::report::print_list("tags", &decisions)?;
     }
     let text = report(&decisions, held, opts.delete);
     if opts.json {

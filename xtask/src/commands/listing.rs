@@ -60,15 +60,7 @@ pub fn list(
     }
     let tags = tagging::tags(&catalog, settings, &chosen)?;
     let rows: Vec<ImageJson> = chosen.iter().map(|&i| json_row(settings, &catalog, i, &tags[&i])).collect();
-    #[derive(Serialize)]
-    struct Document<'a> {
-        schema: u32,
-        images: &'a [ImageJson<'a>],
-    }
-    serde_json::to_writer_pretty(&mut out, &Document { schema: crate::report::SCHEMA, images: &rows })?;
-    writeln!(out)?;
-    out.flush()?;
-    Ok(())
+    crate::report::print_list("images", &rows)
 }
 
 pub fn json_row<'a>(settings: &Settings, catalog: &'a Catalog, i: ImageIndex, tag: &'a str) -> ImageJson<'a> {

@@ -109,7 +109,7 @@ pub fn run(settings: &Settings, names: &[String], args: &RunArgs) -> Result<i32>
                     members: i.members.iter().map(|(arch, reference)| ShownMember { arch: *arch, reference }).collect(),
                 })
                 .collect();
-            report::print_json(&serde_json::json!({ "indexes": shown }))?;
+            report::print_list("indexes", &shown)?;
         }
         if args.dry_run {
             for index in &indexes {

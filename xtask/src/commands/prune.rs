@@ -33,7 +33,7 @@ pub struct Name {
 /// What becomes of a local name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Action {
+pub enum NameAction {
     /// Planned (`--dry-run`).
     Remove,
     Removed,
@@ -41,13 +41,13 @@ pub enum Action {
     Failed,
 }
 
-impl Action {
+impl NameAction {
     fn as_str(self) -> &'static str {
         match self {
-            Action::Remove => "would remove",
-            Action::Removed => "removed",
-            Action::Skipped => "skipped",
-            Action::Failed => "failed",
+            NameAction::Remove => "would remove",
+            NameAction::Removed => "removed",
+            NameAction::Skipped => "skipped",
+            NameAction::Failed => "failed",
         }
     }
 }
@@ -57,7 +57,7 @@ impl Action {
 pub struct Removal {
     pub reference: String,
     pub image: String,
-    pub action: Action,
+    pub action: NameAction,
     /// Why it goes, or why it stays.
     pub reason: String,
     /// What removing it freed (or would free): the image's own bytes when
@@ -150,8 +150,8 @@ pub fn plan(
             continue;
         }
         let (action, reason) = match users.get(n.image.as_str()) {
-            Some(users) => (Action::Skipped, format!("in use by container {}", users.join(", "))),
-            None => (Action::Remove, reason),
+            Some(users) => (NameAction::Skipped, format!("in use by container {}", users.join(", "))),
+            None => (NameAction::Remove, reason),
         };
         out.push(Removal { reference: n.reference.clone(), image: n.image.clone(), action, reason, bytes: 0 });
     }
@@ -186,7 +186,7 @@ pub fn freed(deleted: &HashSet<String>, facts: &HashMap<String, ImageFacts>) -> 
 fn attribute(removals: &mut [Removal], freed: &HashMap<String, u64>) {
     let mut last: HashMap<&str, usize> = HashMap::new();
     for (k, r) in removals.iter().enumerate() {
-        if matches!(r.action, Action::Remove | Action::Removed) {
+        if matches!(r.action, NameAction::Remove | NameAction::Removed) {
             last.insert(&r.image, k);
         }
     }
@@ -214,7 +214,7 @@ pub fn run(settings: &Settings, scope: Option<Arch>, dry_run: bool, json: bool) 
     let removals = prune(&EngineCli::new(settings.engine), settings, &current, scope, dry_run)?;
 
     if json {
-        crate::report::print_json(&serde_json::json!({ "names": removals }))?;
+        crate::report::print_list("names", &removals)?;
     }
     let text = report(&removals, dry_run);
     if json {
@@ -222,7 +222,7 @@ pub fn run(settings: &Settings, scope: Option<Arch>, dry_run: bool, json: bool) 
     } else {
         print!("{text}");
     }
-    Ok(if removals.iter().any(|r| r.action == Action::Failed) { crate::model::EXIT_FAILURE } else { 0 })
+    Ok(if removals.iter().any(|r| r.action == NameAction::Failed) { crate::model::EXIT_FAILURE } else { 0 })
 }
 
 /// What becomes of the names of `current`'s images on `engine`: one look
@@ -267,7 +267,7 @@ fn doomed(listed: &[(String, String)], removals: &[Removal]) -> HashSet<String> 
     for (_, id) in listed {
         *left.entry(id.as_str()).or_default() += 1;
     }
-    for r in removals.iter().filter(|r| r.action == Action::Remove) {
+    for r in removals.iter().filter(|r| r.action == NameAction::Remove) {
         if let Some(n) = left.get_mut(r.image.as_str()) {
             *n -= 1;
         }
@@ -280,13 +280,13 @@ fn doomed(listed: &[(String, String)], removals: &[Removal]) -> HashSet<String> 
 /// deleted.
 fn remove(engine: &dyn Engine, removals: &mut [Removal]) -> Result<HashSet<String>> {
     let going: Vec<String> =
-        removals.iter().filter(|r| r.action == Action::Remove).map(|r| r.reference.clone()).collect();
+        removals.iter().filter(|r| r.action == NameAction::Remove).map(|r| r.reference.clone()).collect();
     let said = if going.is_empty() { Default::default() } else { engine.remove_names(&going)? };
     let after: HashSet<String> =
         if going.is_empty() { HashSet::new() } else { engine.image_names()?.into_iter().map(|(n, _)| n).collect() };
-    for r in removals.iter_mut().filter(|r| r.action == Action::Remove) {
+    for r in removals.iter_mut().filter(|r| r.action == NameAction::Remove) {
         if after.contains(&r.reference) {
-            r.action = Action::Failed;
+            r.action = NameAction::Failed;
             r.reason = said
                 .refused
                 .iter()
@@ -295,7 +295,7 @@ fn remove(engine: &dyn Engine, removals: &mut [Removal]) -> Result<HashSet<Strin
                 .cloned()
                 .unwrap_or_else(|| "the engine kept it".into());
         } else {
-            r.action = Action::Removed;
+            r.action = NameAction::Removed;
         }
     }
     Ok(said.deleted)
@@ -308,15 +308,15 @@ pub fn report(removals: &[Removal], dry_run: bool) -> String {
     for r in removals {
         let action = r.action.as_str();
         match r.action {
-            Action::Remove | Action::Removed => {
+            NameAction::Remove | NameAction::Removed => {
                 out.push_str(&format!("{action:<width$}  {}  {} bytes  ({})\n", r.reference, r.bytes, r.reason))
             }
-            Action::Skipped | Action::Failed => {
+            NameAction::Skipped | NameAction::Failed => {
                 out.push_str(&format!("{action:<width$}  {}: {}\n", r.reference, r.reason))
             }
         }
     }
-    let going = removals.iter().filter(|r| matches!(r.action, Action::Remove | Action::Removed)).count();
+    let going = removals.iter().filter(|r| matches!(r.action, NameAction::Remove | NameAction::Removed)).count();
     let bytes: u64 = removals.iter().map(|r| r.bytes).sum();
     let kept = removals.len() - going;
     let kept = if kept > 0 { format!("; {kept} kept") } else { String::new() };
@@ -423,7 +423,7 @@ mod tests {
         let removal = |r: &str, i: &str, why: &str| Removal {
             reference: r.into(),
             image: i.into(),
-            action: Action::Remove,
+            action: NameAction::Remove,
             reason: why.into(),
             bytes: 0,
         };
@@ -443,14 +443,14 @@ mod tests {
         );
         let users = [Container { id: "c1".into(), name: "web".into(), image: Some("x3".into()) }];
         let planned = plan(&names, &current(), Some(Arch::X86_64), &users, &f);
-        let skipped: Vec<(&str, Action, &str)> =
+        let skipped: Vec<(&str, NameAction, &str)> =
             planned.iter().map(|r| (r.reference.as_str(), r.action, r.reason.as_str())).collect();
         assert_eq!(
             skipped,
             vec![
-                ("l.test/p/a:0000", Action::Skipped, "in use by container web"),
-                ("l.test/p/g/b:latest", Action::Skipped, "in use by container web"),
-                ("r.test:5000/q/a_x86_64:bbbb", Action::Remove, "bbbb is not a current tag"),
+                ("l.test/p/a:0000", NameAction::Skipped, "in use by container web"),
+                ("l.test/p/g/b:latest", NameAction::Skipped, "in use by container web"),
+                ("r.test:5000/q/a_x86_64:bbbb", NameAction::Remove, "bbbb is not a current tag"),
             ]
         );
     }
@@ -485,7 +485,7 @@ mod tests {
     }
 
     /// What each name became, in order: (reference, action, reason, bytes).
-    fn outcome(removals: &[Removal]) -> Vec<(&str, Action, &str, u64)> {
+    fn outcome(removals: &[Removal]) -> Vec<(&str, NameAction, &str, u64)> {
         removals.iter().map(|r| (r.reference.as_str(), r.action, r.reason.as_str(), r.bytes)).collect()
     }
 
@@ -496,11 +496,11 @@ mod tests {
         assert_eq!(
             outcome(&removals),
             vec![
-                ("l.test/p/a:0000", Action::Removed, "0000 is not a current tag", 1000),
-                ("l.test/p/a:1111", Action::Removed, "1111 is not a current tag", 0),
-                ("l.test/p/g/b:0000", Action::Skipped, "in use by container web", 0),
-                ("l.test/p/g/b:old", Action::Removed, "old is not a current tag", 0),
-                ("r.test:5000/q/a_x86_64:0000", Action::Removed, "0000 is not a current tag", 1000),
+                ("l.test/p/a:0000", NameAction::Removed, "0000 is not a current tag", 1000),
+                ("l.test/p/a:1111", NameAction::Removed, "1111 is not a current tag", 0),
+                ("l.test/p/g/b:0000", NameAction::Skipped, "in use by container web", 0),
+                ("l.test/p/g/b:old", NameAction::Removed, "old is not a current tag", 0),
+                ("r.test:5000/q/a_x86_64:0000", NameAction::Removed, "0000 is not a current tag", 1000),
             ]
         );
         assert_eq!(
@@ -533,11 +533,11 @@ mod tests {
         assert_eq!(
             outcome(&removals),
             vec![
-                ("l.test/p/a:0000", Action::Remove, "0000 is not a current tag", 1000),
-                ("l.test/p/a:1111", Action::Remove, "1111 is not a current tag", 0),
-                ("l.test/p/g/b:0000", Action::Skipped, "in use by container web", 0),
-                ("l.test/p/g/b:old", Action::Remove, "old is not a current tag", 0),
-                ("r.test:5000/q/a_x86_64:0000", Action::Remove, "0000 is not a current tag", 1000),
+                ("l.test/p/a:0000", NameAction::Remove, "0000 is not a current tag", 1000),
+                ("l.test/p/a:1111", NameAction::Remove, "1111 is not a current tag", 0),
+                ("l.test/p/g/b:0000", NameAction::Skipped, "in use by container web", 0),
+                ("l.test/p/g/b:old", NameAction::Remove, "old is not a current tag", 0),
+                ("r.test:5000/q/a_x86_64:0000", NameAction::Remove, "0000 is not a current tag", 1000),
             ]
         );
         assert_eq!(engine.events(), Vec::<String>::new());
@@ -555,11 +555,11 @@ mod tests {
         assert_eq!(
             outcome(&removals),
             vec![
-                ("l.test/p/a:0000", Action::Failed, refusal, 0),
-                ("l.test/p/a:1111", Action::Removed, "1111 is not a current tag", 0),
-                ("l.test/p/g/b:0000", Action::Skipped, "in use by container web", 0),
-                ("l.test/p/g/b:old", Action::Removed, "old is not a current tag", 0),
-                ("r.test:5000/q/a_x86_64:0000", Action::Removed, "0000 is not a current tag", 1000),
+                ("l.test/p/a:0000", NameAction::Failed, refusal, 0),
+                ("l.test/p/a:1111", NameAction::Removed, "1111 is not a current tag", 0),
+                ("l.test/p/g/b:0000", NameAction::Skipped, "in use by container web", 0),
+                ("l.test/p/g/b:old", NameAction::Removed, "old is not a current tag", 0),
+                ("r.test:5000/q/a_x86_64:0000", NameAction::Removed, "0000 is not a current tag", 1000),
             ]
         );
         assert!(engine.image_names().unwrap().contains(&("l.test/p/a:0000".into(), "sha256:2".into())));

@@ -154,13 +154,7 @@ pub fn run(
     }
     let mut out = std::io::stdout().lock();
     if json {
-        #[derive(serde::Serialize)]
-        struct Document<'a> {
-            schema: u32,
-            images: &'a [Status],
-        }
-        serde_json::to_writer_pretty(&mut out, &Document { schema: crate::report::SCHEMA, images: &rows })?;
-        writeln!(out)?;
+        crate::report::print_list("images", &rows)?;
     } else {
         write!(out, "{}", table(&rows))?;
     }

@@ -83,8 +83,17 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
         #[serde(flatten)]
         body: &'a T,
     }
-    let mut out = std::io::stdout().lock();
+    // Buffered: stdout alone is flushed at every line, and a list of
+    // thousands of images has tens of thousands.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, &Document { schema: SCHEMA, body: value })?;
     writeln!(out)?;
+    out.flush()?;
     Ok(())
+}
+
+/// Prints a JSON document whose one field besides the schema is the list
+/// `items` under `key`: `{"schema": 1, "images": […]}`.
+pub fn print_list<T: serde::Serialize>(key: &str, items: &[T]) -> anyhow::Result<()> {
+    print_json(&std::collections::BTreeMap::from([(key, items)]))
 }

@@ -6,6 +6,6 @@ mod json;
 mod progress;
 mod text;
 
-pub use json::{print_json, OutcomeDocument, PlanDocument, PlanEntry, SCHEMA};
+pub use json::{print_json, print_list, OutcomeDocument, PlanDocument, PlanEntry, SCHEMA};
 pub use progress::{Progress, Reporter, Verbosity, LOG_TAIL_LINES};
 pub use text::{action_text, count_line, human_bytes, plan_text, summary_text};

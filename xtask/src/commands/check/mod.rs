@@ -53,7 +53,7 @@ pub fn run(settings: &Settings, names: &[String], json: bool, deny_warnings: boo
     if json {
         let shown: Vec<Diagnostic> =
             report.diagnostics.iter().map(|d| Diagnostic { path: format!("{root}/{}", d.path), ..d.clone() }).collect();
-        crate::report::print_json(&serde_json::json!({ "findings": shown }))?;
+        crate::report::print_list("findings", &shown)?;
     } else {
         for d in &report.diagnostics {
             writeln!(out, "{}", d.render(&root))?;
