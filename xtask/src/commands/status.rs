@@ -11,13 +11,13 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::catalog::discovery::discover_lenient;
+use crate::catalog::discovery::{discover_lenient, Catalog};
 use crate::catalog::tagging;
 use crate::config::Settings;
 use crate::engine::{Engine, EngineCli, ImageDetails};
 use crate::git::provenance;
 use crate::model::Arch;
-use crate::model::{ImageInfo, ImageRef, Parts};
+use crate::model::{ImageIndex, ImageInfo, ImageRef, Parts};
 use crate::registry::Registry;
 use crate::report::human_bytes;
 
@@ -97,61 +97,24 @@ pub fn run(
     markdown: Option<&Path>,
 ) -> Result<i32> {
     let catalog = discover_lenient(&settings.images_dir, settings.arch)?;
-    let chosen = if names.is_empty() {
-        for bad in &catalog.invalid {
-            eprintln!("warning: skipped: {}", bad.reason);
-        }
-        for other in &catalog.other_arch {
-            eprintln!("skipped {}: not available for {}", other.name, settings.arch);
-        }
-        catalog.indices().collect()
-    } else {
-        let (chosen, unavailable) = catalog.select_available(names)?;
-        for other in unavailable {
-            eprintln!("skipped: {}", catalog.unavailable(other));
-        }
-        chosen
-    };
+    let chosen = choose(settings, &catalog, names)?;
     let tags = tagging::tags(&catalog, settings, &chosen)?;
-
     let refs: Vec<ImageRef> = chosen.iter().map(|&i| ImageRef::new(settings, &catalog[i].path, &tags[&i])).collect();
+
     let locals = local_statuses(&EngineCli::new(settings.engine), &refs, settings.arch)?;
-
-    let remotes: Vec<String> = refs.iter().map(ImageRef::remote_tagged).collect();
-    let answers: Vec<Result<bool>> = if local_only {
-        remotes.iter().map(|_| Err(anyhow::anyhow!(NOT_ASKED))).collect()
-    } else {
-        let registry = Registry::of(settings);
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).max(8);
-        registry.exist_all(&remotes, parallel, true)
-    };
-
+    let remotes = registry_statuses(settings, &refs, local_only);
     let rows: Vec<Status> = chosen
         .iter()
         .zip(&refs)
-        .zip(locals)
-        .zip(remotes.into_iter().zip(answers))
-        .map(|(((&i, names), local), (reference, answer))| {
+        .zip(locals.into_iter().zip(remotes))
+        .map(|((&i, names), (local, registry))| {
             let image = &catalog[i];
-            let registry = match answer {
-                Ok(true) => RegistryStatus { state: RegistryState::HasTag, reference, reason: None },
-                Ok(false) => RegistryStatus { state: RegistryState::LacksTag, reference, reason: None },
-                Err(e) => RegistryStatus { state: RegistryState::Unknown, reference, reason: Some(format!("{e:#}")) },
-            };
             let info = ImageInfo::named(&image.name, &image.path, settings.arch, names, image.is_test(settings));
             Status { image: info, local, registry }
         })
         .collect();
 
-    // Why the registry could not tell: said once (each image's reason is in --json).
-    let failed: Vec<&Status> =
-        rows.iter().filter(|r| r.registry.reason.as_deref().is_some_and(|r| r != NOT_ASKED)).collect();
-    if let Some(first) = failed.first() {
-        let names: Vec<&str> = failed.iter().map(|r| r.image.name.as_str()).collect();
-        let reason = first.registry.reason.as_deref().unwrap_or_default();
-        let what = if failed.len() == 1 { "" } else { "; the first error" };
-        eprintln!("warning: cannot ask the registry about {}{what}: {reason}", names.join(", "));
-    }
+    warn_registry_failures(&rows);
     let mut out = std::io::stdout().lock();
     if json {
         crate::report::print_list("images", &rows)?;
@@ -169,6 +132,58 @@ pub fn run(
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
     Ok(0)
+}
+
+/// The images `names` names, or every one; says which are left out.
+fn choose(settings: &Settings, catalog: &Catalog, names: &[String]) -> Result<Vec<ImageIndex>> {
+    if names.is_empty() {
+        for bad in &catalog.invalid {
+            eprintln!("warning: skipped: {}", bad.reason);
+        }
+        for other in &catalog.other_arch {
+            eprintln!("skipped {}: not available for {}", other.name, settings.arch);
+        }
+        return Ok(catalog.indices().collect());
+    }
+    let (chosen, unavailable) = catalog.select_available(names)?;
+    for other in unavailable {
+        eprintln!("skipped: {}", catalog.unavailable(other));
+    }
+    Ok(chosen)
+}
+
+/// Whether the registry has each image's tag, asked in parallel; with
+/// `local_only`, not asked at all.
+fn registry_statuses(settings: &Settings, refs: &[ImageRef], local_only: bool) -> Vec<RegistryStatus> {
+    let remotes: Vec<String> = refs.iter().map(ImageRef::remote_tagged).collect();
+    let answers: Vec<Result<bool>> = if local_only {
+        remotes.iter().map(|_| Err(anyhow::anyhow!(NOT_ASKED))).collect()
+    } else {
+        let registry = Registry::of(settings);
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).max(8);
+        registry.exist_all(&remotes, parallel, true)
+    };
+    remotes
+        .into_iter()
+        .zip(answers)
+        .map(|(reference, answer)| match answer {
+            Ok(true) => RegistryStatus { state: RegistryState::HasTag, reference, reason: None },
+            Ok(false) => RegistryStatus { state: RegistryState::LacksTag, reference, reason: None },
+            Err(e) => RegistryStatus { state: RegistryState::Unknown, reference, reason: Some(format!("{e:#}")) },
+        })
+        .collect()
+}
+
+/// Why the registry could not tell: said once (each image's reason is in `--json`).
+fn warn_registry_failures(rows: &[Status]) {
+    let failed: Vec<&Status> =
+        rows.iter().filter(|r| r.registry.reason.as_deref().is_some_and(|r| r != NOT_ASKED)).collect();
+    if let Some(first) = failed.first() {
+        let names: Vec<&str> = failed.iter().map(|r| r.image.name.as_str()).collect();
+        let reason = first.registry.reason.as_deref().unwrap_or_default();
+        let what = if failed.len() == 1 { "" } else { "; the first error" };
+        eprintln!("warning: cannot ask the registry about {}{what}: {reason}", names.join(", "));
+    }
 }
 
 /// Where each of the images `names` stands locally for `arch`: one engine
