@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use crate::catalog::discovery::walk_error;
 use crate::catalog::dockerignore::DockerIgnore;
+pub use crate::catalog::dockerignore::Inclusion;
 
 /// One path below an image directory, as the walk finds it.
 #[derive(Debug)]
@@ -18,17 +19,6 @@ pub struct ContextEntry {
     /// What is there; a symlink is not followed.
     pub entry: walkdir::DirEntry,
     pub inclusion: Inclusion,
-}
-
-/// Whether the engine receives a path of the build context.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Inclusion {
-    Included,
-    /// `.dockerignore` excludes it.
-    Excluded,
-    /// `.dockerignore` excludes this directory and no pattern can re-include
-    /// anything under it, so the walk does not enter it.
-    Pruned,
 }
 
 /// Every path below `dir` (not `dir` itself), in the order of a walk by
@@ -43,14 +33,10 @@ pub fn walk<'a>(dir: &'a Path, ignore: &'a DockerIgnore) -> impl Iterator<Item =
             Err(e) => return Some(Err(walk_error(e))),
         };
         let rel = entry.path().strip_prefix(dir).expect("walk stays in the image").to_path_buf();
-        let inclusion = if ignore.is_empty() || !ignore.excluded(&rel) {
-            Inclusion::Included
-        } else if entry.file_type().is_dir() && ignore.prunes() {
+        let inclusion = ignore.inclusion(&rel, entry.file_type().is_dir());
+        if inclusion == Inclusion::Pruned {
             walk.skip_current_dir();
-            Inclusion::Pruned
-        } else {
-            Inclusion::Excluded
-        };
+        }
         Some(Ok(ContextEntry { rel, entry, inclusion }))
     })
 }

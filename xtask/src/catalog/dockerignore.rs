@@ -7,6 +7,17 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
+/// Whether the engine receives a path of the build context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inclusion {
+    Included,
+    /// `.dockerignore` excludes it.
+    Excluded,
+    /// `.dockerignore` excludes this directory and no pattern can re-include
+    /// anything under it, so the walk does not enter it.
+    Pruned,
+}
+
 #[derive(Debug, Default)]
 pub struct DockerIgnore {
     rules: Vec<(GlobMatcher, bool)>,
@@ -63,6 +74,18 @@ impl DockerIgnore {
     /// walk may skip the whole directory.
     pub fn prunes(&self) -> bool {
         !self.has_exceptions
+    }
+
+    /// Whether the engine receives `rel` (relative to the context root), a
+    /// directory when `is_dir`: the one rule of every walk of a context.
+    pub fn inclusion(&self, rel: &Path, is_dir: bool) -> Inclusion {
+        if self.is_empty() || !self.excluded(rel) {
+            Inclusion::Included
+        } else if is_dir && self.prunes() {
+            Inclusion::Pruned
+        } else {
+            Inclusion::Excluded
+        }
     }
 
     /// `rel` is relative to the context root.

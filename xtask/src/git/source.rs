@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Result};
 
 use super::history::Snapshot;
 use super::repo::{find, Entry, Oid, Repo};
-use crate::catalog::dockerignore::DockerIgnore;
+use crate::catalog::dockerignore::{DockerIgnore, Inclusion};
 use crate::catalog::tagging::{self, Kind, Source};
 
 /// A snapshot as a [`Source`] for tagging.
@@ -152,8 +152,10 @@ impl Source for Git<'_> {
         let tree = self.dir_tree(dir)?;
         let mut entries = Vec::new();
         self.walk(&tree, &mut Vec::new(), &mut |rel, e| {
-            if !ignore.is_empty() && ignore.excluded(Path::new(OsStr::from_bytes(rel))) {
-                return Ok(!(e.is_tree() && ignore.prunes()));
+            match ignore.inclusion(Path::new(OsStr::from_bytes(rel)), e.is_tree()) {
+                Inclusion::Included => {}
+                Inclusion::Excluded => return Ok(true),
+                Inclusion::Pruned => return Ok(false),
             }
             let kind = if e.is_tree() || e.is_gitlink() {
                 Kind::Dir
