@@ -4,8 +4,11 @@
 //! and retried, for these calls and the engine's pulls and pushes alike.
 
 mod auth;
+mod blobs;
 mod client;
+mod exchange;
 mod failure;
+mod listing;
 mod transport;
 
 pub use auth::Credentials;
