@@ -1,10 +1,10 @@
 //! The client: the OCI distribution API, spoken directly, one connection
 //! pool per registry: manifests (existence, platforms, retags, indexes,
-//! deletes). Listings are in `listing`, blobs in `blobs`, and how a
-//! request is sent in `exchange`.
+//! deletes), each read bounded and checked against its digest. Listings
+//! are in `listing`, blobs in `blobs`, and how a request is sent in
+//! `exchange`.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Result};
@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use super::auth::{Challenge, Credentials};
 use super::exchange::{Access, Call};
 use super::failure::{failure, status_error, Retry, QUICK_RETRY_DELAYS, RETRY_DELAYS};
-use super::transport::Transport;
+use super::limits::{MAX_DOCUMENT_BYTES, MAX_MANIFEST_BYTES};
+use super::transport::{Origin, Transport};
 use crate::config::Settings;
 use crate::model::{hex, Platform, Reference};
 
@@ -47,9 +48,12 @@ struct ImageManifest {
     layers: Vec<Descriptor>,
 }
 
+/// A blob an image manifest names: by its digest, and its size.
 #[derive(Deserialize)]
 pub(super) struct Descriptor {
     pub digest: String,
+    #[serde(default)]
+    pub size: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -71,12 +75,15 @@ pub struct Member {
 
 /// One registry host: its connection pool, its scheme and what it wants.
 pub(super) struct Host {
-    pub(super) name: String,
-    pub(super) base: String,
-    pub(super) agent: ureq::Agent,
-    pub(super) challenge: Mutex<Option<Arc<Challenge>>>,
+    pub name: String,
+    /// `scheme://host[:port]` of its API.
+    pub base: String,
+    /// The origin of `base`: the only one its credentials go to.
+    pub origin: Origin,
+    pub agent: ureq::Agent,
+    pub challenge: Mutex<Option<Arc<Challenge>>>,
     /// Bearer tokens by scope.
-    pub(super) tokens: Mutex<HashMap<String, String>>,
+    pub tokens: Mutex<HashMap<String, String>>,
 }
 
 /// The client: one per run, shared by every thread.
@@ -104,14 +111,18 @@ impl Registry {
         self
     }
 
+    /// The host `name` (`host[:port]`): a registry, or where one sent a
+    /// request.
     pub(super) fn host(&self, name: &str) -> Result<Arc<Host>> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(host) = hosts.get(name) {
             return Ok(host.clone());
         }
+        let base = self.transport.base(name);
         let host = Arc::new(Host {
             name: name.to_string(),
-            base: self.transport.base(name),
+            origin: Origin::of(&base).map_err(|e| anyhow!("registry {name} cannot be reached: {e}"))?,
+            base,
             agent: self.transport.agent(name)?,
             challenge: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
@@ -159,21 +170,41 @@ impl Registry {
         self.retry.run(|| self.manifest_of(&r))
     }
 
+    /// The manifest `r` names, checked against its digest: the one asked
+    /// for, and the one the registry tells (`Docker-Content-Digest`).
     fn manifest_of(&self, r: &Reference) -> Result<Option<Manifest>> {
-        let response = self.send(r, Call::manifest("GET", &format!("manifests/{}", r.object)))?;
-        match response.status() {
+        let reply = self.send(r, Call::manifest("GET", &format!("manifests/{}", r.object)))?;
+        match reply.status() {
             200..=299 => {}
             404 => return Ok(None),
-            code => return Err(status_error(r, code, &response)),
+            code => return Err(status_error(r, code, &reply)),
         }
-        let header_type = response.content_type().to_string();
-        let header_digest = response.header("docker-content-digest").map(String::from);
-        let bytes = read_body(response, r)?;
+        let header_type = reply.content_type().to_string();
+        let told = reply.header("docker-content-digest").map(String::from);
+        let bytes = reply.body(&format_args!("the manifest of {r}"), MAX_MANIFEST_BYTES)?;
+        let digest = digest_of(&bytes);
+        let asked = r.object.contains(':').then_some(r.object.as_str());
+        if asked.is_some_and(|d| !d.starts_with("sha256:")) {
+            bail!("{r} is named by a digest this tool cannot check: name it by its sha256 digest or a tag");
+        }
+        // A registry that tells another algorithm's digest is taken at the
+        // bytes' own, which is what the tool calls the manifest by.
+        for expected in asked.into_iter().chain(told.as_deref()).filter(|d| d.starts_with("sha256:")) {
+            if expected != digest {
+                return Err(failure(
+                    format!(
+                        "registry {}: the manifest of {r} is not what its digest {expected} names (its bytes are \
+                         {digest}): it was not used",
+                        r.host
+                    ),
+                    false,
+                ));
+            }
+        }
         let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v["mediaType"].as_str().map(String::from))
             .unwrap_or(header_type);
-        let digest = header_digest.unwrap_or_else(|| digest_of(&bytes));
         Ok(Some(Manifest { media_type, digest, bytes }))
     }
 
@@ -193,12 +224,28 @@ impl Registry {
         }
         let image: ImageManifest = serde_json::from_slice(&manifest.bytes)
             .map_err(|e| anyhow!("the registry's manifest of {r} is not an image manifest: {e}"))?;
-        let response = self.send(r, Call::new("GET", &format!("blobs/{}", image.config.digest), Access::Pull))?;
-        if !(200..300).contains(&response.status()) {
-            return Err(status_error(r, response.status(), &response));
+        let expected = &image.config.digest;
+        if !expected.starts_with("sha256:") {
+            bail!("the config of {r} is named by {expected}, a digest this tool cannot check");
         }
-        let config: ImageConfig = serde_json::from_slice(&read_body(response, r)?)
-            .map_err(|e| anyhow!("the registry's config of {r} cannot be read: {e}"))?;
+        let reply = self.send(r, Call::new("GET", &format!("blobs/{expected}"), Access::Pull))?;
+        if !(200..300).contains(&reply.status()) {
+            return Err(status_error(r, reply.status(), &reply));
+        }
+        let bytes = reply.body(&format_args!("the config of {r}"), MAX_DOCUMENT_BYTES)?;
+        let digest = digest_of(&bytes);
+        if &digest != expected {
+            return Err(failure(
+                format!(
+                    "registry {}: the config of {r} is not what its digest {expected} names (its bytes are {digest}): \
+                     its platform was not read",
+                    r.host
+                ),
+                false,
+            ));
+        }
+        let config: ImageConfig =
+            serde_json::from_slice(&bytes).map_err(|e| anyhow!("the registry's config of {r} cannot be read: {e}"))?;
         if config.os.is_empty() || config.architecture.is_empty() {
             bail!("the registry's config of {r} does not say which platform it is for");
         }
@@ -281,7 +328,7 @@ impl Registry {
                 let image: ImageManifest = serde_json::from_slice(&member.manifest.bytes)
                     .map_err(|e| anyhow!("{} is not an image manifest: {e}", member.reference))?;
                 for blob in std::iter::once(&image.config).chain(&image.layers) {
-                    self.mount(&t, &member.reference, &blob.digest)?;
+                    self.mount(&t, &member.reference, blob)?;
                 }
                 self.put_manifest(&t.with_object(&member.manifest.digest), &member.manifest)?;
             }
@@ -310,16 +357,6 @@ impl Registry {
             Ok(manifest.digest)
         })
     }
-}
-
-pub(super) fn read_body(response: ureq::Response, r: &Reference) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    response
-        .into_reader()
-        .take(64 << 20)
-        .read_to_end(&mut bytes)
-        .map_err(|e| failure(format!("registry {} broke off its answer about {r}: {e}", r.host), true))?;
-    Ok(bytes)
 }
 
 pub fn digest_of(bytes: &[u8]) -> String {
