@@ -1,19 +1,21 @@
 //! The client: the OCI distribution API, spoken directly, one connection
 //! pool per registry: manifests (existence, platforms, retags, indexes,
-//! deletes), blobs mounted or copied for an index, and the listings of
-//! repositories and tags, page after page.
+//! deletes), each read bounded and checked against its digest. Listings
+//! are in `listing`, blobs in `blobs`, and how a request is sent in
+//! `exchange`.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::auth::{parse_challenge, Challenge, Credentials};
-use super::failure::{failure, refused, status_error, transport_error, Retry, QUICK_RETRY_DELAYS, RETRY_DELAYS};
-use super::transport::Transport;
+use super::auth::{Challenge, Credentials};
+use super::exchange::{Access, Call};
+use super::failure::{failure, status_error, Retry, QUICK_RETRY_DELAYS, RETRY_DELAYS};
+use super::limits::{MAX_DOCUMENT_BYTES, MAX_MANIFEST_BYTES};
+use super::transport::{Origin, Transport};
 use crate::config::Settings;
 use crate::model::{hex, Platform, Reference};
 
@@ -21,7 +23,7 @@ const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+j
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Every manifest type asked for, so the registry never converts one.
-const ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, \
+pub(super) const ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
     application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
 
@@ -46,9 +48,12 @@ struct ImageManifest {
     layers: Vec<Descriptor>,
 }
 
+/// A blob an image manifest names: by its digest, and its size.
 #[derive(Deserialize)]
-struct Descriptor {
-    digest: String,
+pub(super) struct Descriptor {
+    pub digest: String,
+    #[serde(default)]
+    pub size: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -70,49 +75,23 @@ pub struct Member {
 
 /// One registry host: its connection pool, its scheme and what it wants.
 pub(super) struct Host {
-    pub(super) name: String,
-    base: String,
-    pub(super) agent: ureq::Agent,
-    challenge: Mutex<Option<Arc<Challenge>>>,
+    pub name: String,
+    /// `scheme://host[:port]` of its API.
+    pub base: String,
+    /// The origin of `base`: the only one its credentials go to.
+    pub origin: Origin,
+    pub agent: ureq::Agent,
+    pub challenge: Mutex<Option<Arc<Challenge>>>,
     /// Bearer tokens by scope.
-    pub(super) tokens: Mutex<HashMap<String, String>>,
+    pub tokens: Mutex<HashMap<String, String>>,
 }
 
 /// The client: one per run, shared by every thread.
 pub struct Registry {
-    credentials: Credentials,
-    transport: Transport,
+    pub(super) credentials: Credentials,
+    pub(super) transport: Transport,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
-    retry: Retry,
-}
-
-/// One request to a repository: `path` is below `/v2/<repository>/`.
-struct Call<'a> {
-    method: &'a str,
-    path: &'a str,
-    access: Access,
-    /// Scopes besides the repository's own (another repository to mount from).
-    extra_scopes: &'a [String],
-    headers: &'a [(&'a str, &'a str)],
-    body: Option<&'a [u8]>,
-}
-
-impl<'a> Call<'a> {
-    fn new(method: &'a str, path: &'a str, access: Access) -> Call<'a> {
-        Call { method, path, access, extra_scopes: &[], headers: &[], body: None }
-    }
-
-    fn manifest(method: &'a str, path: &'a str) -> Call<'a> {
-        Call { headers: &[("Accept", ACCEPT)], ..Call::new(method, path, Access::Pull) }
-    }
-}
-
-/// How a request reads or writes the repository, for the token's scope.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Pull,
-    Push,
-    Delete,
+    pub(super) retry: Retry,
 }
 
 impl Registry {
@@ -132,81 +111,24 @@ impl Registry {
         self
     }
 
-    fn host(&self, name: &str) -> Result<Arc<Host>> {
+    /// The host `name` (`host[:port]`): a registry, or where one sent a
+    /// request.
+    pub(super) fn host(&self, name: &str) -> Result<Arc<Host>> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(host) = hosts.get(name) {
             return Ok(host.clone());
         }
+        let base = self.transport.base(name);
         let host = Arc::new(Host {
             name: name.to_string(),
-            base: self.transport.base(name),
+            origin: Origin::of(&base).map_err(|e| anyhow!("registry {name} cannot be reached: {e}"))?,
+            base,
             agent: self.transport.agent(name)?,
             challenge: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
         });
         hosts.insert(name.to_string(), host.clone());
         Ok(host)
-    }
-
-    /// Sends a request, answering the registry's authentication challenge
-    /// once; the caller judges the status.
-    fn send(&self, r: &Reference, call: Call<'_>) -> Result<ureq::Response> {
-        let action = match call.access {
-            Access::Pull => "pull",
-            Access::Push => "pull,push",
-            Access::Delete => "delete",
-        };
-        let mut scopes = vec![format!("repository:{}:{action}", r.repository)];
-        scopes.extend(call.extra_scopes.iter().cloned());
-        let path = format!("/v2/{}/{}", r.repository, call.path);
-        self.send_to(&r.host, &path, &scopes, r, call)
-    }
-
-    /// Sends a request for `path` (from `/v2/` on) to `host`, with a token
-    /// for `scopes` where the registry wants one; `what` names it in errors.
-    fn send_to(
-        &self,
-        host_name: &str,
-        path: &str,
-        scopes: &[String],
-        what: &dyn std::fmt::Display,
-        call: Call<'_>,
-    ) -> Result<ureq::Response> {
-        let Call { method, headers, body, .. } = call;
-        let host = self.host(host_name)?;
-        let url = format!("{}{path}", host.base);
-        let scope_key = scopes.join(" ");
-        let mut answered = false;
-        loop {
-            let mut request = host.agent.request(method, &url);
-            for (name, value) in headers {
-                request = request.set(name, value);
-            }
-            let challenge = host.challenge.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if let Some(challenge) = &challenge {
-                if let Some(auth) = self.credentials.authorization(&host, challenge, scopes, &scope_key, answered)? {
-                    request = request.set("Authorization", &auth);
-                }
-            }
-            let sent = match body {
-                Some(bytes) => request.send_bytes(bytes),
-                None => request.call(),
-            };
-            match sent {
-                Ok(response) => return Ok(response),
-                Err(ureq::Error::Status(401, response)) if !answered => {
-                    let header = response.header("www-authenticate").unwrap_or_default().to_string();
-                    let Some(challenge) = parse_challenge(&header) else {
-                        return Err(refused(host_name, what, "it asks for an authentication this tool does not speak"));
-                    };
-                    *host.challenge.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(challenge));
-                    host.tokens.lock().unwrap_or_else(|e| e.into_inner()).remove(&scope_key);
-                    answered = true;
-                }
-                Err(ureq::Error::Status(_, response)) => return Ok(response),
-                Err(ureq::Error::Transport(t)) => return Err(transport_error(host_name, &t)),
-            }
-        }
     }
 
     /// Whether the registry has `reference`: a `HEAD` on its manifest.
@@ -248,21 +170,41 @@ impl Registry {
         self.retry.run(|| self.manifest_of(&r))
     }
 
+    /// The manifest `r` names, checked against its digest: the one asked
+    /// for, and the one the registry tells (`Docker-Content-Digest`).
     fn manifest_of(&self, r: &Reference) -> Result<Option<Manifest>> {
-        let response = self.send(r, Call::manifest("GET", &format!("manifests/{}", r.object)))?;
-        match response.status() {
+        let reply = self.send(r, Call::manifest("GET", &format!("manifests/{}", r.object)))?;
+        match reply.status() {
             200..=299 => {}
             404 => return Ok(None),
-            code => return Err(status_error(r, code, &response)),
+            code => return Err(status_error(r, code, &reply)),
         }
-        let header_type = response.content_type().to_string();
-        let header_digest = response.header("docker-content-digest").map(String::from);
-        let bytes = read_body(response, r)?;
+        let header_type = reply.content_type().to_string();
+        let told = reply.header("docker-content-digest").map(String::from);
+        let bytes = reply.body(&format_args!("the manifest of {r}"), MAX_MANIFEST_BYTES)?;
+        let digest = digest_of(&bytes);
+        let asked = r.object.contains(':').then_some(r.object.as_str());
+        if asked.is_some_and(|d| !d.starts_with("sha256:")) {
+            bail!("{r} is named by a digest this tool cannot check: name it by its sha256 digest or a tag");
+        }
+        // A registry that tells another algorithm's digest is taken at the
+        // bytes' own, which is what the tool calls the manifest by.
+        for expected in asked.into_iter().chain(told.as_deref()).filter(|d| d.starts_with("sha256:")) {
+            if expected != digest {
+                return Err(failure(
+                    format!(
+                        "registry {}: the manifest of {r} is not what its digest {expected} names (its bytes are \
+                         {digest}): it was not used",
+                        r.host
+                    ),
+                    false,
+                ));
+            }
+        }
         let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v["mediaType"].as_str().map(String::from))
             .unwrap_or(header_type);
-        let digest = header_digest.unwrap_or_else(|| digest_of(&bytes));
         Ok(Some(Manifest { media_type, digest, bytes }))
     }
 
@@ -282,12 +224,28 @@ impl Registry {
         }
         let image: ImageManifest = serde_json::from_slice(&manifest.bytes)
             .map_err(|e| anyhow!("the registry's manifest of {r} is not an image manifest: {e}"))?;
-        let response = self.send(r, Call::new("GET", &format!("blobs/{}", image.config.digest), Access::Pull))?;
-        if !(200..300).contains(&response.status()) {
-            return Err(status_error(r, response.status(), &response));
+        let expected = &image.config.digest;
+        if !expected.starts_with("sha256:") {
+            bail!("the config of {r} is named by {expected}, a digest this tool cannot check");
         }
-        let config: ImageConfig = serde_json::from_slice(&read_body(response, r)?)
-            .map_err(|e| anyhow!("the registry's config of {r} cannot be read: {e}"))?;
+        let reply = self.send(r, Call::new("GET", &format!("blobs/{expected}"), Access::Pull))?;
+        if !(200..300).contains(&reply.status()) {
+            return Err(status_error(r, reply.status(), &reply));
+        }
+        let bytes = reply.body(&format_args!("the config of {r}"), MAX_DOCUMENT_BYTES)?;
+        let digest = digest_of(&bytes);
+        if &digest != expected {
+            return Err(failure(
+                format!(
+                    "registry {}: the config of {r} is not what its digest {expected} names (its bytes are {digest}): \
+                     its platform was not read",
+                    r.host
+                ),
+                false,
+            ));
+        }
+        let config: ImageConfig =
+            serde_json::from_slice(&bytes).map_err(|e| anyhow!("the registry's config of {r} cannot be read: {e}"))?;
         if config.os.is_empty() || config.architecture.is_empty() {
             bail!("the registry's config of {r} does not say which platform it is for");
         }
@@ -320,77 +278,6 @@ impl Registry {
             self.put_manifest(&t, &manifest)?;
             Ok(true)
         })
-    }
-
-    /// Every repository of the registry at `host`, from its `_catalog`,
-    /// page after page.
-    pub fn repositories(&self, host: &str) -> Result<Vec<String>> {
-        #[derive(Deserialize)]
-        struct Page {
-            #[serde(default)]
-            repositories: Option<Vec<String>>,
-        }
-        let scopes = ["registry:catalog:*".to_string()];
-        let what = format!("{host}/v2/_catalog");
-        let mut out = Vec::new();
-        let mut path = format!("/v2/_catalog?n={PAGE}");
-        loop {
-            let (page, next) = self.retry.run(|| {
-                let response = self.send_to(host, &path, &scopes, &what, Call::new("GET", "", Access::Pull))?;
-                match response.status() {
-                    200 => {}
-                    404 => bail!("registry {host} does not list its repositories (no _catalog endpoint)"),
-                    code => return Err(status_error(&Reference::parse(&format!("{host}/_catalog"))?, code, &response)),
-                }
-                let next = next_page(&response);
-                let body = read_body(response, &Reference::parse(&format!("{host}/_catalog"))?)?;
-                let page: Page = serde_json::from_slice(&body)
-                    .map_err(|e| anyhow!("registry {host}: its repository list cannot be read: {e}"))?;
-                Ok((page, next))
-            })?;
-            out.extend(page.repositories.unwrap_or_default());
-            match next {
-                Some(next) if next != path => path = next,
-                _ => return Ok(out),
-            }
-        }
-    }
-
-    /// Every tag of a repository (`host/repository`), page after page;
-    /// none when the registry has no such repository.
-    pub fn tags(&self, repository: &str) -> Result<Vec<String>> {
-        #[derive(Deserialize)]
-        struct Page {
-            #[serde(default)]
-            tags: Option<Vec<String>>,
-        }
-        let r = Reference::parse(repository)?;
-        let mut out = Vec::new();
-        let mut path = format!("tags/list?n={PAGE}");
-        loop {
-            let (page, next) = self.retry.run(|| {
-                let response = self.send(&r, Call::new("GET", &path, Access::Pull))?;
-                match response.status() {
-                    200 => {}
-                    404 => return Ok((Page { tags: None }, None)),
-                    code => return Err(status_error(&r, code, &response)),
-                }
-                let next = next_page(&response);
-                let body = read_body(response, &r)?;
-                let page: Page = serde_json::from_slice(&body).map_err(|e| {
-                    anyhow!("registry {}: the tag list of {} cannot be read: {e}", r.host, r.repository)
-                })?;
-                Ok((page, next))
-            })?;
-            out.extend(page.tags.unwrap_or_default());
-            // The next page's link is absolute from `/v2/`; `send` wants it
-            // below the repository.
-            let below = format!("/v2/{}/", r.repository);
-            match next.as_deref().and_then(|n| n.strip_prefix(&below)) {
-                Some(next) if next != path => path = next.to_string(),
-                _ => return Ok(out),
-            }
-        }
     }
 
     /// Deletes a manifest by digest (`host/repository@sha256:…`), and with
@@ -441,7 +328,7 @@ impl Registry {
                 let image: ImageManifest = serde_json::from_slice(&member.manifest.bytes)
                     .map_err(|e| anyhow!("{} is not an image manifest: {e}", member.reference))?;
                 for blob in std::iter::once(&image.config).chain(&image.layers) {
-                    self.mount(&t, &member.reference, &blob.digest)?;
+                    self.mount(&t, &member.reference, blob)?;
                 }
                 self.put_manifest(&t.with_object(&member.manifest.digest), &member.manifest)?;
             }
@@ -470,72 +357,6 @@ impl Registry {
             Ok(manifest.digest)
         })
     }
-
-    /// Makes blob `digest` of `from` present in `to`'s repository: already
-    /// there, mounted across repositories, or else copied.
-    fn mount(&self, to: &Reference, from: &Reference, digest: &str) -> Result<()> {
-        let head = self.send(to, Call::new("HEAD", &format!("blobs/{digest}"), Access::Push))?;
-        if head.status() == 200 {
-            return Ok(());
-        }
-        let from_scope = [format!("repository:{}:pull", from.repository)];
-        let path = format!("blobs/uploads/?mount={digest}&from={}", from.repository);
-        let started = self
-            .send(to, Call { extra_scopes: &from_scope, body: Some(&[]), ..Call::new("POST", &path, Access::Push) })?;
-        match started.status() {
-            201 => Ok(()),
-            202 => {
-                // The registry would not mount: copy the blob through.
-                let location = started.header("location").unwrap_or_default().to_string();
-                let blob = self.send(from, Call::new("GET", &format!("blobs/{digest}"), Access::Pull))?;
-                if blob.status() != 200 {
-                    return Err(status_error(from, blob.status(), &blob));
-                }
-                let bytes = read_body(blob, from)?;
-                let host = self.host(&to.host)?;
-                let url = if location.starts_with("http") { location } else { format!("{}{location}", host.base) };
-                let sep = if url.contains('?') { '&' } else { '?' };
-                let mut request = host.agent.put(&format!("{url}{sep}digest={digest}"));
-                if let Some(challenge) = host.challenge.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-                    let scopes = [format!("repository:{}:pull,push", to.repository)];
-                    if let Some(auth) = self.credentials.authorization(&host, &challenge, &scopes, &scopes[0], false)? {
-                        request = request.set("Authorization", &auth);
-                    }
-                }
-                match request.set("Content-Type", "application/octet-stream").send_bytes(&bytes) {
-                    Ok(_) => Ok(()),
-                    Err(ureq::Error::Status(code, response)) => Err(status_error(to, code, &response)),
-                    Err(ureq::Error::Transport(t)) => Err(transport_error(&to.host, &t)),
-                }
-            }
-            code => Err(status_error(to, code, &started)),
-        }
-    }
-}
-
-/// Entries asked for per page of a listing.
-const PAGE: usize = 1000;
-
-/// The path of the next page of a listing, from its `Link` header
-/// (`</v2/…?last=x&n=1000>; rel="next"`).
-fn next_page(response: &ureq::Response) -> Option<String> {
-    let link = response.header("link")?;
-    let start = link.find('<')? + 1;
-    let end = start + link[start..].find('>')?;
-    let target = &link[start..end];
-    // Relative, as docker-registry writes it, or a whole URL.
-    let path = target.find("/v2/").map_or(target, |at| &target[at..]);
-    link[end..].contains("next").then(|| path.to_string())
-}
-
-fn read_body(response: ureq::Response, r: &Reference) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    response
-        .into_reader()
-        .take(64 << 20)
-        .read_to_end(&mut bytes)
-        .map_err(|e| failure(format!("registry {} broke off its answer about {r}: {e}", r.host), true))?;
-    Ok(bytes)
 }
 
 pub fn digest_of(bytes: &[u8]) -> String {

@@ -13,12 +13,14 @@ use crate::process::{first_line, Interrupt};
 
 /// A registry call that failed: `transient` failures are worth another try
 /// (after `retry_after`, when the registry said); `refused` means nothing
-/// listens at the address, which is worth a few seconds only.
+/// listens at the address, which is worth a few seconds only; `stalled`,
+/// that a request ran past its deadline, which is worth one more try.
 #[derive(Debug)]
 pub struct RegistryError {
     message: String,
     pub transient: bool,
     pub refused: bool,
+    pub stalled: bool,
     pub retry_after: Option<Duration>,
 }
 
@@ -31,7 +33,7 @@ impl std::fmt::Display for RegistryError {
 impl std::error::Error for RegistryError {}
 
 pub(super) fn failure(message: String, transient: bool) -> anyhow::Error {
-    anyhow::Error::new(RegistryError { message, transient, refused: false, retry_after: None })
+    anyhow::Error::new(RegistryError { message, transient, refused: false, stalled: false, retry_after: None })
 }
 
 pub(super) fn refused(registry: &str, what: &dyn std::fmt::Display, why: &str) -> anyhow::Error {
@@ -39,6 +41,22 @@ pub(super) fn refused(registry: &str, what: &dyn std::fmt::Display, why: &str) -
         format!("registry {registry} refused the credentials for {what} ({why}): run `docker login {registry}`"),
         false,
     )
+}
+
+/// A request that ran past its deadline: the registry is stalled, or
+/// sends its answer too slowly to be waited for.
+pub(super) fn stalled(registry: &str, what: &dyn std::fmt::Display, deadline: Duration) -> anyhow::Error {
+    anyhow::Error::new(RegistryError {
+        message: format!(
+            "registry {registry} did not answer about {what} within {} (the deadline of one request): it is stalled \
+             or too slow",
+            super::limits::seconds(deadline)
+        ),
+        transient: true,
+        refused: false,
+        stalled: true,
+        retry_after: None,
+    })
 }
 
 /// A status the caller did not expect, told by its code alone.
@@ -60,6 +78,7 @@ pub(super) fn status_error(r: &Reference, code: u16, response: &ureq::Response) 
                 message: format!("registry {registry} failed: {code} {} for {r}", response.status_text()),
                 transient: true,
                 refused: false,
+                stalled: false,
                 retry_after,
             })
         }
@@ -84,7 +103,7 @@ pub(super) fn transport_error(registry: &str, t: &ureq::Transport) -> anyhow::Er
         ),
         _ => (format!("registry {registry} is not reachable: {said}"), true),
     };
-    anyhow::Error::new(RegistryError { message, transient, refused, retry_after: None })
+    anyhow::Error::new(RegistryError { message, transient, refused, stalled: false, retry_after: None })
 }
 
 /// Turns what an engine CLI said about a failed registry call into a
@@ -128,7 +147,7 @@ pub fn cli_error(reference: &str, stderr: &str) -> anyhow::Error {
         (format!("{reference}: {}", first_line(stderr)), false)
     };
     let refused = transient && lower.contains("connection refused");
-    anyhow::Error::new(RegistryError { message, transient, refused, retry_after: None })
+    anyhow::Error::new(RegistryError { message, transient, refused, stalled: false, retry_after: None })
 }
 
 pub fn registry_of(reference: &str) -> &str {
@@ -154,6 +173,10 @@ pub const QUICK_RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Durat
 /// How long a registry that refuses connections is waited for.
 const REFUSED_BUDGET: Duration = Duration::from_millis(1500);
 
+/// Tries of a call whose requests run past their deadline: each costs the
+/// whole deadline, so a stalled registry gets one more, not the budget.
+const STALLED_TRIES: usize = 2;
+
 /// The longest `Retry-After` honoured between two tries.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
@@ -164,6 +187,10 @@ pub fn is_transient(e: &anyhow::Error) -> bool {
 
 fn is_refused(e: &anyhow::Error) -> bool {
     e.downcast_ref::<RegistryError>().is_some_and(|r| r.refused)
+}
+
+fn is_stalled(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<RegistryError>().is_some_and(|r| r.stalled)
 }
 
 /// How failed registry calls are tried again: within a budget of waits,
@@ -195,12 +222,17 @@ impl Retry {
     /// [`Retry::run`] with waits of its own.
     pub fn run_with<T>(&self, delays: &[Duration], mut call: impl FnMut() -> Result<T>) -> Result<T> {
         let mut waited_refused = Duration::ZERO;
+        let mut stalls = 0;
         for (attempt, &delay) in delays.iter().enumerate() {
             match call() {
                 Err(e) if is_refused(&e) && waited_refused >= REFUSED_BUDGET => return Err(e),
+                Err(e) if is_stalled(&e) && stalls + 1 >= STALLED_TRIES => return Err(e),
                 Err(e) if is_transient(&e) && !self.interrupt.is_set() => {
                     if is_refused(&e) {
                         waited_refused += delay;
+                    }
+                    if is_stalled(&e) {
+                        stalls += 1;
                     }
                     let asked = e.downcast_ref::<RegistryError>().and_then(|r| r.retry_after).unwrap_or_default();
                     let wait = delay.max(asked.min(MAX_RETRY_AFTER));

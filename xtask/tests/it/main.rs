@@ -1,6 +1,7 @@
 //! Every integration test, in one binary: the tool's commands against real
 //! engines and registries, its catalog and tags against the legacy
-//! pipelines, and the fault suite. Tests are selected by module
+//! pipelines, the fault suite, and the registry client against hostile
+//! servers of the tests' own (`hostile`). Tests are selected by module
 //! (`cargo nextest run -E 'test(/^engine::/)'`); `tests/run` says which
 //! suites run on which builder.
 //!
@@ -23,6 +24,7 @@ mod default_image;
 mod engine;
 mod faults;
 mod history;
+mod hostile;
 mod insight;
 mod lifecycle;
 mod make;
