@@ -1,18 +1,15 @@
 //! The command: what the revisions to keep give, what the registry holds,
 //! the plan, the deletions and what is printed, in that order.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
 
 use super::delete::delete;
-use super::keep::kept_tags;
-use super::plan::{held, plan, TagAction};
-use super::read::read_repositories;
-use super::text::report;
-use crate::catalog::discovery::is_image_path;
+use super::keep::{kept_commits, kept_tags, work_tree_tags};
+use super::plan::{held, mark_work_tree, plan, unmatched, TagAction};
+use super::read::{read_repositories, Scope};
+use super::text::{self, report, Summary};
 use crate::config::Settings;
 use crate::git::history::History;
-use crate::model::Arch;
-use crate::model::Reference;
 use crate::registry::Registry;
 
 /// What to keep and what to do.
@@ -28,46 +25,44 @@ pub struct GcOptions {
     pub jobs: usize,
 }
 
-/// Runs `gc`; returns the process exit status.
+/// Runs `gc`; returns the process exit status. Refuses, before anything
+/// else, a remote prefix that names no repository path; with `--delete`,
+/// refuses to delete anything from a registry that looks filled under other
+/// settings (a dry run warns of it).
 pub fn run(settings: &Settings, opts: &GcOptions) -> Result<i32> {
+    let scope = Scope::of(&settings.remote_prefix)?;
     let history = History::open(&settings.images_dir)?;
-    let mut revisions = if opts.keep.is_empty() { vec!["HEAD".to_string()] } else { opts.keep.clone() };
-    revisions.dedup();
-    let mut commits = history.repo.commits(&revisions)?;
-    if let Some(seconds) = opts.keep_since {
-        for c in history.repo.first_parents_since(seconds)? {
-            if !commits.contains(&c) {
-                commits.push(c);
-            }
-        }
-    }
+    let commits = kept_commits(&history, &opts.keep, opts.keep_since)?;
     eprintln!("keeping the tags of {} commit{}", commits.len(), if commits.len() == 1 { "" } else { "s" });
     let kept = kept_tags(settings, &history, &commits)?;
 
     let registry = Registry::of(settings);
-    let probe = Reference::parse(&format!("{}/x", settings.remote_prefix))?;
-    let prefix = probe.repository.strip_suffix('x').unwrap_or_default().to_string();
-    let names = registry
-        .repositories(&probe.host)
-        .with_context(|| format!("cannot list the repositories of {}", probe.host))?;
-    let catalog: Vec<(String, String, Arch)> = names
-        .iter()
-        .filter_map(|name| {
-            let (path, arch) = Arch::split_suffix(name.strip_prefix(&prefix)?)?;
-            is_image_path(path).then(|| (format!("{}/{name}", probe.host), path.to_string(), arch))
-        })
-        .collect();
+    let catalog = scope.repositories(&registry)?;
     let repositories = read_repositories(&registry, &catalog, &kept, opts.jobs)?;
 
     let mut decisions = plan(&repositories, &kept);
-    let held = held(&repositories, &decisions);
+    mark_work_tree(&repositories, &work_tree_tags(settings), &mut decisions);
+    let unmatched = unmatched(&repositories, &kept);
+    if !unmatched.is_empty() {
+        let why = text::unmatched(&unmatched, settings);
+        if opts.delete {
+            bail!("refusing to delete anything: {why}");
+        }
+        eprintln!("warning: {why}; with --delete, gc refuses");
+    }
     if opts.delete {
         delete(&registry, &mut decisions, opts.jobs);
     }
     if opts.json {
         crate::report::print_list("tags", &decisions)?;
     }
-    let text = report(&decisions, held, opts.delete);
+    let text = report(&Summary {
+        decisions: &decisions,
+        tags: repositories.iter().map(|r| r.tags.len()).sum(),
+        // After the deletions: what they freed, not what was planned.
+        held: held(&repositories, &decisions),
+        deleted: opts.delete,
+    });
     if opts.json {
         eprint!("{text}");
     } else {

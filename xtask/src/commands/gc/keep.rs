@@ -1,10 +1,13 @@
-//! What stays: the tags the revisions to keep give their images, and the
-//! ages `--keep-since` takes.
+//! What stays: the revisions to keep, the tags they give their images, and
+//! the ages `--keep-since` takes; and the tags the work tree gives its
+//! images now, which no revision may give.
 
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{anyhow, bail, Result};
 
+use crate::catalog::discovery::discover_every_arch;
+use crate::catalog::tagging;
 use crate::config::Settings;
 use crate::git::history::{History, Oid};
 use crate::model::Arch;
@@ -15,6 +18,22 @@ use crate::model::Arch;
 pub struct Kept {
     pub tags: HashMap<(String, Arch), HashSet<String>>,
     pub unsure: HashMap<(String, Arch), String>,
+}
+
+/// The commits `keep` (revisions and ranges; `HEAD` when empty) lists, then
+/// the first-parent commits of HEAD of the last `since` seconds, each once.
+pub fn kept_commits(history: &History, keep: &[String], since: Option<u64>) -> Result<Vec<Oid>> {
+    let mut revisions = if keep.is_empty() { vec!["HEAD".to_string()] } else { keep.to_vec() };
+    revisions.dedup();
+    let mut commits = history.repo.commits(&revisions)?;
+    if let Some(seconds) = since {
+        for c in history.repo.first_parents_since(seconds)? {
+            if !commits.contains(&c) {
+                commits.push(c);
+            }
+        }
+    }
+    Ok(commits)
 }
 
 /// The tags every image has at each commit, for every architecture.
@@ -40,6 +59,25 @@ pub fn kept_tags(settings: &Settings, history: &History, commits: &[Oid]) -> Res
         }
     }
     Ok(kept)
+}
+
+/// The tag the work tree gives each image now, uncommitted changes
+/// included, for every architecture. They only annotate what is printed,
+/// so a work tree whose tags cannot all be computed (a broken `FROM`, say)
+/// gives none, and nothing fails for it.
+pub fn work_tree_tags(settings: &Settings) -> HashMap<(String, Arch), String> {
+    let Ok(catalogs) = discover_every_arch(&settings.images_dir) else { return HashMap::new() };
+    let refs: Vec<_> = catalogs.iter().collect();
+    let Ok(tags) = tagging::tags_by_arch(settings, &refs) else { return HashMap::new() };
+    let mut out = HashMap::new();
+    for (catalog, mut tags) in catalogs.iter().zip(tags) {
+        for (i, image) in catalog.indexed() {
+            if let Some(tag) = tags.remove(&i) {
+                out.insert((image.path.clone(), catalog.arch), tag);
+            }
+        }
+    }
+    out
 }
 
 /// `30d`, `12h`, `2w`, `90m`, `45s`: a duration in seconds.

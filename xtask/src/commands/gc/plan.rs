@@ -50,10 +50,14 @@ pub struct Decision {
     pub reason: Option<String>,
     /// Bytes of the blobs its manifest holds (shared ones included).
     pub bytes: u64,
+    /// A deletion of the tag the work tree gives its image now: no revision
+    /// to keep gives it, yet it may have been pushed a moment ago.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub work_tree: bool,
 }
 
 /// Whether a tag is one this tool makes: 16 lower-case hex digits.
-fn is_tool_tag(tag: &str) -> bool {
+pub fn is_tool_tag(tag: &str) -> bool {
     tag.len() == crate::catalog::tagging::TAG_LEN
         && tag.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
@@ -77,6 +81,7 @@ pub fn plan(repositories: &[Repository], kept: &Kept) -> Vec<Decision> {
             action,
             reason,
             bytes: t.blobs.iter().map(|(_, s)| s).sum(),
+            work_tree: false,
         };
         for t in &repo.tags {
             if t.tag == "latest" || kept_tags.is_some_and(|k| k.contains(&t.tag)) {
@@ -126,6 +131,40 @@ pub fn plan(repositories: &[Repository], kept: &Kept) -> Vec<Decision> {
         out.extend(deletions.into_iter().map(|(_, d)| d));
     }
     out
+}
+
+/// The repositories of images at a revision to keep that hold tags this
+/// tool makes, but none that such a revision gives their image: every one
+/// of them would go. That is what a registry filled under other settings
+/// (build arguments, tag scheme, local prefix), which give other tags,
+/// looks like.
+pub fn unmatched<'r>(repositories: &'r [Repository], kept: &Kept) -> Vec<&'r Repository> {
+    repositories
+        .iter()
+        .filter(|repo| {
+            let key = (repo.path.clone(), repo.arch);
+            let Some(kept_tags) = kept.tags.get(&key) else { return false };
+            !kept.unsure.contains_key(&key)
+                && repo.tags.iter().any(|t| is_tool_tag(&t.tag))
+                && !repo.tags.iter().any(|t| kept_tags.contains(&t.tag))
+        })
+        .collect()
+}
+
+/// Marks the planned deletions of the tags the work tree gives their images
+/// now (`work_tree`, by image path and architecture).
+pub fn mark_work_tree(
+    repositories: &[Repository],
+    work_tree: &HashMap<(String, Arch), String>,
+    decisions: &mut [Decision],
+) {
+    let ours: HashSet<(&str, &str)> = repositories
+        .iter()
+        .filter_map(|repo| Some((repo.name.as_str(), work_tree.get(&(repo.path.clone(), repo.arch))?.as_str())))
+        .collect();
+    for d in decisions.iter_mut().filter(|d| d.action == TagAction::Delete) {
+        d.work_tree = ours.contains(&(d.repository.as_str(), d.tag.as_str()));
+    }
 }
 
 /// Bytes of the distinct blobs the deleted manifests hold: the most the
@@ -180,6 +219,7 @@ mod tests {
             action,
             reason: reason.map(String::from),
             bytes,
+            work_tree: false,
         }
     }
 
@@ -261,5 +301,52 @@ mod tests {
     fn a_repository_of_an_image_that_is_gone_loses_every_tag_but_latest() {
         let r = repo(vec![tag("latest", "sha256:l", &[], &[]), tag(OLD, "sha256:o", &[], &[])]);
         assert_eq!(plan(&[r], &Kept::default()), vec![d(OLD, "sha256:o", TagAction::Delete, None, 0)]);
+    }
+
+    #[test]
+    fn a_repository_with_none_of_the_kept_tags_of_its_image_is_unmatched() {
+        let other = |path: &str, tags: Vec<Tag>| Repository {
+            name: format!("r:5000/p/{path}_x86_64"),
+            path: path.into(),
+            arch: Arch::X86_64,
+            tags,
+        };
+        let mut k = kept(&[NOW]);
+        k.tags.insert(("unsure".into(), Arch::X86_64), HashSet::new());
+        k.unsure.insert(("unsure".into(), Arch::X86_64), "cannot be computed".into());
+        k.tags.insert(("b".into(), Arch::X86_64), [NOW.to_string()].into());
+        k.tags.insert(("unpushed".into(), Arch::X86_64), [OLD.to_string()].into());
+        let repositories = [
+            // Other tags alone: every one would go.
+            repo(vec![tag(OLD, "sha256:o", &[], &[]), tag(OLDER, "sha256:p", &[], &[])]),
+            // A kept tag among others, latest alone, an image gone from
+            // the tree, an image whose kept tag is unknown: nothing amiss.
+            other("b", vec![tag(NOW, "sha256:n", &[], &[]), tag(OLD, "sha256:o", &[], &[])]),
+            other("unpushed", vec![tag("latest", "sha256:l", &[], &[]), tag("v1.0", "sha256:v", &[], &[])]),
+            other("gone", vec![tag(OLD, "sha256:o", &[], &[])]),
+            other("unsure", vec![tag(OLD, "sha256:o", &[], &[])]),
+        ];
+        let found: Vec<&str> = unmatched(&repositories, &k).iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(found, ["r:5000/p/a_x86_64"]);
+    }
+
+    #[test]
+    fn the_work_trees_tags_are_marked_where_they_would_go() {
+        let r = repo(vec![
+            tag(NOW, "sha256:n", &[], &[]),
+            tag(OLD, "sha256:o", &[], &[]),
+            tag(OLDER, "sha256:p", &[], &[]),
+        ]);
+        let mut decisions = plan(std::slice::from_ref(&r), &kept(&[NOW]));
+        let ours = HashMap::from([(("a".to_string(), Arch::X86_64), OLDER.to_string())]);
+        mark_work_tree(std::slice::from_ref(&r), &ours, &mut decisions);
+        let mut theirs = d(OLDER, "sha256:p", TagAction::Delete, None, 0);
+        theirs.work_tree = true;
+        assert_eq!(decisions, vec![d(OLD, "sha256:o", TagAction::Delete, None, 0), theirs]);
+        // The work tree's tag kept by a revision is no deletion to mark.
+        let ours = HashMap::from([(("a".to_string(), Arch::X86_64), NOW.to_string())]);
+        let mut decisions = plan(std::slice::from_ref(&r), &kept(&[NOW]));
+        mark_work_tree(std::slice::from_ref(&r), &ours, &mut decisions);
+        assert!(decisions.iter().all(|d| !d.work_tree));
     }
 }

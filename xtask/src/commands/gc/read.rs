@@ -1,16 +1,61 @@
-//! What the registry holds: each catalog repository's tags, the manifests
+//! What the registry holds: which of its repositories are the catalog
+//! repositories below the remote prefix, each one's tags, the manifests
 //! they name and the blobs those hold.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use super::keep::Kept;
 use super::plan::{Repository, Tag};
-use crate::model::Arch;
+use crate::catalog::discovery::is_image_path;
+use crate::model::{Arch, Reference};
 use crate::registry::Registry;
+
+/// Where `gc` looks: a registry, and the repository path below it that the
+/// remote prefix names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    pub host: String,
+    /// `p/` for the prefix `host/p`.
+    pub path: String,
+}
+
+impl Scope {
+    /// The scope of a remote prefix, which must name a repository path: the
+    /// registry alone would make every `<path>_<arch>` repository there
+    /// look like one of ours.
+    pub fn of(remote_prefix: &str) -> Result<Scope> {
+        let probe = Reference::parse(&format!("{remote_prefix}/x"))?;
+        let path = probe.repository.strip_suffix('x').unwrap_or_default().to_string();
+        if path.is_empty() {
+            bail!(
+                "the remote prefix `{remote_prefix}` is a registry with no repository path: gc would take every \
+                 <path>_<arch> repository there for its own, other projects' too; set REMOTE_IMAGE_PREFIX (or \
+                 --remote-image-prefix, or remote_image_prefix in xtask/images.toml) to host[:port]/path, and push \
+                 the images under it"
+            );
+        }
+        Ok(Scope { host: probe.host, path })
+    }
+
+    /// The catalog repositories in scope, those of images gone from the
+    /// tree too: (`host/repository`, image path, architecture).
+    pub fn repositories(&self, registry: &Registry) -> Result<Vec<(String, String, Arch)>> {
+        let names = registry
+            .repositories(&self.host)
+            .with_context(|| format!("cannot list the repositories of {}", self.host))?;
+        Ok(names
+            .iter()
+            .filter_map(|name| {
+                let (path, arch) = Arch::split_suffix(name.strip_prefix(&self.path)?)?;
+                is_image_path(path).then(|| (format!("{}/{name}", self.host), path.to_string(), arch))
+            })
+            .collect())
+    }
+}
 
 /// Each repository's tags and what they name, `jobs` repositories at once.
 /// A repository whose tags all stay silently (`latest` and tags of revisions
@@ -96,4 +141,24 @@ fn image_blobs(manifest: &serde_json::Value) -> Vec<(String, u64)> {
         .chain(layers)
         .filter_map(|d| Some((d["digest"].as_str()?.to_string(), d["size"].as_u64().unwrap_or(0))))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_needs_a_repository_path() {
+        let scope = |host: &str, path: &str| Scope { host: host.into(), path: path.into() };
+        assert_eq!(Scope::of("r:5000/p").unwrap(), scope("r:5000", "p/"));
+        assert_eq!(Scope::of("r.example/team/p").unwrap(), scope("r.example", "team/p/"));
+        assert_eq!(Scope::of("someone").unwrap(), scope("docker.io", "someone/"));
+        for bare in ["127.0.0.1:5000", "localhost", "r.example", "localhost:5000"] {
+            let e = Scope::of(bare).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("the remote prefix `{bare}` is a registry with no repository path: ")),
+                "{e}"
+            );
+        }
+    }
 }
