@@ -161,7 +161,11 @@ pub enum Command {
         are computed from git objects, without a checkout. latest stays, and so does a tag that cannot be \
         attributed, a tag naming the manifest of one that stays, and a manifest an index that stays lists. \
         Without --delete, prints what would be deleted. Deletes manifests by digest; the registry's garbage \
-        collector frees the blobs.")]
+        collector frees the blobs. Refuses a REMOTE_IMAGE_PREFIX that is a registry alone (host[:port]): it \
+        needs a repository path. With --delete, deletes nothing from a registry holding tags of an image at a \
+        kept revision but none that the kept revisions give it, as one filled under other settings (build \
+        args, tag scheme, local prefix) does; a dry run warns of it. Tags the work tree gives its images now \
+        are marked (work tree).")]
     Gc(GcArgs),
 }
 
@@ -225,7 +229,7 @@ pub struct GcArgs {
     /// Also keep the tags of every first-parent commit of HEAD this recent: 30d, 12h, 2w
     #[arg(long, value_name = "AGE", value_parser = parse_age)]
     pub keep_since: Option<u64>,
-    /// Delete the tags (otherwise only print what would be deleted)
+    /// Delete the tags (otherwise only print what would be deleted); refused when the registry looks filled under other settings
     #[arg(long)]
     pub delete: bool,
     /// Print each tag that goes, or stays for a reason, as JSON on stdout

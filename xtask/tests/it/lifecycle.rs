@@ -383,13 +383,18 @@ fn manifest_bytes(repository: &str, tag: &str) -> u64 {
 /// changing image `a` and pushed, with `b` the same throughout; pushed to a
 /// registry of its own. Returns a's tag at each revision, oldest first.
 fn five_pushed_revisions(test: &str) -> (Sandbox, Registry, Vec<String>) {
+    pushed_revisions(test, 5)
+}
+
+/// [`five_pushed_revisions`], of `count` revisions.
+fn pushed_revisions(test: &str, count: usize) -> (Sandbox, Registry, Vec<String>) {
     let mut s = Sandbox::new(test);
     let registry = Registry::start(s.path(), None);
     s.use_registry(&registry.addr);
     git_init(&s);
     s.scratch_image("b");
     let mut tags = Vec::new();
-    for n in 1..=5 {
+    for n in 1..=count {
         s.write("a/Dockerfile", "FROM scratch\nCOPY id /id\n");
         s.write("a/id", format!("{} revision {n}\n", s.id));
         commit(&s, &format!("revision {n}"));
@@ -427,7 +432,8 @@ fn gc_deletes_exactly_the_tags_of_revisions_not_kept() {
     assert_eq!(rows(range.success()), Value::Array(planned));
     assert_eq!(range.stderr_lines()[0], "keeping the tags of 3 commits");
 
-    // The default is a dry run: it lists each tag and the bytes it holds.
+    // The default is a dry run: it lists each tag and the bytes it holds,
+    // and counts every tag that stays (a's two, b's one).
     let dry = s.xtask(&["gc", "--keep", "HEAD~1", "HEAD"]);
     let older = by_tag(vec![0, 1, 2]);
     let lines: Vec<String> =
@@ -435,7 +441,7 @@ fn gc_deletes_exactly_the_tags_of_revisions_not_kept() {
     let stdout: Vec<&str> = dry.success().stdout.lines().collect();
     assert_eq!(stdout[..3], lines, "{dry}");
     assert_eq!(stdout.len(), 4, "{dry}");
-    assert!(stdout[3].starts_with("total: 3 tags would be deleted, 0 kept; "), "{dry}");
+    assert!(stdout[3].starts_with("total: 3 tags would be deleted, 3 kept; "), "{dry}");
     assert_eq!(registry_tags(&ra), sorted(tags.clone()), "a dry run deleted something");
 
     let deleted = s.xtask(&["gc", "--keep", "HEAD~1", "HEAD", "--delete", "--json"]);
@@ -596,6 +602,190 @@ fn gc_outside_a_git_repository_is_one_clear_error() {
         )),
         "{out}"
     );
+}
+
+/// What `gc` says of repositories holding tags of images at the revisions
+/// to keep, but none of the tags those revisions give them.
+fn unmatched(repositories: &str, scheme: &str, build_args: &str, local_prefix: &str) -> String {
+    format!(
+        "the registry holds tags of {repositories}, but none that a revision to keep gives their images, so every \
+         one would go: the registry was likely filled under other settings than these (TAG_SCHEME={scheme}, \
+         DOCKER_BUILD_ARGS={build_args:?}, LOCAL_IMAGE_PREFIX={local_prefix}), which give other tags; run gc with \
+         the settings the images are pushed with (CI's), or keep revisions whose images were pushed (--keep)"
+    )
+}
+
+#[test]
+fn gc_refuses_to_delete_what_settings_unlike_the_pushers_would_not_keep() {
+    let (s, _registry, tags) = pushed_revisions("gc-settings", 2);
+    let (ra, rb) = (s.remote("a"), s.remote("b"));
+    let b = s.tag("b");
+    let everything = [(ra.clone(), sorted(tags.clone())), (rb.clone(), vec![b.clone()])];
+    let left = || [(ra.clone(), registry_tags(&ra)), (rb.clone(), registry_tags(&rb))];
+    // Other build arguments, or the other tag scheme, give every image other
+    // tags than those the pushes made: each of the registry's tags would go.
+    for (variable, value, scheme, build_args) in [
+        ("DOCKER_BUILD_ARGS", "--build-arg GC_TEST=1", "content", "--build-arg GC_TEST=1"),
+        ("TAG_SCHEME", "gvisor", "gvisor", ""),
+    ] {
+        let why = unmatched(&format!("{ra} (2 tags), {rb} (1 tag)"), scheme, build_args, &s.local_prefix);
+        let refused = run(s.cmd(&["gc", "--delete"]).env(variable, value));
+        refused.status(1);
+        assert_eq!(
+            refused.stderr_lines(),
+            ["keeping the tags of 1 commit".to_string(), format!("error: refusing to delete anything: {why}")],
+            "{refused}"
+        );
+        assert_eq!(refused.stdout, "", "{refused}");
+        assert_eq!(left(), everything, "{variable}={value}: a refused run deleted something");
+
+        // A dry run says the same, and still lists its plan.
+        let dry = run(s.cmd(&["gc"]).env(variable, value));
+        let warning = format!("warning: {why}; with --delete, gc refuses");
+        assert_eq!(dry.success().stderr_lines(), ["keeping the tags of 1 commit", &warning], "{dry}");
+        let planned: Vec<String> = dry
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("would delete  "))
+            .map(|l| l.split("  ").next().unwrap().to_string())
+            .collect();
+        let mut all: Vec<String> = tags.iter().map(|t| format!("{ra}:{t}")).collect();
+        all.push(format!("{rb}:{b}"));
+        assert_eq!(sorted(planned), sorted(all), "{dry}");
+    }
+    // Under the settings of the pushes, the same run goes ahead.
+    s.xtask(&["gc", "--delete"]).success();
+    assert_eq!(registry_tags(&ra), vec![tags[1].clone()]);
+    assert_eq!(registry_tags(&rb), vec![b]);
+}
+
+#[test]
+fn gc_refuses_a_remote_prefix_that_is_a_registry_alone() {
+    // Another project's image, pushed under a path of the registry.
+    let mut s = Sandbox::new("gc-bare");
+    let registry = Registry::start(s.path(), None);
+    s.use_registry(&registry.addr);
+    git_init(&s);
+    s.scratch_image("a");
+    commit(&s, "a");
+    s.xtask(&["push", "a"]).success();
+    let theirs = s.remote("a");
+    let tag = s.tag("a");
+    assert_eq!(registry_tags(&theirs), vec![tag.clone()]);
+
+    // This project's prefix is the registry alone: the other project's
+    // repository would be taken for one of its images, gone since.
+    s.remote_prefix = registry.addr.clone();
+    for args in [&["gc"][..], &["gc", "--delete"]] {
+        let out = s.xtask(args);
+        out.status(1);
+        assert_eq!(
+            out.stderr,
+            format!(
+                "error: the remote prefix `{}` is a registry with no repository path: gc would take every \
+                 <path>_<arch> repository there for its own, other projects' too; set REMOTE_IMAGE_PREFIX (or \
+                 --remote-image-prefix, or remote_image_prefix in xtask/images.toml) to host[:port]/path, and push \
+                 the images under it\n",
+                registry.addr
+            ),
+            "{out}"
+        );
+        assert_eq!(registry_tags(&theirs), vec![tag.clone()], "{out}");
+    }
+}
+
+#[test]
+fn gc_counts_every_tag_it_keeps() {
+    let (s, _registry, tags) = pushed_revisions("gc-counts", 2);
+    let ra = s.remote("a");
+    retag(&ra, &tags[1], "latest");
+    let (digest, bytes) = (registry_digest(&ra, &tags[0]), manifest_bytes(&ra, &tags[0]));
+    let human = xtask::report::human_bytes(bytes);
+    // One tag goes; a's current tag, its latest and b's stay.
+    let dry = s.xtask(&["gc"]);
+    assert_eq!(
+        dry.success().stdout,
+        format!(
+            "would delete  {ra}:{}  {digest}  {bytes} bytes\n\
+             total: 1 tag would be deleted, 3 kept; it holds {bytes} bytes ({human}); run with --delete to delete it\n",
+            tags[0]
+        ),
+        "{dry}"
+    );
+    let deleted = s.xtask(&["gc", "--delete"]);
+    assert_eq!(
+        deleted.success().stdout,
+        format!(
+            "deleted  {ra}:{}  {digest}  {bytes} bytes\n\
+             total: 1 tag deleted, 3 kept, 0 failed; it held {bytes} bytes ({human}), which the registry's garbage \
+             collector frees where nothing else holds them\n",
+            tags[0]
+        ),
+        "{deleted}"
+    );
+    let again = s.xtask(&["gc"]);
+    assert_eq!(again.success().stdout, "total: 0 tags would be deleted, 3 kept\n", "{again}");
+}
+
+#[test]
+fn gc_says_which_tags_it_would_delete_are_the_work_trees() {
+    let (s, _registry, tags) = pushed_revisions("gc-work-tree", 2);
+    let ra = s.remote("a");
+    // The work tree changes a, uncommitted, and pushes it: its tag is no
+    // revision's, and goes like the old one; the line says whose it is.
+    s.write("a/id", format!("{} work tree\n", s.id));
+    let ours = s.tag("a");
+    s.xtask(&["push", "a"]).success();
+    let mut going = [(tags[0].clone(), ""), (ours.clone(), "  (work tree)")];
+    going.sort();
+    let going: Vec<(String, String, u64, &str)> = going
+        .into_iter()
+        .map(|(t, note)| {
+            let (digest, bytes) = (registry_digest(&ra, &t), manifest_bytes(&ra, &t));
+            (t, digest, bytes, note)
+        })
+        .collect();
+    let lines = |verb: &str| -> Vec<String> {
+        going
+            .iter()
+            .map(|(tag, digest, bytes, note)| format!("{verb}  {ra}:{tag}  {digest}  {bytes} bytes{note}"))
+            .collect()
+    };
+    let note = "note: the tag marked (work tree) is the tag the work tree gives its image now, uncommitted changes \
+                included, and no revision to keep gives it; to keep such a tag, commit the work tree and keep that \
+                commit";
+    let held: u64 = going.iter().map(|(_, _, bytes, _)| bytes).sum();
+    let human = xtask::report::human_bytes(held);
+
+    let dry = s.xtask(&["gc"]);
+    let mut expected = lines("would delete");
+    expected.push(note.to_string());
+    expected.push(format!(
+        "total: 2 tags would be deleted, 2 kept; they hold {held} bytes ({human}); run with --delete to delete them"
+    ));
+    assert_eq!(dry.success().stdout.lines().collect::<Vec<_>>(), expected, "{dry}");
+
+    let json = s.xtask(&["gc", "--json"]);
+    let rows_expected: Vec<Value> = going
+        .iter()
+        .map(|(t, digest, bytes, note)| {
+            let mut d = decision(&ra, t, digest, "delete", None, *bytes);
+            if !note.is_empty() {
+                d["work_tree"] = json!(true);
+            }
+            d
+        })
+        .collect();
+    assert_eq!(rows(json.success()), Value::Array(rows_expected), "{json}");
+
+    // What goes is the same.
+    let mut expected = lines("deleted");
+    expected.push(note.to_string());
+    let deleted = s.xtask(&["gc", "--delete"]);
+    let stdout: Vec<&str> = deleted.success().stdout.lines().collect();
+    assert_eq!(stdout[..3], expected, "{deleted}");
+    assert_eq!(stdout.len(), 4, "{deleted}");
+    assert_eq!(registry_tags(&ra), vec![tags[1].clone()]);
 }
 
 // ---- --changed-since -----------------------------------------------------------------------
