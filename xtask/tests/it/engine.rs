@@ -543,6 +543,29 @@ fn run_steps_and_build_args_reach_the_build() {
     assert_eq!(run_in(&format!("{}:latest", s.local("run")), &["cat", "/x", "/v"]), "hi\n1\n");
 }
 
+/// `DOCKER_BUILD_ARGS` reaches the build split as the legacy Makefile's
+/// shell split it; what the shell would expand is refused, before any work.
+#[test]
+fn quoted_build_args_reach_the_build_as_one_word() {
+    let s = Sandbox::new("quoted-args");
+    s.write("q/Dockerfile", format!("FROM {}\nARG MSG\nRUN echo \"$MSG\" > /msg\n", base_image()));
+    s.write("q/id", &s.id);
+    let args = r#"--build-arg MSG="hello world""#;
+    let listed = run(s.cmd(&["local-image", "q"]).env("DOCKER_BUILD_ARGS", args));
+    let tag = listed.success().stdout.trim().rsplit_once(':').unwrap().1.to_string();
+
+    let load = run(s.cmd(&["load", "q", "--json"]).env("DOCKER_BUILD_ARGS", args));
+    assert_eq!(load.success().outcomes(), [outcome("q", &tag, "built", Some(&s.log("q")))]);
+    assert_eq!(run_in(&format!("{}:latest", s.local("q")), &["cat", "/msg"]), "hello world\n");
+
+    let expanded = run(s.cmd(&["load", "q"]).env("DOCKER_BUILD_ARGS", "--build-arg MSG=$HOME"));
+    assert_eq!(
+        expanded.error_line(),
+        "error: DOCKER_BUILD_ARGS `--build-arg MSG=$HOME` holds `$`, which a shell would expand and this tool does \
+         not: write out what it stands for, or put it in single quotes to pass it as it is"
+    );
+}
+
 #[test]
 fn warm_load_all_asks_the_engine_three_times() {
     let s = Sandbox::new("warm");
