@@ -475,10 +475,18 @@ fn is_missing(stderr: &str) -> bool {
     lower.contains("no such image") || lower.contains("image not known")
 }
 
-/// The most telling line of a log: the last one that mentions an error.
+/// The most telling line of an engine's output: the cause it gave for
+/// refusing its command line, else the last line that says `error` (at its
+/// start, as engines head their own errors, before one that only mentions
+/// it), else the last line.
 pub(super) fn last_error_line(text: &str) -> String {
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let Some(at) = lines.iter().rposition(|l| l.to_lowercase().contains("error")).or(lines.len().checked_sub(1)) else {
+    let starts_with_error = |l: &&str| l.get(..5).is_some_and(|head| head.eq_ignore_ascii_case("error"));
+    let Some(at) = usage_error(&lines)
+        .or_else(|| lines.iter().rposition(starts_with_error))
+        .or_else(|| lines.iter().rposition(|l| l.to_lowercase().contains("error")))
+        .or(lines.len().checked_sub(1))
+    else {
         return "no output".into();
     };
     // `errors:` heads a list of what the registry said, one per line.
@@ -486,4 +494,71 @@ pub(super) fn last_error_line(text: &str) -> String {
         return lines[at..].join(" ");
     }
     lines[at].to_string()
+}
+
+/// Where docker's CLI says why it refused its command line. It ends its
+/// output with a hint (`Run 'docker build --help' for more information`,
+/// or `See 'docker build --help'.` before 23.0) next to the usage; the cause
+/// is the line before them.
+fn usage_error(lines: &[&str]) -> Option<usize> {
+    let is_hint = |l: &&str| (l.starts_with("Run '") || l.starts_with("See '")) && l.contains(" --help'");
+    // Only at the end: a build's own output may hold such a line.
+    let hint = lines.len() - lines.iter().rev().take(3).position(is_hint)? - 1;
+    lines[..hint].iter().rposition(|l| !l.starts_with("Usage:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_error_line;
+
+    /// What engines print when they fail, and the line a failure quotes.
+    #[test]
+    fn the_error_line_is_the_engines_cause() {
+        let cases = [
+            (
+                "DEPRECATED: The legacy builder is deprecated and will be removed in a future release.\n\
+                 \x20           Install the buildx component to build images with BuildKit:\n\
+                 \x20           https://docs.docker.com/go/buildx/\n\n\
+                 docker: 'docker build' requires 1 argument\n\n\
+                 Usage:  docker build [OPTIONS] PATH | URL | -\n\n\
+                 Run 'docker build --help' for more information\n",
+                "docker: 'docker build' requires 1 argument",
+            ),
+            (
+                "\"docker build\" requires exactly 1 argument.\nSee 'docker build --help'.\n\n\
+                 Usage:  docker build [OPTIONS] PATH | URL | -\n\nBuild an image from a Dockerfile\n",
+                "\"docker build\" requires exactly 1 argument.",
+            ),
+            ("Error: accepts at most 1 arg(s), received 2\n", "Error: accepts at most 1 arg(s), received 2"),
+            (
+                "#5 [2/2] RUN exit 3\n#5 ERROR: process \"/bin/sh -c exit 3\" did not complete successfully: exit code: 3\n\
+                 ------\n > [2/2] RUN exit 3:\n------\nDockerfile:2\n\
+                 ERROR: failed to solve: process \"/bin/sh -c exit 3\" did not complete successfully: exit code: 3\n\
+                 1 error occurred\n",
+                "ERROR: failed to solve: process \"/bin/sh -c exit 3\" did not complete successfully: exit code: 3",
+            ),
+            (
+                "Step 1/2 : FROM scratch\nError response from daemon: pull access denied for x\n",
+                "Error response from daemon: pull access denied for x",
+            ),
+            (
+                "Step 2/2 : RUN make\nmake: *** [all] compile error 2\nThe command '/bin/sh -c make' returned a non-zero code: 2\n",
+                "make: *** [all] compile error 2",
+            ),
+            (
+                "Step 2/2 : RUN exit 3\nThe command '/bin/sh -c exit 3' returned a non-zero code: 3\n",
+                "The command '/bin/sh -c exit 3' returned a non-zero code: 3",
+            ),
+            // A hint within a build's output, not at its end, is the build's own.
+            (
+                "Step 2/2 : RUN tool\nunknown option\nSee 'tool --help'.\nsomething else\nand more\nfailed\nfinal\n",
+                "final",
+            ),
+            ("errors:\ndenied: requested access to the resource is denied\n", "errors: denied: requested access to the resource is denied"),
+            ("\n\n", "no output"),
+        ];
+        for (output, line) in cases {
+            assert_eq!(last_error_line(output), line, "{output}");
+        }
+    }
 }

@@ -566,6 +566,26 @@ fn quoted_build_args_reach_the_build_as_one_word() {
     );
 }
 
+/// A build the engine refuses outright fails quoting the engine's reason,
+/// not the hint to read its help that follows it.
+#[test]
+fn a_refused_build_quotes_the_engines_reason() {
+    let s = Sandbox::new("refused-build");
+    s.scratch_image("a");
+    let tag =
+        run(s.cmd(&["local-image", "--print", "tag", "a"]).env("DOCKER_BUILD_ARGS", "stray")).ok().trim().to_string();
+
+    let build = run(s.cmd(&["rebuild", "a", "--json"]).env("DOCKER_BUILD_ARGS", "stray"));
+    let mut outcomes = build.status(1).outcomes();
+    let error = outcomes[0].as_object_mut().unwrap().remove("error").expect("the failure has an error");
+    assert_eq!(outcomes, [outcome("a", &tag, "failed", Some(&s.log("a")))]);
+    // docker: `… requires 1 argument` (or `exactly 1 argument`); podman: `accepts at most 1 arg(s)`.
+    let log = fs::read_to_string(s.log("a")).unwrap();
+    let reason = log.lines().map(str::trim).find(|l| l.contains(" 1 arg")).unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(error, json!(format!("build failed: {reason}; log: {}", s.log("a"))), "{log}");
+    assert!(build.stderr_lines().contains(&format!("error: a: {}", error.as_str().unwrap()).as_str()), "{build}");
+}
+
 #[test]
 fn warm_load_all_asks_the_engine_three_times() {
     let s = Sandbox::new("warm");
