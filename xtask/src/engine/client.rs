@@ -35,7 +35,8 @@ pub struct EngineCli {
     /// The CLI's own version, as `check` read it.
     client_version: Arc<OnceLock<String>>,
     builder: Arc<OnceLock<Builder>>,
-    /// Told of every call and its output ([`Event::Echo`]), under `--verbose`.
+    /// Told of every call, its errors and its output for people
+    /// ([`Event::Echo`]), under `--verbose`.
     echo: Option<Arc<dyn Observer>>,
     /// The image the calls are for, for [`Event::Echo`].
     image: Option<Arc<str>>,
@@ -78,7 +79,8 @@ impl EngineCli {
         &self.processes
     }
 
-    /// Tells `events` of every call's command line and output as well.
+    /// Tells `events` of every call's command line as well, with its errors
+    /// and the output meant for people (a build's, a pull's); see [`EngineCli::read`].
     pub fn echoing(mut self, events: Arc<dyn Observer>) -> EngineCli {
         self.echo = Some(events);
         self
@@ -97,7 +99,7 @@ impl EngineCli {
     fn buildx_driver(&self) -> Option<String> {
         let sh = Shell::new().ok()?;
         let program = self.program;
-        let out = self.run(cmd!(sh, "{program} buildx inspect"), None).ok()?;
+        let out = self.read(cmd!(sh, "{program} buildx inspect")).ok()?;
         if !out.ok {
             return None;
         }
@@ -105,15 +107,35 @@ impl EngineCli {
         Some(driver.unwrap_or_else(|| "docker".into()))
     }
 
-    /// Runs one engine command to completion; output goes to `log` when given.
+    /// Runs one engine command whose output is for people (a build's, a
+    /// pull's) to completion: it goes to `log` when given, and to the echo
+    /// as it comes.
     pub(super) fn run(&self, cmd: xshell::Cmd<'_>, log: Option<&Path>) -> Result<Output> {
         self.echo(&format!("$ {cmd}"));
         let echo = |text: &str| self.echo(text);
         let echo: Option<&dyn Fn(&str)> = if self.echo.is_some() { Some(&echo) } else { None };
-        self.processes.run(cmd.into(), log, echo).map_err(|e| match e.downcast_ref::<NotFound>() {
+        self.processes.run(cmd.into(), log, echo).map_err(|e| self.installed(e))
+    }
+
+    /// Runs one engine command whose answer the tool reads (a listing, an
+    /// inspection) to completion. The echo gets its command line, and what
+    /// it said on stderr when it failed, but not the answer: thousands of
+    /// lines of machine output would bury the calls.
+    pub(super) fn read(&self, cmd: xshell::Cmd<'_>) -> Result<Output> {
+        self.echo(&format!("$ {cmd}"));
+        let out = self.processes.run(cmd.into(), None, None).map_err(|e| self.installed(e))?;
+        if !out.ok {
+            self.echo(&out.stderr);
+        }
+        Ok(out)
+    }
+
+    /// A failure to start the engine, saying how to install it when it is not.
+    fn installed(&self, e: anyhow::Error) -> anyhow::Error {
+        match e.downcast_ref::<NotFound>() {
             Some(_) => anyhow!("{}", self.not_installed()),
             None => e,
-        })
+        }
     }
 
     fn not_installed(&self) -> String {
@@ -192,7 +214,7 @@ impl EngineCli {
     fn inspect_call(&self, ids: &[&str]) -> Result<Output> {
         let sh = Shell::new()?;
         let program = self.program;
-        self.asked_again_on(STORE_RACES, || self.run(cmd!(sh, "{program} image inspect {ids...}"), None))
+        self.asked_again_on(STORE_RACES, || self.read(cmd!(sh, "{program} image inspect {ids...}")))
     }
 
     /// podman's flag for a registry on loopback, which speaks plain HTTP
@@ -222,7 +244,7 @@ impl EngineCli {
         let sh = Shell::new().ok()?;
         let program = self.program;
         let format = "{{.ID}}";
-        let out = self.run(cmd!(sh, "{program} info --format {format}"), None).ok()?;
+        let out = self.read(cmd!(sh, "{program} info --format {format}")).ok()?;
         (out.ok && out.stdout.trim() == id).then_some(socket)
     }
 }
@@ -265,7 +287,7 @@ impl Engine for EngineCli {
             EngineKind::Docker => "{{.Client.Version}} {{.Server.Version}}",
             EngineKind::Podman => "{{.Version}}",
         };
-        let out = self.run(cmd!(sh, "{program} version --format {format}"), None)?;
+        let out = self.read(cmd!(sh, "{program} version --format {format}"))?;
         if out.ok {
             let client = out.stdout.split_whitespace().next().unwrap_or_default();
             let _ = self.client_version.set(client.to_string());
@@ -294,8 +316,8 @@ impl Engine for EngineCli {
         let format = "{{.Repository}}:{{.Tag}}\t{{.ID}}";
         // podman's listing fails outright when an image it is listing is
         // removed meanwhile (by anyone); the next listing no longer sees it.
-        let out = self
-            .asked_again_on(LIST_RACES, || self.run(cmd!(sh, "{program} images --no-trunc --format {format}"), None))?;
+        let out =
+            self.asked_again_on(LIST_RACES, || self.read(cmd!(sh, "{program} images --no-trunc --format {format}")))?;
         if !out.ok {
             bail!("cannot list local images: {}", first_line(&out.stderr));
         }
@@ -316,7 +338,7 @@ impl Engine for EngineCli {
             EngineKind::Docker => "{{.ID}}\t{{.Names}}\t{{.Image}}",
             EngineKind::Podman => "{{.ID}}\t{{.Names}}\t{{.ImageID}}",
         };
-        let out = self.run(cmd!(sh, "{program} ps --all --no-trunc --format {format}"), None)?;
+        let out = self.read(cmd!(sh, "{program} ps --all --no-trunc --format {format}"))?;
         if !out.ok {
             bail!("cannot list containers: {}", first_line(&out.stderr));
         }
@@ -353,7 +375,7 @@ impl Engine for EngineCli {
         let program = self.program;
         let mut removed = Removed::default();
         for chunk in references.chunks(REMOVE_AT_ONCE) {
-            let out = self.run(cmd!(sh, "{program} rmi {chunk...}"), None)?;
+            let out = self.read(cmd!(sh, "{program} rmi {chunk...}"))?;
             for line in out.stdout.lines() {
                 if let Some(id) = line.trim().strip_prefix("Deleted: ") {
                     removed.deleted.insert(full_id(id.trim()));
@@ -383,7 +405,7 @@ impl Engine for EngineCli {
     fn untag(&self, reference: &str) -> Result<()> {
         let sh = Shell::new()?;
         let program = self.program;
-        let out = self.run(cmd!(sh, "{program} rmi {reference}"), None)?;
+        let out = self.read(cmd!(sh, "{program} rmi {reference}"))?;
         if !out.ok {
             bail!("cannot remove the name {reference}: {}", first_line(&out.stderr));
         }
@@ -441,7 +463,7 @@ impl Engine for EngineCli {
         }
         let sh = Shell::new()?;
         let program = self.program;
-        let out = self.run(cmd!(sh, "{program} tag {source} {target}"), None)?;
+        let out = self.read(cmd!(sh, "{program} tag {source} {target}"))?;
         if !out.ok {
             bail!("cannot tag {source} as {target}: {}", first_line(&out.stderr));
         }

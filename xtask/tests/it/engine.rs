@@ -270,6 +270,25 @@ fn ci_logs_show_each_image_and_the_tail_of_a_failed_build() {
     assert!(lines.iter().any(|l| l.starts_with(&format!("engine | $ {program} images "))), "{verbose}");
 }
 
+/// `--verbose` shows each engine call, not the listings and inspections
+/// the tool reads: a load with nothing to do is a few lines, whatever the
+/// engine holds.
+#[test]
+fn verbose_shows_the_calls_not_what_they_answer() {
+    let s = Sandbox::new("verbose-calls");
+    s.scratch_image("a");
+    s.xtask(&["load", "a"]).success();
+    let verbose = s.xtask(&["load", "a", "--verbose"]);
+    verbose.success();
+    let program = engine().program();
+    let lines = verbose.stderr_lines();
+    let echoed: Vec<&str> =
+        lines.iter().copied().filter(|l| l.starts_with("engine | ") || l.starts_with("a | ")).collect();
+    assert!(echoed.iter().any(|l| l.starts_with(&format!("engine | $ {program} images "))), "{verbose}");
+    assert!(echoed.iter().all(|l| l.contains(" | $ ")), "{verbose}");
+    assert!(lines.len() <= 10, "{verbose}");
+}
+
 /// An engine that is there but cannot work: for docker, a daemon that does
 /// not answer; for podman (no daemon), a configuration it cannot read.
 #[test]
