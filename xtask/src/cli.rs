@@ -64,7 +64,8 @@ pub struct ListArgs {
     #[arg(long)]
     pub json: bool,
     /// List only shard K of N: the images the `*-all-*` commands work on with the same --shard
-    #[arg(long, value_name = "K/N")]
+    /// (`auto`: this CI parallel job's)
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<crate::catalog::shard::Shard>,
     /// Only images whose tag differs from their tag at git revision REV, or that were no image there
     #[arg(long, value_name = "REV")]
@@ -240,6 +241,16 @@ fn parse_age(text: &str) -> Result<u64, String> {
     crate::commands::gc::parse_age(text).map_err(|e| e.to_string())
 }
 
+/// `--shard K/N`, or `auto`: the CI parallel job's shard, read from the
+/// environment here, with the other settings, not later.
+fn parse_shard(text: &str) -> Result<crate::catalog::shard::Shard, String> {
+    let shard = match text {
+        "auto" => crate::catalog::shard::Shard::of_parallel_job(|name| std::env::var(name).ok()),
+        _ => text.parse(),
+    };
+    shard.map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct InitArgs {
     /// The legacy Makefile to read REMOTE_IMAGE_PREFIX, LOCAL_IMAGE_PREFIX and NON_TEST_IMAGES from
@@ -254,8 +265,10 @@ pub struct InitArgs {
 pub struct AllArgs<O: Args> {
     #[command(flatten)]
     pub opts: O,
-    /// Work on shard K of N: N CI machines given 1/N..N/N together cover every image once
-    #[arg(long, value_name = "K/N")]
+    /// Work on shard K of N: N CI machines given 1/N..N/N together cover every image once. `auto`:
+    /// this CI parallel job's, from BUILDKITE_PARALLEL_JOB(_COUNT), CI_NODE_INDEX/CI_NODE_TOTAL or
+    /// PARTITION/TOTAL_PARTITIONS
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<crate::catalog::shard::Shard>,
     /// Only images whose tag differs from their tag at git revision REV, or that were no image there
     #[arg(long, value_name = "REV")]
