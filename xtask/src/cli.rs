@@ -11,6 +11,7 @@ use crate::config::Overrides;
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
+    version,
     about = "Keep a project's test container images: discover, tag, load, build and push them",
     long_about = "Keep a project's test container images.\n\n\
         Every directory under the images root that holds a Dockerfile (or a Dockerfile.<ARCH>) is an \
@@ -802,7 +803,7 @@ mod tests {
             (&["--help"], ErrorKind::DisplayHelp),
             (&["load", "--help"], ErrorKind::DisplayHelp),
             (&["help", "load"], ErrorKind::DisplayHelp),
-            (&["--version"], ErrorKind::UnknownArgument),
+            (&["load", "x", "--version"], ErrorKind::UnknownArgument),
         ];
         for (args, kind) in cases {
             // Unstripped too, except with no arguments at all: a setting in the
@@ -838,6 +839,16 @@ mod tests {
         let at: Vec<Option<usize>> =
             VARIABLES.iter().filter(|v| v.value.is_some()).map(|v| help.find(&format!(" {}", v.name))).collect();
         assert!(at.iter().all(Option::is_some) && at.is_sorted(), "{help}");
+    }
+
+    /// `--version` (`-V`) prints the tool's name and version.
+    #[test]
+    fn version() {
+        for flag in ["--version", "-V"] {
+            let e = parse(&[flag]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::DisplayVersion);
+            assert_eq!(e.render().to_string(), format!("cargo xtask {}\n", env!("CARGO_PKG_VERSION")));
+        }
     }
 
     /// A mistyped subcommand gets a suggestion.
