@@ -64,10 +64,11 @@ impl Shard {
             let (index, count) = match (var(index_name), var(count_name)) {
                 (None, None) => continue,
                 (Some(index), Some(count)) => (index, count),
-                (index, _) => {
-                    let (set, unset) =
-                        if index.is_some() { (index_name, count_name) } else { (count_name, index_name) };
-                    bail!("{set} is set but not {unset}: set both, or give the shard as K/N");
+                (Some(_), None) => {
+                    bail!("{index_name} is set but not {count_name}: set both, or give the shard as K/N")
+                }
+                (None, Some(_)) => {
+                    bail!("{count_name} is set but not {index_name}: set both, or give the shard as K/N")
                 }
             };
             let said = format!("{index_name}={index} with {count_name}={count}");
