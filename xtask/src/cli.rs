@@ -11,6 +11,7 @@ use crate::config::Overrides;
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
+    version,
     about = "Keep a project's test container images: discover, tag, load, build and push them",
     long_about = "Keep a project's test container images.\n\n\
         Every directory under the images root that holds a Dockerfile (or a Dockerfile.<ARCH>) is an \
@@ -64,7 +65,8 @@ pub struct ListArgs {
     #[arg(long)]
     pub json: bool,
     /// List only shard K of N: the images the `*-all-*` commands work on with the same --shard
-    #[arg(long, value_name = "K/N")]
+    /// (`auto`: this CI parallel job's)
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<crate::catalog::shard::Shard>,
     /// Only images whose tag differs from their tag at git revision REV, or that were no image there
     #[arg(long, value_name = "REV")]
@@ -244,6 +246,16 @@ fn parse_age(text: &str) -> Result<u64, String> {
     crate::commands::gc::parse_age(text).map_err(|e| e.to_string())
 }
 
+/// `--shard K/N`, or `auto`: the CI parallel job's shard, read from the
+/// environment here, with the other settings, not later.
+fn parse_shard(text: &str) -> Result<crate::catalog::shard::Shard, String> {
+    let shard = match text {
+        "auto" => crate::catalog::shard::Shard::of_parallel_job(|name| std::env::var(name).ok()),
+        _ => text.parse(),
+    };
+    shard.map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct InitArgs {
     /// The legacy Makefile to read REMOTE_IMAGE_PREFIX, LOCAL_IMAGE_PREFIX and NON_TEST_IMAGES from
@@ -258,8 +270,10 @@ pub struct InitArgs {
 pub struct AllArgs<O: Args> {
     #[command(flatten)]
     pub opts: O,
-    /// Work on shard K of N: N CI machines given 1/N..N/N together cover every image once
-    #[arg(long, value_name = "K/N")]
+    /// Work on shard K of N: N CI machines given 1/N..N/N together cover every image once. `auto`:
+    /// this CI parallel job's, from BUILDKITE_PARALLEL_JOB(_COUNT), CI_NODE_INDEX/CI_NODE_TOTAL or
+    /// PARTITION/TOTAL_PARTITIONS
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<crate::catalog::shard::Shard>,
     /// Only images whose tag differs from their tag at git revision REV, or that were no image there
     #[arg(long, value_name = "REV")]
@@ -793,7 +807,7 @@ mod tests {
             (&["--help"], ErrorKind::DisplayHelp),
             (&["load", "--help"], ErrorKind::DisplayHelp),
             (&["help", "load"], ErrorKind::DisplayHelp),
-            (&["--version"], ErrorKind::UnknownArgument),
+            (&["load", "x", "--version"], ErrorKind::UnknownArgument),
         ];
         for (args, kind) in cases {
             // Unstripped too, except with no arguments at all: a setting in the
@@ -829,6 +843,16 @@ mod tests {
         let at: Vec<Option<usize>> =
             VARIABLES.iter().filter(|v| v.value.is_some()).map(|v| help.find(&format!(" {}", v.name))).collect();
         assert!(at.iter().all(Option::is_some) && at.is_sorted(), "{help}");
+    }
+
+    /// `--version` (`-V`) prints the tool's name and version.
+    #[test]
+    fn version() {
+        for flag in ["--version", "-V"] {
+            let e = parse(&[flag]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::DisplayVersion);
+            assert_eq!(e.render().to_string(), format!("cargo xtask {}\n", env!("CARGO_PKG_VERSION")));
+        }
     }
 
     /// A mistyped subcommand gets a suggestion.

@@ -103,7 +103,7 @@ pub struct Overrides {
     /// Images that are not test images, as `a|b` (or the legacy `a\|b`): an entry matches when it occurs in the image's name or path
     #[arg(long, env = "NON_TEST_IMAGES", global = true, value_name = "LIST")]
     pub non_test_images: Option<String>,
-    /// Extra arguments for every build, split on whitespace (e.g. "--build-arg X=1")
+    /// Extra arguments for every build, split into words as a shell would (e.g. "--build-arg MSG='hello world'")
     #[arg(long, env = "DOCKER_BUILD_ARGS", global = true, value_name = "ARGS", allow_hyphen_values = true)]
     pub build_args: Option<String>,
     /// Container engine: docker or podman
@@ -170,7 +170,7 @@ impl Settings {
         for (what, prefix) in [("REMOTE_IMAGE_PREFIX", &remote_prefix), ("LOCAL_IMAGE_PREFIX", &local_prefix)] {
             check_prefix(what, prefix)?;
         }
-        let build_args = o.build_args.map(|a| a.split_whitespace().map(String::from).collect()).unwrap_or_default();
+        let build_args = o.build_args.as_deref().map(split_build_args).transpose()?.unwrap_or_default();
         Ok(Settings {
             images_dir,
             arch,
@@ -210,7 +210,7 @@ pub const VARIABLES: [Variable; 11] = [
     Variable { name: "LOCAL_IMAGE_PREFIX", value: Some(|s, _| s.local_prefix.clone()) },
     Variable { name: "TAG_SCHEME", value: Some(|s, _| s.tag_scheme.as_str().to_string()) },
     Variable { name: "NON_TEST_IMAGES", value: Some(|s, _| s.non_test.join("\\|")) },
-    Variable { name: "DOCKER_BUILD_ARGS", value: Some(|s, _| s.build_args.join(" ")) },
+    Variable { name: "DOCKER_BUILD_ARGS", value: Some(|s, _| join_build_args(&s.build_args)) },
     Variable { name: "IMAGES_ENGINE", value: Some(|s, _| s.engine.program().to_string()) },
     Variable { name: "IMAGES_CONFIG", value: None },
     Variable { name: "SKIP_IMAGE_LOAD", value: None },
@@ -245,6 +245,61 @@ impl Settings {
 /// and takes the plain `a|b|c` too.
 pub fn split_legacy_list(list: &str) -> Vec<String> {
     list.replace("\\|", "|").split('|').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+/// `DOCKER_BUILD_ARGS` split into words as the legacy Makefile's shell split
+/// it: quotes, backslashes and `#` comments as POSIX has them. What the shell
+/// would expand (`$`, backquotes, a leading `~`) is refused rather than passed
+/// on as it is: the build would get other arguments than under the Makefile.
+pub fn split_build_args(value: &str) -> Result<Vec<String>> {
+    if let Some(c) = shell_expansion(value) {
+        bail!(
+            "DOCKER_BUILD_ARGS `{value}` holds `{c}`, which a shell would expand and this tool does not: \
+             write out what it stands for, or put it in single quotes to pass it as it is"
+        );
+    }
+    shlex::split(value).with_context(|| {
+        format!("DOCKER_BUILD_ARGS `{value}` has an unclosed quote or ends in a backslash: close the quote")
+    })
+}
+
+/// The first character of `value` that a POSIX shell would expand: `$` or a
+/// backquote outside single quotes and not escaped by a backslash, or a `~`
+/// that starts a word. Nothing in a comment counts.
+fn shell_expansion(value: &str) -> Option<char> {
+    let (mut single, mut double, mut escaped, mut comment, mut word_start) = (false, false, false, false, true);
+    for c in value.chars() {
+        let starts_word = std::mem::replace(&mut word_start, false);
+        match c {
+            '\n' if comment => (comment, word_start) = (false, true),
+            _ if comment => {}
+            _ if escaped => escaped = false,
+            '\'' if !double => single = !single,
+            _ if single => {}
+            '"' => double = !double,
+            _ if double && !matches!(c, '$' | '`' | '\\') => {}
+            '\\' => escaped = true,
+            '$' | '`' => return Some(c),
+            '~' if starts_word => return Some(c),
+            '#' if starts_word => comment = true,
+            ' ' | '\t' | '\n' => word_start = true,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Build arguments as `settings` prints them: words without blanks, quotes
+/// or what a shell expands stay as they are, the others are quoted, so that
+/// [`split_build_args`] gives the same words back.
+fn join_build_args(args: &[String]) -> String {
+    let plain =
+        |w: &str| !w.is_empty() && !w.starts_with(['#', '~']) && !w.contains(|c: char| " \t\n'\"\\$`".contains(c));
+    let quoted = args.iter().map(|w| match plain(w) {
+        true => w.into(),
+        false => shlex::try_quote(w).map_or_else(|_| w.into(), |q| q.into_owned()),
+    });
+    quoted.collect::<Vec<String>>().join(" ")
 }
 
 fn check_prefix(what: &str, prefix: &str) -> Result<()> {
@@ -283,5 +338,72 @@ mod tests {
             help.split(|c: char| !(c.is_ascii_uppercase() || c == '_')).filter(|w| w.len() > 1).collect();
         assert!(named.remove("XTASK_FLAGS"), "{help}");
         assert_eq!(named, table, "the variables {}'s help names", path.display());
+    }
+
+    fn build_args(value: &str) -> Result<Vec<String>> {
+        let o = Overrides { build_args: Some(value.into()), arch: Some(Arch::X86_64), ..Overrides::default() };
+        Settings::resolve(FileConfig::default(), o, Path::new("/w"), Path::new("/w")).map(|s| s.build_args)
+    }
+
+    /// `DOCKER_BUILD_ARGS` is split as the legacy Makefile's shell split it.
+    #[test]
+    fn build_args_are_split_as_a_shell_splits_them() {
+        let cases: &[(&str, &[&str])] = &[
+            ("", &[]),
+            (" \t\n", &[]),
+            ("--build-arg X=1 --no-cache", &["--build-arg", "X=1", "--no-cache"]),
+            ("  --build-arg\tX=1\n", &["--build-arg", "X=1"]),
+            (r#"--build-arg MSG="hello world""#, &["--build-arg", "MSG=hello world"]),
+            ("--build-arg 'MSG=hello world'", &["--build-arg", "MSG=hello world"]),
+            (r#"--build-arg MSG=hello\ world"#, &["--build-arg", "MSG=hello world"]),
+            (r#"--build-arg "Q=say \"hi\" \$5 \a""#, &["--build-arg", r#"Q=say "hi" $5 \a"#]),
+            ("--build-arg 'P=$HOME `x` ~'", &["--build-arg", "P=$HOME `x` ~"]),
+            (r#"--build-arg P=\$HOME A=x~ 'it'\''s'"#, &["--build-arg", "P=$HOME", "A=x~", "it's"]),
+            ("--build-arg X=''", &["--build-arg", "X="]),
+            ("--no-cache # $HOME is `not` read\n--pull", &["--no-cache", "--pull"]),
+            ("a#b", &["a#b"]),
+        ];
+        for (value, words) in cases {
+            assert_eq!(build_args(value).unwrap(), *words, "{value:?}");
+        }
+    }
+
+    /// What a shell would expand, and quotes left open, are refused, naming
+    /// the variable.
+    #[test]
+    fn build_args_a_shell_would_expand_are_refused() {
+        let expands = |value: &str, c: char| {
+            format!(
+                "DOCKER_BUILD_ARGS `{value}` holds `{c}`, which a shell would expand and this tool does not: write \
+                 out what it stands for, or put it in single quotes to pass it as it is"
+            )
+        };
+        let unclosed = |value: &str| {
+            format!("DOCKER_BUILD_ARGS `{value}` has an unclosed quote or ends in a backslash: close the quote")
+        };
+        let cases = [
+            ("--build-arg HOME=$HOME", expands("--build-arg HOME=$HOME", '$')),
+            (r#"--build-arg "H=$HOME""#, expands(r#"--build-arg "H=$HOME""#, '$')),
+            ("--build-arg V=`git describe`", expands("--build-arg V=`git describe`", '`')),
+            (r#"--build-arg "V=$(date)""#, expands(r#"--build-arg "V=$(date)""#, '$')),
+            ("--build-arg X=1 ~/args", expands("--build-arg X=1 ~/args", '~')),
+            ("# a comment\n$X", expands("# a comment\n$X", '$')),
+            (r#"--build-arg MSG="hello world"#, unclosed(r#"--build-arg MSG="hello world"#)),
+            ("--build-arg 'MSG=hello", unclosed("--build-arg 'MSG=hello")),
+            ("--no-cache \\", unclosed("--no-cache \\")),
+        ];
+        for (value, message) in cases {
+            assert_eq!(build_args(value).unwrap_err().to_string(), message, "{value:?}");
+        }
+    }
+
+    /// `settings` prints the words so that they split into the same words.
+    #[test]
+    fn build_args_print_as_they_split() {
+        let words = ["--build-arg", "X=1", "MSG=hello world", "it's", "$5 `x`", "a\\b", "#c", "~", "", "^"];
+        let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        let printed = join_build_args(&words);
+        assert_eq!(build_args(&printed).unwrap(), words, "{printed}");
+        assert_eq!(join_build_args(&words[..2]), "--build-arg X=1");
     }
 }

@@ -7,11 +7,14 @@
 //! overhead. Families go, heaviest first (ties by name), to the shard with the
 //! least weight so far (ties to the lowest number). Every machine computes the
 //! same split from the same tree.
+//!
+//! `--shard auto` is the shard of the CI's parallel job, from the variables
+//! the CI sets ([`PARALLEL_JOB_VARIABLES`]).
 
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
 use crate::catalog::discovery::Catalog;
 use crate::catalog::tagging;
@@ -37,6 +40,65 @@ impl FromStr for Shard {
             Some((index, count)) if count >= 1 && (1..=count).contains(&index) => Ok(Shard { index, count }),
             _ => bail!("invalid shard `{s}`: use K/N with 1 <= K <= N, e.g. 2/4"),
         }
+    }
+}
+
+/// The variables a CI's parallel job says which one it is by: its index,
+/// the job count, and the index of the first job.
+pub const PARALLEL_JOB_VARIABLES: [(&str, &str, usize); 3] = [
+    ("BUILDKITE_PARALLEL_JOB", "BUILDKITE_PARALLEL_JOB_COUNT", 0),
+    ("CI_NODE_INDEX", "CI_NODE_TOTAL", 1),
+    // gVisor's pipeline.
+    ("PARTITION", "TOTAL_PARTITIONS", 1),
+];
+
+impl Shard {
+    /// `--shard auto`: the shard of this CI parallel job, from
+    /// [`PARALLEL_JOB_VARIABLES`]; `var` reads a variable (empty is unset).
+    /// Several CIs' variables must give one shard. The errors say what is
+    /// wrong with the variables; the caller says they were for `auto`.
+    pub fn of_parallel_job(var: impl Fn(&str) -> Option<String>) -> Result<Shard> {
+        let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let mut found: Option<(Shard, String)> = None;
+        for (index_name, count_name, first) in PARALLEL_JOB_VARIABLES {
+            let (index, count) = match (var(index_name), var(count_name)) {
+                (None, None) => continue,
+                (Some(index), Some(count)) => (index, count),
+                (Some(_), None) => {
+                    bail!("{index_name} is set but not {count_name}: set both, or give the shard as K/N")
+                }
+                (None, Some(_)) => {
+                    bail!("{count_name} is set but not {index_name}: set both, or give the shard as K/N")
+                }
+            };
+            let said = format!("{index_name}={index} with {count_name}={count}");
+            let numbers = index.trim().parse::<usize>().ok().zip(count.trim().parse::<usize>().ok());
+            let shard = match numbers {
+                Some((index, count)) if count >= 1 && (first..first + count).contains(&index) => {
+                    Shard { index: index - first + 1, count }
+                }
+                _ => bail!(
+                    "{said} is no job of a parallel run ({index_name} counts from {first}): \
+                     fix them, or give the shard as K/N"
+                ),
+            };
+            match &found {
+                Some((other, by)) if *other != shard => bail!(
+                    "{by} (shard {}/{}) and {said} (shard {}/{}) disagree: unset one, or give the \
+                     shard as K/N",
+                    other.index,
+                    other.count,
+                    shard.index,
+                    shard.count
+                ),
+                Some(_) => {}
+                None => found = Some((shard, said)),
+            }
+        }
+        found.map(|(shard, _)| shard).ok_or_else(|| {
+            let names: Vec<String> = PARALLEL_JOB_VARIABLES.iter().map(|(i, n, _)| format!("{i}/{n}")).collect();
+            anyhow!("this is no CI parallel job: none of {} is set; give the shard as K/N", names.join(", "))
+        })
     }
 }
 
@@ -172,6 +234,95 @@ mod tests {
         let heaviest = raw.iter().map(|r| r.1 + IMAGE_COST).max().unwrap();
         let (lo, hi) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
         assert!(hi - lo <= heaviest, "loads {loads:?} differ by more than one image");
+    }
+
+    fn parallel_job(vars: &[(&str, &str)]) -> Result<Shard> {
+        Shard::of_parallel_job(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()))
+    }
+
+    /// `--shard auto` reads the shard from the variables of Buildkite's,
+    /// GitLab's or gVisor's parallel jobs.
+    #[test]
+    fn auto_is_the_parallel_jobs_shard() {
+        let cases: &[(&[(&str, &str)], Shard)] = &[
+            (&[("BUILDKITE_PARALLEL_JOB", "0"), ("BUILDKITE_PARALLEL_JOB_COUNT", "4")], Shard { index: 1, count: 4 }),
+            (&[("BUILDKITE_PARALLEL_JOB", "3"), ("BUILDKITE_PARALLEL_JOB_COUNT", "4")], Shard { index: 4, count: 4 }),
+            (&[("CI_NODE_INDEX", "1"), ("CI_NODE_TOTAL", "3")], Shard { index: 1, count: 3 }),
+            (&[("CI_NODE_INDEX", "3"), ("CI_NODE_TOTAL", "3")], Shard { index: 3, count: 3 }),
+            (&[("PARTITION", "2"), ("TOTAL_PARTITIONS", "5")], Shard { index: 2, count: 5 }),
+            // gVisor's pipeline sets its variables from Buildkite's.
+            (
+                &[
+                    ("BUILDKITE_PARALLEL_JOB", "1"),
+                    ("BUILDKITE_PARALLEL_JOB_COUNT", "2"),
+                    ("PARTITION", "2"),
+                    ("TOTAL_PARTITIONS", "2"),
+                ],
+                Shard { index: 2, count: 2 },
+            ),
+            // Empty is unset.
+            (
+                &[("CI_NODE_INDEX", ""), ("CI_NODE_TOTAL", ""), ("PARTITION", "1"), ("TOTAL_PARTITIONS", "1")],
+                Shard { index: 1, count: 1 },
+            ),
+        ];
+        for (vars, shard) in cases {
+            assert_eq!(parallel_job(vars).unwrap(), *shard, "{vars:?}");
+        }
+    }
+
+    /// Outside a parallel job, or with variables that give no one shard,
+    /// `--shard auto` is an error that says which.
+    #[test]
+    fn auto_needs_one_consistent_parallel_job() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[],
+                "this is no CI parallel job: none of BUILDKITE_PARALLEL_JOB/BUILDKITE_PARALLEL_JOB_COUNT, \
+                 CI_NODE_INDEX/CI_NODE_TOTAL, PARTITION/TOTAL_PARTITIONS is set; give the shard as K/N",
+            ),
+            (
+                &[("CI_NODE_INDEX", "2")],
+                "CI_NODE_INDEX is set but not CI_NODE_TOTAL: set both, or give the shard as K/N",
+            ),
+            (
+                &[("TOTAL_PARTITIONS", "4")],
+                "TOTAL_PARTITIONS is set but not PARTITION: set both, or give the shard as K/N",
+            ),
+            (
+                &[("BUILDKITE_PARALLEL_JOB", "4"), ("BUILDKITE_PARALLEL_JOB_COUNT", "4")],
+                "BUILDKITE_PARALLEL_JOB=4 with BUILDKITE_PARALLEL_JOB_COUNT=4 is no job of a parallel run \
+                 (BUILDKITE_PARALLEL_JOB counts from 0): fix them, or give the shard as K/N",
+            ),
+            (
+                &[("CI_NODE_INDEX", "0"), ("CI_NODE_TOTAL", "2")],
+                "CI_NODE_INDEX=0 with CI_NODE_TOTAL=2 is no job of a parallel run (CI_NODE_INDEX counts \
+                 from 1): fix them, or give the shard as K/N",
+            ),
+            (
+                &[("PARTITION", "one"), ("TOTAL_PARTITIONS", "2")],
+                "PARTITION=one with TOTAL_PARTITIONS=2 is no job of a parallel run (PARTITION counts \
+                 from 1): fix them, or give the shard as K/N",
+            ),
+            (
+                &[("PARTITION", "1"), ("TOTAL_PARTITIONS", "0")],
+                "PARTITION=1 with TOTAL_PARTITIONS=0 is no job of a parallel run (PARTITION counts \
+                 from 1): fix them, or give the shard as K/N",
+            ),
+            (
+                &[
+                    ("BUILDKITE_PARALLEL_JOB", "0"),
+                    ("BUILDKITE_PARALLEL_JOB_COUNT", "2"),
+                    ("CI_NODE_INDEX", "2"),
+                    ("CI_NODE_TOTAL", "2"),
+                ],
+                "BUILDKITE_PARALLEL_JOB=0 with BUILDKITE_PARALLEL_JOB_COUNT=2 (shard 1/2) and \
+                 CI_NODE_INDEX=2 with CI_NODE_TOTAL=2 (shard 2/2) disagree: unset one, or give the shard as K/N",
+            ),
+        ];
+        for (vars, message) in cases {
+            assert_eq!(parallel_job(vars).unwrap_err().to_string(), *message, "{vars:?}");
+        }
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub struct EngineCli {
     /// The CLI's own version, as `check` read it.
     client_version: Arc<OnceLock<String>>,
     builder: Arc<OnceLock<Builder>>,
-    /// Told of every call and its output ([`Event::Echo`]), under `--verbose`.
+    /// Told of every call, its errors and its output for people
+    /// ([`Event::Echo`]), under `--verbose`.
     echo: Option<Arc<dyn Observer>>,
     /// The image the calls are for, for [`Event::Echo`].
     image: Option<Arc<str>>,
@@ -78,7 +79,8 @@ impl EngineCli {
         &self.processes
     }
 
-    /// Tells `events` of every call's command line and output as well.
+    /// Tells `events` of every call's command line as well, with its errors
+    /// and the output meant for people (a build's, a pull's); see [`EngineCli::read`].
     pub fn echoing(mut self, events: Arc<dyn Observer>) -> EngineCli {
         self.echo = Some(events);
         self
@@ -97,7 +99,7 @@ impl EngineCli {
     fn buildx_driver(&self) -> Option<String> {
         let sh = Shell::new().ok()?;
         let program = self.program;
-        let out = self.run(cmd!(sh, "{program} buildx inspect"), None).ok()?;
+        let out = self.read(cmd!(sh, "{program} buildx inspect")).ok()?;
         if !out.ok {
             return None;
         }
@@ -105,15 +107,35 @@ impl EngineCli {
         Some(driver.unwrap_or_else(|| "docker".into()))
     }
 
-    /// Runs one engine command to completion; output goes to `log` when given.
+    /// Runs one engine command whose output is for people (a build's, a
+    /// pull's) to completion: it goes to `log` when given, and to the echo
+    /// as it comes.
     pub(super) fn run(&self, cmd: xshell::Cmd<'_>, log: Option<&Path>) -> Result<Output> {
         self.echo(&format!("$ {cmd}"));
         let echo = |text: &str| self.echo(text);
         let echo: Option<&dyn Fn(&str)> = if self.echo.is_some() { Some(&echo) } else { None };
-        self.processes.run(cmd.into(), log, echo).map_err(|e| match e.downcast_ref::<NotFound>() {
+        self.processes.run(cmd.into(), log, echo).map_err(|e| self.installed(e))
+    }
+
+    /// Runs one engine command whose answer the tool reads (a listing, an
+    /// inspection) to completion. The echo gets its command line, and what
+    /// it said on stderr when it failed, but not the answer: thousands of
+    /// lines of machine output would bury the calls.
+    pub(super) fn read(&self, cmd: xshell::Cmd<'_>) -> Result<Output> {
+        self.echo(&format!("$ {cmd}"));
+        let out = self.processes.run(cmd.into(), None, None).map_err(|e| self.installed(e))?;
+        if !out.ok {
+            self.echo(&out.stderr);
+        }
+        Ok(out)
+    }
+
+    /// A failure to start the engine, saying how to install it when it is not.
+    fn installed(&self, e: anyhow::Error) -> anyhow::Error {
+        match e.downcast_ref::<NotFound>() {
             Some(_) => anyhow!("{}", self.not_installed()),
             None => e,
-        })
+        }
     }
 
     fn not_installed(&self) -> String {
@@ -192,7 +214,7 @@ impl EngineCli {
     fn inspect_call(&self, ids: &[&str]) -> Result<Output> {
         let sh = Shell::new()?;
         let program = self.program;
-        self.asked_again_on(STORE_RACES, || self.run(cmd!(sh, "{program} image inspect {ids...}"), None))
+        self.asked_again_on(STORE_RACES, || self.read(cmd!(sh, "{program} image inspect {ids...}")))
     }
 
     /// podman's flag for a registry on loopback, which speaks plain HTTP
@@ -222,7 +244,7 @@ impl EngineCli {
         let sh = Shell::new().ok()?;
         let program = self.program;
         let format = "{{.ID}}";
-        let out = self.run(cmd!(sh, "{program} info --format {format}"), None).ok()?;
+        let out = self.read(cmd!(sh, "{program} info --format {format}")).ok()?;
         (out.ok && out.stdout.trim() == id).then_some(socket)
     }
 }
@@ -265,7 +287,7 @@ impl Engine for EngineCli {
             EngineKind::Docker => "{{.Client.Version}} {{.Server.Version}}",
             EngineKind::Podman => "{{.Version}}",
         };
-        let out = self.run(cmd!(sh, "{program} version --format {format}"), None)?;
+        let out = self.read(cmd!(sh, "{program} version --format {format}"))?;
         if out.ok {
             let client = out.stdout.split_whitespace().next().unwrap_or_default();
             let _ = self.client_version.set(client.to_string());
@@ -294,8 +316,8 @@ impl Engine for EngineCli {
         let format = "{{.Repository}}:{{.Tag}}\t{{.ID}}";
         // podman's listing fails outright when an image it is listing is
         // removed meanwhile (by anyone); the next listing no longer sees it.
-        let out = self
-            .asked_again_on(LIST_RACES, || self.run(cmd!(sh, "{program} images --no-trunc --format {format}"), None))?;
+        let out =
+            self.asked_again_on(LIST_RACES, || self.read(cmd!(sh, "{program} images --no-trunc --format {format}")))?;
         if !out.ok {
             bail!("cannot list local images: {}", first_line(&out.stderr));
         }
@@ -316,7 +338,7 @@ impl Engine for EngineCli {
             EngineKind::Docker => "{{.ID}}\t{{.Names}}\t{{.Image}}",
             EngineKind::Podman => "{{.ID}}\t{{.Names}}\t{{.ImageID}}",
         };
-        let out = self.run(cmd!(sh, "{program} ps --all --no-trunc --format {format}"), None)?;
+        let out = self.read(cmd!(sh, "{program} ps --all --no-trunc --format {format}"))?;
         if !out.ok {
             bail!("cannot list containers: {}", first_line(&out.stderr));
         }
@@ -353,7 +375,7 @@ impl Engine for EngineCli {
         let program = self.program;
         let mut removed = Removed::default();
         for chunk in references.chunks(REMOVE_AT_ONCE) {
-            let out = self.run(cmd!(sh, "{program} rmi {chunk...}"), None)?;
+            let out = self.read(cmd!(sh, "{program} rmi {chunk...}"))?;
             for line in out.stdout.lines() {
                 if let Some(id) = line.trim().strip_prefix("Deleted: ") {
                     removed.deleted.insert(full_id(id.trim()));
@@ -383,7 +405,7 @@ impl Engine for EngineCli {
     fn untag(&self, reference: &str) -> Result<()> {
         let sh = Shell::new()?;
         let program = self.program;
-        let out = self.run(cmd!(sh, "{program} rmi {reference}"), None)?;
+        let out = self.read(cmd!(sh, "{program} rmi {reference}"))?;
         if !out.ok {
             bail!("cannot remove the name {reference}: {}", first_line(&out.stderr));
         }
@@ -441,7 +463,7 @@ impl Engine for EngineCli {
         }
         let sh = Shell::new()?;
         let program = self.program;
-        let out = self.run(cmd!(sh, "{program} tag {source} {target}"), None)?;
+        let out = self.read(cmd!(sh, "{program} tag {source} {target}"))?;
         if !out.ok {
             bail!("cannot tag {source} as {target}: {}", first_line(&out.stderr));
         }
@@ -475,10 +497,18 @@ fn is_missing(stderr: &str) -> bool {
     lower.contains("no such image") || lower.contains("image not known")
 }
 
-/// The most telling line of a log: the last one that mentions an error.
+/// The most telling line of an engine's output: the cause it gave for
+/// refusing its command line, else the last line that says `error` (at its
+/// start, as engines head their own errors, before one that only mentions
+/// it), else the last line.
 pub(super) fn last_error_line(text: &str) -> String {
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let Some(at) = lines.iter().rposition(|l| l.to_lowercase().contains("error")).or(lines.len().checked_sub(1)) else {
+    let starts_with_error = |l: &&str| l.get(..5).is_some_and(|head| head.eq_ignore_ascii_case("error"));
+    let Some(at) = usage_error(&lines)
+        .or_else(|| lines.iter().rposition(starts_with_error))
+        .or_else(|| lines.iter().rposition(|l| l.to_lowercase().contains("error")))
+        .or(lines.len().checked_sub(1))
+    else {
         return "no output".into();
     };
     // `errors:` heads a list of what the registry said, one per line.
@@ -486,4 +516,71 @@ pub(super) fn last_error_line(text: &str) -> String {
         return lines[at..].join(" ");
     }
     lines[at].to_string()
+}
+
+/// Where docker's CLI says why it refused its command line. It ends its
+/// output with a hint (`Run 'docker build --help' for more information`,
+/// or `See 'docker build --help'.` before 23.0) next to the usage; the cause
+/// is the line before them.
+fn usage_error(lines: &[&str]) -> Option<usize> {
+    let is_hint = |l: &&str| (l.starts_with("Run '") || l.starts_with("See '")) && l.contains(" --help'");
+    // Only at the end: a build's own output may hold such a line.
+    let hint = lines.len() - lines.iter().rev().take(3).position(is_hint)? - 1;
+    lines[..hint].iter().rposition(|l| !l.starts_with("Usage:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_error_line;
+
+    /// What engines print when they fail, and the line a failure quotes.
+    #[test]
+    fn the_error_line_is_the_engines_cause() {
+        let cases = [
+            (
+                "DEPRECATED: The legacy builder is deprecated and will be removed in a future release.\n\
+                 \x20           Install the buildx component to build images with BuildKit:\n\
+                 \x20           https://docs.docker.com/go/buildx/\n\n\
+                 docker: 'docker build' requires 1 argument\n\n\
+                 Usage:  docker build [OPTIONS] PATH | URL | -\n\n\
+                 Run 'docker build --help' for more information\n",
+                "docker: 'docker build' requires 1 argument",
+            ),
+            (
+                "\"docker build\" requires exactly 1 argument.\nSee 'docker build --help'.\n\n\
+                 Usage:  docker build [OPTIONS] PATH | URL | -\n\nBuild an image from a Dockerfile\n",
+                "\"docker build\" requires exactly 1 argument.",
+            ),
+            ("Error: accepts at most 1 arg(s), received 2\n", "Error: accepts at most 1 arg(s), received 2"),
+            (
+                "#5 [2/2] RUN exit 3\n#5 ERROR: process \"/bin/sh -c exit 3\" did not complete successfully: exit code: 3\n\
+                 ------\n > [2/2] RUN exit 3:\n------\nDockerfile:2\n\
+                 ERROR: failed to solve: process \"/bin/sh -c exit 3\" did not complete successfully: exit code: 3\n\
+                 1 error occurred\n",
+                "ERROR: failed to solve: process \"/bin/sh -c exit 3\" did not complete successfully: exit code: 3",
+            ),
+            (
+                "Step 1/2 : FROM scratch\nError response from daemon: pull access denied for x\n",
+                "Error response from daemon: pull access denied for x",
+            ),
+            (
+                "Step 2/2 : RUN make\nmake: *** [all] compile error 2\nThe command '/bin/sh -c make' returned a non-zero code: 2\n",
+                "make: *** [all] compile error 2",
+            ),
+            (
+                "Step 2/2 : RUN exit 3\nThe command '/bin/sh -c exit 3' returned a non-zero code: 3\n",
+                "The command '/bin/sh -c exit 3' returned a non-zero code: 3",
+            ),
+            // A hint within a build's output, not at its end, is the build's own.
+            (
+                "Step 2/2 : RUN tool\nunknown option\nSee 'tool --help'.\nsomething else\nand more\nfailed\nfinal\n",
+                "final",
+            ),
+            ("errors:\ndenied: requested access to the resource is denied\n", "errors: denied: requested access to the resource is denied"),
+            ("\n\n", "no output"),
+        ];
+        for (output, line) in cases {
+            assert_eq!(last_error_line(output), line, "{output}");
+        }
+    }
 }

@@ -270,6 +270,25 @@ fn ci_logs_show_each_image_and_the_tail_of_a_failed_build() {
     assert!(lines.iter().any(|l| l.starts_with(&format!("engine | $ {program} images "))), "{verbose}");
 }
 
+/// `--verbose` shows each engine call, not the listings and inspections
+/// the tool reads: a load with nothing to do is a few lines, whatever the
+/// engine holds.
+#[test]
+fn verbose_shows_the_calls_not_what_they_answer() {
+    let s = Sandbox::new("verbose-calls");
+    s.scratch_image("a");
+    s.xtask(&["load", "a"]).success();
+    let verbose = s.xtask(&["load", "a", "--verbose"]);
+    verbose.success();
+    let program = engine().program();
+    let lines = verbose.stderr_lines();
+    let echoed: Vec<&str> =
+        lines.iter().copied().filter(|l| l.starts_with("engine | ") || l.starts_with("a | ")).collect();
+    assert!(echoed.iter().any(|l| l.starts_with(&format!("engine | $ {program} images "))), "{verbose}");
+    assert!(echoed.iter().all(|l| l.contains(" | $ ")), "{verbose}");
+    assert!(lines.len() <= 10, "{verbose}");
+}
+
 /// An engine that is there but cannot work: for docker, a daemon that does
 /// not answer; for podman (no daemon), a configuration it cannot read.
 #[test]
@@ -541,6 +560,49 @@ fn run_steps_and_build_args_reach_the_build() {
     let load = run(s.cmd(&["load", "run", "--json"]).env("DOCKER_BUILD_ARGS", args));
     assert_eq!(load.success().outcomes(), [outcome("run", &tag, "built", Some(&s.log("run")))]);
     assert_eq!(run_in(&format!("{}:latest", s.local("run")), &["cat", "/x", "/v"]), "hi\n1\n");
+}
+
+/// `DOCKER_BUILD_ARGS` reaches the build split as the legacy Makefile's
+/// shell split it; what the shell would expand is refused, before any work.
+#[test]
+fn quoted_build_args_reach_the_build_as_one_word() {
+    let s = Sandbox::new("quoted-args");
+    s.write("q/Dockerfile", format!("FROM {}\nARG MSG\nRUN echo \"$MSG\" > /msg\n", base_image()));
+    s.write("q/id", &s.id);
+    let args = r#"--build-arg MSG="hello world""#;
+    let listed = run(s.cmd(&["local-image", "q"]).env("DOCKER_BUILD_ARGS", args));
+    let tag = listed.success().stdout.trim().rsplit_once(':').unwrap().1.to_string();
+
+    let load = run(s.cmd(&["load", "q", "--json"]).env("DOCKER_BUILD_ARGS", args));
+    assert_eq!(load.success().outcomes(), [outcome("q", &tag, "built", Some(&s.log("q")))]);
+    assert_eq!(run_in(&format!("{}:latest", s.local("q")), &["cat", "/msg"]), "hello world\n");
+
+    let expanded = run(s.cmd(&["load", "q"]).env("DOCKER_BUILD_ARGS", "--build-arg MSG=$HOME"));
+    assert_eq!(
+        expanded.error_line(),
+        "error: DOCKER_BUILD_ARGS `--build-arg MSG=$HOME` holds `$`, which a shell would expand and this tool does \
+         not: write out what it stands for, or put it in single quotes to pass it as it is"
+    );
+}
+
+/// A build the engine refuses outright fails quoting the engine's reason,
+/// not the hint to read its help that follows it.
+#[test]
+fn a_refused_build_quotes_the_engines_reason() {
+    let s = Sandbox::new("refused-build");
+    s.scratch_image("a");
+    let tag =
+        run(s.cmd(&["local-image", "--print", "tag", "a"]).env("DOCKER_BUILD_ARGS", "stray")).ok().trim().to_string();
+
+    let build = run(s.cmd(&["rebuild", "a", "--json"]).env("DOCKER_BUILD_ARGS", "stray"));
+    let mut outcomes = build.status(1).outcomes();
+    let error = outcomes[0].as_object_mut().unwrap().remove("error").expect("the failure has an error");
+    assert_eq!(outcomes, [outcome("a", &tag, "failed", Some(&s.log("a")))]);
+    // docker: `… requires 1 argument` (or `exactly 1 argument`); podman: `accepts at most 1 arg(s)`.
+    let log = fs::read_to_string(s.log("a")).unwrap();
+    let reason = log.lines().map(str::trim).find(|l| l.contains(" 1 arg")).unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(error, json!(format!("build failed: {reason}; log: {}", s.log("a"))), "{log}");
+    assert!(build.stderr_lines().contains(&format!("error: a: {}", error.as_str().unwrap()).as_str()), "{build}");
 }
 
 #[test]

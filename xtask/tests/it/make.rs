@@ -644,6 +644,54 @@ fn sharded_listing() {
     }
 }
 
+/// `--shard auto` in a CI parallel job is the job's shard: Buildkite
+/// counts its jobs from 0, GitLab and gVisor's pipeline from 1. Outside one
+/// it is a command-line error.
+#[test]
+fn auto_shard_is_the_parallel_jobs() {
+    let p = Project::migrated();
+    let list = |vars: &[(&str, String)], shard: &str| {
+        let mut cmd = p.make(&["list-all-images"]);
+        // Whatever job the tests themselves run in.
+        for (index, count, _) in xtask::catalog::shard::PARALLEL_JOB_VARIABLES {
+            cmd.env_remove(index).env_remove(count);
+        }
+        run(cmd.envs(vars.iter().map(|(k, v)| (k, v))).env("XTASK_FLAGS", format!("--shard {shard}")))
+    };
+    for count in 1..=3 {
+        for index in 1..=count {
+            let given = list(&[], &format!("{index}/{count}"));
+            assert_eq!(given.code, Some(0), "{}", given.stderr);
+            let jobs = [
+                [("BUILDKITE_PARALLEL_JOB", index - 1), ("BUILDKITE_PARALLEL_JOB_COUNT", count)],
+                [("CI_NODE_INDEX", index), ("CI_NODE_TOTAL", count)],
+                [("PARTITION", index), ("TOTAL_PARTITIONS", count)],
+            ];
+            for job in jobs {
+                let vars: Vec<(&str, String)> = job.iter().map(|(k, v)| (*k, v.to_string())).collect();
+                let auto = list(&vars, "auto");
+                assert_eq!(
+                    (auto.code, auto.stdout.as_str()),
+                    (Some(0), given.stdout.as_str()),
+                    "{vars:?}: {}",
+                    auto.stderr
+                );
+            }
+        }
+    }
+    let outside = list(&[], "auto");
+    assert_eq!(outside.code, Some(2), "{}", outside.stderr);
+    assert!(
+        outside.stderr.contains(
+            "error: invalid value 'auto' for '--shard <K/N>': this is no CI parallel job: none of \
+             BUILDKITE_PARALLEL_JOB/BUILDKITE_PARALLEL_JOB_COUNT, CI_NODE_INDEX/CI_NODE_TOTAL, \
+             PARTITION/TOTAL_PARTITIONS is set; give the shard as K/N\n"
+        ),
+        "{}",
+        outside.stderr
+    );
+}
+
 #[test]
 fn names_with_slashes_and_targets_without_a_name() {
     let p = Project::migrated();
