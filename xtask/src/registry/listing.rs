@@ -53,7 +53,7 @@ impl Registry {
     /// page after page.
     pub fn repositories(&self, host: &str) -> Result<Vec<String>> {
         #[derive(Deserialize)]
-        struct Page {
+        struct CatalogPage {
             #[serde(default)]
             repositories: Option<Vec<String>>,
         }
@@ -72,7 +72,7 @@ impl Registry {
                 }
                 let next = next_page(&reply);
                 let body = reply.body(&"a page of its repository list", MAX_DOCUMENT_BYTES)?;
-                let page: Page = serde_json::from_slice(&body)
+                let page: CatalogPage = serde_json::from_slice(&body)
                     .map_err(|e| anyhow!("registry {host}: its repository list cannot be read: {e}"))?;
                 Ok((page, next))
             })?;
@@ -89,7 +89,7 @@ impl Registry {
     /// none when the registry has no such repository.
     pub fn tags(&self, repository: &str) -> Result<Vec<String>> {
         #[derive(Deserialize)]
-        struct Page {
+        struct TagsPage {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
@@ -102,13 +102,13 @@ impl Registry {
                 let reply = self.send(&r, Call::new("GET", &path, Access::Pull))?;
                 match reply.status() {
                     200 => {}
-                    404 => return Ok((Page { tags: None }, None)),
+                    404 => return Ok((TagsPage { tags: None }, None)),
                     code => return Err(status_error(&r, code, &reply)),
                 }
                 let next = next_page(&reply);
                 let body =
                     reply.body(&format_args!("a page of the tag list of {}", r.repository), MAX_DOCUMENT_BYTES)?;
-                let page: Page = serde_json::from_slice(&body).map_err(|e| {
+                let page: TagsPage = serde_json::from_slice(&body).map_err(|e| {
                     anyhow!("registry {}: the tag list of {} cannot be read: {e}", r.host, r.repository)
                 })?;
                 Ok((page, next))
