@@ -21,6 +21,13 @@ pub struct Legacy {
 /// The variables `init` takes from the legacy Makefile.
 const WANTED: [&str; 3] = ["REMOTE_IMAGE_PREFIX", "LOCAL_IMAGE_PREFIX", "NON_TEST_IMAGES"];
 
+/// How deep variables may refer to one another, and how long a value may
+/// grow as they are expanded: a legacy Makefile's settings need a few levels
+/// and a few dozen bytes, and past these a file made to exhaust the reader
+/// would overflow its stack or double its value at every level.
+const MAX_DEPTH: usize = 32;
+const MAX_VALUE: usize = 64 * 1024;
+
 /// Built-in values for what the legacy Makefile does not set.
 const DEFAULT_REMOTE: &str = "localhost:5000/images";
 const DEFAULT_LOCAL: &str = "gvisor.dev/images";
@@ -336,9 +343,18 @@ fn expand(chain: &mut Vec<String>, values: &HashMap<String, (usize, Value)>) -> 
                 format!("depends on a cycle of variables: {} -> {inner}", chain.join(" -> ")),
             ));
         }
+        if chain.len() >= MAX_DEPTH {
+            let why = format!("refers to variables more than {MAX_DEPTH} deep: set it in the settings file by hand");
+            return Err((chain[0].clone(), why));
+        }
         chain.push(inner.to_string());
         out.push_str(&expand(chain, values)?);
         chain.pop();
+        if out.len() > MAX_VALUE {
+            let why =
+                "grows past 64 KiB as its variables are expanded: set it in the settings file by hand".to_string();
+            return Err((chain[0].clone(), why));
+        }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -411,8 +427,16 @@ hash = $(shell cd images && find $(1) -type f)\n";
         );
     }
 
+    /// `V0 = <value>`, `V1 = …` up to `V<n-1>`, `{next}` in the value
+    /// standing for the number of the next line's variable.
+    fn chain(n: usize, value: &str) -> String {
+        (0..n).map(|i| format!("V{i} = {}\n", value.replace("{next}", &(i + 1).to_string()))).collect()
+    }
+
     #[test]
     fn values_that_depend_on_more_than_the_file_are_refused() {
+        let deep = format!("{}V100000 = x\nREMOTE_IMAGE_PREFIX = $(V0)\n", chain(100_000, "$(V{next})"));
+        let doubling = format!("{}V30 = x\nREMOTE_IMAGE_PREFIX = $(V0)\n", chain(30, "$(V{next})$(V{next})"));
         let cases = [
             (
                 "ifeq ($(ARCH),aarch64)\nREMOTE_IMAGE_PREFIX := arm.example/x\nendif\n",
@@ -438,6 +462,17 @@ hash = $(shell cd images && find $(1) -type f)\n";
             (
                 "REMOTE_IMAGE_PREFIX = registry.example.net/$(1)\n",
                 "line 1: REMOTE_IMAGE_PREFIX refers to `$(1)`, which the file does not set",
+            ),
+            // Made to overflow the stack, or to double at every level.
+            (
+                deep.as_str(),
+                "line 100002: REMOTE_IMAGE_PREFIX refers to variables more than 32 deep: set it in the settings file \
+                 by hand",
+            ),
+            (
+                doubling.as_str(),
+                "line 32: REMOTE_IMAGE_PREFIX grows past 64 KiB as its variables are expanded: set it in the settings \
+                 file by hand",
             ),
         ];
         for (text, want) in cases {
