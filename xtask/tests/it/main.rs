@@ -28,3 +28,4 @@ mod lifecycle;
 mod make;
 mod props;
 mod registry;
+mod untrusted;
