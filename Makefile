@@ -21,6 +21,7 @@ _xtask_goal := $(.DEFAULT_GOAL)
 
 _xtask_empty :=
 _xtask_space := $(_xtask_empty) $(_xtask_empty)
+_xtask_comma := ,
 
 # The workspace holding the xtask crate: the nearest directory at or above this
 # file's that has xtask/Cargo.toml. Cargo finds `cargo xtask` (an alias of the
@@ -109,11 +110,14 @@ _xtask_setting = $(if $(filter undefined,$(origin _xtask_set_$(1))),$(eval _xtas
 _xtask_call = $(shell $(_xtask_shell_env)$(_xtask_cmd) $(1))$(if $(filter-out 0,$(.SHELLSTATUS)),$(error `cargo xtask $(1)` failed))
 _xtask_shell_env = $(foreach v,$(_xtask_vars),$(if $(filter-out undefined environment,$(origin $(v))),$(v)=$(call _xtask_q,$($(v))) ))
 
-# An argument quoted for the shell only when it holds more than the characters
-# of image names.
+# An image argument quoted for the shell only when it holds more than the
+# characters of image names. One that starts with `-` would reach the tool as
+# an option ($(call tag,-rf)): make stops instead.
 _xtask_plain := a b c d e f g h i j k l m n o p q r s t u v w x y z 0 1 2 3 4 5 6 7 8 9 . _ - /
 _xtask_strip = $(if $(2),$(call _xtask_strip,$(subst $(firstword $(2)),,$(1)),$(wordlist 2,$(words $(2)),$(2))),$(1))
-_xtask_arg = $(if $(or $(call _xtask_strip,$(1),$(_xtask_plain)),$(findstring $(_xtask_space),$(1))),$(call _xtask_q,$(1)),$(1))
+_xtask_arg = $(if $(call _xtask_dash,$(1)),$(error image name `$(1)` starts with `-`: image names never do))$(if \
+	$(or $(call _xtask_strip,$(1),$(_xtask_plain)),$(findstring $(_xtask_space),$(1))),$(call _xtask_q,$(1)),$(1))
+_xtask_dash = $(filter -%,$(firstword $(1)))
 
 # ---- make's own flags ---------------------------------------------------------
 
@@ -135,9 +139,13 @@ _xtask_verbs := local-image push-manifest load pull rebuild build tag test push
 _xtask_engine := $(_xtask_alls) load pull rebuild build tag test push
 
 # The command line for a target: the command, the image (if any), the flags
-# make's own flags mean for it, then XTASK_FLAGS as given.
-_xtask_forward = $(strip $(_xtask_cmd) $(1) $(if $(2),$(call _xtask_arg,$(2))) $(call \
-	_xtask_make_flags,$(1)))$(if $(strip $(XTASK_FLAGS)), $(XTASK_FLAGS))
+# make's own flags mean for it, then XTASK_FLAGS as given. A target whose image
+# starts with `-` (`make load--rf`) fails without running the tool, which would
+# take the name for an option.
+_xtask_forward = $(if $(call _xtask_dash,$(2)),$(call _xtask_dash_error,$(2)),$(strip $(_xtask_cmd) $(1) $(if \
+	$(2),$(call _xtask_arg,$(2))) $(call _xtask_make_flags,$(1)))$(if $(strip $(XTASK_FLAGS)), $(XTASK_FLAGS)))
+_xtask_dash_error = echo $(call _xtask_q,error: `make $@` names `$(1)`$(_xtask_comma) which is no image: image names \
+	never start with `-` (make images-help lists the targets)) >&2; exit 2
 _xtask_make_flags = $(if $(filter $(1),$(_xtask_engine)),$(_xtask_keep_going)) $(if \
 	$(filter $(1),$(_xtask_alls)),$(_xtask_jobs))
 

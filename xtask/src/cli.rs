@@ -86,7 +86,7 @@ pub enum Command {
         #[arg(long, value_name = "FIELD", default_value = "local")]
         print: crate::commands::listing::Field,
         /// Image names or groups
-        #[arg(required = true, value_name = "IMAGE")]
+        #[arg(required = true, value_name = "IMAGE", value_parser = image_name)]
         images: Vec<String>,
     },
     /// Print the resolved settings as VARIABLE=value lines, or the value of each VARIABLE named
@@ -174,7 +174,7 @@ pub enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct CheckArgs {
     /// Image names or groups to check [default: every image]
-    #[arg(value_name = "IMAGE")]
+    #[arg(value_name = "IMAGE", value_parser = image_name)]
     pub images: Vec<String>,
     /// Print a JSON document: {"schema": 1, "findings": [{path, line, level, rule, message}]}
     #[arg(long)]
@@ -187,7 +187,7 @@ pub struct CheckArgs {
 #[derive(Debug, Args, Clone)]
 pub struct StatusArgs {
     /// Image names or groups [default: every image]
-    #[arg(value_name = "IMAGE")]
+    #[arg(value_name = "IMAGE", value_parser = image_name)]
     pub images: Vec<String>,
     /// Do not ask the registry
     #[arg(long)]
@@ -242,6 +242,16 @@ pub struct GcArgs {
     pub jobs: Option<u16>,
 }
 
+/// An image or group named on the command line. No image name starts with
+/// `-`: such a word (after `--`, or from a make target such as `load--rf`)
+/// was meant as an option, and is refused rather than carried further.
+fn image_name(text: &str) -> Result<String, String> {
+    if text.starts_with('-') {
+        return Err("image names never start with `-`: give options before `--`, names after it".to_string());
+    }
+    Ok(text.to_string())
+}
+
 fn parse_age(text: &str) -> Result<u64, String> {
     crate::commands::gc::parse_age(text).map_err(|e| e.to_string())
 }
@@ -283,7 +293,7 @@ pub struct AllArgs<O: Args> {
 #[derive(Debug, Args, Clone)]
 pub struct Selected<O: Args> {
     /// Image names (basic_hello, basic/hello or basic/hello/), groups (basic) or directories of images
-    #[arg(required = true, value_name = "IMAGE")]
+    #[arg(required = true, value_name = "IMAGE", value_parser = image_name)]
     pub images: Vec<String>,
     #[command(flatten)]
     pub opts: O,
@@ -808,6 +818,13 @@ mod tests {
             (&["load", "--help"], ErrorKind::DisplayHelp),
             (&["help", "load"], ErrorKind::DisplayHelp),
             (&["load", "x", "--version"], ErrorKind::UnknownArgument),
+            // A name that would read as an option.
+            (&["load", "-rf"], ErrorKind::UnknownArgument),
+            (&["load", "--", "-rf"], ErrorKind::ValueValidation),
+            (&["push", "x", "--", "--help"], ErrorKind::ValueValidation),
+            (&["local-image", "--", "-x"], ErrorKind::ValueValidation),
+            (&["check", "--", "-"], ErrorKind::ValueValidation),
+            (&["status", "--", "-x"], ErrorKind::ValueValidation),
         ];
         for (args, kind) in cases {
             // Unstripped too, except with no arguments at all: a setting in the
@@ -853,6 +870,18 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::DisplayVersion);
             assert_eq!(e.render().to_string(), format!("cargo xtask {}\n", env!("CARGO_PKG_VERSION")));
         }
+    }
+
+    /// A name after `--` that would read as an option says why it is refused.
+    #[test]
+    fn names_that_read_as_options() {
+        let e = parse(&["load", "--", "-rf"]).unwrap_err();
+        assert_eq!(
+            e.render().to_string(),
+            "error: invalid value '-rf' for '<IMAGE>...': image names never start with `-`: give options before \
+             `--`, names after it\n\n\
+             For more information, try '--help'.\n"
+        );
     }
 
     /// A mistyped subcommand gets a suggestion.

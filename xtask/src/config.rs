@@ -302,12 +302,21 @@ fn join_build_args(args: &[String]) -> String {
     quoted.collect::<Vec<String>>().join(" ")
 }
 
+/// A prefix names repositories the engine is handed on its command line,
+/// as positional words: one starting with `-` would be read as an option.
 fn check_prefix(what: &str, prefix: &str) -> Result<()> {
     let ok = !prefix.is_empty()
         && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b))
         && !prefix.contains("//");
+    let shown = crate::model::excerpt(prefix);
     if !ok {
-        bail!("{what} `{prefix}` is not a valid image repository prefix: use lower case letters, digits and . _ - / :");
+        bail!("{what} `{shown}` is not a valid image repository prefix: use lower case letters, digits and . _ - / :");
+    }
+    if prefix.starts_with('-') {
+        bail!(
+            "{what} `{shown}` starts with `-`, which the engine would read as an option: start it with a registry \
+             host or a letter, e.g. localhost:5000/images"
+        );
     }
     Ok(())
 }
@@ -317,6 +326,39 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+
+    /// The prefixes make the names handed to the engine: none may start
+    /// with `-`, where the engine would take the name for an option.
+    #[test]
+    fn prefixes_that_read_as_options_are_refused() {
+        let resolve = |local: &str, remote: &str| {
+            let o = Overrides {
+                local_image_prefix: Some(local.into()),
+                remote_image_prefix: Some(remote.into()),
+                arch: Some(Arch::X86_64),
+                ..Overrides::default()
+            };
+            Settings::resolve(FileConfig::default(), o, Path::new("/w"), Path::new("/w"))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let refused = |what: &str, prefix: &str| {
+            format!(
+                "{what} `{prefix}` starts with `-`, which the engine would read as an option: start it with a \
+                 registry host or a letter, e.g. localhost:5000/images"
+            )
+        };
+        assert_eq!(resolve("--help", "r.example/x"), Err(refused("LOCAL_IMAGE_PREFIX", "--help")));
+        assert_eq!(resolve("l.example/x", "-rf"), Err(refused("REMOTE_IMAGE_PREFIX", "-rf")));
+        assert_eq!(resolve("-", "r.example/x"), Err(refused("LOCAL_IMAGE_PREFIX", "-")));
+        assert_eq!(resolve("l-1.example/x-y", "localhost:5000/a-b"), Ok(()));
+        assert_eq!(
+            resolve("l.example/\u{1b}[2K", "r.example/x"),
+            Err("LOCAL_IMAGE_PREFIX `l.example/\\u{1b}[2K` is not a valid image repository prefix: use lower case \
+                 letters, digits and . _ - / :"
+                .to_string())
+        );
+    }
 
     /// The workspace's Makefile forwards to the tool the variables of
     /// [`VARIABLES`], no more and no fewer, and its help names them all.

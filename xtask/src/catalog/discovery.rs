@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 
 use crate::config::Settings;
 use crate::model::Arch;
-use crate::model::ImageIndex;
+use crate::model::{escape, excerpt, ImageIndex};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -225,7 +225,7 @@ pub fn catalog_of(root: &Path, arch: Arch, dirs: Vec<(PathBuf, Dockerfiles)>) ->
 
 /// A walk's failure as one line naming the path.
 pub fn walk_error(e: walkdir::Error) -> anyhow::Error {
-    let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+    let path = e.path().map(|p| escape(&p.display().to_string())).unwrap_or_default();
     if e.loop_ancestor().is_some() {
         return anyhow::anyhow!("symlink loop at {path}");
     }
@@ -240,7 +240,7 @@ pub fn walk_error(e: walkdir::Error) -> anyhow::Error {
 fn image_path(root: &Path, dir: &Path) -> std::result::Result<String, String> {
     let mut segments = Vec::new();
     // Only a failure shows it: worth not making for every image.
-    let shown = || one_line(&root.join(dir).display().to_string());
+    let shown = || escape(&root.join(dir).display().to_string());
     for part in dir.iter() {
         let Some(seg) = part.to_str() else {
             return Err(format!("image directory {} has a name that is not UTF-8: rename it", shown()));
@@ -249,33 +249,19 @@ fn image_path(root: &Path, dir: &Path) -> std::result::Result<String, String> {
             return Err(format!(
                 "image directory {} has `_` in its name `{}`: image names join directories with `_`, so names would be ambiguous; use `-` instead",
                 shown(),
-                one_line(seg)
+                excerpt(seg)
             ));
         }
         if !valid_segment(seg) {
             return Err(format!(
                 "image directory {} is not a valid image name (`{}`): use lower case letters, digits, and `.` or `-` between them",
                 shown(),
-                one_line(seg)
+                excerpt(seg)
             ));
         }
         segments.push(seg);
     }
     Ok(segments.join("/"))
-}
-
-/// A name as it can be shown in a one-line message: control characters (a
-/// newline or a terminal escape in a directory name) are written escaped.
-fn one_line(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Whether `path` (`/`-separated) is one an image directory may have.
@@ -399,7 +385,7 @@ impl Catalog {
             "image `{}` is not available for {}: {} has no Dockerfile or Dockerfile.{}",
             image.name,
             self.arch,
-            self.root.join(&image.path).display(),
+            escape(&self.root.join(&image.path).display().to_string()),
             self.arch
         )
     }
@@ -427,6 +413,7 @@ impl Catalog {
             candidates.iter().map(|c| (strsim::jaro_winkler(name, c), *c)).filter(|(s, _)| *s > 0.7).collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
         let close: Vec<&str> = scored.iter().take(3).map(|(_, c)| *c).collect();
+        let name = excerpt(name);
         if close.is_empty() {
             format!("unknown image or group `{name}`: run `cargo xtask list-all-images` to see them")
         } else {
@@ -471,8 +458,18 @@ mod tests {
 
     #[test]
     fn names_in_messages_stay_on_one_line() {
-        assert_eq!(one_line("new\nline"), "new\\nline");
-        assert_eq!(one_line("esc\u{1b}[31m"), "esc\\u{1b}[31m");
-        assert_eq!(one_line("$(touch x) é"), "$(touch x) é");
+        let tmp = tempfile::tempdir().unwrap();
+        let bad = tmp.path().join("new\nline\u{1b}[31m");
+        std::fs::create_dir(&bad).unwrap();
+        std::fs::write(bad.join("Dockerfile"), "FROM scratch\n").unwrap();
+        let catalog = discover_lenient(tmp.path(), Arch::X86_64).unwrap();
+        assert_eq!(
+            catalog.invalid[0].reason,
+            format!(
+                "image directory {}/new\\nline\\u{{1b}}[31m is not a valid image name (`new\\nline\\u{{1b}}[31m`): use \
+                 lower case letters, digits, and `.` or `-` between them",
+                tmp.path().display()
+            )
+        );
     }
 }

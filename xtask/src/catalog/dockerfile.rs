@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use crate::model::excerpt;
+
 /// A parsed Dockerfile.
 #[derive(Debug, Default)]
 pub struct Dockerfile {
@@ -70,7 +72,8 @@ impl Instruction {
     /// The line holding the byte at `offset` in [`Instruction::args`].
     pub fn line_at(&self, offset: usize) -> usize {
         let at = self.args_at + offset;
-        self.spans.iter().take_while(|(start, _)| *start <= at).last().map_or(self.line, |(_, line)| *line)
+        let after = self.spans.partition_point(|(start, _)| *start <= at);
+        after.checked_sub(1).map_or(self.line, |i| self.spans[i].1)
     }
 
     pub fn flag(&self, name: &str) -> Option<&Flag> {
@@ -101,9 +104,10 @@ pub fn parse(text: &str) -> Dockerfile {
             match value.as_str() {
                 "\\" => file.escape = '\\',
                 "`" => file.escape = '`',
-                other => file
-                    .problems
-                    .push(Problem { line: i + 1, message: format!("invalid escape directive `{other}`: use \\ or `") }),
+                other => file.problems.push(Problem {
+                    line: i + 1,
+                    message: format!("invalid escape directive `{}`: use \\ or `", excerpt(other)),
+                }),
             }
         }
         i += 1;
@@ -161,6 +165,7 @@ pub fn parse(text: &str) -> Dockerfile {
                     l == name
                 });
                 let Some(end) = end else {
+                    let name = excerpt(&name);
                     file.problems.push(Problem {
                         line: instruction.line,
                         message: format!("heredoc `{name}` is never closed: end it with a line holding `{name}` alone"),
@@ -322,77 +327,139 @@ pub fn assignments(keyword: &str, args: &str, escape: char) -> Vec<(String, Opti
         .collect()
 }
 
+/// How deep `${…}` may nest in one substitution: no Dockerfile needs more,
+/// and text nested thousands deep exists only to exhaust whoever reads it.
+pub const MAX_NESTING: usize = 32;
+
+/// A substitution nested deeper than [`MAX_NESTING`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooDeep;
+
+impl std::fmt::Display for TooDeep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "variables substituted within each other more than {MAX_NESTING} deep (`${{A:-${{B:-…}}}}`): nest fewer"
+        )
+    }
+}
+
 /// Replaces `$NAME`, `${NAME}`, `${NAME:-default}` and `${NAME:+alternative}`
 /// with their values from `vars`. `None` when one has no known value (an
 /// `ARG` with no default, given only at build time), or uses another form.
-pub fn substitute(text: &str, vars: &HashMap<String, String>, escape: char) -> Option<String> {
-    let mut out = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == escape && chars.peek() == Some(&'$') {
-            out.push('$');
-            chars.next();
-            continue;
-        }
-        if c != '$' {
-            out.push(c);
-            continue;
-        }
-        if chars.peek() == Some(&'{') {
-            chars.next();
-            let mut inner = String::new();
-            let mut depth = 1;
-            for c in chars.by_ref() {
-                match c {
-                    '{' => depth += 1,
-                    '}' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            break;
-                        }
-                    }
-                    _ => {}
+/// One pass over the text, however it nests; nesting deeper than
+/// [`MAX_NESTING`] is an error.
+pub fn substitute(text: &str, vars: &HashMap<String, String>, escape: char) -> Result<Option<String>, TooDeep> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut reader = Substitution { chars: &chars, at: 0, vars, escape };
+    reader.text(0, false)
+}
+
+/// A substitution being read: each character is read once.
+struct Substitution<'a> {
+    chars: &'a [char],
+    at: usize,
+    vars: &'a HashMap<String, String>,
+    escape: char,
+}
+
+impl Substitution<'_> {
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.at).copied()
+    }
+
+    /// Text with its variables replaced, up to the end or, `inside` a
+    /// `${…}` at `depth`, up to its closing brace (read too). `None` when
+    /// a value is unknown; the text is read to its end all the same, so
+    /// that what follows is read where it starts.
+    fn text(&mut self, depth: usize, inside: bool) -> Result<Option<String>, TooDeep> {
+        let mut out = Some(String::new());
+        // Braces of the text itself inside a `${…}`: `${A:-{x}}` is `{x}`.
+        let mut braces = 0usize;
+        while let Some(c) = self.peek() {
+            self.at += 1;
+            match c {
+                _ if c == self.escape && self.peek() == Some('$') => {
+                    self.at += 1;
+                    append(&mut out, Some("$"));
                 }
-                inner.push(c);
-            }
-            if depth != 0 {
-                return None;
-            }
-            let name_len = inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(inner.len());
-            let (name, modifier) = inner.split_at(name_len);
-            let value = vars.get(name).filter(|v| !v.is_empty());
-            match modifier {
-                "" => out.push_str(vars.get(name)?),
-                _ if modifier.starts_with(":-") => match value {
-                    Some(v) => out.push_str(v),
-                    None => out.push_str(&substitute(&modifier[2..], vars, escape)?),
-                },
-                _ if modifier.starts_with(":+") => {
-                    if value.is_some() {
-                        out.push_str(&substitute(&modifier[2..], vars, escape)?);
-                    } else if !vars.contains_key(name) {
-                        return None;
-                    }
+                '{' if inside => {
+                    braces += 1;
+                    append(&mut out, Some("{"));
                 }
-                _ => return None,
+                '}' if inside && braces == 0 => return Ok(out),
+                '}' if inside => {
+                    braces -= 1;
+                    append(&mut out, Some("}"));
+                }
+                '$' if self.peek() == Some('{') => {
+                    self.at += 1;
+                    let value = self.braced(depth + 1)?;
+                    append(&mut out, value.as_deref());
+                }
+                '$' => {
+                    let name = self.name();
+                    let vars = self.vars;
+                    append(&mut out, if name.is_empty() { Some("$") } else { vars.get(&name).map(String::as_str) });
+                }
+                c => append(&mut out, Some(c.encode_utf8(&mut [0; 4]))),
             }
-            continue;
         }
+        // A `${` never closed.
+        Ok(if inside { None } else { out })
+    }
+
+    /// A variable name, read.
+    fn name(&mut self) -> String {
         let mut name = String::new();
-        while let Some(&c) = chars.peek() {
-            if !(c.is_ascii_alphanumeric() || c == '_') {
-                break;
-            }
+        while let Some(c) = self.peek().filter(|c| c.is_ascii_alphanumeric() || *c == '_') {
             name.push(c);
-            chars.next();
+            self.at += 1;
         }
-        if name.is_empty() {
-            out.push('$');
-        } else {
-            out.push_str(vars.get(&name)?);
+        name
+    }
+
+    /// What follows a `${`, up to its closing brace.
+    fn braced(&mut self, depth: usize) -> Result<Option<String>, TooDeep> {
+        if depth > MAX_NESTING {
+            return Err(TooDeep);
+        }
+        let name = self.name();
+        let value = self.vars.get(&name).filter(|v| !v.is_empty());
+        match (self.peek(), self.chars.get(self.at + 1)) {
+            (Some('}'), _) => {
+                self.at += 1;
+                Ok(self.vars.get(&name).cloned())
+            }
+            (Some(':'), Some('-')) => {
+                self.at += 2;
+                let default = self.text(depth, true)?;
+                Ok(value.cloned().or(default))
+            }
+            (Some(':'), Some('+')) => {
+                self.at += 2;
+                let alternative = self.text(depth, true)?;
+                Ok(match value {
+                    Some(_) => alternative,
+                    None if self.vars.contains_key(&name) => Some(String::new()),
+                    None => None,
+                })
+            }
+            // Another form (`${A#x}`, `${A/x/y}`): its value is not worked out.
+            _ => {
+                self.text(depth, true)?;
+                Ok(None)
+            }
         }
     }
-    Some(out)
+}
+
+/// Appends a piece of a substitution; once one is unknown, so is the whole.
+fn append(out: &mut Option<String>, piece: Option<&str>) {
+    match (out.as_mut(), piece) {
+        (Some(text), Some(piece)) => text.push_str(piece),
+        _ => *out = None,
+    }
 }
 
 /// The `NAME=value` pairs of `--build-arg` options (`DOCKER_BUILD_ARGS`).
@@ -414,19 +481,25 @@ pub fn build_args(args: &[String]) -> HashMap<String, String> {
 
 /// The image each stage is built `FROM`, with the global `ARG`s' values
 /// (`build_args` over their defaults) substituted. A reference that still
-/// names a variable with no value is left out.
-pub fn from_references(file: &Dockerfile, build_args: &HashMap<String, String>) -> Vec<String> {
+/// names a variable with no value is left out; a substitution nested too
+/// deep is the problem of its line.
+pub fn from_references(file: &Dockerfile, build_args: &HashMap<String, String>) -> Result<Vec<String>, Problem> {
     let mut global: HashMap<String, String> = HashMap::new();
     let mut out = Vec::new();
     let mut seen_from = false;
     for ins in &file.instructions {
+        let too_deep = |e: TooDeep| Problem { line: ins.line, message: e.to_string() };
         match ins.keyword.as_str() {
             "ARG" if !seen_from => {
                 for (name, default) in assignments("ARG", ins.args(), file.escape) {
-                    let value = build_args
-                        .get(&name)
-                        .cloned()
-                        .or_else(|| default.and_then(|d| substitute(&d, &global, file.escape)));
+                    let value = match build_args.get(&name) {
+                        Some(given) => Some(given.clone()),
+                        None => default
+                            .map(|d| substitute(&d, &global, file.escape))
+                            .transpose()
+                            .map_err(too_deep)?
+                            .flatten(),
+                    };
                     match value {
                         Some(v) => global.insert(name, v),
                         None => global.remove(&name),
@@ -435,13 +508,14 @@ pub fn from_references(file: &Dockerfile, build_args: &HashMap<String, String>) 
             }
             "FROM" => {
                 seen_from = true;
-                let reference = words(ins.args(), file.escape).into_iter().next();
-                out.extend(reference.and_then(|r| substitute(&r.text, &global, file.escape)));
+                if let Some(reference) = words(ins.args(), file.escape).into_iter().next() {
+                    out.extend(substitute(&reference.text, &global, file.escape).map_err(too_deep)?);
+                }
             }
             _ => {}
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -603,16 +677,16 @@ mod tests {
         let text = "ARG BASE=x.example/base\nARG TAG\nFROM ${BASE}:1 AS a\nFROM \\\n  a\nFROM y:$TAG\n\
                     RUN <<EOF\nFROM not/an/instruction\nEOF\n";
         let file = parse(text);
-        assert_eq!(from_references(&file, &HashMap::new()), [s("x.example/base:1"), s("a")]);
+        assert_eq!(from_references(&file, &HashMap::new()).unwrap(), [s("x.example/base:1"), s("a")]);
         let args = build_args(&[s("--build-arg"), s("TAG=2"), s("--build-arg=BASE=z")]);
-        assert_eq!(from_references(&file, &args), [s("z:1"), s("a"), s("y:2")]);
+        assert_eq!(from_references(&file, &args).unwrap(), [s("z:1"), s("a"), s("y:2")]);
     }
 
     #[test]
     fn substitution() {
         let vars: HashMap<String, String> =
             [("A", "1"), ("EMPTY", "")].into_iter().map(|(k, v)| (s(k), s(v))).collect();
-        let sub = |t: &str| substitute(t, &vars, '\\');
+        let sub = |t: &str| substitute(t, &vars, '\\').unwrap();
         assert_eq!(sub("x:$A-${A}"), Some(s("x:1-1")));
         assert_eq!(sub("${B:-d$A}"), Some(s("d1")));
         assert_eq!(sub("${EMPTY:-d}"), Some(s("d")));
@@ -621,5 +695,108 @@ mod tests {
         assert_eq!(sub("$B"), None);
         assert_eq!(sub("${A#x}"), None);
         assert_eq!(sub("${A"), None);
+        // What the value does not need is read, not worked out.
+        assert_eq!(sub("${A:-$B}${EMPTY:+${A#x}}"), Some(s("1")));
+        assert_eq!(sub("${A#x}-${A}"), None);
+        assert_eq!(sub("${A:-{x}}${B:-{x}}y"), Some(s("1{x}y")));
+        assert_eq!(sub("${B:+$B}${EMPTY:+x}${B:-\\${A}}"), None);
+        assert_eq!(sub("${EMPTY:+x}${B:-\\${A}}"), Some(s("${A}")));
+    }
+
+    /// `${A:-${A:-…}}`: as deep as [`MAX_NESTING`], and no deeper, in one
+    /// pass over the text however deep it goes.
+    #[test]
+    fn nesting_is_bounded() {
+        let nested = |depth: usize| format!("{}x{}", "${A:-".repeat(depth), "}".repeat(depth));
+        let vars = HashMap::new();
+        assert_eq!(substitute(&nested(MAX_NESTING), &vars, '\\'), Ok(Some(s("x"))));
+        assert_eq!(substitute(&nested(MAX_NESTING + 1), &vars, '\\'), Err(TooDeep));
+        let started = std::time::Instant::now();
+        assert_eq!(substitute(&nested(200_000), &vars, '\\'), Err(TooDeep));
+        let file = parse(&format!("ARG A\nFROM a\nFROM {}\n", nested(200_000)));
+        assert_eq!(from_references(&file, &vars).unwrap_err().line, 3);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+        // Side by side, each as deep as allowed: read in one pass.
+        let wide = nested(MAX_NESTING).repeat(20_000);
+        assert_eq!(substitute(&wide, &vars, '\\').unwrap().map(|v| v.len()), Some(20_000));
+        assert_eq!(
+            TooDeep.to_string(),
+            "variables substituted within each other more than 32 deep (`${A:-${B:-…}}`): nest fewer"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(arbitrary::config())]
+
+        /// Any text is read without a panic, and what is read of it holds
+        /// together: lines in the file, words and heredocs in their text.
+        #[test]
+        fn any_text_is_read(text in arbitrary::text(arbitrary::DOCKERFILE, 64)) {
+            let file = parse(&text);
+            let lines = text.split('\n').count();
+            let vars: HashMap<String, String> = [("A", "1"), ("B", "")].into_iter().map(|(k, v)| (s(k), s(v))).collect();
+            for ins in &file.instructions {
+                proptest::prop_assert!(ins.line >= 1 && ins.line <= lines);
+                let args = ins.args();
+                for (at, _) in args.char_indices() {
+                    let line = ins.line_at(at);
+                    proptest::prop_assert!(line >= ins.line && line <= lines, "{line} of {ins:?}");
+                }
+                for word in words(args, file.escape) {
+                    proptest::prop_assert!(args[word.at..].starts_with(&word.raw));
+                    let _ = substitute(&word.text, &vars, file.escape);
+                }
+                let _ = assignments(&ins.keyword, args, file.escape);
+                let _ = ins.exec_form();
+                for heredoc in &ins.heredocs {
+                    proptest::prop_assert!(heredoc.line > ins.line && heredoc.line <= lines);
+                }
+            }
+            for problem in &file.problems {
+                proptest::prop_assert!(problem.line >= 1 && problem.line <= lines);
+            }
+            let _ = from_references(&file, &vars);
+        }
+    }
+}
+
+/// Text for property tests: the marks and words Dockerfiles and their
+/// shell scripts are made of, mixed with any character, so that the odd
+/// cases come often.
+#[cfg(test)]
+pub(crate) mod arbitrary {
+    use proptest::prelude::*;
+
+    /// What Dockerfiles are made of.
+    #[rustfmt::skip]
+    pub(crate) const DOCKERFILE: &[&str] = &[
+        "FROM ", "RUN ", "COPY ", "ADD ", "ARG ", "ENV ", "from ", "\n", "\r\n", " ", "\t", "\\", "\\\n", "`", "# ",
+        "# escape=`\n", "# xtask: allow(", ")", "<<EOF", "<<-'EOF'", "EOF\n", "\tEOF\n", "${", "}", "$", ":-", ":+",
+        "A", "B=", "=", "\"", "'", "[\"", "\", \"", "\"]", "--from=", "--mount=type=cache,target=/var/lib/apt ",
+        "--platform=$BUILDPLATFORM ", " AS ", "x.example/a:1", "@sha256:", "npm install ", "apt-get install ",
+        "curl -fsSL x | sh", "\u{1b}", "\0", "é", "日",
+    ];
+
+    /// What the shell scripts of RUN instructions are made of.
+    #[rustfmt::skip]
+    pub(crate) const SHELL: &[&str] = &[
+        "npm install ", "npm i ", "apt-get install ", "apt-get update", "pip install ", "python3 -m pip install ",
+        "apk add ", "rm -rf /var/lib/apt/lists", "curl -fsSL x", "wget -O- x", " | ", "sh", "bash -c ", "sh -c '",
+        "sudo ", "env A=1 ", "'", "\"", "\"\"", "$(", ")", "`", "${", "}", "\\", "\\\n", "\n", ";", "&&", "||", "&",
+        "2>&1", ">", "<<EOF\n", "EOF\n", "#", "é", "日", "@", "@1.2.3", "=", "-", "--", " ",
+    ];
+
+    /// A text of fewer than `pieces` pieces of `vocabulary` or single characters.
+    pub(crate) fn text(vocabulary: &'static [&'static str], pieces: usize) -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            4 => prop::sample::select(vocabulary).prop_map(String::from),
+            1 => any::<char>().prop_map(String::from),
+        ];
+        prop::collection::vec(piece, 0..pieces).prop_map(|p| p.concat())
+    }
+
+    /// Few cases, each quick: these run with the unit tests.
+    pub(crate) fn config() -> ProptestConfig {
+        ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() }
     }
 }

@@ -4,8 +4,11 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use globset::{Glob, GlobBuilder, GlobMatcher};
+
+use crate::catalog::image_files;
+use crate::model::{escape, excerpt};
 
 /// Whether the engine receives a path of the build context.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,14 +30,14 @@ pub struct DockerIgnore {
 }
 
 impl DockerIgnore {
-    /// Reads `<dir>/.dockerignore`; no file means nothing is excluded.
+    /// Reads `<dir>/.dockerignore` (see [`image_files::read`]); no file
+    /// means nothing is excluded.
     pub fn load(dir: &Path) -> Result<DockerIgnore> {
-        let file = dir.join(".dockerignore");
-        match std::fs::read(&file) {
-            Ok(bytes) => DockerIgnore::parse(&String::from_utf8_lossy(&bytes))
-                .with_context(|| format!("invalid pattern in {}", file.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DockerIgnore::default()),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
+        match image_files::read(dir, ".dockerignore")? {
+            Some(bytes) => DockerIgnore::parse(&String::from_utf8_lossy(&bytes)).with_context(|| {
+                format!("invalid pattern in {}", escape(&dir.join(".dockerignore").display().to_string()))
+            }),
+            None => Ok(DockerIgnore::default()),
         }
     }
 
@@ -54,11 +57,13 @@ impl DockerIgnore {
             if pattern.is_empty() {
                 continue;
             }
+            // globset's own message quotes the whole pattern, unescaped.
             let glob: Glob = GlobBuilder::new(&pattern)
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .with_context(|| format!("pattern `{line}`"))?;
+                .map_err(|e| anyhow!("{}", e.kind()))
+                .with_context(|| format!("pattern `{}`", excerpt(line)))?;
             rules.push((glob.compile_matcher(), !include));
             lines.push(number + 1);
         }

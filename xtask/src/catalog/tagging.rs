@@ -25,9 +25,10 @@ use crate::catalog::context::{self, ContextEntry, Inclusion};
 use crate::catalog::discovery::{walk_error, Catalog, Image};
 use crate::catalog::dockerfile;
 use crate::catalog::dockerignore::DockerIgnore;
+use crate::catalog::image_files;
 use crate::config::{Settings, TagScheme};
 use crate::model::Arch;
-use crate::model::{hex, ImageIndex, Parts};
+use crate::model::{escape, excerpt, hex, ImageIndex, Parts};
 
 /// Mixed into every `content` tag: changing it changes every tag.
 pub const CONTENT_SCHEME_VERSION: &str = "xtask-content-v2";
@@ -51,10 +52,12 @@ pub trait Source: Sync {
     /// order of a walk by file name; symlinks recorded, not followed.
     fn context(&self, dir: &str, ignore: &DockerIgnore) -> Result<BuildContext<Self::File>>;
 
-    /// A file's content, following symlinks.
+    /// The content of an image's own file (`<image>/<name>`: a Dockerfile,
+    /// a `.dockerignore`), following symlinks; on disk, only to a regular
+    /// file in the image directory, no larger than [`image_files::MAX_BYTES`].
     fn read(&self, path: &str) -> Result<Vec<u8>>;
 
-    /// A file's content, following symlinks; `None` when there is none.
+    /// Like [`Source::read`]; `None` when there is none.
     fn read_if_present(&self, path: &str) -> Result<Option<Vec<u8>>>;
 
     /// A file to hash, following symlinks.
@@ -113,7 +116,7 @@ impl Source for Fs<'_> {
                 Kind::Dir
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(entry.path())
-                    .with_context(|| format!("cannot read symlink {}", entry.path().display()))?;
+                    .with_context(|| format!("cannot read symlink {}", escape(&entry.path().display().to_string())))?;
                 Kind::Symlink(target.as_os_str().as_bytes().to_vec())
             } else if ft.is_file() {
                 let meta = entry.metadata().map_err(walk_error)?;
@@ -121,7 +124,7 @@ impl Source for Fs<'_> {
             } else {
                 bail!(
                     "{} is not a regular file, directory or symlink: a build context cannot hold it; remove it or list it in .dockerignore",
-                    entry.path().display()
+                    escape(&entry.path().display().to_string())
                 );
             };
             entries.push((rel.as_os_str().as_bytes().to_vec(), kind));
@@ -130,17 +133,13 @@ impl Source for Fs<'_> {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>> {
-        let file = self.root.join(path);
-        std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))
+        self.read_if_present(path)?
+            .with_context(|| format!("cannot read {}: No such file or directory", self.shown(path)))
     }
 
     fn read_if_present(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        let file = self.root.join(path);
-        match std::fs::read(&file) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
-        }
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        image_files::read(&self.root.join(dir), name)
     }
 
     fn file(&self, path: &str) -> Result<PathBuf> {
@@ -152,7 +151,7 @@ impl Source for Fs<'_> {
     }
 
     fn shown(&self, path: &str) -> String {
-        self.root.join(path).display().to_string()
+        escape(&self.root.join(path).display().to_string())
     }
 }
 
@@ -348,8 +347,11 @@ pub fn own_inputs<S: Source>(
 ) -> Result<Vec<Result<Own>>> {
     let ignore_file = format!("{path}/.dockerignore");
     let ignore = match src.read_if_present(&ignore_file)? {
-        Some(bytes) => DockerIgnore::parse(&String::from_utf8_lossy(&bytes))
-            .with_context(|| format!("invalid pattern in {}", src.shown(&ignore_file)))?,
+        Some(bytes) => {
+            image_files::within_limit(&bytes, &src.shown(&ignore_file))?;
+            DockerIgnore::parse(&String::from_utf8_lossy(&bytes))
+                .with_context(|| format!("invalid pattern in {}", src.shown(&ignore_file)))?
+        }
         None => DockerIgnore::default(),
     };
     let entries = src.context(path, &ignore)?;
@@ -361,7 +363,8 @@ pub fn own_inputs<S: Source>(
         .iter()
         .map(|d| {
             let file = format!("{path}/{d}");
-            Ok((src.file(&file)?, from_bases(&src.read(&file)?, settings)))
+            let bases = from_bases(&src.read(&file)?, &src.shown(&file), settings)?;
+            Ok((src.file(&file)?, bases))
         })
         .collect();
     let files = entries.iter().filter_map(|(_, k)| if let Kind::File { file, .. } = k { Some(file) } else { None });
@@ -421,23 +424,28 @@ pub fn local_bases<'c>(catalog: &'c Catalog, settings: &Settings, i: ImageIndex)
     catalog.bases(i, || {
         let image = &catalog[i];
         let src = Fs { root: &catalog.root };
-        let text = src.read(&format!("{}/{}", image.path, image.dockerfile))?;
-        resolve_bases(catalog, image, &from_bases(&text, settings))
+        let file = format!("{}/{}", image.path, image.dockerfile);
+        let bases = from_bases(&src.read(&file)?, &src.shown(&file), settings)?;
+        resolve_bases(catalog, image, &bases)
     })
 }
 
-/// The `FROM` references of a Dockerfile that name a local image
-/// (`<LOCAL_IMAGE_PREFIX>/<path>[:tag]`), each with the path it names.
-fn from_bases(bytes: &[u8], settings: &Settings) -> Bases {
+/// The `FROM` references of a Dockerfile (`shown` in messages) that name a
+/// local image (`<LOCAL_IMAGE_PREFIX>/<path>[:tag]`), each with the path it
+/// names.
+fn from_bases(bytes: &[u8], shown: &str, settings: &Settings) -> Result<Bases> {
+    image_files::within_limit(bytes, shown)?;
     let text = String::from_utf8_lossy(bytes);
     let prefix = format!("{}/", settings.local_prefix);
-    from_references(&text, &settings.build_args)
+    let references = from_references(&text, &settings.build_args)
+        .map_err(|problem| anyhow::anyhow!("{shown}:{}: {}", problem.line, problem.message))?;
+    Ok(references
         .into_iter()
         .filter_map(|reference| {
             let rest = reference.strip_prefix(&prefix)?;
             Some((reference.to_string(), Parts::of(rest).name.to_string()))
         })
-        .collect()
+        .collect())
 }
 
 /// The catalog indexes of the bases of `image`, sorted; a base that is not
@@ -448,10 +456,12 @@ pub fn resolve_bases(catalog: &Catalog, image: &Image, bases: &Bases) -> Result<
         match catalog.by_path(path) {
             Some(base) => found.push(base),
             None => bail!(
-                "{} is built FROM {reference}, which is not an image for {}: add {}/{path} or fix the FROM line",
+                "{} is built FROM {}, which is not an image for {}: add {}/{} or fix the FROM line",
                 image.name,
+                excerpt(reference),
                 catalog.arch,
-                catalog.root.display()
+                escape(&catalog.root.display().to_string()),
+                excerpt(path)
             ),
         }
     }
@@ -462,7 +472,7 @@ pub fn resolve_bases(catalog: &Catalog, image: &Image, bases: &Bases) -> Result<
 
 /// The image references of a Dockerfile's `FROM` instructions, global
 /// `ARG`s substituted (see [`dockerfile::from_references`]).
-fn from_references(text: &str, build_args: &[String]) -> Vec<String> {
+fn from_references(text: &str, build_args: &[String]) -> Result<Vec<String>, dockerfile::Problem> {
     let file = dockerfile::parse(text);
     dockerfile::from_references(&file, &dockerfile::build_args(build_args))
 }
@@ -487,7 +497,7 @@ pub fn hash_file(path: &Path) -> Result<[u8; 32]> {
         })?;
         Ok(h.finalize().into())
     };
-    read().with_context(|| format!("cannot read {}", path.display()))
+    read().with_context(|| format!("cannot read {}", escape(&path.display().to_string())))
 }
 
 fn short(digest: &[u8]) -> String {
@@ -535,7 +545,7 @@ mod tests {
     #[test]
     fn references() {
         let text = "ARG X\nFROM --platform=linux/amd64 gvisor.dev/images/basic/busybox:latest AS b\n from scratch\nRUN from x\n";
-        assert_eq!(from_references(text, &[]), vec!["gvisor.dev/images/basic/busybox:latest", "scratch"]);
+        assert_eq!(from_references(text, &[]).unwrap(), vec!["gvisor.dev/images/basic/busybox:latest", "scratch"]);
         assert_eq!(Parts::of("localhost:5000/a/b:t").name, "localhost:5000/a/b");
         assert_eq!(Parts::of("localhost:5000/a/b").name, "localhost:5000/a/b");
         assert_eq!(Parts::of("a/b@sha256:00").name, "a/b");

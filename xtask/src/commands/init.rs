@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::config::{split_legacy_list, FileConfig, Overrides, Settings};
+use crate::model::{escape, excerpt};
 
 /// The settings a legacy Makefile holds; `None` where it does not set one.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -20,6 +21,13 @@ pub struct Legacy {
 
 /// The variables `init` takes from the legacy Makefile.
 const WANTED: [&str; 3] = ["REMOTE_IMAGE_PREFIX", "LOCAL_IMAGE_PREFIX", "NON_TEST_IMAGES"];
+
+/// How deep variables may refer to one another, and how long a value may
+/// grow as they are expanded: a legacy Makefile's settings need a few levels
+/// and a few dozen bytes, and past these a file made to exhaust the reader
+/// would overflow its stack or double its value at every level.
+const MAX_DEPTH: usize = 32;
+const MAX_VALUE: usize = 64 * 1024;
 
 /// Built-in values for what the legacy Makefile does not set.
 const DEFAULT_REMOTE: &str = "localhost:5000/images";
@@ -196,7 +204,7 @@ pub fn parse(text: &str) -> Result<Legacy> {
         match expand(&mut vec![name.to_string()], &values) {
             Ok(value) => Ok(Some(value)),
             Err((fault, why)) if fault == name => bail!("line {line_no}: {name} {why}"),
-            Err((fault, why)) => bail!("line {line_no}: {name} depends on {fault}, which {why}"),
+            Err((fault, why)) => bail!("line {line_no}: {name} depends on {}, which {why}", excerpt(&fault)),
         }
     };
     Ok(Legacy {
@@ -317,28 +325,37 @@ fn expand(chain: &mut Vec<String>, values: &HashMap<String, (usize, Value)>) -> 
             }
             Some('(') => ')',
             Some('{') => '}',
-            _ => return fault(format!("uses `{}`, which init cannot evaluate", rest.trim())),
+            _ => return fault(format!("uses `{}`, which init cannot evaluate", excerpt(rest.trim()))),
         };
         let Some(end) = after.find(close) else {
-            return fault(format!("uses `{}`, which init cannot evaluate", rest.trim()));
+            return fault(format!("uses `{}`, which init cannot evaluate", excerpt(rest.trim())));
         };
         let reference = &after[..=end];
         let inner = &after[1..end];
         if inner.is_empty() || inner.contains(|c: char| c.is_whitespace() || c == ',' || c == '$' || c == ':') {
-            return fault(format!("uses `${reference}`, which init cannot evaluate"));
+            return fault(format!("uses `{}`, which init cannot evaluate", excerpt(&format!("${reference}"))));
         }
         if !values.contains_key(inner) {
-            return fault(format!("refers to `${reference}`, which the file does not set"));
+            return fault(format!("refers to `{}`, which the file does not set", excerpt(&format!("${reference}"))));
         }
         if chain.iter().any(|n| n == inner) {
             return Err((
                 chain[0].clone(),
-                format!("depends on a cycle of variables: {} -> {inner}", chain.join(" -> ")),
+                format!("depends on a cycle of variables: {} -> {}", escape(&chain.join(" -> ")), escape(inner)),
             ));
+        }
+        if chain.len() >= MAX_DEPTH {
+            let why = format!("refers to variables more than {MAX_DEPTH} deep: set it in the settings file by hand");
+            return Err((chain[0].clone(), why));
         }
         chain.push(inner.to_string());
         out.push_str(&expand(chain, values)?);
         chain.pop();
+        if out.len() > MAX_VALUE {
+            let why =
+                "grows past 64 KiB as its variables are expanded: set it in the settings file by hand".to_string();
+            return Err((chain[0].clone(), why));
+        }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -411,8 +428,22 @@ hash = $(shell cd images && find $(1) -type f)\n";
         );
     }
 
+    /// `V0 = <value>`, `V1 = …` up to `V<n-1>`, `{next}` in the value
+    /// standing for the number of the next line's variable.
+    fn chain(n: usize, value: &str) -> String {
+        (0..n).map(|i| format!("V{i} = {}\n", value.replace("{next}", &(i + 1).to_string()))).collect()
+    }
+
     #[test]
     fn values_that_depend_on_more_than_the_file_are_refused() {
+        let deep = format!("{}V100000 = x\nREMOTE_IMAGE_PREFIX = $(V0)\n", chain(100_000, "$(V{next})"));
+        let long_shell = format!("REMOTE_IMAGE_PREFIX = $(shell echo \x1b[2K{})\n", "x".repeat(200));
+        // 80 characters at most: 22 for `$(shell echo \u{1b}[2K`, and the `…`.
+        let cut = format!(
+            "line 1: REMOTE_IMAGE_PREFIX uses `$(shell echo \\u{{1b}}[2K{}…`, which init cannot evaluate",
+            "x".repeat(57)
+        );
+        let doubling = format!("{}V30 = x\nREMOTE_IMAGE_PREFIX = $(V0)\n", chain(30, "$(V{next})$(V{next})"));
         let cases = [
             (
                 "ifeq ($(ARCH),aarch64)\nREMOTE_IMAGE_PREFIX := arm.example/x\nendif\n",
@@ -438,6 +469,23 @@ hash = $(shell cd images && find $(1) -type f)\n";
             (
                 "REMOTE_IMAGE_PREFIX = registry.example.net/$(1)\n",
                 "line 1: REMOTE_IMAGE_PREFIX refers to `$(1)`, which the file does not set",
+            ),
+            // What the file holds is quoted escaped, and cut.
+            (
+                "E\x1b[2K = $(F)\nREMOTE_IMAGE_PREFIX = $(E\x1b[2K)\n",
+                "line 2: REMOTE_IMAGE_PREFIX depends on E\\u{1b}[2K, which refers to `$(F)`, which the file does not set",
+            ),
+            (long_shell.as_str(), cut.as_str()),
+            // Made to overflow the stack, or to double at every level.
+            (
+                deep.as_str(),
+                "line 100002: REMOTE_IMAGE_PREFIX refers to variables more than 32 deep: set it in the settings file \
+                 by hand",
+            ),
+            (
+                doubling.as_str(),
+                "line 32: REMOTE_IMAGE_PREFIX grows past 64 KiB as its variables are expanded: set it in the settings \
+                 file by hand",
             ),
         ];
         for (text, want) in cases {

@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Result};
 use super::history::Snapshot;
 use super::repo::{find, Entry, Oid, Repo};
 use crate::catalog::dockerignore::{DockerIgnore, Inclusion};
+use crate::catalog::image_files;
 use crate::catalog::tagging::{self, Kind, Source};
 
 /// A snapshot as a [`Source`] for tagging.
@@ -44,6 +45,12 @@ impl Git<'_> {
     /// symlinks on the way and, when `follow`, at the end; `None` when
     /// nothing is there.
     fn lookup(&self, path: Vec<Vec<u8>>, follow: bool, shown: &str) -> Result<Option<Entry>> {
+        Ok(self.resolve(path, follow, shown)?.map(|(entry, _)| entry))
+    }
+
+    /// [`Git::lookup`], with the path the entry was found at (components
+    /// from the top).
+    fn resolve(&self, path: Vec<Vec<u8>>, follow: bool, shown: &str) -> Result<Option<(Entry, Vec<Vec<u8>>)>> {
         let repo = self.repo();
         let mut pending: Vec<Vec<u8>> = path.into_iter().rev().collect();
         let mut trail: Vec<Oid> = vec![self.snapshot.top];
@@ -90,7 +97,7 @@ impl Git<'_> {
             at.push(part);
             last = Some(entry);
         }
-        Ok(last)
+        Ok(last.map(|entry| (entry, at)))
     }
 
     /// A path relative to the images root, as components from the top.
@@ -113,22 +120,27 @@ impl Git<'_> {
 
     fn resolved_blob(&self, path: &str) -> Result<Option<Oid>> {
         // A file right in an image directory (its Dockerfile, its
-        // .dockerignore) is found in that directory's tree, unless it is a
-        // symlink, which may lead anywhere.
-        if let Some(tree) = path.rsplit_once('/').and_then(|(dir, _)| self.snapshot.dirs.get(dir)) {
-            let name = path.rsplit('/').next().unwrap_or(path).as_bytes();
-            match find(&self.repo().tree(tree)?, name) {
+        // .dockerignore) is found in that directory's tree; a symlink there
+        // is followed, and may not lead out of the directory, as on disk.
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let mut link = None;
+        if let Some(tree) = self.snapshot.dirs.get(dir) {
+            match find(&self.repo().tree(tree)?, name.as_bytes()) {
                 None => return Ok(None),
                 Some(e) if e.is_file() => return Ok(Some(e.oid)),
+                Some(e) if e.is_symlink() => link = Some(self.repo().blob(&e.oid)?),
                 Some(_) => {}
             }
         }
         let shown = self.shown(path);
-        match self.lookup(self.components(path), true, &shown)? {
-            None => Ok(None),
-            Some(e) if e.is_file() => Ok(Some(e.oid)),
-            Some(_) => bail!("cannot read {shown}: Is a directory"),
+        let Some((entry, at)) = self.resolve(self.components(path), true, &shown)? else { return Ok(None) };
+        if let Some(target) = link.filter(|_| !at.starts_with(&self.components(dir))) {
+            return Err(image_files::outside(&shown, &String::from_utf8_lossy(&target), name));
         }
+        if !entry.is_file() {
+            bail!("cannot read {shown}: Is a directory");
+        }
+        Ok(Some(entry.oid))
     }
 }
 

@@ -1,17 +1,20 @@
 //! The plain types the layers share: where an image sits in its catalog and
 //! a job in its plan, what happened to each image, and the events a run
 //! sends while it works (the executor and the reporter, which do not import
-//! each other, meet here).
+//! each other, meet here), and text from outside made safe to show
+//! ([`escape`], [`excerpt`]).
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 mod digest;
+mod escape;
 mod event;
 mod platform;
 mod reference;
 pub use digest::hex;
+pub use escape::{escape, excerpt, EXCERPT_CHARS};
 pub use event::{Event, Observer};
 pub use platform::{Arch, Platform};
 pub use reference::{Parts, Reference};

@@ -30,3 +30,4 @@ mod lifecycle;
 mod make;
 mod props;
 mod registry;
+mod untrusted;

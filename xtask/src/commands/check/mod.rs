@@ -19,8 +19,9 @@ pub use self::rules::{Diagnostic, Level, Rule, RULES, RULES_HELP};
 use self::walk::Tree;
 use crate::catalog::discovery::{discover_lenient, Catalog};
 use crate::catalog::dockerfile;
+use crate::catalog::image_files;
 use crate::config::Settings;
-use crate::model::Arch;
+use crate::model::{escape, Arch};
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -98,8 +99,10 @@ pub fn check(settings: &Settings, names: &[String]) -> Result<Report> {
             contents.insert(path.clone(), Contents::read(&settings.images_dir.join(path))?);
         }
         let context = &contents[path];
-        let file = settings.images_dir.join(path).join(name);
-        let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let dir = settings.images_dir.join(path);
+        let bytes = image_files::read(&dir, name)?.with_context(|| {
+            format!("cannot read {}: No such file or directory", escape(&dir.join(name).display().to_string()))
+        })?;
         report.dockerfiles += 1;
         let rel = format!("{path}/{name}");
         report.diagnostics.extend(tree.dockerfile(&rel, &String::from_utf8_lossy(&bytes), arches, context));
@@ -132,6 +135,7 @@ fn select(catalogs: &[Catalog], names: &[String]) -> Result<HashSet<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::dockerfile::arbitrary;
 
     fn v(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| w.to_string()).collect()
@@ -148,5 +152,28 @@ mod tests {
                 m
             }
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(arbitrary::config())]
+
+        /// Any Dockerfile is checked without a panic, for one architecture
+        /// or two, and each finding is on one of its lines.
+        #[test]
+        fn any_dockerfile_is_checked(
+            head in arbitrary::text(arbitrary::DOCKERFILE, 48),
+            run in arbitrary::text(arbitrary::SHELL, 16),
+        ) {
+            let text = format!("{head}\nRUN {run}\n");
+            let settings = Settings::for_tests("x.example", "r.example/cache");
+            let available = Arch::ALL.iter().map(|a| (*a, HashSet::from(["a".to_string()]))).collect();
+            let tree = Tree { settings: &settings, available, build_args: HashMap::new() };
+            let lines = text.split('\n').count();
+            for arches in [&Arch::ALL[..1], &Arch::ALL[..]] {
+                for d in tree.dockerfile("a/Dockerfile", &text, arches, &Contents::default()) {
+                    proptest::prop_assert!(d.line.is_none_or(|l| l >= 1 && l <= lines), "{d:?}");
+                }
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::shell;
 use super::walk::Walk;
 use crate::catalog::dockerfile::Instruction;
+use crate::model::{escape, excerpt};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,6 +96,8 @@ instruction (or for the one whose continuation lines it sits among). arch-suffix
 ignored-dockerfile and syntax cannot be allowed.";
 
 /// One finding, at a file relative to the images root (and a line of it).
+/// What its message quotes of the file is an escaped excerpt
+/// ([`crate::model::excerpt`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
     pub path: String,
@@ -110,10 +113,11 @@ impl Diagnostic {
         Diagnostic { path: path.to_string(), line, level, rule, message }
     }
 
-    /// `path:line: level: message [rule]`, as compilers print.
+    /// `path:line: level: message [rule]`, as compilers print, escaped
+    /// for a terminal: the path is a file's name too.
     pub fn render(&self, root: &str) -> String {
         let line = self.line.map(|l| format!(":{l}")).unwrap_or_default();
-        format!("{root}/{}{line}: {}: {} [{}]", self.path, self.level.as_str(), self.message, self.rule)
+        escape(&format!("{root}/{}{line}: {}: {} [{}]", self.path, self.level.as_str(), self.message, self.rule))
     }
 }
 
@@ -124,7 +128,7 @@ pub(super) fn run_rules(ins: &Instruction, walk: &mut Walk) {
         walk.add(
             line,
             UNPINNED_PACKAGES,
-            format!("{command} of unpinned packages: {}; pin them ({pin})", packages.join(", ")),
+            format!("{command} of unpinned packages: {}; pin them ({pin})", excerpt(&packages.join(", "))),
         );
     }
     for (line, fetch, shell) in facts.piped {

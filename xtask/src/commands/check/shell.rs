@@ -52,8 +52,8 @@ pub(super) fn facts(ins: &Instruction) -> Facts {
                     if shebang.is_some_and(|s| !SHELLS.iter().any(|sh| s.split_whitespace().any(|w| w.ends_with(sh)))) {
                         continue;
                     }
-                    let line_of =
-                        |at: usize| heredoc.line + heredoc.body[..at.min(heredoc.body.len())].matches('\n').count();
+                    let starts = line_starts(&heredoc.body);
+                    let line_of = |at: usize| heredoc.line + line_index(&starts, at);
                     script_facts(&shell_tokens(&heredoc.body), &line_of, &mut facts, 0);
                 }
             }
@@ -310,13 +310,29 @@ fn operands<'a>(args: &'a [ShellWord], valued: &[&str]) -> Vec<&'a ShellWord> {
     out
 }
 
+/// Where each line of `text` starts, as byte offsets.
+fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0).chain(text.match_indices('\n').map(|(at, _)| at + 1)).collect()
+}
+
+/// How many lines come before the one holding the byte at `at`.
+fn line_index(starts: &[usize], at: usize) -> usize {
+    starts.partition_point(|start| *start <= at).saturating_sub(1)
+}
+
 fn script_facts(tokens: &[ShellToken], line_of: &dyn Fn(usize) -> usize, facts: &mut Facts, depth: usize) {
     for pipeline in pipelines(tokens) {
+        let programs: Vec<Option<&str>> = pipeline.iter().map(|c| command_words(c).map(|(p, _)| p)).collect();
+        // The first shell at or after each command, read from the end: one pass
+        // however long the pipeline.
+        let mut shells: Vec<Option<&str>> = vec![None; programs.len() + 1];
+        for i in (0..programs.len()).rev() {
+            shells[i] = programs[i].filter(|p| SHELLS.contains(p)).or(shells[i + 1]);
+        }
         for (i, words) in pipeline.iter().enumerate() {
             command_facts(words, line_of, facts, depth);
-            let Some((fetch @ ("curl" | "wget"), _)) = command_words(words) else { continue };
-            let shell = pipeline[i + 1..].iter().filter_map(|c| command_words(c)).find(|(p, _)| SHELLS.contains(p));
-            if let Some((shell, _)) = shell {
+            let Some(fetch @ ("curl" | "wget")) = programs[i] else { continue };
+            if let Some(shell) = shells[i + 1] {
                 facts.piped.push((line_of(words[0].at), fetch.to_string(), shell.to_string()));
             }
         }
@@ -331,10 +347,10 @@ fn command_facts(words: &[ShellWord], line_of: &dyn Fn(usize) -> usize, facts: &
         let flag =
             args.iter().position(|w| w.text.starts_with('-') && !w.text.starts_with("--") && w.text.contains('c'));
         if let Some(script) = flag.and_then(|f| args[f + 1..].iter().find(|w| !w.text.starts_with('-'))) {
-            let base = script.at;
-            let text = &script.text;
-            let nested = |at: usize| line_of(base) + text[..at.min(text.len())].matches('\n').count();
-            script_facts(&shell_tokens(text), &nested, facts, depth + 1);
+            let base = line_of(script.at);
+            let starts = line_starts(&script.text);
+            let nested = |at: usize| base + line_index(&starts, at);
+            script_facts(&shell_tokens(&script.text), &nested, facts, depth + 1);
         }
         return;
     }
@@ -509,7 +525,9 @@ fn npm_pinned(arg: &str) -> bool {
     if arg.contains('/') && !arg.starts_with('@') {
         return true;
     }
-    let Some((_, version)) = arg[1..].rsplit_once('@') else { return false };
+    // A scope's `@` (`@scope/name`) is not a version's.
+    let name_and_version = arg.strip_prefix('@').unwrap_or(arg);
+    let Some((_, version)) = name_and_version.rsplit_once('@') else { return false };
     let version = version.trim_start_matches(['v', '=']);
     let core = version.split(['-', '+']).next().unwrap_or("");
     let parts: Vec<&str> = core.split('.').collect();
@@ -519,6 +537,7 @@ fn npm_pinned(arg: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::dockerfile::arbitrary;
 
     fn texts(script: &str) -> Vec<Vec<Vec<String>>> {
         pipelines(&shell_tokens(script))
@@ -560,8 +579,31 @@ mod tests {
         for pinned in ["a@1.2.3", "@s/a@1.2.3-rc.1", "./x", "x.tgz", "user/repo", "git+https://x"] {
             assert!(npm_pinned(pinned), "{pinned}");
         }
-        for unpinned in ["a", "a@^1.2.3", "a@latest", "@s/a", "a@1.2"] {
+        for unpinned in ["a", "a@^1.2.3", "a@latest", "@s/a", "a@1.2", "", "é", "@"] {
             assert!(!npm_pinned(unpinned), "{unpinned}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(arbitrary::config())]
+
+        /// Any RUN is read without a panic, in its shell form, its exec
+        /// form and its heredocs, and each finding is on one of its lines.
+        #[test]
+        fn any_run_is_read(script in arbitrary::text(arbitrary::SHELL, 32)) {
+            let text = format!("FROM x\nRUN {script}\n");
+            let lines = text.split('\n').count();
+            let file = crate::catalog::dockerfile::parse(&text);
+            for ins in &file.instructions {
+                let facts = facts(ins);
+                let mut found: Vec<usize> = facts.unpinned.iter().map(|u| u.0).collect();
+                found.extend(facts.piped.iter().map(|p| p.0));
+                found.extend(facts.apt_update);
+                for line in found {
+                    proptest::prop_assert!(line >= ins.line && line <= lines, "{line} in {ins:?}");
+                }
+            }
+            let _ = texts(&script);
         }
     }
 }

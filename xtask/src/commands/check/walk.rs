@@ -10,7 +10,7 @@ use super::rules::{
 };
 use crate::catalog::dockerfile::{self, Instruction};
 use crate::config::Settings;
-use crate::model::{Arch, ImageRef, Parts};
+use crate::model::{excerpt, Arch, ImageRef, Parts};
 
 /// What a Dockerfile is judged against.
 pub(super) struct Tree<'a> {
@@ -51,13 +51,27 @@ pub(super) struct Walk<'a> {
     /// Variables in scope in the current stage.
     vars: HashMap<String, String>,
     /// Names of the stages so far, lower case.
-    stages: Vec<String>,
+    stages: HashSet<String>,
     found: Vec<Diagnostic>,
 }
 
 impl Walk<'_> {
     pub(super) fn add(&mut self, line: usize, rule: &'static str, message: String) {
         self.found.push(Diagnostic::new(self.rel, Some(line), rule, message));
+    }
+
+    /// `text` with the variables in scope substituted, the global ones
+    /// (FROM's) or the stage's; a substitution nested too deep is a finding
+    /// at `line`, and has no value.
+    fn substitute(&mut self, text: &str, global: bool, line: usize) -> Option<String> {
+        let vars = if global { &self.global } else { &self.vars };
+        match dockerfile::substitute(text, vars, self.escape) {
+            Ok(value) => value,
+            Err(too_deep) => {
+                self.add(line, SYNTAX, too_deep.to_string());
+                None
+            }
+        }
     }
 }
 
@@ -72,7 +86,7 @@ impl Tree<'_> {
             escape: file.escape,
             global: HashMap::new(),
             vars: HashMap::new(),
-            stages: Vec::new(),
+            stages: HashSet::new(),
             found: Vec::new(),
         };
 
@@ -92,12 +106,13 @@ impl Tree<'_> {
             for (rule, line) in &ins.allowed {
                 if !RULES.iter().any(|r| r.name == rule && r.allowable) {
                     let names: Vec<&str> = RULES.iter().filter(|r| r.allowable).map(|r| r.name).collect();
+                    let rule = excerpt(rule);
                     walk.add(*line, SYNTAX, format!("no rule `{rule}` can be allowed: use {}", names.join(", ")));
                 }
             }
             let keyword = ins.keyword.as_str();
             if !KEYWORDS.contains(&keyword) {
-                walk.add(ins.line, SYNTAX, format!("unknown instruction `{}`", ins.keyword));
+                walk.add(ins.line, SYNTAX, format!("unknown instruction `{}`", excerpt(&ins.keyword)));
             } else if !seen_from && keyword != "FROM" && keyword != "ARG" {
                 walk.add(ins.line, SYNTAX, format!("{keyword} before the first FROM: only ARG may come before it"));
             }
@@ -105,7 +120,7 @@ impl Tree<'_> {
                 "ARG" => self.arg(ins, seen_from, &mut walk),
                 "ENV" => {
                     for (name, value) in dockerfile::assignments("ENV", ins.args(), walk.escape) {
-                        match value.and_then(|v| dockerfile::substitute(&v, &walk.vars, walk.escape)) {
+                        match value.and_then(|v| walk.substitute(&v, false, ins.line)) {
                             Some(v) => walk.vars.insert(name, v),
                             None => walk.vars.remove(&name),
                         };
@@ -130,12 +145,11 @@ impl Tree<'_> {
 
     fn arg(&self, ins: &Instruction, seen_from: bool, walk: &mut Walk) {
         for (name, default) in dockerfile::assignments("ARG", ins.args(), walk.escape) {
-            let scope = if seen_from { &walk.vars } else { &walk.global };
             let value = self
                 .build_args
                 .get(&name)
                 .cloned()
-                .or_else(|| default.and_then(|d| dockerfile::substitute(&d, scope, walk.escape)))
+                .or_else(|| default.and_then(|d| walk.substitute(&d, !seen_from, ins.line)))
                 .or_else(|| if seen_from { walk.global.get(&name).cloned() } else { None });
             let scope = if seen_from { &mut walk.vars } else { &mut walk.global };
             match value {
@@ -151,14 +165,14 @@ impl Tree<'_> {
             walk.add(ins.line, SYNTAX, "FROM names no image".into());
             return;
         };
-        if let Some(reference) = dockerfile::substitute(&reference.text, &walk.global, walk.escape) {
+        if let Some(reference) = walk.substitute(&reference.text, true, ins.line) {
             self.base(&reference, ins.line, false, walk);
         }
         let name = match words.as_slice() {
             [_, as_, name, ..] if as_.text.eq_ignore_ascii_case("as") => name.text.to_ascii_lowercase(),
             _ => String::new(),
         };
-        walk.stages.push(name);
+        walk.stages.insert(name);
     }
 
     /// An image a stage is built on (`FROM`) or copies from (`COPY --from`).
@@ -172,14 +186,13 @@ impl Tree<'_> {
             self.catalog_base(reference, path, line, copied, walk);
             return;
         }
+        let shown = excerpt(reference);
         if let Some(path) = under(&format!("localhost/{}", self.settings.local_prefix), reference) {
-            let local = ImageRef::local_repository(self.settings, path);
+            let local = excerpt(&ImageRef::local_repository(self.settings, path));
             walk.add(
                 line,
                 CATALOG_NAME,
-                format!(
-                    "{how} {reference}: podman's spelling of the local name; use {local}, which every engine finds"
-                ),
+                format!("{how} {shown}: podman's spelling of the local name; use {local}, which every engine finds"),
             );
             return;
         }
@@ -190,7 +203,7 @@ impl Tree<'_> {
                     line,
                     CATALOG_NAME,
                     format!(
-                        "{how} {reference}: the cache registry's name for the catalog image {path}, which is not built \
+                        "{how} {shown}: the cache registry's name for the catalog image {path}, which is not built \
                          first; use its local name {}",
                         ImageRef::local_repository(self.settings, path)
                     ),
@@ -206,17 +219,15 @@ impl Tree<'_> {
             None => walk.add(
                 line,
                 BASE_TAG,
-                format!(
-                    "{how} {reference} has no tag: it means `latest`, which moves; name a version (and its digest)"
-                ),
+                format!("{how} {shown} has no tag: it means `latest`, which moves; name a version (and its digest)"),
             ),
             Some("latest") => {
-                walk.add(line, BASE_TAG, format!("{how} {reference}: `latest` moves; name a version (and its digest)"))
+                walk.add(line, BASE_TAG, format!("{how} {shown}: `latest` moves; name a version (and its digest)"))
             }
             Some(_) => walk.add(
                 line,
                 BASE_DIGEST,
-                format!("{how} {reference} has no digest: its tag can be pushed again; append @sha256:<digest>"),
+                format!("{how} {shown} has no digest: its tag can be pushed again; append @sha256:<digest>"),
             ),
         }
     }
@@ -224,7 +235,9 @@ impl Tree<'_> {
     /// A base named under the local prefix: an image of the catalog for
     /// every architecture the Dockerfile serves, and in a FROM line.
     fn catalog_base(&self, reference: &str, path: &str, line: usize, copied: bool, walk: &mut Walk) {
+        // Only ever of a catalog image's path, which is a valid name.
         let local = |p: &str| ImageRef::local_repository(self.settings, p);
+        let reference = excerpt(reference);
         if copied {
             if self.is_image(path) {
                 walk.add(
@@ -250,16 +263,20 @@ impl Tree<'_> {
             return;
         }
         let by_name = path.replace('_', "/");
+        let shown = excerpt(path);
         let message = if by_name != path && self.is_image(&by_name) {
-            format!("FROM {reference}: `{path}` is an image name, not its path; use its local name {}", local(&by_name))
+            format!(
+                "FROM {reference}: `{shown}` is an image name, not its path; use its local name {}",
+                local(&by_name)
+            )
         } else if missing.len() < walk.arches.len() || self.is_image(path) {
             format!(
-                "FROM {reference}: {path} is not an image for {}: add a Dockerfile for it there, or fix the FROM line",
+                "FROM {reference}: {shown} is not an image for {}: add a Dockerfile for it there, or fix the FROM line",
                 missing.join(" or ")
             )
         } else {
             format!(
-                "FROM {reference}: no image {path} in {}: add it, or fix the FROM line",
+                "FROM {reference}: no image {shown} in {}: add it, or fix the FROM line",
                 self.settings.images_dir.display()
             )
         };
@@ -273,7 +290,7 @@ impl Tree<'_> {
     fn copy(&self, ins: &Instruction, contents: &Contents, walk: &mut Walk) {
         let keyword = ins.keyword.as_str();
         if let Some(from) = ins.flag("from").and_then(|f| f.value.as_deref()) {
-            let from = dockerfile::substitute(from, &walk.vars, walk.escape);
+            let from = walk.substitute(from, false, ins.line);
             if let Some(from) = from.filter(|f| f.parse::<usize>().is_err()) {
                 self.base(&from, ins.line, true, walk);
             }
@@ -293,29 +310,32 @@ impl Tree<'_> {
             if source.starts_with("<<") {
                 continue;
             }
+            let shown = excerpt(source);
             let remote = ["http://", "https://", "git@", "git://"].iter().any(|p| source.starts_with(p));
             if remote {
                 if keyword == "COPY" {
-                    walk.add(*line, MISSING_SOURCE, format!("COPY cannot fetch {source}: use ADD with --checksum"));
+                    walk.add(*line, MISSING_SOURCE, format!("COPY cannot fetch {shown}: use ADD with --checksum"));
                 } else if ins.flag("checksum").is_none() {
                     walk.add(
                         *line,
                         ADD_CHECKSUM,
-                        format!("ADD {source} without --checksum: what it serves can change; add --checksum=sha256:<digest>"),
+                        format!(
+                            "ADD {shown} without --checksum: what it serves can change; add --checksum=sha256:<digest>"
+                        ),
                     );
                 }
                 continue;
             }
-            let Some(path) = dockerfile::substitute(source, &walk.vars, walk.escape) else { continue };
+            let Some(path) = walk.substitute(source, false, *line) else { continue };
             match contents.find(&path) {
                 Presence::Included => {}
                 Presence::Excluded => walk.add(
                     *line,
                     MISSING_SOURCE,
-                    format!("{keyword} {source}: .dockerignore excludes it from the build context"),
+                    format!("{keyword} {shown}: .dockerignore excludes it from the build context"),
                 ),
                 Presence::Missing => {
-                    walk.add(*line, MISSING_SOURCE, format!("{keyword} {source}: not in the build context"))
+                    walk.add(*line, MISSING_SOURCE, format!("{keyword} {shown}: not in the build context"))
                 }
             }
         }
