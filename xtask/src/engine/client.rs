@@ -13,8 +13,8 @@ use super::api::{api_daemon_id, api_tag, local_docker_socket, ApiError};
 use super::inspect::{full_id, InspectedImage};
 use super::{BatchBuild, BuildCache, BuildSpec, Builder, Built, Container, Engine, ImageDetails, ImageFacts, Removed};
 use crate::config::EngineKind;
+use crate::model::{escape, Event, Observer};
 use crate::model::{Arch, Platform};
-use crate::model::{Event, Observer};
 use crate::process::{first_line, NotFound, Output, Processes};
 use crate::registry::{cli_error, is_loopback, Retry, QUICK_RETRY_DELAYS, RETRY_DELAYS};
 
@@ -89,7 +89,7 @@ impl EngineCli {
     fn echo(&self, text: &str) {
         if let Some(echo) = &self.echo {
             for line in text.lines() {
-                echo.event(Event::Echo { image: self.image.as_deref(), line });
+                echo.event(Event::Echo { image: self.image.as_deref(), line: &escape(line) });
             }
         }
     }

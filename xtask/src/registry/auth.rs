@@ -16,6 +16,7 @@ use super::failure::{failure, refused, stalled, transport_error};
 use super::limits::{read_limited, MAX_DOCUMENT_BYTES};
 use super::transport::{is_loopback, Origin};
 use crate::config::EngineKind;
+use crate::model::excerpt;
 
 /// Where credentials come from: the engine's own files and helpers.
 #[derive(Clone)]
@@ -186,7 +187,10 @@ fn helper_login(helper: &str, host: &str) -> Result<Option<Login>> {
         if stdout.to_lowercase().contains("credentials not found") {
             return Ok(None);
         }
-        bail!("credential helper {program} failed for {host}: {}", stdout.lines().next().unwrap_or("no output"));
+        bail!(
+            "credential helper {program} failed for {host}: {}",
+            excerpt(stdout.lines().next().unwrap_or("no output"))
+        );
     }
     #[derive(Deserialize)]
     struct Answer {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::model::{Event, Observer, Reference};
+use crate::model::{excerpt, Event, Observer, Reference};
 use crate::process::{first_line, Interrupt};
 
 /// A registry call that failed: `transient` failures are worth another try
@@ -75,14 +75,14 @@ pub(super) fn status_error(r: &Reference, code: u16, response: &ureq::Response) 
             let retry_after =
                 response.header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
             anyhow::Error::new(RegistryError {
-                message: format!("registry {registry} failed: {code} {} for {r}", response.status_text()),
+                message: format!("registry {registry} failed: {code} {} for {r}", excerpt(response.status_text())),
                 transient: true,
                 refused: false,
                 stalled: false,
                 retry_after,
             })
         }
-        _ => failure(format!("registry {registry} answered {code} {} for {r}", response.status_text()), false),
+        _ => failure(format!("registry {registry} answered {code} {} for {r}", excerpt(response.status_text())), false),
     }
 }
 

@@ -2,7 +2,7 @@
 //! summary table and its count, sizes.
 
 use super::Verbosity;
-use crate::model::{Action, Outcome};
+use crate::model::{escape, Action, Outcome};
 use crate::planning::Job;
 
 /// `built       web_app 1a2b3c4d5e6f7a8b (1.2s; not in the registry; 3 steps from …:latest)`
@@ -44,7 +44,7 @@ pub(super) fn log_tail(log: &std::path::Path, n: usize) -> Option<Vec<String>> {
     let lines: Vec<&str> = text.lines().collect();
     // A carriage return (progress redrawn in place) would hide the prefix.
     let tail: Vec<String> =
-        lines[lines.len().saturating_sub(n)..].iter().map(|l| l.trim_end_matches('\r').to_string()).collect();
+        lines[lines.len().saturating_sub(n)..].iter().map(|l| escape(l.trim_end_matches('\r'))).collect();
     (!tail.is_empty()).then_some(tail)
 }
 

@@ -4,6 +4,7 @@
 
 use super::plan::{is_tool_tag, Decision, Repository, TagAction};
 use crate::config::Settings;
+use crate::model::escape;
 
 /// What a run planned or did, for [`report`].
 pub struct Summary<'a> {
@@ -34,15 +35,14 @@ pub fn report(summary: &Summary) -> String {
         } else {
             ""
         };
+        // What the registry named is shown escaped: a tag can hold anything.
+        let (repository, tag, digest) = (escape(&d.repository), escape(&d.tag), escape(&d.digest));
+        let reason = escape(d.reason.as_deref().unwrap_or_default());
         let line = match d.action {
-            TagAction::Delete => {
-                format!("would delete  {}:{}  {}  {} bytes{mark}", d.repository, d.tag, d.digest, d.bytes)
-            }
-            TagAction::Deleted => format!("deleted  {}:{}  {}  {} bytes{mark}", d.repository, d.tag, d.digest, d.bytes),
-            TagAction::Keep => format!("kept  {}:{}: {}", d.repository, d.tag, d.reason.as_deref().unwrap_or_default()),
-            TagAction::Failed => {
-                format!("failed  {}:{}: {}", d.repository, d.tag, d.reason.as_deref().unwrap_or_default())
-            }
+            TagAction::Delete => format!("would delete  {repository}:{tag}  {digest}  {} bytes{mark}", d.bytes),
+            TagAction::Deleted => format!("deleted  {repository}:{tag}  {digest}  {} bytes{mark}", d.bytes),
+            TagAction::Keep => format!("kept  {repository}:{tag}: {reason}"),
+            TagAction::Failed => format!("failed  {repository}:{tag}: {reason}"),
         };
         out.push_str(&line);
         out.push('\n');
@@ -137,6 +137,16 @@ mod tests {
 
     fn report_of(decisions: &[Decision], tags: usize, held: u64, deleted: bool) -> String {
         report(&Summary { decisions, tags, held, deleted })
+    }
+
+    #[test]
+    fn what_the_registry_names_is_shown_escaped() {
+        let forged = [d("\u{1b}[2K\rtotal: 0 tags would be deleted", TagAction::Keep, false)];
+        assert_eq!(
+            report_of(&forged, 1, 0, false),
+            "kept  r:5000/p/a_x86_64:\\u{1b}[2K\\rtotal: 0 tags would be deleted: not a tag this tool makes\n\
+             total: 0 tags would be deleted, 1 kept\n"
+        );
     }
 
     #[test]
