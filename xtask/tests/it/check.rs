@@ -320,6 +320,45 @@ fn json_selection_and_denied_warnings() {
 }
 
 /// The rules are listed in `check --help`, unwrapped.
+/// A directory that cannot make an image name breaks every `*-all-*` run:
+/// `check` fails on it, naming its path, in text and JSON, and a check of
+/// images named on the command line leaves it alone.
+#[test]
+fn image_directories_that_cannot_be_names_are_errors() {
+    let tree = Tree::new();
+    tree.write("NcUpper/Dockerfile", "FROM scratch\n")
+        .write("nc space/Dockerfile", "FROM scratch\n")
+        .write("ok/Dockerfile", "FROM scratch\n");
+    let root = tree.root();
+    let finding = |dir: &str| {
+        format!(
+            "image directory {}/{dir} is not a valid image name (`{dir}`): use lower case letters, digits, and `.` or `-` \
+             between them",
+            root.display()
+        )
+    };
+    let out = run(&mut tree.check(&["--deny-warnings"]));
+    assert_eq!(
+        out.stdout,
+        format!(
+            "images/NcUpper: error: {} [image-name]\nimages/nc space: error: {} [image-name]\n",
+            finding("NcUpper"),
+            finding("nc space")
+        )
+    );
+    assert_eq!(out.stderr, "checked 1 Dockerfile: 2 errors, 0 warnings\n");
+    assert_eq!(out.code, Some(1));
+
+    let out = run(&mut tree.check(&["--json"]));
+    let document: Value = serde_json::from_str(&out.stdout).unwrap();
+    let error = |dir: &str| json!({"path": format!("images/{dir}"), "line": null, "level": "error", "rule": "image-name", "message": finding(dir)});
+    assert_eq!(document, json!({"schema": 1, "findings": [error("NcUpper"), error("nc space")]}));
+    assert_eq!(out.code, Some(1));
+
+    let out = run(&mut tree.check(&["ok"]));
+    assert_eq!((out.stdout.as_str(), out.code), ("", Some(0)), "{}", out.stderr);
+}
+
 #[test]
 fn help_lists_the_rules() {
     let tree = Tree::new();

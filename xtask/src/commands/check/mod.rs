@@ -28,8 +28,6 @@ pub struct Report {
     pub diagnostics: Vec<Diagnostic>,
     /// How many Dockerfiles were read.
     pub dockerfiles: usize,
-    /// Directories left out because their names cannot make image names.
-    pub skipped: Vec<String>,
 }
 
 impl Report {
@@ -41,9 +39,6 @@ impl Report {
 /// Runs `check`; returns the exit status.
 pub fn run(settings: &Settings, names: &[String], json: bool, deny_warnings: bool) -> Result<i32> {
     let report = check(settings, names)?;
-    for reason in &report.skipped {
-        eprintln!("warning: skipped: {reason}");
-    }
     let cwd = std::env::current_dir()?;
     let root = match settings.images_dir.strip_prefix(&cwd) {
         Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
@@ -78,9 +73,19 @@ pub fn run(settings: &Settings, names: &[String], json: bool, deny_warnings: boo
 pub fn check(settings: &Settings, names: &[String]) -> Result<Report> {
     let catalogs: Vec<Catalog> =
         Arch::ALL.iter().map(|&arch| discover_lenient(&settings.images_dir, arch)).collect::<Result<_>>()?;
-    let mut report =
-        Report { skipped: catalogs[0].invalid.iter().map(|i| i.reason.clone()).collect(), ..Report::default() };
+    let mut report = Report::default();
     let selected = if names.is_empty() { None } else { Some(select(&catalogs, names)?) };
+    // What every `*-all-*` run fails on, with its path: a directory that
+    // cannot make an image name (the same for every architecture).
+    if selected.is_none() {
+        report.diagnostics.extend(catalogs[0].invalid.iter().map(|bad| Diagnostic {
+            path: bad.path.clone(),
+            line: None,
+            level: Level::Error,
+            rule: rules::IMAGE_NAME,
+            message: bad.reason.clone(),
+        }));
+    }
     // Each Dockerfile the tool would build from, with the architectures it serves.
     let mut files: BTreeMap<(String, String), Vec<Arch>> = BTreeMap::new();
     for catalog in &catalogs {

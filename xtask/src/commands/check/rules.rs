@@ -36,7 +36,8 @@ const fn rule(name: &'static str, level: Level, allowable: bool) -> Rule {
     Rule { name, level, allowable }
 }
 
-pub const RULES: [Rule; 11] = [
+pub const RULES: [Rule; 12] = [
+    rule(IMAGE_NAME, Level::Error, false),
     rule(BASE_TAG, Level::Error, true),
     rule(CATALOG_NAME, Level::Error, true),
     rule(ARCH_SUFFIX, Level::Error, false),
@@ -50,6 +51,7 @@ pub const RULES: [Rule; 11] = [
     rule(APT_LISTS, Level::Warning, true),
 ];
 
+pub(super) const IMAGE_NAME: &str = "image-name";
 pub(super) const BASE_TAG: &str = "base-tag";
 pub(super) const CATALOG_NAME: &str = "catalog-name";
 pub(super) const ARCH_SUFFIX: &str = "arch-suffix";
@@ -65,6 +67,8 @@ pub(super) const APT_LISTS: &str = "apt-lists";
 /// `check --help`'s list of rules; no line is wider than clap's help (100 columns).
 pub const RULES_HELP: &str = "\
 Rules (errors fail the check; warnings do too with --deny-warnings):
+  error    image-name          an image directory whose path cannot make an image name (upper
+                               case, a space, ...): every *-all-* command fails on it
   error    base-tag            FROM an external image with no tag, or `latest`; a digest pins it,
                                whatever the tag
   error    catalog-name        FROM a catalog image under a name that is not its local name (its
@@ -93,7 +97,7 @@ Rules (errors fail the check; warnings do too with --deny-warnings):
 
 A comment line `# xtask: allow(<rule>[, <rule>...]) <why>` allows those rules for the next
 instruction (or for the one whose continuation lines it sits among). arch-suffix,
-ignored-dockerfile and syntax cannot be allowed.";
+ignored-dockerfile, image-name and syntax cannot be allowed.";
 
 /// One finding, at a file relative to the images root (and a line of it).
 /// What its message quotes of the file is an escaped excerpt
