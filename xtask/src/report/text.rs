@@ -53,11 +53,15 @@ pub fn plan_text(jobs: &[Job], skipped: &[Outcome]) -> String {
     let width = jobs.iter().map(|j| j.name.len()).chain(skipped.iter().map(|o| o.name().len())).max().unwrap_or(0);
     let mut out = String::new();
     for job in jobs {
-        let steps = if job.steps.is_empty() {
+        let mut steps = if job.steps.is_empty() {
             "nothing to do".to_string()
         } else {
             job.steps.iter().map(|s| s.describe()).collect::<Vec<_>>().join(", then ")
         };
+        if !job.runs_anyway() {
+            let names: Vec<&str> = job.only_if_built.iter().map(|&j| jobs[j].name.as_str()).collect();
+            steps = format!("only if {} is built: {steps}", names.join(" or "));
+        }
         let cache = job.cache.as_ref().map(|c| format!("; cache from {}", c.reference())).unwrap_or_default();
         out.push_str(&format!("{:<width$}  {}  {steps}  ({}{cache})\n", job.name, job.names.tag, job.why));
     }
