@@ -111,6 +111,18 @@ impl CacheSource {
     }
 }
 
+/// The image the last stage of a build starts from: its layers are in the
+/// built image, but the build did not make them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FromImage {
+    /// `FROM scratch`: every layer is the build's own.
+    Scratch,
+    /// An image by its reference, as the Dockerfile names it.
+    Image(String),
+    /// The Dockerfile leaves it to a variable that has no value.
+    Unknown,
+}
+
 /// One image's share of the plan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Job {
@@ -147,6 +159,9 @@ pub struct Job {
     /// Where a build takes unchanged steps from, if it builds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSource>,
+    /// What its build starts from.
+    #[serde(skip)]
+    pub from: FromImage,
 }
 
 impl std::ops::Index<JobIndex> for [Job] {
@@ -193,6 +208,8 @@ pub struct Target {
     pub names: ImageRef,
     /// Images (catalog indexes) this one is built `FROM`.
     pub bases: Vec<ImageIndex>,
+    /// What its build starts from.
+    pub from: FromImage,
 }
 
 impl Target {
@@ -360,6 +377,7 @@ pub fn plan(
                 requested: d.requested,
                 latest_was,
                 cache,
+                from: t.from.clone(),
             }
         })
         .collect()
@@ -558,6 +576,7 @@ mod tests {
                 remote: format!("r/{name}_x86_64"),
             },
             bases: bases.into_iter().map(ImageIndex).collect(),
+            from: FromImage::Scratch,
         }
     }
 
@@ -921,6 +940,7 @@ mod platform_tests {
             test: true,
             names: ImageRef { tag: "t".into(), local: format!("l/{name}"), remote: format!("r/{name}_x86_64") },
             bases: vec![],
+            from: FromImage::Scratch,
         };
         [(ImageIndex(0), t)].into()
     }

@@ -2,12 +2,14 @@
 //! their `*-all-*` forms): choose the images, observe what is there, plan,
 //! then print the plan (`--dry-run`) or execute it, and report.
 
+mod from;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use super::{observe, RunArgs};
 use crate::catalog::discovery::{discover_lenient, Catalog};
@@ -289,7 +291,8 @@ fn invalid_failure(reasons: &[String]) -> Option<i32> {
     (!reasons.is_empty()).then_some(EXIT_FAILURE)
 }
 
-/// The requested images and, transitively, the local images they are built on.
+/// The requested images and, transitively, the local images they are built
+/// on; each with what its build starts from.
 fn targets(catalog: &Catalog, settings: &Settings, requested: &[ImageIndex]) -> Result<HashMap<ImageIndex, Target>> {
     let mut bases: HashMap<ImageIndex, Vec<ImageIndex>> = HashMap::new();
     let mut stack = requested.to_vec();
@@ -303,10 +306,13 @@ fn targets(catalog: &Catalog, settings: &Settings, requested: &[ImageIndex]) -> 
     }
     let all: Vec<ImageIndex> = bases.keys().copied().collect();
     let tags = tagging::tags(catalog, settings, &all)?;
-    Ok(bases
+    bases
         .into_iter()
         .map(|(i, bases)| {
             let image = &catalog[i];
+            let dockerfile = image.dir(&catalog.root).join(&image.dockerfile);
+            let text = std::fs::read_to_string(&dockerfile)
+                .with_context(|| format!("cannot read {}", dockerfile.display()))?;
             let target = Target {
                 image: i,
                 name: image.name.clone(),
@@ -315,10 +321,11 @@ fn targets(catalog: &Catalog, settings: &Settings, requested: &[ImageIndex]) -> 
                 test: image.is_test(settings),
                 names: ImageRef::new(settings, &image.path, &tags[&i]),
                 bases,
+                from: from::from_image(&text, &settings.build_args),
             };
-            (i, target)
+            Ok((i, target))
         })
-        .collect())
+        .collect()
 }
 
 fn log_dir(settings: &Settings) -> Result<PathBuf> {

@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use super::{note, Context};
 use crate::engine;
 use crate::model::{Action, Bytes, CacheUse, Event, JobIndex, Outcome};
-use crate::planning::{Job, Step};
+use crate::planning::{FromImage, Job, Step};
 
 /// A job's work so far, kept while the build a failed pull fell back to
 /// waits for the images it is built on.
@@ -115,7 +115,10 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, work: &mut Partial) -> Result
     let build = |work: &mut Partial| -> Result<()> {
         let (built, used) = build_checked(ctx, job, log)?;
         work.size = Some(built.size);
-        work.bytes.built += built.size;
+        match own_bytes(ctx, job, &built) {
+            Some(own) => work.bytes.built += own,
+            None => work.bytes.unmeasured_builds += 1,
+        }
         engine.tag(&built.id, &remote)?;
         name_locally(&remote)?;
         work.action = work.action.max(Action::Built);
@@ -216,6 +219,21 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, work: &mut Partial) -> Result
         }
     }
     Ok(false)
+}
+
+/// The bytes of the layers a build made: the image's size less that of the
+/// image its last stage starts from, when that one is here to be measured
+/// and its layers are the first of the built image's. `None` when not.
+fn own_bytes(ctx: &Context, job: &Job, built: &engine::ImageDetails) -> Option<u64> {
+    let base = match &job.from {
+        FromImage::Scratch => return Some(built.size),
+        FromImage::Unknown => return None,
+        FromImage::Image(reference) => reference.as_str(),
+    };
+    let mut facts = ctx.engine.image_facts(&[&built.id, base]).ok()?;
+    let own = facts.remove(&built.id)?;
+    let base = facts.into_values().next()?;
+    own.layers.starts_with(&base.layers).then(|| own.size.saturating_sub(base.size))
 }
 
 /// What a job's build reads: its context, its Dockerfile, its labels.

@@ -292,6 +292,7 @@ mod tests {
                 requested: true,
                 latest_was: None,
                 cache: None,
+                from: crate::planning::FromImage::Scratch,
             })
             .collect()
     }

@@ -2,7 +2,8 @@
 //! image carries its base's layers, so the base is brought only for a build
 //! (a failed pull's too, then); a push leaves the base in the registry with
 //! what is built on it; every outcome says what happened to the base as well;
-//! and the builder is named only when something builds.
+//! the builder is named only when something builds; and the bytes built are
+//! those of the layers a build made.
 
 use serde_json::{json, Value};
 
@@ -39,6 +40,10 @@ fn push_by_hand(reference: &str) {
 /// The `reason` of each `--json` outcome, in order.
 fn reasons(images: &[Value]) -> Vec<&str> {
     images.iter().map(|o| o["reason"].as_str().unwrap_or("-")).collect()
+}
+
+fn size(reference: &str) -> u64 {
+    engine_ok(&["image", "inspect", "--format", "{{.Size}}", reference]).trim().parse().unwrap()
 }
 
 #[test]
@@ -176,4 +181,16 @@ fn a_base_is_reported_as_what_it_is_and_the_registry_as_what_it_said() {
     check("the registry lacks it", "");
     registry.stop();
     check("the registry cannot be asked", &format!("; cache from {}:latest", s.local("app")));
+}
+
+#[test]
+fn the_bytes_built_are_those_of_the_layers_built() {
+    let s = family("own-bytes");
+    let loaded = s.xtask(&["load", "app"]);
+    loaded.success();
+    // base's own layer, then app's: not the test base image's below them.
+    let own = size(&format!("{}:latest", s.local("app"))) - size(&base_image());
+    let expected = format!("bytes: 0 B pulled, {} built, 0 B pushed", xtask::report::human_bytes(own));
+    assert!(loaded.stderr_lines().contains(&expected.as_str()), "{expected}: {loaded}");
+    assert!(own < size(&base_image()), "the test images are not what this test needs");
 }
