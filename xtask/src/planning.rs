@@ -1,12 +1,18 @@
 //! Planning: what must happen to each image, decided from the images, their
 //! tags and what was observed of the engine and the registry. Pure: the plan
 //! is plain data that `--dry-run` prints and the executor runs.
+//!
+//! Bases are planned lazily: an image built `FROM` another of the catalog
+//! needs that base present only when it is built, since a pulled image
+//! carries its base's layers. A base is planned to run whatever happens
+//! when a dependent surely builds; when a dependent pulls and builds only if
+//! its pull fails, the base is planned to run only then ([`Job::only_if_built`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::model::{Arch, Platform};
+use crate::model::{Action, Arch, Platform};
 use crate::model::{ImageIndex, ImageInfo, ImageRef, JobIndex};
 
 /// What the user asked for.
@@ -68,6 +74,24 @@ impl Step {
     }
 }
 
+/// Whether steps build: surely, only when a pull fails, or never.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Builds {
+    Surely,
+    IfPullFails,
+    Never,
+}
+
+fn builds(steps: &[Step]) -> Builds {
+    if steps.contains(&Step::Build) {
+        Builds::Surely
+    } else if steps.contains(&Step::Pull { or_build: true }) {
+        Builds::IfPullFails
+    } else {
+        Builds::Never
+    }
+}
+
 /// What a build takes unchanged steps from: the previous version of the
 /// image, for the same architecture.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -87,6 +111,18 @@ impl CacheSource {
     }
 }
 
+/// The image the last stage of a build starts from: its layers are in the
+/// built image, but the build did not make them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FromImage {
+    /// `FROM scratch`: every layer is the build's own.
+    Scratch,
+    /// An image by its reference, as the Dockerfile names it.
+    Image(String),
+    /// The Dockerfile leaves it to a variable that has no value.
+    Unknown,
+}
+
 /// One image's share of the plan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Job {
@@ -103,10 +139,18 @@ pub struct Job {
     pub names: ImageRef,
     pub steps: Vec<Step>,
     pub why: String,
-    /// Jobs (indexes into the plan) that must finish first: the local images
-    /// this one is built `FROM`.
+    /// Jobs (indexes into the plan) that must finish before this one starts:
+    /// the local images it surely builds `FROM`.
     pub after: Vec<JobIndex>,
-    /// False for a base brought in only because a requested image builds on it.
+    /// Jobs that must finish before the build a failed pull falls back to:
+    /// the local images it is built `FROM`, brought only then.
+    pub build_after: Vec<JobIndex>,
+    /// Empty for a job that runs whatever happens. Otherwise it runs only
+    /// when one of these jobs builds (its pull failed): it brings a base
+    /// that build needs, and is of no use otherwise.
+    pub only_if_built: Vec<JobIndex>,
+    /// False for a base brought in only because a requested image builds on
+    /// it (or, for push, is built on it).
     pub requested: bool,
     /// The platform the local `:latest` is for now, when this job moves it
     /// from an image for another architecture.
@@ -115,6 +159,9 @@ pub struct Job {
     /// Where a build takes unchanged steps from, if it builds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSource>,
+    /// What its build starts from.
+    #[serde(skip)]
+    pub from: FromImage,
 }
 
 impl std::ops::Index<JobIndex> for [Job] {
@@ -133,6 +180,21 @@ impl Job {
     pub fn may_build(&self) -> bool {
         self.steps.iter().any(Step::may_build)
     }
+
+    /// Whether it runs whatever happens (else only when a build needs it).
+    pub fn runs_anyway(&self) -> bool {
+        self.only_if_built.is_empty()
+    }
+
+    /// What a job with no steps reports: a requested image of `test` or
+    /// `push` is skipped (the registry has it); anything else is present.
+    pub fn idle(&self, mode_idle: Action) -> Action {
+        if self.requested {
+            mode_idle
+        } else {
+            Action::Present
+        }
+    }
 }
 
 /// An image as the planner sees it.
@@ -146,6 +208,8 @@ pub struct Target {
     pub names: ImageRef,
     /// Images (catalog indexes) this one is built `FROM`.
     pub bases: Vec<ImageIndex>,
+    /// What its build starts from.
+    pub from: FromImage,
 }
 
 impl Target {
@@ -162,7 +226,8 @@ pub struct Observed {
     /// The platform of local images, by ID. An image counts as present only
     /// when it is for the architecture asked for.
     pub platforms: HashMap<String, Platform>,
-    /// Whether the registry has each image's tag (looked up for test and push).
+    /// Whether the registry has each image's tag (looked up for test and
+    /// push, and for load where the image is not present).
     pub remote: HashMap<ImageIndex, bool>,
     /// Whether the registry has each image's `<remote>:latest` (looked up for
     /// images that may build and have no local `:latest` for the architecture).
@@ -194,6 +259,36 @@ impl Observed {
     }
 }
 
+/// One image's share of the plan while it is made.
+struct Draft {
+    steps: Vec<Step>,
+    /// Why it has its steps: the mode's reason, or how it is brought here.
+    why: String,
+    /// How it is brought here, when that was added to steps of the mode's
+    /// that would not have (a requested image of `test`, a pushed base).
+    load_why: Option<String>,
+    requested: bool,
+    /// Whether it will be present under its local names once its steps ran
+    /// (or fail trying): what is built on it then needs nothing more of it.
+    local: bool,
+    runs: Runs,
+}
+
+impl Draft {
+    /// A job that runs whatever happens, with the steps of the command.
+    fn anyway(steps: Vec<Step>, why: String, requested: bool, local: bool) -> Draft {
+        Draft { steps, why, load_why: None, requested, local, runs: Runs::Anyway }
+    }
+}
+
+/// When a job runs, and so when a base it brings is needed: whatever
+/// happens, or only when one of these images builds (its pull failed).
+#[derive(Clone)]
+enum Runs {
+    Anyway,
+    OnlyIfBuilt(BTreeSet<ImageIndex>),
+}
+
 /// `targets` holds every requested image and every image they are built on
 /// (catalog index -> target); `requested` lists the requested ones.
 pub fn plan(
@@ -202,71 +297,162 @@ pub fn plan(
     seen: &Observed,
     opts: Options,
 ) -> Vec<Job> {
-    let mut steps: HashMap<ImageIndex, (Vec<Step>, String)> =
-        requested.iter().map(|&i| (i, mode_steps(&targets[&i], seen, opts))).collect();
-    let arch = opts.arch;
-
-    // Whatever may be built needs its bases present under their local names
-    // first: load them, or make their own job bring them.
-    let mut stack: Vec<ImageIndex> =
-        requested.iter().copied().filter(|i| steps[i].0.iter().any(Step::may_build)).collect();
-    let mut needs_local: HashSet<ImageIndex> = HashSet::new();
-    while let Some(i) = stack.pop() {
-        for &base in &targets[&i].bases {
-            if needs_local.insert(base) {
-                let (own, _) = steps.get(&base).cloned().unwrap_or_default();
-                if !own.iter().any(Step::brings_local) {
-                    let (load, why) = load_steps(&targets[&base], seen, opts.skip_load, arch);
-                    let entry = steps.entry(base).or_insert_with(|| (Vec::new(), why.clone()));
-                    if !requested.contains(&base) {
-                        entry.1 = format!("base of another image; {why}");
-                    }
-                    let mut merged = load;
-                    merged.extend(own);
-                    entry.0 = merged;
-                }
-                if steps[&base].0.iter().any(Step::may_build) {
-                    stack.push(base);
-                }
+    let mut drafts: HashMap<ImageIndex, Draft> = HashMap::new();
+    for &i in requested {
+        let (steps, why) = mode_steps(&targets[&i], seen, opts);
+        // A load's steps are load steps: they leave it here, or fail.
+        let local = opts.mode == Mode::Load || steps.iter().any(|s| s.brings_local() || *s == Step::Missing);
+        drafts.insert(i, Draft::anyway(steps, why, true, local));
+    }
+    if opts.mode == Mode::Push {
+        // What a pushed image is built on is pushed too, so that any
+        // machine can build on it without building it again.
+        for i in bases_of(targets, requested) {
+            let (steps, why) = push_steps(&targets[&i], seen, opts.arch);
+            if !steps.is_empty() {
+                let local = steps.contains(&Step::Build);
+                drafts.insert(i, Draft::anyway(steps, why, false, local));
             }
         }
     }
 
-    let mut order: Vec<ImageIndex> = steps.keys().copied().collect();
+    // Whatever builds needs its bases present under their local names
+    // first: planned to run anyway for a build that surely happens, and
+    // only when needed for one a failed pull falls back to.
+    let mut stack: Vec<ImageIndex> = drafts.keys().copied().collect();
+    while let Some(i) = stack.pop() {
+        let draft = &drafts[&i];
+        let need = match builds(&draft.steps) {
+            Builds::Never => continue,
+            Builds::Surely => draft.runs.clone(),
+            Builds::IfPullFails => Runs::OnlyIfBuilt([i].into()),
+        };
+        for base in &targets[&i].bases {
+            if bring(&mut drafts, &targets[base], &need, seen, opts) {
+                stack.push(*base);
+            }
+        }
+    }
+    // A base wanted only for a build that may not happen, and present
+    // already, would do nothing: it is no job.
+    drafts.retain(|_, d| matches!(d.runs, Runs::Anyway) || !d.steps.is_empty());
+
+    let mut order: Vec<ImageIndex> = drafts.keys().copied().collect();
     order.sort_by(|a, b| targets[a].name.cmp(&targets[b].name));
     let position: HashMap<ImageIndex, JobIndex> = order.iter().enumerate().map(|(p, &i)| (i, JobIndex(p))).collect();
+    let positions = |images: &mut dyn Iterator<Item = &ImageIndex>| -> Vec<JobIndex> {
+        let mut found: Vec<JobIndex> = images.filter_map(|i| position.get(i).copied()).collect();
+        found.sort_unstable();
+        found
+    };
     order
         .iter()
         .map(|&i| {
             let t = &targets[&i];
-            let (job_steps, why) = steps.remove(&i).expect("every ordered image has steps");
-            let after = if job_steps.iter().any(Step::may_build) {
-                t.bases.iter().filter_map(|b| position.get(b).copied()).collect()
-            } else {
-                Vec::new()
-            };
-            let names_locally = job_steps.iter().any(Step::brings_local);
-            let latest_was =
-                names_locally.then(|| seen.foreign(&t.names.local_latest(), arch)).flatten().map(|p| p.to_string());
+            let d = &drafts[&i];
+            let bases = |when: Builds| if builds(&d.steps) == when { positions(&mut t.bases.iter()) } else { vec![] };
+            let names_locally = d.steps.iter().any(Step::brings_local);
+            let latest_was = names_locally
+                .then(|| seen.foreign(&t.names.local_latest(), opts.arch))
+                .flatten()
+                .map(|p| p.to_string());
             let cache =
-                (opts.cache && job_steps.iter().any(Step::may_build)).then(|| cache_source(t, seen, arch)).flatten();
+                (opts.cache && d.steps.iter().any(Step::may_build)).then(|| cache_source(t, seen, opts.arch)).flatten();
             Job {
                 image: i,
                 name: t.name.clone(),
                 path: t.path.clone(),
                 dockerfile: t.dockerfile.clone(),
-                arch,
+                arch: opts.arch,
                 test: t.test,
                 names: t.names.clone(),
-                steps: job_steps,
-                why,
-                after,
-                requested: requested.contains(&i),
+                steps: d.steps.clone(),
+                why: why(d, &dependents(targets, i)),
+                after: bases(Builds::Surely),
+                build_after: bases(Builds::IfPullFails),
+                only_if_built: match &d.runs {
+                    Runs::Anyway => vec![],
+                    Runs::OnlyIfBuilt(triggers) => positions(&mut triggers.iter()),
+                },
+                requested: d.requested,
                 latest_was,
                 cache,
+                from: t.from.clone(),
             }
         })
         .collect()
+}
+
+/// Makes `base` present before a build that runs as `need` says: plans its
+/// load, or makes its job run whenever that build does. Whether its draft
+/// changed, so that what it is built on must be looked at again.
+fn bring(drafts: &mut HashMap<ImageIndex, Draft>, t: &Target, need: &Runs, seen: &Observed, opts: Options) -> bool {
+    let Some(d) = drafts.get_mut(&t.image) else {
+        let (steps, why) = load_steps(t, seen, opts.skip_load, opts.arch);
+        let draft = Draft { steps, why, load_why: None, requested: false, local: true, runs: need.clone() };
+        drafts.insert(t.image, draft);
+        return true;
+    };
+    let mut changed = false;
+    if !d.local {
+        // Its job runs anyway and would not bring it here (the registry has
+        // it, or it is pushed from another name): it brings it first, even
+        // for a build that may not happen, since a job runs once.
+        let (load, why) = load_steps(t, seen, opts.skip_load, opts.arch);
+        if !load.is_empty() {
+            d.steps.splice(0..0, load);
+            d.load_why = Some(why);
+        }
+        d.local = true;
+        changed = true;
+    }
+    match (&mut d.runs, need) {
+        (Runs::Anyway, _) => {}
+        (runs, Runs::Anyway) => {
+            *runs = Runs::Anyway;
+            changed = true;
+        }
+        (Runs::OnlyIfBuilt(triggers), Runs::OnlyIfBuilt(more)) => {
+            let before = triggers.len();
+            triggers.extend(more);
+            changed |= triggers.len() != before;
+        }
+    }
+    changed
+}
+
+/// Every image the requested ones are built on, however deep, that is not
+/// requested itself; sorted.
+fn bases_of(targets: &HashMap<ImageIndex, Target>, requested: &[ImageIndex]) -> Vec<ImageIndex> {
+    let mut found: BTreeSet<ImageIndex> = BTreeSet::new();
+    let mut stack: Vec<ImageIndex> = requested.to_vec();
+    while let Some(i) = stack.pop() {
+        for &base in &targets[&i].bases {
+            if !requested.contains(&base) && found.insert(base) {
+                stack.push(base);
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// The names of the images of `targets` built on `image`, sorted.
+fn dependents(targets: &HashMap<ImageIndex, Target>, image: ImageIndex) -> Vec<String> {
+    let mut names: Vec<String> =
+        targets.values().filter(|t| t.bases.contains(&image)).map(|t| t.name.clone()).collect();
+    names.sort();
+    names
+}
+
+/// Why a job has its steps: a base says whose base it is.
+fn why(d: &Draft, dependents: &[String]) -> String {
+    let of = dependents.join(", ");
+    match (&d.load_why, d.requested) {
+        (None, true) => d.why.clone(),
+        (Some(load), true) => format!("{}; base of {of}: {load}", d.why),
+        (None, false) => format!("base of {of}; {}", d.why),
+        (Some(load), false) => format!("base of {of}; {}; {load}", d.why),
+    }
 }
 
 /// The previous version to build on: the local `:latest` when it is for
@@ -297,6 +483,8 @@ pub fn wants_remote_latest(jobs: &[Job], seen: &Observed, arch: Arch) -> Vec<Ima
         .collect()
 }
 
+/// What makes an image present under its local names: nothing, a tag, a
+/// pull (else a build) or a build, as what is here and in the registry says.
 fn load_steps(t: &Target, seen: &Observed, skip_load: bool, arch: Arch) -> (Vec<Step>, String) {
     let [local, latest, remote] = t.names.plan_names();
     if let Some(id) = seen.present(&local, arch) {
@@ -323,9 +511,23 @@ fn load_steps(t: &Target, seen: &Observed, skip_load: bool, arch: Arch) -> (Vec<
     }
 }
 
-fn mode_steps(t: &Target, seen: &Observed, opts: Options) -> (Vec<Step>, String) {
+/// What pushing an image takes: nothing when the registry has its tag,
+/// else a push from the name it has here, built first when it has none.
+fn push_steps(t: &Target, seen: &Observed, arch: Arch) -> (Vec<Step>, String) {
     let [local, _, remote] = t.names.plan_names();
-    let in_registry = seen.remote.get(&t.image).copied();
+    if seen.remote.get(&t.image) == Some(&true) {
+        (vec![], "the registry has it".into())
+    } else if seen.present(&remote, arch).is_some() {
+        (vec![Step::Push { from: None }], "the registry lacks it".into())
+    } else if seen.present(&local, arch).is_some() {
+        (vec![Step::Push { from: Some(local) }], "the registry lacks it".into())
+    } else {
+        (vec![Step::Build, Step::Push { from: None }], "the registry lacks it and it is not present locally".into())
+    }
+}
+
+fn mode_steps(t: &Target, seen: &Observed, opts: Options) -> (Vec<Step>, String) {
+    let remote = t.names.remote_tagged();
     let arch = opts.arch;
     match opts.mode {
         Mode::Load => load_steps(t, seen, opts.skip_load, arch),
@@ -343,25 +545,13 @@ fn mode_steps(t: &Target, seen: &Observed, opts: Options) -> (Vec<Step>, String)
                 (vec![Step::Missing], format!("{remote} is not present locally: pull or build it first"))
             }
         }
-        Mode::Test => match in_registry {
+        Mode::Test => match seen.remote.get(&t.image) {
             Some(true) => (vec![], "the registry has it".into()),
-            _ => (vec![Step::Build], "the registry lacks it".into()),
+            Some(false) => (vec![Step::Build], "the registry lacks it".into()),
+            None => (vec![Step::Build], "the registry cannot be asked".into()),
         },
         Mode::Push => {
-            let mut steps = Vec::new();
-            let why;
-            if in_registry == Some(true) {
-                why = "the registry has it".to_string();
-            } else if seen.present(&remote, arch).is_some() {
-                steps.push(Step::Push { from: None });
-                why = "the registry lacks it".into();
-            } else if seen.present(&local, arch).is_some() {
-                steps.push(Step::Push { from: Some(local) });
-                why = "the registry lacks it".into();
-            } else {
-                steps.extend([Step::Build, Step::Push { from: None }]);
-                why = "the registry lacks it and it is not present locally".into();
-            }
+            let (mut steps, why) = push_steps(t, seen, arch);
             if opts.push_latest {
                 steps.push(Step::PushLatest);
             }
@@ -369,7 +559,6 @@ fn mode_steps(t: &Target, seen: &Observed, opts: Options) -> (Vec<Step>, String)
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,6 +576,7 @@ mod tests {
                 remote: format!("r/{name}_x86_64"),
             },
             bases: bases.into_iter().map(ImageIndex).collect(),
+            from: FromImage::Scratch,
         }
     }
 
@@ -428,16 +618,248 @@ mod tests {
     }
 
     #[test]
-    fn load_missing_pulls_else_builds_after_its_base() {
+    fn load_missing_pulls_else_builds_and_brings_its_base_only_for_that_build() {
         let jobs = plan(&targets(), &[ImageIndex(1)], &Observed::default(), opts(Mode::Load));
         assert_eq!(
-            summary(&jobs),
-            vec![
-                ("base".into(), vec![Step::Pull { or_build: true }], vec![], false),
-                ("top".into(), vec![Step::Pull { or_build: true }], vec![0], true),
+            planned(&jobs),
+            [
+                job("base", &[PULL_ELSE_BUILD], "base of top; not present locally", &[], &[], &["top"], false),
+                job("top", &[PULL_ELSE_BUILD], "not present locally", &[], &["base"], &[], true),
             ]
         );
-        assert_eq!(jobs[0].why, "base of another image; not present locally");
+    }
+
+    /// A job as the tests compare it: all the plan decides of it.
+    #[derive(Debug, PartialEq)]
+    struct Planned {
+        name: String,
+        steps: Vec<Step>,
+        why: String,
+        after: Vec<String>,
+        build_after: Vec<String>,
+        only_if_built: Vec<String>,
+        requested: bool,
+    }
+
+    const PULL_ELSE_BUILD: Step = Step::Pull { or_build: true };
+
+    fn planned(jobs: &[Job]) -> Vec<Planned> {
+        let names = |js: &[JobIndex]| js.iter().map(|&j| jobs[j].name.clone()).collect();
+        jobs.iter()
+            .map(|j| Planned {
+                name: j.name.clone(),
+                steps: j.steps.clone(),
+                why: j.why.clone(),
+                after: names(&j.after),
+                build_after: names(&j.build_after),
+                only_if_built: names(&j.only_if_built),
+                requested: j.requested,
+            })
+            .collect()
+    }
+
+    fn job(
+        name: &str,
+        steps: &[Step],
+        why: &str,
+        after: &[&str],
+        build_after: &[&str],
+        only_if_built: &[&str],
+        requested: bool,
+    ) -> Planned {
+        let strings = |s: &[&str]| s.iter().map(|n| n.to_string()).collect();
+        Planned {
+            name: name.into(),
+            steps: steps.to_vec(),
+            why: why.into(),
+            after: strings(after),
+            build_after: strings(build_after),
+            only_if_built: strings(only_if_built),
+            requested,
+        }
+    }
+
+    /// `app` and `web` built on `base`, built on `root`; `solo` alone.
+    fn family() -> HashMap<ImageIndex, Target> {
+        [
+            target(0, "root", vec![]),
+            target(1, "base", vec![0]),
+            target(2, "app", vec![1]),
+            target(3, "web", vec![1]),
+            target(4, "solo", vec![]),
+        ]
+        .map(|t| (t.image, t))
+        .into()
+    }
+
+    /// What the registry has, by image.
+    fn registry(seen: &mut Observed, has: &[(usize, bool)]) {
+        seen.remote.extend(has.iter().map(|&(i, has)| (ImageIndex(i), has)));
+    }
+
+    #[test]
+    fn a_pulled_image_brings_its_base_only_when_its_pull_fails() {
+        let mut seen = Observed::default();
+        registry(&mut seen, &[(0, false), (1, false), (2, true)]);
+        let jobs = plan(&family(), &[ImageIndex(2)], &seen, opts(Mode::Load));
+        assert_eq!(
+            planned(&jobs),
+            [
+                job("app", &[PULL_ELSE_BUILD], "in the registry", &[], &["base"], &[], true),
+                job("base", &[Step::Build], "base of app, web; not in the registry", &["root"], &[], &["app"], false),
+                job("root", &[Step::Build], "base of base; not in the registry", &[], &[], &["app"], false),
+            ]
+        );
+        // Each base of a base pulled is needed only if that one's pull fails.
+        registry(&mut seen, &[(1, true)]);
+        let jobs = plan(&family(), &[ImageIndex(2)], &seen, opts(Mode::Load));
+        assert_eq!(
+            planned(&jobs),
+            [
+                job("app", &[PULL_ELSE_BUILD], "in the registry", &[], &["base"], &[], true),
+                job("base", &[PULL_ELSE_BUILD], "base of app, web; in the registry", &[], &["root"], &["app"], false),
+                job("root", &[Step::Build], "base of base; not in the registry", &[], &[], &["base"], false),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_build_brings_its_bases_whatever_happens() {
+        let mut seen = Observed::default();
+        registry(&mut seen, &[(0, false), (1, true), (2, false)]);
+        let jobs = plan(&family(), &[ImageIndex(2)], &seen, opts(Mode::Load));
+        assert_eq!(
+            planned(&jobs),
+            [
+                job("app", &[Step::Build], "not in the registry", &["base"], &[], &[], true),
+                job("base", &[PULL_ELSE_BUILD], "base of app, web; in the registry", &[], &["root"], &[], false),
+                job("root", &[Step::Build], "base of base; not in the registry", &[], &[], &["base"], false),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_base_wanted_by_several_builds_says_so_and_runs_anyway_once_one_is_sure() {
+        let mut seen = local(&[("l/root:t0", "id"), ("l/root:latest", "id")]);
+        registry(&mut seen, &[(1, false), (2, true), (3, true)]);
+        let jobs = plan(&family(), &[ImageIndex(2), ImageIndex(3)], &seen, opts(Mode::Load));
+        // root is present: a base that would do nothing is no job.
+        assert_eq!(
+            planned(&jobs),
+            [
+                job("app", &[PULL_ELSE_BUILD], "in the registry", &[], &["base"], &[], true),
+                job("base", &[Step::Build], "base of app, web; not in the registry", &[], &[], &["app", "web"], false),
+                job("web", &[PULL_ELSE_BUILD], "in the registry", &[], &["base"], &[], true),
+            ]
+        );
+        assert_eq!(
+            crate::report::plan_text(&jobs, &[]).lines().nth(1),
+            Some("base  t1  only if app or web is built: build  (base of app, web; not in the registry)")
+        );
+        registry(&mut seen, &[(3, false)]);
+        let jobs = plan(&family(), &[ImageIndex(2), ImageIndex(3)], &seen, opts(Mode::Load));
+        assert_eq!(
+            planned(&jobs),
+            [
+                job("app", &[PULL_ELSE_BUILD], "in the registry", &[], &["base"], &[], true),
+                job("base", &[Step::Build], "base of app, web; not in the registry", &["root"], &[], &[], false),
+                job("root", &[], "base of base; present", &[], &[], &[], false),
+                job("web", &[Step::Build], "not in the registry", &["base"], &[], &[], true),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pull_needs_no_base_and_a_present_image_looks_at_none() {
+        let mut seen = local(&[("l/app:t2", "id"), ("l/app:latest", "id")]);
+        registry(&mut seen, &[(0, false), (1, false)]);
+        let jobs = plan(&family(), &[ImageIndex(2)], &seen, opts(Mode::Load));
+        assert_eq!(planned(&jobs), [job("app", &[], "present", &[], &[], &[], true)]);
+        let jobs = plan(&family(), &[ImageIndex(2)], &Observed::default(), opts(Mode::Pull));
+        assert_eq!(
+            planned(&jobs),
+            [job("app", &[Step::Pull { or_build: false }], "pull requested", &[], &[], &[], true)]
+        );
+    }
+
+    #[test]
+    fn push_pushes_the_bases_the_registry_lacks() {
+        let build_push = [Step::Build, Step::Push { from: None }];
+        let lacks = "the registry lacks it and it is not present locally";
+        let mut seen = Observed::default();
+        registry(&mut seen, &[(0, true), (1, false), (2, false)]);
+        let jobs = plan(&family(), &[ImageIndex(2)], &seen, opts(Mode::Push));
+        assert_eq!(
+            planned(&jobs),
+            [
+                job("app", &build_push, lacks, &["base"], &[], &[], true),
+                job("base", &build_push, &format!("base of app, web; {lacks}"), &["root"], &[], &[], false),
+                job("root", &[PULL_ELSE_BUILD], "base of base; in the registry", &[], &[], &[], false),
+            ]
+        );
+        // When nothing is built, a base present here is pushed from its
+        // local name, and one the registry has needs nothing.
+        let mut seen = local(&[("l/base:t1", "id"), ("l/app:t2", "id")]);
+        registry(&mut seen, &[(0, true), (1, false), (2, true)]);
+        let jobs = plan(&family(), &[ImageIndex(2)], &seen, opts(Mode::Push));
+        assert_eq!(
+            planned(&jobs),
+            [
+                job("app", &[], "the registry has it", &[], &[], &[], true),
+                job(
+                    "base",
+                    &[Step::Push { from: Some("l/base:t1".into()) }],
+                    "base of app, web; the registry lacks it",
+                    &[],
+                    &[],
+                    &[],
+                    false
+                ),
+            ]
+        );
+        assert_eq!(jobs[0].idle(Action::Skipped), Action::Skipped);
+    }
+
+    #[test]
+    fn test_says_what_a_base_is_and_what_it_is_not() {
+        let mut seen = local(&[("l/base:t1", "id"), ("l/base:latest", "id")]);
+        registry(&mut seen, &[(0, false), (1, false), (2, false)]);
+        let jobs = plan(&family(), &[ImageIndex(2)], &seen, opts(Mode::Test));
+        let expected = |why: &str| {
+            [
+                job("app", &[Step::Build], why, &["base"], &[], &[], true),
+                job("base", &[], "base of app, web; present", &[], &[], &[], false),
+            ]
+        };
+        assert_eq!(planned(&jobs), expected("the registry lacks it"));
+        // Present, never skipped as if the registry had it.
+        assert_eq!(jobs[1].idle(Action::Skipped), Action::Present);
+        // With the registry down, nothing is said of what it has.
+        let mut down = local(&[("l/base:t1", "id"), ("l/base:latest", "id")]);
+        down.registry_down = true;
+        let jobs = plan(&family(), &[ImageIndex(2)], &down, opts(Mode::Test));
+        assert_eq!(planned(&jobs), expected("the registry cannot be asked"));
+        // A requested image the registry has is skipped, unless a build
+        // needs it here.
+        registry(&mut seen, &[(1, true)]);
+        seen.local.clear();
+        let jobs = plan(&family(), &[ImageIndex(1), ImageIndex(2)], &seen, opts(Mode::Test));
+        assert_eq!(
+            planned(&jobs),
+            [
+                job("app", &[Step::Build], "the registry lacks it", &["base"], &[], &[], true),
+                job(
+                    "base",
+                    &[PULL_ELSE_BUILD],
+                    "the registry has it; base of app, web: in the registry",
+                    &[],
+                    &["root"],
+                    &[],
+                    true
+                ),
+                job("root", &[Step::Build], "base of base; not in the registry", &[], &[], &["base"], false),
+            ]
+        );
     }
 
     #[test]
@@ -518,6 +940,7 @@ mod platform_tests {
             test: true,
             names: ImageRef { tag: "t".into(), local: format!("l/{name}"), remote: format!("r/{name}_x86_64") },
             bases: vec![],
+            from: FromImage::Scratch,
         };
         [(ImageIndex(0), t)].into()
     }

@@ -2,23 +2,25 @@
 //! their `*-all-*` forms): choose the images, observe what is there, plan,
 //! then print the plan (`--dry-run`) or execute it, and report.
 
+mod from;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use super::{observe, RunArgs};
 use crate::catalog::discovery::{discover_lenient, Catalog};
 use crate::catalog::shard::{self, Shard};
-use crate::catalog::tagging;
+use crate::catalog::{image_files, tagging};
 use crate::config::Settings;
 use crate::engine::{cross, Builder, Engine, EngineCli};
 use crate::execute;
 use crate::git::history;
 use crate::git::provenance::{GitState, Provenance};
-use crate::model::{Action, Arch, ImageIndex, ImageInfo, ImageRef, Outcome, EXIT_FAILURE, EXIT_INTERRUPTED};
+use crate::model::{escape, Action, Arch, ImageIndex, ImageInfo, ImageRef, Outcome, EXIT_FAILURE, EXIT_INTERRUPTED};
 use crate::planning::{Job, Mode, Options, Target};
 use crate::registry::Registry;
 use crate::report::{self, Progress, Reporter, Verbosity};
@@ -51,7 +53,7 @@ pub fn run(
     let registry = Registry::of(settings).retrying(engine.retry().clone());
     let asking = observe::Asking { registry: &registry, parallel: args.parallelism(), events: &reporter };
     let want = observe::Wanted { mode, arch: settings.arch, skip_load: args.skip_image_load };
-    let mut seen = match observe::observe(&engine, &asking, want, &targets, &chosen.requested)? {
+    let mut seen = match observe::observe(&engine, &asking, want, &targets)? {
         Ok(seen) => seen,
         Err(unreachable) => return fail_every_image(settings, mode, args, &chosen, &targets, &unreachable),
     };
@@ -73,10 +75,10 @@ pub fn run(
         return Ok(invalid_failure(&chosen.invalid).unwrap_or(0));
     }
     let work = Execution { settings, mode, args, engine: &engine, registry: &registry, reporter: &reporter };
-    let mut outcomes = work.execute(&chosen, &jobs, seen.registry_down)?;
+    let (mut outcomes, built) = work.execute(&chosen, &jobs, seen.registry_down)?;
     outcomes.sort_by(|a, b| a.name().cmp(b.name()));
     if args.json {
-        let builder = jobs.iter().any(Job::may_build).then(|| engine.builder().kind());
+        let builder = built.then(|| engine.builder().kind());
         report::print_json(&report::OutcomeDocument { mode, arch: settings.arch, builder, images: &outcomes })?;
     }
     eprint!("{}", report::summary_text(&outcomes, verbosity(args)));
@@ -202,8 +204,8 @@ struct Execution<'a> {
 
 impl Execution<'_> {
     /// Runs the plan's jobs, with progress; the outcomes of every image,
-    /// the skipped ones too.
-    fn execute(&self, chosen: &Chosen, jobs: &[Job], registry_down: bool) -> Result<Vec<Outcome>> {
+    /// the skipped ones too, and whether anything was built.
+    fn execute(&self, chosen: &Chosen, jobs: &[Job], registry_down: bool) -> Result<(Vec<Outcome>, bool)> {
         let (settings, mode, args, engine) = (self.settings, self.mode, self.args, self.engine);
         let log_dir = log_dir(settings)?;
         let idle = if matches!(mode, Mode::Test | Mode::Push) { Action::Skipped } else { Action::Present };
@@ -212,13 +214,17 @@ impl Execution<'_> {
         // foreign build the host's layers: such builds go without the cache.
         let fresh_builds =
             may_build && settings.arch != Arch::host()? && engine.builder().shares_cache_across_platforms();
-        if may_build && !args.quiet {
-            self.reporter.note(&builder_note(engine.builder(), fresh_builds, settings.arch));
-        }
+        // Said when a build starts: a run may only pull, or build only
+        // when a pull fails. Only a run that may build asks the builder.
+        let builds = execute::Builds::announcing(
+            (may_build && !args.quiet).then(|| builder_note(engine.builder(), fresh_builds, settings.arch)),
+        );
         // What built images are labelled with: git is asked only when something may build.
         let git = if may_build { GitState::read(&settings.images_dir) } else { None };
         let provenance = Provenance::new(settings, git);
-        let progress = Progress::new(self.reporter, jobs.len(), settings.interactive, verbosity(args));
+        // A job that runs only if a build needs it is counted when it does.
+        let total = jobs.iter().filter(|j| j.runs_anyway()).count() + chosen.skipped.len();
+        let progress = Progress::new(self.reporter, total, settings.interactive, verbosity(args));
         let ctx = execute::Context {
             engine,
             images_root: &chosen.catalog.root,
@@ -234,6 +240,7 @@ impl Execution<'_> {
             direct_push: mode == Mode::Push && may_build && engine.pushes_from_builder(),
             provenance: &provenance,
             prebuilt: &Default::default(),
+            builds: &builds,
             events: &progress,
         };
         if may_build {
@@ -249,7 +256,7 @@ impl Execution<'_> {
         // image-ID file after this run began.
         remove_left_behind(&log_dir);
         outcomes.extend(chosen.skipped.iter().cloned());
-        Ok(outcomes)
+        Ok((outcomes, builds.started()))
     }
 }
 
@@ -284,7 +291,8 @@ fn invalid_failure(reasons: &[String]) -> Option<i32> {
     (!reasons.is_empty()).then_some(EXIT_FAILURE)
 }
 
-/// The requested images and, transitively, the local images they are built on.
+/// The requested images and, transitively, the local images they are built
+/// on; each with what its build starts from.
 fn targets(catalog: &Catalog, settings: &Settings, requested: &[ImageIndex]) -> Result<HashMap<ImageIndex, Target>> {
     let mut bases: HashMap<ImageIndex, Vec<ImageIndex>> = HashMap::new();
     let mut stack = requested.to_vec();
@@ -298,10 +306,19 @@ fn targets(catalog: &Catalog, settings: &Settings, requested: &[ImageIndex]) -> 
     }
     let all: Vec<ImageIndex> = bases.keys().copied().collect();
     let tags = tagging::tags(catalog, settings, &all)?;
-    Ok(bases
+    bases
         .into_iter()
         .map(|(i, bases)| {
             let image = &catalog[i];
+            // Read as the catalog reads it: a bounded regular file inside the image.
+            let dir = image.dir(&catalog.root);
+            let text = image_files::read(&dir, &image.dockerfile)?.with_context(|| {
+                format!(
+                    "cannot read {}: No such file or directory",
+                    escape(&dir.join(&image.dockerfile).display().to_string())
+                )
+            })?;
+            let text = String::from_utf8_lossy(&text);
             let target = Target {
                 image: i,
                 name: image.name.clone(),
@@ -310,10 +327,11 @@ fn targets(catalog: &Catalog, settings: &Settings, requested: &[ImageIndex]) -> 
                 test: image.is_test(settings),
                 names: ImageRef::new(settings, &image.path, &tags[&i]),
                 bases,
+                from: from::from_image(&text, &settings.build_args),
             };
-            (i, target)
+            Ok((i, target))
         })
-        .collect())
+        .collect()
 }
 
 fn log_dir(settings: &Settings) -> Result<PathBuf> {

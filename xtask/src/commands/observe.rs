@@ -30,26 +30,33 @@ pub struct Wanted {
 }
 
 /// The local images, their platforms, and what the registry has of the
-/// requested images, as far as the mode needs it. `Ok(Err(e))`: the
+/// requested images and those they are built on, as far as the mode needs
+/// it. `Ok(Err(e))`: the
 /// registry could not be asked and the mode cannot do without it.
 pub fn observe(
     engine: &dyn Engine,
     asking: &Asking<'_>,
     want: Wanted,
     targets: &HashMap<ImageIndex, Target>,
-    requested: &[ImageIndex],
 ) -> Result<std::result::Result<Observed, anyhow::Error>> {
     let local = engine.local_images()?;
     let platforms = local_platforms(engine, &local, targets)?;
     let mut seen = Observed { local, platforms, ..Observed::default() };
     if want.mode.needs_remote() {
-        match remote_lookups(asking, targets, requested, false) {
+        // The images they are built on too: a base is pushed with what is
+        // built on it, and brought for a build the way the registry allows.
+        let mut asked: Vec<ImageIndex> = targets.keys().copied().collect();
+        asked.sort_unstable();
+        match remote_lookups(asking, targets, &asked, false) {
             Ok(found) => seen.remote = found,
             // What the registry lacks is built, and a registry that cannot
             // be asked lacks everything: the legacy `test` targets built then.
-            Err(e) if want.mode == Mode::Test => asking
-                .events
-                .event(Event::Note(format!("warning: {e:#}; building every image as if the registry lacked it"))),
+            Err(e) if want.mode == Mode::Test => {
+                asking
+                    .events
+                    .event(Event::Note(format!("warning: {e:#}; building every image as if the registry lacked it")));
+                seen.registry_down = true;
+            }
             Err(e) => return Ok(Err(e)),
         }
     } else if want.mode == Mode::Load && !want.skip_load {
@@ -129,8 +136,8 @@ fn local_platforms(
     engine.platforms(&ids)
 }
 
-/// Which requested tags the registry has, asked in parallel. A look-up that
-/// fails is an error, never taken as "absent".
+/// Which of the `asked` images' tags the registry has, asked in parallel. A
+/// look-up that fails is an error, never taken as "absent".
 fn remote_lookups(
     asking: &Asking<'_>,
     targets: &HashMap<ImageIndex, Target>,

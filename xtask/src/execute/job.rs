@@ -1,7 +1,9 @@
 //! The steps of one image's job: pull, build (checked for its platform
 //! before it gets a name), tag, push, each against the engine or the
 //! registry, with the job's log; and the builds of a batch, done ahead of
-//! their jobs.
+//! their jobs. A pull that fails falls back to a build; when the image is
+//! built on others of the run, the job hands back what it did so far, to
+//! build once they are done.
 
 use std::path::Path;
 use std::sync::atomic::Ordering as AtomicOrdering;
@@ -12,30 +14,78 @@ use anyhow::{bail, Result};
 use super::{note, Context};
 use crate::engine;
 use crate::model::{Action, Bytes, CacheUse, Event, JobIndex, Outcome};
-use crate::planning::{Job, Step};
+use crate::planning::{FromImage, Job, Step};
 
-pub(super) fn run_job(ctx: &Context, job: &Job) -> Outcome {
+/// A job's work so far, kept while the build a failed pull fell back to
+/// waits for the images it is built on.
+pub(super) struct Partial {
+    /// The step to run next; when `fell_back`, a pull whose build is still to run.
+    next: usize,
+    fell_back: bool,
+    action: Action,
+    cache: Option<CacheUse>,
+    bytes: Bytes,
+    /// The size of the image this job has under its remote name, once known.
+    size: Option<u64>,
+    /// Why it did what it did: the plan's reason, and why a pull became a build.
+    reason: String,
+    seconds: f64,
+}
+
+/// How a run of a job's steps ended.
+pub(super) enum Ran {
+    Finished(Outcome),
+    /// Its pull failed, and the build it falls back to needs the jobs of
+    /// [`Job::build_after`] done first: run it again with this then.
+    WaitsForBases(Partial),
+}
+
+impl Partial {
+    /// The outcome of a job whose build never ran: the run stopped first.
+    pub(super) fn unfinished(&self, job: &Job, action: Action) -> Outcome {
+        let mut outcome = Outcome::new(job.info(), action, Some(self.reason.clone()));
+        outcome.seconds = self.seconds;
+        outcome.bytes = self.bytes;
+        outcome
+    }
+}
+
+/// Runs a job's steps, from the start or (`resume`) from the build its
+/// failed pull fell back to.
+pub(super) fn run_job(ctx: &Context, job: &Job, resume: Option<Partial>) -> Ran {
     let start = Instant::now();
     let log = log_of(ctx, job);
-    if !ctx.prebuilt.built.lock().unwrap().contains_key(&job.image) {
-        let _ = std::fs::remove_file(&log);
-    }
-    let mut action = ctx.idle;
-    let mut cache = None;
-    let mut bytes = Bytes::default();
+    let mut work = resume.unwrap_or_else(|| {
+        if !ctx.prebuilt.built.lock().unwrap().contains_key(&job.image) {
+            let _ = std::fs::remove_file(&log);
+        }
+        Partial {
+            next: 0,
+            fell_back: false,
+            action: job.idle(ctx.idle),
+            cache: None,
+            bytes: Bytes::default(),
+            size: None,
+            reason: job.why.clone(),
+            seconds: 0.0,
+        }
+    });
     let labelled = ctx.engine.for_image(&job.name);
     let ctx = &Context { engine: labelled.as_deref().unwrap_or(ctx.engine), ..*ctx };
-    let result = run_steps(ctx, job, &log, &mut action, &mut cache, &mut bytes);
-    let seconds = start.elapsed().as_secs_f64();
+    let result = run_steps(ctx, job, &log, &mut work);
+    work.seconds += start.elapsed().as_secs_f64();
+    if matches!(result, Ok(true)) {
+        return Ran::WaitsForBases(work);
+    }
     let log = log.exists().then_some(log);
-    let mut outcome = Outcome::new(job.info(), action, Some(job.why.clone()));
-    outcome.seconds = seconds;
+    let mut outcome = Outcome::new(job.info(), work.action, Some(work.reason));
+    outcome.seconds = work.seconds;
     outcome.log = log;
-    outcome.bytes = bytes;
+    outcome.bytes = work.bytes;
     match result {
-        Ok(()) => {
-            outcome.builder = (action == Action::Built).then(|| ctx.engine.builder().kind());
-            outcome.cache = cache;
+        Ok(_) => {
+            outcome.builder = (work.action == Action::Built).then(|| ctx.engine.builder().kind());
+            outcome.cache = work.cache;
         }
         Err(_) if ctx.engine.interrupted() => outcome.action = Action::Interrupted,
         Err(e) => {
@@ -43,17 +93,12 @@ pub(super) fn run_job(ctx: &Context, job: &Job) -> Outcome {
             outcome.error = Some(format!("{e:#}"));
         }
     }
-    outcome
+    Ran::Finished(outcome)
 }
 
-fn run_steps(
-    ctx: &Context,
-    job: &Job,
-    log: &Path,
-    action: &mut Action,
-    cache: &mut Option<CacheUse>,
-    bytes: &mut Bytes,
-) -> Result<()> {
+/// Runs the steps from `work.next` on; true when the job must wait for its
+/// bases before the build its failed pull fell back to.
+fn run_steps(ctx: &Context, job: &Job, log: &Path, work: &mut Partial) -> Result<bool> {
     let engine = ctx.engine;
     let [local, latest, remote] = job.names.plan_names();
     let name_locally = |from: &str| -> Result<()> {
@@ -67,18 +112,29 @@ fn run_steps(
         }
         Ok(())
     };
-    // Returns the cache source the build had.
-    // The size of the image this job has under its remote name, once known.
-    let mut size: Option<u64> = None;
-    let build = |action: &mut Action, size: &mut Option<u64>, bytes: &mut Bytes| -> Result<Option<CacheUse>> {
+    let build = |work: &mut Partial| -> Result<()> {
         let (built, used) = build_checked(ctx, job, log)?;
-        *size = Some(built.size);
-        bytes.built += built.size;
-        let id = built.id;
-        engine.tag(&id, &remote)?;
+        work.size = Some(built.size);
+        match own_bytes(ctx, job, &built) {
+            Some(own) => work.bytes.built += own,
+            None => work.bytes.unmeasured_builds += 1,
+        }
+        engine.tag(&built.id, &remote)?;
         name_locally(&remote)?;
-        *action = (*action).max(Action::Built);
-        Ok(used)
+        work.action = work.action.max(Action::Built);
+        work.cache = used;
+        Ok(())
+    };
+    // A build instead of a pull: now, or once the images it is built on
+    // are done (true).
+    let fall_back = |work: &mut Partial, because: &str| -> Result<bool> {
+        work.reason = format!("{}; {because}", job.why);
+        if job.build_after.is_empty() {
+            build(work)?;
+            return Ok(false);
+        }
+        work.fell_back = true;
+        Ok(true)
     };
     // A pulled image is for ARCH, or loses the name the pull gave it.
     let pull_checked = |quick: bool| -> Result<u64> {
@@ -97,22 +153,29 @@ fn run_steps(
     };
     // Built and pushed in one go, never through the local store.
     let direct = ctx.direct_push && job.steps.contains(&Step::Build) && job.steps.contains(&Step::Push { from: None });
-    for step in &job.steps {
+    for (k, step) in job.steps.iter().enumerate().skip(work.next) {
+        work.next = k;
         match step {
             Step::TagLocal { from } => {
                 name_locally(from)?;
-                *action = (*action).max(Action::Tagged);
+                work.action = work.action.max(Action::Tagged);
+            }
+            Step::Pull { or_build: true } if work.fell_back => {
+                work.fell_back = false;
+                build(work)?;
             }
             Step::Pull { or_build: true } if ctx.registry_down.load(AtomicOrdering::SeqCst) => {
                 note(ctx, format!("{}: registry unreachable; building", job.name));
-                *cache = build(action, &mut size, bytes)?;
+                if fall_back(work, "the registry is unreachable")? {
+                    return Ok(true);
+                }
             }
             Step::Pull { or_build } => match pull_checked(*or_build) {
                 Ok(pulled) => {
-                    size = Some(pulled);
-                    bytes.pulled += pulled;
+                    work.size = Some(pulled);
+                    work.bytes.pulled += pulled;
                     name_locally(&remote)?;
-                    *action = (*action).max(Action::Pulled);
+                    work.action = work.action.max(Action::Pulled);
                 }
                 Err(e) if *or_build && !engine.interrupted() => {
                     // Once the registry failed, later images build without waiting on it.
@@ -120,42 +183,57 @@ fn run_steps(
                         ctx.registry_down.store(true, AtomicOrdering::SeqCst);
                     }
                     note(ctx, format!("{}: pull failed ({e:#}); building", job.name));
-                    *cache = build(action, &mut size, bytes)?;
+                    if fall_back(work, "the pull failed")? {
+                        return Ok(true);
+                    }
                 }
                 Err(e) => return Err(e),
             },
             Step::Build if direct => {
                 let (pushed, used) = build_pushed(ctx, job, log)?;
-                *cache = used;
+                work.cache = used;
                 ctx.registry.retag(&pushed, &remote)?;
-                *action = (*action).max(Action::Pushed);
+                work.action = work.action.max(Action::Pushed);
             }
-            Step::Build => {
-                *cache = build(action, &mut size, bytes)?;
-            }
+            Step::Build => build(work)?,
             Step::Push { from: None } if direct => {}
             Step::Push { from } => {
                 if let Some(from) = from {
                     engine.tag(from, &remote)?;
                 }
                 engine.push(&remote, log)?;
-                bytes.pushed += match size {
+                work.bytes.pushed += match work.size {
                     Some(size) => size,
                     None => engine.image(&remote).map_or(0, |image| image.size),
                 };
-                *action = (*action).max(Action::Pushed);
+                work.action = work.action.max(Action::Pushed);
             }
             Step::PushLatest => {
                 // The tag's manifest, byte for byte, under `:latest`; only
                 // when it points elsewhere.
                 if ctx.registry.retag(&remote, &job.names.remote_latest())? {
-                    *action = (*action).max(Action::Latest);
+                    work.action = work.action.max(Action::Latest);
                 }
             }
             Step::Missing => bail!("{}", job.why),
         }
     }
-    Ok(())
+    Ok(false)
+}
+
+/// The bytes of the layers a build made: the image's size less that of the
+/// image its last stage starts from, when that one is here to be measured
+/// and its layers are the first of the built image's. `None` when not.
+fn own_bytes(ctx: &Context, job: &Job, built: &engine::ImageDetails) -> Option<u64> {
+    let base = match &job.from {
+        FromImage::Scratch => return Some(built.size),
+        FromImage::Unknown => return None,
+        FromImage::Image(reference) => reference.as_str(),
+    };
+    let mut facts = ctx.engine.image_facts(&[&built.id, base]).ok()?;
+    let own = facts.remove(&built.id)?;
+    let base = facts.into_values().next()?;
+    own.layers.starts_with(&base.layers).then(|| own.size.saturating_sub(base.size))
 }
 
 /// What a job's build reads: its context, its Dockerfile, its labels.
@@ -191,6 +269,7 @@ fn log_of(ctx: &Context, job: &Job) -> std::path::PathBuf {
 /// fails, or the engine cannot, each job builds its own, which tells whose
 /// build failed.
 pub(super) fn build_batch(ctx: &Context, jobs: &[Job], batch: &[JobIndex]) {
+    ctx.builds.starting(ctx.events);
     let inputs: Vec<_> = batch
         .iter()
         .map(|&j| {
@@ -237,6 +316,7 @@ pub(super) fn build_batch(ctx: &Context, jobs: &[Job], batch: &[JobIndex]) {
 /// cache across platforms may hand back layers built for another: then it
 /// builds again without the cache.
 fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageDetails, Option<CacheUse>)> {
+    ctx.builds.starting(ctx.events);
     let inputs = BuildInputs::of(ctx, job);
     let spec = inputs.spec(ctx);
     let engine = ctx.engine;
@@ -283,6 +363,7 @@ fn build_checked(ctx: &Context, job: &Job, log: &Path) -> Result<(engine::ImageD
 /// digest (`<remote>@<digest>`) once the registry's copy is known to be for
 /// ARCH (it has no tag until then).
 fn build_pushed(ctx: &Context, job: &Job, log: &Path) -> Result<(String, Option<CacheUse>)> {
+    ctx.builds.starting(ctx.events);
     let inputs = BuildInputs::of(ctx, job);
     let (build_cache, used) = build_cache(ctx, job, log);
     let digest = ctx.engine.build_push(&inputs.spec(ctx), &build_cache, &job.names.remote, log)?;

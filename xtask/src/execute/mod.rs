@@ -1,6 +1,7 @@
 //! Executor: runs a plan's jobs against the engine, `--jobs` at a time, each
 //! after the jobs it is built on, and records what happened to each image.
-//! The scheduler decides what runs when; a job's steps are run in `job`.
+//! The scheduler decides what runs when (a job planned only for a build that
+//! may not happen runs when that build does); a job's steps are run in `job`.
 
 mod job;
 mod scheduler;
@@ -8,7 +9,7 @@ mod scheduler;
 pub use scheduler::execute;
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crate::engine::{self, Engine};
@@ -24,8 +25,8 @@ pub struct Context<'a> {
     pub arch: Arch,
     pub build_args: &'a [String],
     pub log_dir: &'a Path,
-    /// What a job with no steps reports: `present` for load, `skipped` when
-    /// the registry already has it.
+    /// What a requested image's job with no steps reports: `present` for
+    /// load, `skipped` (the registry has it) for test and push.
     pub idle: Action,
     /// Set when a pull failed for want of a working registry.
     pub registry_down: &'a AtomicBool,
@@ -44,6 +45,8 @@ pub struct Context<'a> {
     pub provenance: &'a crate::git::provenance::Provenance,
     /// Images built ahead of their job, several in one engine call.
     pub prebuilt: &'a Prebuilt,
+    /// What is said when the first build starts, and whether one did.
+    pub builds: &'a Builds,
     /// Told what happens, as it happens.
     pub events: &'a dyn Observer,
 }
@@ -56,4 +59,35 @@ fn note(ctx: &Context, text: String) {
 #[derive(Default)]
 pub struct Prebuilt {
     built: Mutex<std::collections::HashMap<ImageIndex, (engine::Built, Option<engine::ImageDetails>)>>,
+}
+
+/// The run's builds as a whole: a note said once, when the first one
+/// starts (a run that only pulls says nothing of the builder), and whether
+/// any did.
+#[derive(Default)]
+pub struct Builds {
+    note: Mutex<Option<String>>,
+    started: AtomicBool,
+}
+
+impl Builds {
+    /// Says `note` when the first build starts.
+    pub fn announcing(note: Option<String>) -> Builds {
+        Builds { note: Mutex::new(note), started: AtomicBool::new(false) }
+    }
+
+    /// A build is about to start: the note, if not said yet. Held while it
+    /// is said, so that no build starts before it is.
+    fn starting(&self, events: &dyn Observer) {
+        let mut note = self.note.lock().unwrap();
+        self.started.store(true, Ordering::SeqCst);
+        if let Some(text) = note.take() {
+            events.event(Event::Note(text));
+        }
+    }
+
+    /// Whether any build started.
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::SeqCst)
+    }
 }

@@ -1,12 +1,13 @@
 //! The scheduler: jobs in dependency order, `--jobs` at a time, builds that
 //! are ready together batched into one engine call where the engine can;
-//! after a failure, nothing new starts (unless `--keep-going`) and what
-//! waited on it is blocked.
+//! a job planned only for a build that may not happen sleeps until a failed
+//! pull needs it; after a failure, nothing new starts (unless `--keep-going`)
+//! and what waited on it is blocked.
 
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::{Condvar, Mutex};
 
-use super::job::{build_batch, run_job};
+use super::job::{build_batch, run_job, Partial, Ran};
 use super::Context;
 use crate::engine;
 use crate::model::{Action, Event, JobIndex, Outcome, PerJob};
@@ -14,17 +15,49 @@ use crate::planning::{Job, Step};
 
 /// What a worker takes on next.
 enum Work {
-    Job(JobIndex),
+    /// A job, from its start or from the build its failed pull fell back to.
+    Job(JobIndex, Option<Partial>),
     /// Builds, ahead of their jobs, in one engine call.
     Batch(Vec<JobIndex>),
 }
 
 enum State {
+    /// Planned only for a build that may not happen: it runs once one needs it.
+    Dormant,
     Waiting,
+    /// Its pull failed: the build it falls back to waits for its bases.
+    FellBack(Partial),
     Running,
     Done(bool),
 }
 
+impl State {
+    fn waits(&self) -> bool {
+        matches!(self, State::Waiting | State::FellBack(_))
+    }
+}
+
+/// Makes job `j` run after all, and the jobs it waits on.
+fn wake_up(states: &mut PerJob<State>, jobs: &[Job], j: JobIndex) {
+    if matches!(states[j], State::Dormant) {
+        states[j] = State::Waiting;
+        for &b in &jobs[j].after {
+            wake_up(states, jobs, b);
+        }
+    }
+}
+
+/// What job `j` waits on: the jobs it is built on, before it starts, or
+/// before the build its failed pull fell back to.
+fn waits_on<'j>(state: &State, jobs: &'j [Job], j: JobIndex) -> &'j [JobIndex] {
+    match state {
+        State::FellBack(_) => &jobs[j].build_after,
+        _ => &jobs[j].after,
+    }
+}
+
+/// Runs the jobs; the outcome of each that ran or was meant to (one that
+/// slept through the run, no build needing it, has none).
 pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -> Vec<Outcome> {
     let ended = std::sync::atomic::AtomicU64::new(0);
     let end = |mut o: Outcome| -> Outcome {
@@ -42,9 +75,11 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
     let mut first: PerJob<Option<Outcome>> = PerJob::new(jobs.len(), || None);
     let mut states: PerJob<State> = PerJob::new(jobs.len(), || State::Waiting);
     for j in JobIndex::all(jobs.len()) {
-        if jobs[j].steps.is_empty() {
-            let reason = (ctx.idle == Action::Skipped).then(|| "registry has it".to_string());
-            first[j] = Some(end(Outcome::new(jobs[j].info(), ctx.idle, reason)));
+        let job = &jobs[j];
+        if !job.runs_anyway() {
+            states[j] = State::Dormant;
+        } else if job.steps.is_empty() {
+            first[j] = Some(end(Outcome::new(job.info(), job.idle(ctx.idle), Some(job.why.clone()))));
             states[j] = State::Done(true);
         }
     }
@@ -72,11 +107,11 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                         // A job whose base failed is blocked without running.
                         let mut changed = false;
                         for j in JobIndex::all(jobs.len()) {
-                            if !matches!(states[j], State::Waiting) {
+                            if !states[j].waits() {
                                 continue;
                             }
-                            let Some(&base) = jobs[j].after.iter().find(|&&b| matches!(states[b], State::Done(false)))
-                            else {
+                            let failed = |b: &&JobIndex| matches!(states[**b], State::Done(false));
+                            let Some(&base) = waits_on(&states[j], jobs, j).iter().find(failed) else {
                                 continue;
                             };
                             outcomes.lock().unwrap()[j] = Some(blocked(j, base));
@@ -88,12 +123,18 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                             continue;
                         }
                         let is_ready = |j: JobIndex| {
-                            matches!(states[j], State::Waiting)
-                                && jobs[j].after.iter().all(|&b| matches!(states[b], State::Done(true)))
+                            states[j].waits()
+                                && waits_on(&states[j], jobs, j).iter().all(|&b| matches!(states[b], State::Done(true)))
                         };
                         // Builds ready at once go to the engine together, when it can.
                         let batch: Vec<JobIndex> = JobIndex::all(jobs.len())
-                            .filter(|&j| batches && is_ready(j) && !tried[j] && jobs[j].steps.contains(&Step::Build))
+                            .filter(|&j| {
+                                batches
+                                    && matches!(states[j], State::Waiting)
+                                    && is_ready(j)
+                                    && !tried[j]
+                                    && jobs[j].steps.contains(&Step::Build)
+                            })
                             .take(engine::BATCH_LIMIT)
                             .collect();
                         if batch.len() > 1 {
@@ -104,16 +145,21 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                             break Some(Work::Batch(batch));
                         }
                         if let Some(j) = JobIndex::all(jobs.len()).find(|&j| is_ready(j)) {
-                            states[j] = State::Running;
-                            break Some(Work::Job(j));
+                            let resume = match std::mem::replace(&mut states[j], State::Running) {
+                                State::FellBack(partial) => Some(partial),
+                                _ => None,
+                            };
+                            break Some(Work::Job(j, resume));
                         }
-                        if !states.0.iter().any(|s| matches!(s, State::Waiting)) {
+                        // Nothing to start: a job still running may yet
+                        // need a base woken up; else the work is done.
+                        if !states.0.iter().any(|s| matches!(s, State::Running)) {
                             break None;
                         }
                         guard = wake.wait(guard).unwrap();
                     }
                 };
-                let j = match next {
+                let (j, resume) = match next {
                     None => {
                         wake.notify_all();
                         return;
@@ -128,46 +174,61 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                         wake.notify_all();
                         continue;
                     }
-                    Some(Work::Job(j)) => j,
+                    Some(Work::Job(j, resume)) => (j, resume),
                 };
                 ctx.events.event(Event::Started(&jobs[j].name));
-                let outcome = end(run_job(ctx, &jobs[j]));
-                let ok = !outcome.action.is_failure();
-                outcomes.lock().unwrap()[j] = Some(outcome);
-                let mut guard = state.lock().unwrap();
-                guard.0[j] = State::Done(ok);
-                if !ok && !keep_going {
-                    guard.1 = true;
+                match run_job(ctx, &jobs[j], resume) {
+                    Ran::Finished(outcome) => {
+                        let outcome = end(outcome);
+                        let ok = !outcome.action.is_failure();
+                        outcomes.lock().unwrap()[j] = Some(outcome);
+                        let mut guard = state.lock().unwrap();
+                        guard.0[j] = State::Done(ok);
+                        if !ok && !keep_going {
+                            guard.1 = true;
+                        }
+                    }
+                    Ran::WaitsForBases(partial) => {
+                        let mut guard = state.lock().unwrap();
+                        for &b in &jobs[j].build_after {
+                            wake_up(&mut guard.0, jobs, b);
+                        }
+                        guard.0[j] = State::FellBack(partial);
+                    }
                 }
-                drop(guard);
                 wake.notify_all();
             });
         }
     });
-    let outcomes = outcomes.into_inner().unwrap();
-    let outcomes = jobs
-        .iter()
-        .zip(outcomes.0)
-        .map(|(job, o)| {
-            o.unwrap_or_else(|| {
-                let action = if ctx.engine.interrupted() { Action::Interrupted } else { Action::NotStarted };
-                Outcome::new(job.info(), action, None)
-            })
-        })
-        .collect::<Vec<_>>();
+    let mut outcomes = outcomes.into_inner().unwrap();
+    let states = state.into_inner().unwrap().0;
+    let interrupted = ctx.engine.interrupted();
+    let unfinished = if interrupted { Action::Interrupted } else { Action::NotStarted };
+    for (j, state) in JobIndex::all(jobs.len()).zip(states.0.iter()) {
+        if outcomes[j].is_none() {
+            outcomes[j] = match state {
+                State::Dormant => None,
+                State::FellBack(partial) => Some(partial.unfinished(&jobs[j], unfinished)),
+                _ => Some(Outcome::new(jobs[j].info(), unfinished, None)),
+            };
+        }
+    }
     // What waited on an image that failed was blocked by it, even when the
     // run stopped before saying so.
-    let failed = PerJob(outcomes.iter().map(|o| o.action.is_failure()).collect());
-    let mut outcomes = PerJob(outcomes);
-    for j in JobIndex::all(jobs.len()) {
-        if outcomes[j].action == Action::NotStarted {
-            if let Some(&base) = jobs[j].after.iter().find(|&&b| failed[b] && outcomes[b].action != Action::NotStarted)
-            {
-                outcomes[j] = blocked(j, base);
+    let failed =
+        |b: JobIndex| outcomes[b].as_ref().is_some_and(|o| o.action.is_failure() && o.action != Action::NotStarted);
+    let mut blocked_by: Vec<(JobIndex, JobIndex)> = Vec::new();
+    for (j, state) in JobIndex::all(jobs.len()).zip(states.0.iter()) {
+        if outcomes[j].as_ref().is_some_and(|o| o.action == Action::NotStarted) {
+            if let Some(&base) = waits_on(state, jobs, j).iter().find(|&&b| failed(b)) {
+                blocked_by.push((j, base));
             }
         }
     }
-    outcomes.0
+    for (j, base) in blocked_by {
+        outcomes[j] = Some(blocked(j, base));
+    }
+    outcomes.0.into_iter().flatten().collect()
 }
 
 /// The executor against a fake engine: ordering, `--jobs`, `--keep-going`,
@@ -226,9 +287,12 @@ mod tests {
                 steps: vec![Step::Build],
                 why: "not present".into(),
                 after: after.iter().map(|a| index(a)).collect(),
+                build_after: vec![],
+                only_if_built: vec![],
                 requested: true,
                 latest_was: None,
                 cache: None,
+                from: crate::planning::FromImage::Scratch,
             })
             .collect()
     }
@@ -272,6 +336,7 @@ mod tests {
             direct_push: false,
             provenance: &provenance,
             prebuilt: &Prebuilt::default(),
+            builds: &crate::execute::Builds::announcing(Some("building".into())),
             events: &told,
         };
         let outcomes = execute(&ctx, jobs, parallel, keep_going);
@@ -404,6 +469,52 @@ mod tests {
         let summary = summary_text(&outcomes, Verbosity::Quiet);
         assert!(summary.contains("error: b: build failed: no such file"), "{summary}");
         assert!(!summary.contains("error: a") && !summary.contains("error: c"), "{summary}");
+    }
+
+    /// `app` pulls, else builds on `base`, which runs only for that build.
+    fn pull_else_build_on_a_base() -> Vec<Job> {
+        let mut jobs = jobs(&[("app", &[]), ("base", &[])]);
+        jobs[0].steps = vec![Step::Pull { or_build: true }];
+        jobs[0].build_after = vec![JobIndex(1)];
+        jobs[1].only_if_built = vec![JobIndex(0)];
+        jobs[1].requested = false;
+        jobs
+    }
+
+    #[test]
+    fn a_base_wanted_only_by_a_failed_pull_runs_then_and_the_builder_is_told_of_then() {
+        // The fake's pulls fail.
+        let fake = Fake::with(&[]);
+        let (outcomes, actions, told) = run_telling(&fake, &pull_else_build_on_a_base(), 2, false);
+        assert_eq!((actions["app"], actions["base"]), (Action::Built, Action::Built));
+        assert_eq!(fake.events(), ["start base", "end base", "start app", "end app"]);
+        assert_eq!(outcomes[0].reason.as_deref(), Some("not present; the pull failed"));
+        let notes: Vec<&str> = told.iter().filter_map(|t| t.strip_prefix("note ")).collect();
+        assert_eq!(notes, ["app: pull failed (r.test/app_x86_64:t0: not found); building", "building"]);
+    }
+
+    #[test]
+    fn a_base_no_build_wants_neither_runs_nor_is_reported() {
+        let fake = Fake::with(&[]);
+        let mut jobs = pull_else_build_on_a_base();
+        jobs[0].steps = vec![];
+        jobs[0].why = "present".into();
+        let (outcomes, _, told) = run_telling(&fake, &jobs, 2, false);
+        let shown: Vec<(&str, Action, Option<&str>)> =
+            outcomes.iter().map(|o| (o.name(), o.action, o.reason.as_deref())).collect();
+        assert_eq!(shown, [("app", Action::Present, Some("present"))]);
+        assert!(fake.events().is_empty(), "{:?}", fake.events());
+        assert_eq!(told, ["finished app present"]);
+    }
+
+    #[test]
+    fn a_fallen_back_build_whose_base_fails_is_blocked() {
+        let fake = Fake::with(&[("base", fails("no such file"))]);
+        let (outcomes, actions) = run(&fake, &pull_else_build_on_a_base(), 1, false);
+        assert_eq!((actions["app"], actions["base"]), (Action::Blocked, Action::Failed));
+        assert!(!fake.events().contains(&"start app".to_string()), "{:?}", fake.events());
+        let summary = summary_text(&outcomes, Verbosity::Quiet);
+        assert!(summary.contains("error: app: not built: its base base failed\n"), "{summary}");
     }
 
     #[test]

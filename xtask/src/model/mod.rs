@@ -175,11 +175,16 @@ pub struct Outcome {
 }
 
 /// Bytes of the images pulled, built and pushed, as the engine sizes them.
+/// A built image counts its own layers only, not those of the image it
+/// starts from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bytes {
     pub pulled: u64,
     pub built: u64,
     pub pushed: u64,
+    /// Builds left out of `built`: the image they start from is not here
+    /// to tell its layers from theirs.
+    pub unmeasured_builds: u32,
 }
 
 impl Outcome {

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crate::model::{Arch, ImageInfo, Outcome};
+use crate::model::{Arch, ImageInfo, JobIndex, Outcome};
 use crate::planning::{CacheSource, Job, Mode, Step};
 
 /// `--json` of an engine command: what happened to each image.
@@ -33,8 +33,16 @@ pub struct PlanEntry<'a> {
     pub image: ImageInfo,
     pub steps: &'a [Step],
     pub why: String,
-    /// Images (by name) that must be done first: those it is built on.
+    /// Images (by name) that must be done first: those it surely builds on.
     pub after: Vec<&'a str>,
+    /// Images (by name) that must be done before the build a failed pull
+    /// falls back to: those it is built on, brought only then.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub build_after: Vec<&'a str>,
+    /// For a base brought only for a build that may not happen: the images
+    /// whose build (a failed pull's) it is brought for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub only_if_built: Vec<&'a str>,
     /// False for a base brought in only because a requested image is built on it.
     pub requested: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,13 +53,16 @@ pub struct PlanEntry<'a> {
 
 impl<'a> PlanDocument<'a> {
     pub fn new(mode: Mode, arch: Arch, jobs: &'a [Job], skipped: &'a [Outcome]) -> PlanDocument<'a> {
+        let names = |js: &[JobIndex]| -> Vec<&'a str> { js.iter().map(|&b| jobs[b].name.as_str()).collect() };
         let mut plan: Vec<PlanEntry<'a>> = jobs
             .iter()
             .map(|j| PlanEntry {
                 image: j.info(),
                 steps: &j.steps,
                 why: j.why.clone(),
-                after: j.after.iter().map(|&b| jobs[b].name.as_str()).collect(),
+                after: names(&j.after),
+                build_after: names(&j.build_after),
+                only_if_built: names(&j.only_if_built),
                 requested: j.requested,
                 cache: j.cache.as_ref(),
                 latest_was: j.latest_was.as_deref(),
@@ -62,6 +73,8 @@ impl<'a> PlanDocument<'a> {
             steps: &[],
             why: o.reason.clone().unwrap_or_default(),
             after: vec![],
+            build_after: vec![],
+            only_if_built: vec![],
             requested: true,
             cache: None,
             latest_was: None,

@@ -116,6 +116,10 @@ impl Progress {
         let mut running = self.running.lock().unwrap();
         running.retain(|n| n != o.name());
         self.bar.set_message(running.join(" "));
+        // A base brought only because a pull failed was not counted at first.
+        if self.bar.length().is_some_and(|len| self.bar.position() >= len) {
+            self.bar.inc_length(1);
+        }
         self.bar.inc(1);
         drop(running);
         if self.verbosity == Verbosity::Quiet {

@@ -53,11 +53,15 @@ pub fn plan_text(jobs: &[Job], skipped: &[Outcome]) -> String {
     let width = jobs.iter().map(|j| j.name.len()).chain(skipped.iter().map(|o| o.name().len())).max().unwrap_or(0);
     let mut out = String::new();
     for job in jobs {
-        let steps = if job.steps.is_empty() {
+        let mut steps = if job.steps.is_empty() {
             "nothing to do".to_string()
         } else {
             job.steps.iter().map(|s| s.describe()).collect::<Vec<_>>().join(", then ")
         };
+        if !job.runs_anyway() {
+            let names: Vec<&str> = job.only_if_built.iter().map(|&j| jobs[j].name.as_str()).collect();
+            steps = format!("only if {} is built: {steps}", names.join(" or "));
+        }
         let cache = job.cache.as_ref().map(|c| format!("; cache from {}", c.reference())).unwrap_or_default();
         out.push_str(&format!("{:<width$}  {}  {steps}  ({}{cache})\n", job.name, job.names.tag, job.why));
     }
@@ -107,8 +111,15 @@ pub fn summary_text(outcomes: &[Outcome], verbosity: Verbosity) -> String {
     out.push('\n');
     if outcomes.iter().any(|o| matches!(o.action, Action::Pulled | Action::Built | Action::Pushed)) {
         let sum = |f: fn(&Outcome) -> u64| human_bytes(outcomes.iter().map(f).sum());
+        let unmeasured: u32 = outcomes.iter().map(|o| o.bytes.unmeasured_builds).sum();
+        // A build's own layers are told from its base's by the base's size.
+        let left_out = match unmeasured {
+            0 => String::new(),
+            1 => " (1 build not counted: its base image is not here)".to_string(),
+            n => format!(" ({n} builds not counted: their base images are not here)"),
+        };
         out.push_str(&format!(
-            "bytes: {} pulled, {} built, {} pushed\n",
+            "bytes: {} pulled, {} built{left_out}, {} pushed\n",
             sum(|o| o.bytes.pulled),
             sum(|o| o.bytes.built),
             sum(|o| o.bytes.pushed)
@@ -231,6 +242,22 @@ mod tests {
         assert_eq!(text, "3 images: 1 present, 1 pulled, 1 pushed\nbytes: 2.00 kB pulled, 500 B built, 500 B pushed\n");
         // Nothing moved, nothing said.
         assert_eq!(summary_text(&[present], Verbosity::Quiet), "1 image: 1 present\n");
+    }
+
+    #[test]
+    fn the_bytes_built_say_which_builds_they_leave_out() {
+        use crate::model::Bytes;
+        let mut one = outcome("a", Action::Built, None, 0);
+        one.bytes = Bytes { built: 300, unmeasured_builds: 1, ..Bytes::default() };
+        assert_eq!(
+            summary_text(std::slice::from_ref(&one), Verbosity::Quiet),
+            "1 image: 1 built\nbytes: 0 B pulled, 300 B built (1 build not counted: its base image is not here), \
+             0 B pushed\n"
+        );
+        let mut two = outcome("b", Action::Built, None, 1);
+        two.bytes = Bytes { unmeasured_builds: 1, ..Bytes::default() };
+        assert!(summary_text(&[one, two], Verbosity::Quiet)
+            .contains("300 B built (2 builds not counted: their base images are not here), 0 B pushed\n"));
     }
 
     #[test]

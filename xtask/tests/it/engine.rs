@@ -4,6 +4,8 @@
 //! (images tree, name prefixes, build logs), so they run in parallel, and
 //! removes the local names it made.
 
+mod bases;
+
 use crate::support;
 
 use std::fs;
@@ -820,12 +822,21 @@ fn check_schema(kind: &str, doc: &serde_json::Value) {
             keys(&top, &["schema", "command", "arch", "plan"], &[], "a plan");
             for item in top["plan"].as_array().unwrap() {
                 let o = object(item, "a plan entry");
-                keys(&o, &with(&["steps", "why", "after", "requested"]), &["cache", "latest_was"], "a plan entry");
+                keys(
+                    &o,
+                    &with(&["steps", "why", "after", "requested"]),
+                    &["cache", "latest_was", "build_after", "only_if_built"],
+                    "a plan entry",
+                );
                 image(&o);
                 for step in o["steps"].as_array().unwrap() {
                     string(&step["step"], "step");
                 }
-                assert!(o["after"].as_array().unwrap().iter().all(Value::is_string), "after: {o:?}");
+                for k in ["after", "build_after", "only_if_built"] {
+                    if let Some(names) = o.get(k) {
+                        assert!(names.as_array().unwrap().iter().all(Value::is_string), "{k}: {o:?}");
+                    }
+                }
                 assert!(o["requested"].is_boolean());
                 if let Some(c) = o.get("cache") {
                     cache(c, false);
