@@ -28,5 +28,6 @@ mod hostile;
 mod insight;
 mod lifecycle;
 mod make;
+mod pin;
 mod props;
 mod registry;
