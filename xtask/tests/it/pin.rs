@@ -2,8 +2,9 @@
 //! and multi-platform, pushed under tags of their own over the
 //! distribution API; Dockerfiles compared byte for byte with what they
 //! must become; a tag moved under a pinned line; a tag that does not exist;
-//! and the requests `pin --check` makes on a tree of 100 images, counted
-//! by a proxy in front of the registry. No engine.
+//! the requests `pin --check` makes on a tree of 100 images, counted by a
+//! proxy in front of the registry; and a registry that wants a token (the
+//! token service of `registry`). No engine.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -55,72 +56,108 @@ fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", xtask::model::hex(&sha2::Sha256::digest(bytes)))
 }
 
-/// Uploads a blob to `repository` (`host:port/name`); its digest.
-fn push_blob(repository: &str, bytes: &[u8]) -> String {
-    let (addr, name) = repository.split_once('/').unwrap();
-    let (status, headers, body) = http(addr, "POST", &format!("/v2/{name}/blobs/uploads/"), &[], b"");
-    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
-    let location = headers.iter().find(|(k, _)| k == "location").map(|(_, v)| v.clone()).unwrap();
-    let location = location.split_once(addr).map_or(location.as_str(), |(_, path)| path).to_string();
-    let d = digest(bytes);
-    let separator = if location.contains('?') { '&' } else { '?' };
-    let (status, _, body) = http(addr, "PUT", &format!("{location}{separator}digest={d}"), &[], bytes);
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-    d
+/// A repository of the loopback registry (`host:port/name`) that the test
+/// stores images in, with a bearer token when the registry wants one.
+struct Repository {
+    addr: String,
+    name: String,
+    token: Option<String>,
 }
 
-/// Stores a manifest under `reference` (a tag or a digest); its digest.
-fn put_manifest(repository: &str, reference: &str, manifest: &Value) -> (String, usize) {
-    let (addr, name) = repository.split_once('/').unwrap();
-    let bytes = serde_json::to_vec_pretty(manifest).unwrap();
-    let media = manifest["mediaType"].as_str().unwrap();
-    let (status, _, body) =
-        http(addr, "PUT", &format!("/v2/{name}/manifests/{reference}"), &[("Content-Type", media)], &bytes);
-    assert_eq!(status, 201, "{repository}:{reference}: {}", String::from_utf8_lossy(&body));
-    (digest(&bytes), bytes.len())
-}
+impl Repository {
+    fn new(repository: &str) -> Repository {
+        let (addr, name) = repository.split_once('/').unwrap();
+        Repository { addr: addr.to_string(), name: name.to_string(), token: None }
+    }
 
-/// An image for linux/`arch` holding `content`, stored under `reference`;
-/// its manifest's digest and size.
-fn push_image(repository: &str, reference: &str, arch: &str, content: &str) -> (String, usize) {
-    let layer = format!("layer of {repository} for {arch}: {content}").into_bytes();
-    let layer_digest = push_blob(repository, &layer);
-    let config = serde_json::to_vec(&json!({
-        "architecture": arch,
-        "os": "linux",
-        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
-    }))
-    .unwrap();
-    let config_digest = push_blob(repository, &config);
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len() },
-        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len() }],
-    });
-    put_manifest(repository, reference, &manifest)
-}
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut all = headers.to_vec();
+        all.extend(bearer.as_deref().map(|b| ("Authorization", b)));
+        http(&self.addr, method, path, &all, body)
+    }
 
-/// An index over an image for each of `arches`, stored under `tag`; its digest.
-fn push_index(repository: &str, tag: &str, arches: &[&str], content: &str) -> String {
-    let manifests: Vec<Value> = arches
-        .iter()
-        .map(|arch| {
-            let (d, size) = push_image(repository, &format!("{tag}-{arch}"), arch, content);
-            json!({
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": d,
-                "size": size,
-                "platform": { "architecture": arch, "os": "linux" },
+    /// Uploads a blob; its digest.
+    fn blob(&self, bytes: &[u8]) -> String {
+        let (status, headers, body) = self.send("POST", &format!("/v2/{}/blobs/uploads/", self.name), &[], b"");
+        assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+        let location = headers.iter().find(|(k, _)| k == "location").map(|(_, v)| v.clone()).unwrap();
+        let location = location.split_once(self.addr.as_str()).map_or(location.as_str(), |(_, path)| path).to_string();
+        let d = digest(bytes);
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let (status, _, body) = self.send("PUT", &format!("{location}{separator}digest={d}"), &[], bytes);
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+        d
+    }
+
+    /// Stores a manifest under `reference` (a tag or a digest); its digest and size.
+    fn manifest(&self, reference: &str, manifest: &Value) -> (String, usize) {
+        let bytes = serde_json::to_vec_pretty(manifest).unwrap();
+        let media = manifest["mediaType"].as_str().unwrap();
+        let path = format!("/v2/{}/manifests/{reference}", self.name);
+        let (status, _, body) = self.send("PUT", &path, &[("Content-Type", media)], &bytes);
+        assert_eq!(status, 201, "{}:{reference}: {}", self.name, String::from_utf8_lossy(&body));
+        (digest(&bytes), bytes.len())
+    }
+
+    /// An image for linux/`arch` holding `content`, stored under
+    /// `reference`; its manifest's digest and size.
+    fn image(&self, reference: &str, arch: &str, content: &str) -> (String, usize) {
+        let layer = format!("layer of {} for {arch}: {content}", self.name).into_bytes();
+        let layer_digest = self.blob(&layer);
+        let config = serde_json::to_vec(&json!({
+            "architecture": arch,
+            "os": "linux",
+            "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
+        }))
+        .unwrap();
+        let config_digest = self.blob(&config);
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len() },
+            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len() }],
+        });
+        self.manifest(reference, &manifest)
+    }
+
+    /// An index over an image for each of `arches`, stored under `tag`; its digest.
+    fn index(&self, tag: &str, arches: &[&str], content: &str) -> String {
+        let manifests: Vec<Value> = arches
+            .iter()
+            .map(|arch| {
+                let (d, size) = self.image(&format!("{tag}-{arch}"), arch, content);
+                json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": d,
+                    "size": size,
+                    "platform": { "architecture": arch, "os": "linux" },
+                })
             })
-        })
-        .collect();
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": manifests,
-    });
-    put_manifest(repository, tag, &index).0
+            .collect();
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        self.manifest(tag, &index).0
+    }
+}
+
+/// An image for linux/`arch` in `repository`, under `reference`.
+fn push_image(repository: &str, reference: &str, arch: &str, content: &str) -> (String, usize) {
+    Repository::new(repository).image(reference, arch, content)
+}
+
+/// An index in `repository` over an image for each of `arches`, under `tag`.
+fn push_index(repository: &str, tag: &str, arches: &[&str], content: &str) -> String {
+    Repository::new(repository).index(tag, arches, content)
 }
 
 // ---- trees of images -------------------------------------------------------------------
@@ -169,7 +206,13 @@ impl Tree {
     /// The binary, run from the tree's directory (so paths print as
     /// `images/…`), with settings of its own.
     fn pin(&self, args: &[&str]) -> Run {
+        self.pin_with(args, &[])
+    }
+
+    /// [`Tree::pin`], with more environment variables.
+    fn pin_with(&self, args: &[&str], envs: &[(&str, &std::path::Path)]) -> Run {
         let mut cmd: Command = bare_xtask();
+        cmd.envs(envs.iter().copied());
         let config = self.dir.path().join("images.toml");
         fs::write(&config, "").unwrap();
         cmd.current_dir(self.dir.path())
@@ -407,4 +450,64 @@ fn check_asks_once_per_distinct_base() {
     requests.sort();
     expected.sort();
     assert_eq!(requests, expected);
+}
+
+/// A registry that wants a bearer token from a token service: the base is
+/// resolved with the login docker keeps for it (`DOCKER_CONFIG`), as the
+/// client's own tests (`registry`) do for pushes.
+#[test]
+fn pins_through_a_registry_that_wants_a_token() {
+    use crate::registry::{free_port, openssl, self_signed, wait_listening, Server, TOKEN_SERVICE};
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    self_signed(dir, "key.pem", "cert.pem", "xtask-test-token");
+    openssl(dir, &["x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der"]);
+    let port = free_port("127.0.0.1");
+    let password = format!("pw-{}", support::unique());
+    fs::write(dir.join("token.py"), TOKEN_SERVICE).unwrap();
+    let log = fs::File::create(dir.join("token.log")).unwrap();
+    let mut child = Command::new("python3")
+        .arg(dir.join("token.py"))
+        .arg(port.to_string())
+        .arg(dir.join("key.pem"))
+        .arg(dir.join("cert.der"))
+        .arg("tester")
+        .arg(&password)
+        .arg(dir.join("scopes.log"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("python3");
+    wait_listening(&format!("127.0.0.1:{port}"), &mut child, &dir.join("token.log"));
+    let _tokens = Server(child);
+    let auth = format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{port}/token\n    service: xtask-test\n    issuer: \
+         xtask-test-issuer\n    rootcertbundle: {}\n",
+        dir.join("cert.pem").display()
+    );
+    let registry =
+        support::Registry::start_with(&dir.join("registry"), support::Setup { auth: Some(auth), ..Default::default() });
+    let login = support::base64(format!("tester:{password}").as_bytes());
+    let docker = dir.join("docker");
+    fs::create_dir(&docker).unwrap();
+    fs::write(docker.join("config.json"), json!({ "auths": { &registry.addr: { "auth": login } } }).to_string())
+        .unwrap();
+
+    let tree = Tree::at(&registry.addr);
+    let mut one = Repository::new(&tree.base("one"));
+    let scope = format!("repository:{}:pull,push", one.name);
+    let path = format!("/token?service=xtask-test&scope={scope}");
+    let basic = format!("Basic {login}");
+    let (status, _, body) = http(&format!("127.0.0.1:{port}"), "GET", &path, &[("Authorization", &basic)], b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    one.token = serde_json::from_slice::<Value>(&body).unwrap()["token"].as_str().map(String::from);
+    let pinned = one.index("1", &["amd64", "arm64"], "one");
+    tree.write("a/Dockerfile", &format!("FROM {}:1\n", tree.base("one")));
+
+    let refused = tree.pin_with(&[], &[("DOCKER_CONFIG", dir)]);
+    let line = refused.error_line();
+    assert!(line.contains(&format!("registry {} refused the credentials", registry.addr)), "{refused}");
+    assert_eq!(tree.read("a/Dockerfile"), format!("FROM {}:1\n", tree.base("one")));
+    tree.pin_with(&[], &[("DOCKER_CONFIG", &docker)]).success();
+    assert_eq!(tree.read("a/Dockerfile"), format!("FROM {}:1@{pinned}\n", tree.base("one")));
 }
