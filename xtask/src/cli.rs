@@ -44,6 +44,7 @@ impl Cli {
             Command::Prune(a) => a.json,
             Command::Gc(a) => a.json,
             Command::Status(a) => a.json,
+            Command::Pin(a) => a.json,
             Command::LocalImage { .. } | Command::Settings { .. } | Command::Init(_) | Command::RegisterCross => false,
         }
     }
@@ -169,6 +170,31 @@ pub enum Command {
         args, tag scheme, local prefix) does; a dry run warns of it. Tags the work tree gives its images now \
         are marked (work tree).")]
     Gc(GcArgs),
+    /// Pin every external base image of the Dockerfiles to the digest its tag points at (FROM, COPY --from, ARG defaults)
+    #[command(long_about = "Pin every external base image of the Dockerfiles (for each architecture) to the digest \
+        its tag points at in its registry: `FROM name:tag` becomes `FROM name:tag@sha256:<digest>`, and so do \
+        COPY --from images and the global ARG defaults a FROM names (`ARG BASE=name:tag`, `FROM ${BASE}`). A \
+        multi-platform tag is pinned to its index. Catalog images, stages and scratch are left alone, and so is \
+        every other byte of the file. Pinned bases stay as they are, unless --update. Nothing is written unless \
+        every base resolves. The digest is part of the Dockerfile, so the content tag of each image whose base \
+        moves changes with it.")]
+    Pin(PinArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PinArgs {
+    /// Image names or groups [default: every image]
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Also move each pinned base whose tag points elsewhere now, printing old → new
+    #[arg(long, conflicts_with = "check")]
+    pub update: bool,
+    /// Change nothing: exit 1 when a base is unpinned, or its tag points elsewhere now (drifted), listing each
+    #[arg(long)]
+    pub check: bool,
+    /// Print a JSON document: {"schema": 1, "bases": [{path, line, reference, state, digest, current}]}
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -743,6 +769,22 @@ mod tests {
                 }),
                 none(),
             ),
+            (&["pin"], Command::Pin(PinArgs { images: vec![], update: false, check: false, json: false }), none()),
+            (
+                &["pin", "basic", "--check", "--json", "default"],
+                Command::Pin(PinArgs {
+                    images: strings(&["basic", "default"]),
+                    update: false,
+                    check: true,
+                    json: true,
+                }),
+                none(),
+            ),
+            (
+                &["pin", "--update", "web/app"],
+                Command::Pin(PinArgs { images: strings(&["web/app"]), update: true, check: false, json: false }),
+                none(),
+            ),
             (
                 &["register-cross", "--arch", "aarch64"],
                 Command::RegisterCross,
@@ -794,6 +836,9 @@ mod tests {
             (&["check", "--shard", "1/2"], ErrorKind::UnknownArgument),
             (&["check", "--deny-warning"], ErrorKind::UnknownArgument),
             (&["status", "--markdown"], ErrorKind::InvalidValue),
+            (&["pin", "--check", "--update"], ErrorKind::ArgumentConflict),
+            (&["pin", "--dry-run"], ErrorKind::UnknownArgument),
+            (&["pin", "--shard", "1/2"], ErrorKind::UnknownArgument),
             (&["status", "--dry-run"], ErrorKind::UnknownArgument),
             (&["list-all-images", "--arch"], ErrorKind::InvalidValue),
             (&["--arch", "sparc", "list-all-images"], ErrorKind::InvalidValue),

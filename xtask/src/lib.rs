@@ -112,6 +112,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::RegisterCross => return commands::register_cross::run(&settings).map(|()| 0),
         Command::PushManifest(s) => return commands::manifest::run(&settings, &s.images, &s.opts.run_args()),
         Command::Check(a) => return commands::check::run(&settings, &a.images, a.json, a.deny_warnings),
+        Command::Pin(a) => {
+            use commands::pin::Mode;
+            let mode = if a.check {
+                Mode::Check
+            } else if a.update {
+                Mode::Update
+            } else {
+                Mode::Pin
+            };
+            return commands::pin::run(&settings, &a.images, mode, a.json);
+        }
         Command::Prune(a) => {
             return commands::prune::run(&settings, arch_given.then_some(settings.arch), a.dry_run, a.json)
         }

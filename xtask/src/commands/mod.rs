@@ -8,6 +8,7 @@ pub mod init;
 pub mod listing;
 pub mod manifest;
 mod observe;
+pub mod pin;
 pub mod prune;
 pub mod register_cross;
 pub mod status;

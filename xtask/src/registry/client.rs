@@ -218,6 +218,13 @@ impl Registry {
         })
     }
 
+    /// The platform of `manifest`, the image manifest `reference` names,
+    /// from its config blob: the manifest is not read again.
+    pub fn platform_in(&self, reference: &str, manifest: &Manifest) -> Result<Platform> {
+        let r = Reference::parse(reference)?;
+        self.retry.run(|| self.platform_of(&r, manifest))
+    }
+
     fn platform_of(&self, r: &Reference, manifest: &Manifest) -> Result<Platform> {
         if manifest.is_index() {
             bail!("{r} is a multi-architecture index in the registry, not one image");

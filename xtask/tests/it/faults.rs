@@ -26,7 +26,7 @@ mod credentials;
 mod flaky;
 mod inspect;
 mod names;
-mod proxy;
+pub(crate) mod proxy;
 mod state;
 
 use std::collections::BTreeMap;

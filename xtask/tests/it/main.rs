@@ -28,6 +28,7 @@ mod hostile;
 mod insight;
 mod lifecycle;
 mod make;
+mod pin;
 mod props;
 mod registry;
 mod untrusted;

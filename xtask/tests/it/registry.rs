@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use support::{docker_login, outcome, run, Registry, Sandbox, Setup};
 
 /// A program the test starts, killed on drop.
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -24,11 +24,11 @@ impl Drop for Server {
     }
 }
 
-fn free_port(ip: &str) -> u16 {
+pub(crate) fn free_port(ip: &str) -> u16 {
     TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap().port()
 }
 
-fn wait_listening(addr: &str, child: &mut Child, log: &Path) {
+pub(crate) fn wait_listening(addr: &str, child: &mut Child, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
@@ -42,14 +42,14 @@ fn wait_listening(addr: &str, child: &mut Child, log: &Path) {
     panic!("nothing listens at {addr}: {}", fs::read_to_string(log).unwrap_or_default());
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A new RSA key and a certificate for it, signed by itself, valid two days,
 /// as files `key` and `cert` in `dir`.
-fn self_signed(dir: &Path, key: &str, cert: &str, common_name: &str) {
+pub(crate) fn self_signed(dir: &Path, key: &str, cert: &str, common_name: &str) {
     let subject = format!("/CN={common_name}");
     openssl(
         dir,
@@ -62,7 +62,7 @@ fn self_signed(dir: &Path, key: &str, cert: &str, common_name: &str) {
 
 /// A token service: grants a JWT (RS256, its certificate in `x5c`) for every
 /// scope asked, to the one user it knows; records each request's scopes.
-const TOKEN_SERVICE: &str = r#"
+pub(crate) const TOKEN_SERVICE: &str = r#"
 import base64, json, os, subprocess, sys, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
