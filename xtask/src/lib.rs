@@ -113,13 +113,13 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::PushManifest(s) => return commands::manifest::run(&settings, &s.images, &s.opts.run_args()),
         Command::Check(a) => return commands::check::run(&settings, &a.images, a.json, a.deny_warnings),
         Command::Pin(a) => {
-            use commands::pin::Mode;
+            use commands::pin::PinMode;
             let mode = if a.check {
-                Mode::Check
+                PinMode::Check
             } else if a.update {
-                Mode::Update
+                PinMode::Update
             } else {
-                Mode::Pin
+                PinMode::Pin
             };
             return commands::pin::run(&settings, &a.images, mode, a.json);
         }

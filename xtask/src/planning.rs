@@ -76,19 +76,19 @@ impl Step {
 
 /// Whether steps build: surely, only when a pull fails, or never.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Builds {
+enum Building {
     Surely,
     IfPullFails,
     Never,
 }
 
-fn builds(steps: &[Step]) -> Builds {
+fn builds(steps: &[Step]) -> Building {
     if steps.contains(&Step::Build) {
-        Builds::Surely
+        Building::Surely
     } else if steps.contains(&Step::Pull { or_build: true }) {
-        Builds::IfPullFails
+        Building::IfPullFails
     } else {
-        Builds::Never
+        Building::Never
     }
 }
 
@@ -240,7 +240,7 @@ pub struct Observed {
 pub struct Options {
     pub mode: Mode,
     pub arch: Arch,
-    /// Builds may take unchanged steps from the previous version.
+    /// Building may take unchanged steps from the previous version.
     pub cache: bool,
     pub skip_load: bool,
     pub push_latest: bool,
@@ -323,9 +323,9 @@ pub fn plan(
     while let Some(i) = stack.pop() {
         let draft = &drafts[&i];
         let need = match builds(&draft.steps) {
-            Builds::Never => continue,
-            Builds::Surely => draft.runs.clone(),
-            Builds::IfPullFails => Runs::OnlyIfBuilt([i].into()),
+            Building::Never => continue,
+            Building::Surely => draft.runs.clone(),
+            Building::IfPullFails => Runs::OnlyIfBuilt([i].into()),
         };
         for base in &targets[&i].bases {
             if bring(&mut drafts, &targets[base], &need, seen, opts) {
@@ -350,7 +350,7 @@ pub fn plan(
         .map(|&i| {
             let t = &targets[&i];
             let d = &drafts[&i];
-            let bases = |when: Builds| if builds(&d.steps) == when { positions(&mut t.bases.iter()) } else { vec![] };
+            let bases = |when: Building| if builds(&d.steps) == when { positions(&mut t.bases.iter()) } else { vec![] };
             let names_locally = d.steps.iter().any(Step::brings_local);
             let latest_was = names_locally
                 .then(|| seen.foreign(&t.names.local_latest(), opts.arch))
@@ -368,8 +368,8 @@ pub fn plan(
                 names: t.names.clone(),
                 steps: d.steps.clone(),
                 why: why(d, &dependents(targets, i)),
-                after: bases(Builds::Surely),
-                build_after: bases(Builds::IfPullFails),
+                after: bases(Building::Surely),
+                build_after: bases(Building::IfPullFails),
                 only_if_built: match &d.runs {
                     Runs::Anyway => vec![],
                     Runs::OnlyIfBuilt(triggers) => positions(&mut triggers.iter()),

@@ -21,7 +21,7 @@ enum Work {
     Batch(Vec<JobIndex>),
 }
 
-enum State {
+enum JobState {
     /// Planned only for a build that may not happen: it runs once one needs it.
     Dormant,
     Waiting,
@@ -31,16 +31,16 @@ enum State {
     Done(bool),
 }
 
-impl State {
+impl JobState {
     fn waits(&self) -> bool {
-        matches!(self, State::Waiting | State::FellBack(_))
+        matches!(self, JobState::Waiting | JobState::FellBack(_))
     }
 }
 
 /// Makes job `j` run after all, and the jobs it waits on.
-fn wake_up(states: &mut PerJob<State>, jobs: &[Job], j: JobIndex) {
-    if matches!(states[j], State::Dormant) {
-        states[j] = State::Waiting;
+fn wake_up(states: &mut PerJob<JobState>, jobs: &[Job], j: JobIndex) {
+    if matches!(states[j], JobState::Dormant) {
+        states[j] = JobState::Waiting;
         for &b in &jobs[j].after {
             wake_up(states, jobs, b);
         }
@@ -49,9 +49,9 @@ fn wake_up(states: &mut PerJob<State>, jobs: &[Job], j: JobIndex) {
 
 /// What job `j` waits on: the jobs it is built on, before it starts, or
 /// before the build its failed pull fell back to.
-fn waits_on<'j>(state: &State, jobs: &'j [Job], j: JobIndex) -> &'j [JobIndex] {
+fn waits_on<'j>(state: &JobState, jobs: &'j [Job], j: JobIndex) -> &'j [JobIndex] {
     match state {
-        State::FellBack(_) => &jobs[j].build_after,
+        JobState::FellBack(_) => &jobs[j].build_after,
         _ => &jobs[j].after,
     }
 }
@@ -73,14 +73,14 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
     // What needs nothing is done before any work starts, so that a stop
     // after a failure never leaves it "not started".
     let mut first: PerJob<Option<Outcome>> = PerJob::new(jobs.len(), || None);
-    let mut states: PerJob<State> = PerJob::new(jobs.len(), || State::Waiting);
+    let mut states: PerJob<JobState> = PerJob::new(jobs.len(), || JobState::Waiting);
     for j in JobIndex::all(jobs.len()) {
         let job = &jobs[j];
         if !job.runs_anyway() {
-            states[j] = State::Dormant;
+            states[j] = JobState::Dormant;
         } else if job.steps.is_empty() {
             first[j] = Some(end(Outcome::new(job.info(), job.idle(ctx.idle), Some(job.why.clone()))));
-            states[j] = State::Done(true);
+            states[j] = JobState::Done(true);
         }
     }
     let outcomes: Mutex<PerJob<Option<Outcome>>> = Mutex::new(first);
@@ -110,12 +110,12 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                             if !states[j].waits() {
                                 continue;
                             }
-                            let failed = |b: &&JobIndex| matches!(states[**b], State::Done(false));
+                            let failed = |b: &&JobIndex| matches!(states[**b], JobState::Done(false));
                             let Some(&base) = waits_on(&states[j], jobs, j).iter().find(failed) else {
                                 continue;
                             };
                             outcomes.lock().unwrap()[j] = Some(blocked(j, base));
-                            states[j] = State::Done(false);
+                            states[j] = JobState::Done(false);
                             changed = true;
                         }
                         if changed {
@@ -124,13 +124,15 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                         }
                         let is_ready = |j: JobIndex| {
                             states[j].waits()
-                                && waits_on(&states[j], jobs, j).iter().all(|&b| matches!(states[b], State::Done(true)))
+                                && waits_on(&states[j], jobs, j)
+                                    .iter()
+                                    .all(|&b| matches!(states[b], JobState::Done(true)))
                         };
                         // Builds ready at once go to the engine together, when it can.
                         let batch: Vec<JobIndex> = JobIndex::all(jobs.len())
                             .filter(|&j| {
                                 batches
-                                    && matches!(states[j], State::Waiting)
+                                    && matches!(states[j], JobState::Waiting)
                                     && is_ready(j)
                                     && !tried[j]
                                     && jobs[j].steps.contains(&Step::Build)
@@ -139,21 +141,21 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                             .collect();
                         if batch.len() > 1 {
                             for &j in &batch {
-                                states[j] = State::Running;
+                                states[j] = JobState::Running;
                                 tried[j] = true;
                             }
                             break Some(Work::Batch(batch));
                         }
                         if let Some(j) = JobIndex::all(jobs.len()).find(|&j| is_ready(j)) {
-                            let resume = match std::mem::replace(&mut states[j], State::Running) {
-                                State::FellBack(partial) => Some(partial),
+                            let resume = match std::mem::replace(&mut states[j], JobState::Running) {
+                                JobState::FellBack(partial) => Some(partial),
                                 _ => None,
                             };
                             break Some(Work::Job(j, resume));
                         }
                         // Nothing to start: a job still running may yet
                         // need a base woken up; else the work is done.
-                        if !states.0.iter().any(|s| matches!(s, State::Running)) {
+                        if !states.0.iter().any(|s| matches!(s, JobState::Running)) {
                             break None;
                         }
                         guard = wake.wait(guard).unwrap();
@@ -168,7 +170,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                         build_batch(ctx, jobs, &batch);
                         let mut guard = state.lock().unwrap();
                         for j in batch {
-                            guard.0[j] = State::Waiting;
+                            guard.0[j] = JobState::Waiting;
                         }
                         drop(guard);
                         wake.notify_all();
@@ -183,7 +185,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                         let ok = !outcome.action.is_failure();
                         outcomes.lock().unwrap()[j] = Some(outcome);
                         let mut guard = state.lock().unwrap();
-                        guard.0[j] = State::Done(ok);
+                        guard.0[j] = JobState::Done(ok);
                         if !ok && !keep_going {
                             guard.1 = true;
                         }
@@ -193,7 +195,7 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
                         for &b in &jobs[j].build_after {
                             wake_up(&mut guard.0, jobs, b);
                         }
-                        guard.0[j] = State::FellBack(partial);
+                        guard.0[j] = JobState::FellBack(partial);
                     }
                 }
                 wake.notify_all();
@@ -207,8 +209,8 @@ pub fn execute(ctx: &Context, jobs: &[Job], parallel: usize, keep_going: bool) -
     for (j, state) in JobIndex::all(jobs.len()).zip(states.0.iter()) {
         if outcomes[j].is_none() {
             outcomes[j] = match state {
-                State::Dormant => None,
-                State::FellBack(partial) => Some(partial.unfinished(&jobs[j], unfinished)),
+                JobState::Dormant => None,
+                JobState::FellBack(partial) => Some(partial.unfinished(&jobs[j], unfinished)),
                 _ => Some(Outcome::new(jobs[j].info(), unfinished, None)),
             };
         }

@@ -53,7 +53,7 @@ impl std::fmt::Debug for Oid {
 
 /// One entry of a tree object.
 #[derive(Clone, Debug)]
-pub(super) struct Entry {
+pub(super) struct TreeEntry {
     pub(super) mode: u32,
     pub(super) name: Vec<u8>,
     pub(super) oid: Oid,
@@ -63,7 +63,7 @@ const TREE: u32 = 0o040000;
 const SYMLINK: u32 = 0o120000;
 const GITLINK: u32 = 0o160000;
 
-impl Entry {
+impl TreeEntry {
     pub(super) fn is_tree(&self) -> bool {
         self.mode == TREE
     }
@@ -80,7 +80,7 @@ impl Entry {
 }
 
 /// The entry of a tree (sorted by name) with this name.
-pub(super) fn find<'t>(entries: &'t [Entry], name: &[u8]) -> Option<&'t Entry> {
+pub(super) fn find<'t>(entries: &'t [TreeEntry], name: &[u8]) -> Option<&'t TreeEntry> {
     entries.binary_search_by(|e| e.name.as_slice().cmp(name)).ok().map(|k| &entries[k])
 }
 
@@ -149,7 +149,7 @@ pub struct Repo {
 /// Trees read lately, and how many entries they hold in all.
 #[derive(Default)]
 struct TreeCache {
-    trees: HashMap<Oid, Arc<Vec<Entry>>>,
+    trees: HashMap<Oid, Arc<Vec<TreeEntry>>>,
     entries: usize,
 }
 
@@ -195,7 +195,7 @@ impl Repo {
 
     /// A tree's entries, sorted by name as a directory walk by file name
     /// meets them (git sorts a directory as if its name ended in `/`).
-    pub(super) fn tree(&self, oid: &Oid) -> Result<Arc<Vec<Entry>>> {
+    pub(super) fn tree(&self, oid: &Oid) -> Result<Arc<Vec<TreeEntry>>> {
         if let Some(t) = self.trees.lock().unwrap_or_else(|e| e.into_inner()).trees.get(oid) {
             return Ok(t.clone());
         }
@@ -210,7 +210,7 @@ impl Repo {
             let nul = rest.iter().position(|&b| b == 0).ok_or_else(bad)?;
             let name = rest[space + 1..nul].to_vec();
             let raw = rest.get(nul + 1..nul + 1 + self.hash_len).ok_or_else(bad)?;
-            entries.push(Entry { mode, name, oid: Oid::from_raw(raw) });
+            entries.push(TreeEntry { mode, name, oid: Oid::from_raw(raw) });
             rest = &rest[nul + 1 + self.hash_len..];
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 
 use super::history::Snapshot;
-use super::repo::{find, Entry, Oid, Repo};
+use super::repo::{find, Oid, Repo, TreeEntry};
 use crate::catalog::dockerignore::{DockerIgnore, Inclusion};
 use crate::catalog::image_files;
 use crate::catalog::tagging::{self, Kind, Source};
@@ -26,7 +26,12 @@ impl Git<'_> {
 
     /// Walks a tree depth first, children by name; `visit` returns whether
     /// to enter a directory.
-    fn walk(&self, tree: &Oid, rel: &mut Vec<u8>, visit: &mut dyn FnMut(&[u8], &Entry) -> Result<bool>) -> Result<()> {
+    fn walk(
+        &self,
+        tree: &Oid,
+        rel: &mut Vec<u8>,
+        visit: &mut dyn FnMut(&[u8], &TreeEntry) -> Result<bool>,
+    ) -> Result<()> {
         for e in self.repo().tree(tree)?.iter() {
             let len = rel.len();
             if !rel.is_empty() {
@@ -44,19 +49,19 @@ impl Git<'_> {
     /// The entry at a path under the work tree's top (components), following
     /// symlinks on the way and, when `follow`, at the end; `None` when
     /// nothing is there.
-    fn lookup(&self, path: Vec<Vec<u8>>, follow: bool, shown: &str) -> Result<Option<Entry>> {
+    fn lookup(&self, path: Vec<Vec<u8>>, follow: bool, shown: &str) -> Result<Option<TreeEntry>> {
         Ok(self.resolve(path, follow, shown)?.map(|(entry, _)| entry))
     }
 
     /// [`Git::lookup`], with the path the entry was found at (components
     /// from the top).
-    fn resolve(&self, path: Vec<Vec<u8>>, follow: bool, shown: &str) -> Result<Option<(Entry, Vec<Vec<u8>>)>> {
+    fn resolve(&self, path: Vec<Vec<u8>>, follow: bool, shown: &str) -> Result<Option<(TreeEntry, Vec<Vec<u8>>)>> {
         let repo = self.repo();
         let mut pending: Vec<Vec<u8>> = path.into_iter().rev().collect();
         let mut trail: Vec<Oid> = vec![self.snapshot.top];
         let mut at: Vec<Vec<u8>> = Vec::new();
         let mut hops = 0;
-        let mut last: Option<Entry> = None;
+        let mut last: Option<TreeEntry> = None;
         while let Some(part) = pending.pop() {
             if part.is_empty() || part == b"." {
                 continue;

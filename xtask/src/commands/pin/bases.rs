@@ -12,14 +12,14 @@ use crate::model::{Arch, Parts, Reference};
 
 /// What the catalog calls its own: images named under the local prefix,
 /// and its images under the remote prefix. Neither is pinned.
-pub struct Own<'a> {
+pub struct Catalogued<'a> {
     pub local_prefix: &'a str,
     pub remote_prefix: &'a str,
     /// Every image path, for any architecture.
     pub paths: &'a HashSet<String>,
 }
 
-impl Own<'_> {
+impl Catalogued<'_> {
     fn names(&self, reference: &str) -> bool {
         if under(self.local_prefix, reference).is_some()
             || under(&format!("localhost/{}", self.local_prefix), reference).is_some()
@@ -72,10 +72,10 @@ pub struct Found {
 
 /// The external bases of a Dockerfile, in the order of the file; each place
 /// once, however many `FROM`s use an `ARG`.
-pub fn find(text: &str, own: &Own) -> Found {
+pub fn find(text: &str, own: &Catalogued) -> Found {
     let file = dockerfile::parse(text);
     let lines = lines(text);
-    let mut walk = Walk {
+    let mut walk = BaseWalk {
         own,
         lines: &lines,
         escape: file.escape,
@@ -112,8 +112,8 @@ struct Placed {
     text: String,
 }
 
-struct Walk<'a> {
-    own: &'a Own<'a>,
+struct BaseWalk<'a> {
+    own: &'a Catalogued<'a>,
     lines: &'a [(usize, &'a str)],
     escape: char,
     /// Stage names, lower case: what `FROM` and `COPY --from` may name
@@ -126,7 +126,7 @@ struct Walk<'a> {
     found: Found,
 }
 
-impl Walk<'_> {
+impl BaseWalk<'_> {
     fn error(&mut self, line: usize, message: String) {
         self.found.errors.push(Note { line, message });
     }
@@ -137,7 +137,14 @@ impl Walk<'_> {
                 Some((name, value)) => (name.to_string(), Some(value.to_string())),
                 None => (word.text.clone(), None),
             };
-            let value = default.as_deref().and_then(|d| dockerfile::substitute(d, &self.vars, self.escape));
+            let value = match default.as_deref().map(|d| dockerfile::substitute(d, &self.vars, self.escape)) {
+                Some(Err(too_deep)) => {
+                    self.error(word.line, format!("ARG {}: {too_deep}", shown(&word.raw)));
+                    continue;
+                }
+                Some(Ok(value)) => value,
+                None => None,
+            };
             match (value, default) {
                 (Some(value), Some(default)) => {
                     let skip = word.raw.find('=').map_or(0, |at| at + 1);
@@ -209,7 +216,11 @@ impl Walk<'_> {
             }
             return;
         }
-        let Some(concrete) = dockerfile::substitute(value, &self.vars, self.escape) else {
+        let concrete = match dockerfile::substitute(value, &self.vars, self.escape) {
+            Ok(concrete) => concrete,
+            Err(too_deep) => return self.error(word.line, format!("{site} {}: {too_deep}", shown(value))),
+        };
+        let Some(concrete) = concrete else {
             self.found.warnings.push(Note {
                 line: word.line,
                 message: format!("{site} {}: a variable there has no default, so it is not pinned", shown(value)),
@@ -342,8 +353,8 @@ fn placed_words(lines: &[(usize, &str)], ins: &Instruction, escape: char) -> Vec
 mod tests {
     use super::*;
 
-    fn own(paths: &HashSet<String>) -> Own<'_> {
-        Own { local_prefix: "gvisor.dev/images", remote_prefix: "r.example:5000/cache", paths }
+    fn own(paths: &HashSet<String>) -> Catalogued<'_> {
+        Catalogued { local_prefix: "gvisor.dev/images", remote_prefix: "r.example:5000/cache", paths }
     }
 
     fn base(line: usize, site: &str, reference: &str, text: &str, platform: Option<&str>) -> Base {

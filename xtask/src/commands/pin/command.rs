@@ -9,7 +9,7 @@ use std::io::Write;
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
-use super::bases::{self, Base, Own};
+use super::bases::{self, Base, Catalogued};
 use super::resolve;
 use super::rewrite::{self, Edit};
 use crate::catalog::discovery::{discover_every_arch, Catalog};
@@ -19,7 +19,7 @@ use crate::registry::{Manifest, Registry};
 
 /// What `pin` does to the bases it finds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub enum PinMode {
     /// Pin the unpinned; leave the pinned as they are.
     Pin,
     /// Pin the unpinned, and move the pinned whose tag points elsewhere now.
@@ -31,7 +31,7 @@ pub enum Mode {
 /// Where a base stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum State {
+pub enum BaseState {
     /// No digest.
     Unpinned,
     /// A digest: where its tag points (or not asked, by a plain `pin`).
@@ -47,7 +47,7 @@ pub struct Row {
     pub line: usize,
     /// As written.
     pub reference: String,
-    pub state: State,
+    pub state: BaseState,
     /// The digest written, if any.
     pub digest: Option<String>,
     /// Where its tag points now; `null` when not asked.
@@ -65,13 +65,13 @@ struct File {
 }
 
 /// Runs `pin`; returns the exit status.
-pub fn run(settings: &Settings, names: &[String], mode: Mode, json: bool) -> Result<i32> {
+pub fn run(settings: &Settings, names: &[String], mode: PinMode, json: bool) -> Result<i32> {
     let files = gather(settings, names)?;
     let registry = Registry::of(settings);
 
     // What to ask: a plain pin asks only about the unpinned.
     let asked: BTreeSet<String> = every_base(&files)
-        .filter(|(_, b)| mode != Mode::Pin || Parts::of(&b.reference).digest.is_none())
+        .filter(|(_, b)| mode != PinMode::Pin || Parts::of(&b.reference).digest.is_none())
         .filter_map(|(_, b)| followed(&b.reference))
         .collect();
     let asked: Vec<String> = asked.into_iter().collect();
@@ -115,7 +115,7 @@ pub fn run(settings: &Settings, names: &[String], mode: Mode, json: bool) -> Res
 }
 
 /// One base, where it stands, and what it becomes.
-struct Entry<'a> {
+struct BaseEntry<'a> {
     file: &'a File,
     base: &'a Base,
     row: Row,
@@ -125,21 +125,21 @@ struct Entry<'a> {
 
 /// Where each base stands, given where the tags asked about point now, and
 /// what `mode` makes of it.
-fn decide<'a>(files: &'a [File], current: &HashMap<&str, Manifest>, mode: Mode) -> Vec<Entry<'a>> {
+fn decide<'a>(files: &'a [File], current: &HashMap<&str, Manifest>, mode: PinMode) -> Vec<BaseEntry<'a>> {
     let mut entries = Vec::new();
     for (file, base) in every_base(files) {
         let parts = Parts::of(&base.reference);
         let followed = followed(&base.reference);
         let now = followed.as_deref().and_then(|f| current.get(f)).map(|m| m.digest.clone());
         let state = match (parts.digest, &now) {
-            (None, _) => State::Unpinned,
-            (Some(d), Some(now)) if d != now => State::Drifted,
-            (Some(_), _) => State::Pinned,
+            (None, _) => BaseState::Unpinned,
+            (Some(d), Some(now)) if d != now => BaseState::Drifted,
+            (Some(_), _) => BaseState::Pinned,
         };
         let writes = match state {
-            State::Unpinned => mode != Mode::Check,
-            State::Drifted => mode == Mode::Update,
-            State::Pinned => false,
+            BaseState::Unpinned => mode != PinMode::Check,
+            BaseState::Drifted => mode == PinMode::Update,
+            BaseState::Pinned => false,
         };
         let new = match (writes, &followed, &now) {
             (true, Some(followed), Some(now)) => Some(format!("{followed}@{now}")),
@@ -153,7 +153,7 @@ fn decide<'a>(files: &'a [File], current: &HashMap<&str, Manifest>, mode: Mode) 
             digest: parts.digest.map(String::from),
             current: now,
         };
-        entries.push(Entry { file, base, row, new });
+        entries.push(BaseEntry { file, base, row, new });
     }
     entries
 }
@@ -187,8 +187,8 @@ fn followed(reference: &str) -> Option<String> {
 }
 
 /// The error of a run that found `lines` wrong: each printed, then counted.
-fn fail(mut lines: Vec<String>, mode: Mode) -> anyhow::Error {
-    let nothing = if mode == Mode::Check { "" } else { "; nothing was written" };
+fn fail(mut lines: Vec<String>, mode: PinMode) -> anyhow::Error {
+    let nothing = if mode == PinMode::Check { "" } else { "; nothing was written" };
     if lines.len() == 1 {
         return anyhow!("{}{nothing}", lines.remove(0));
     }
@@ -213,7 +213,8 @@ fn gather(settings: &Settings, names: &[String]) -> Result<Vec<File>> {
         }
     }
     let paths: HashSet<String> = catalogs.iter().flat_map(|c| c.images.iter().map(|i| i.path.clone())).collect();
-    let own = Own { local_prefix: &settings.local_prefix, remote_prefix: &settings.remote_prefix, paths: &paths };
+    let own =
+        Catalogued { local_prefix: &settings.local_prefix, remote_prefix: &settings.remote_prefix, paths: &paths };
     let root = shown_root(settings)?;
     let mut files = Vec::new();
     let mut errors = Vec::new();
@@ -230,7 +231,7 @@ fn gather(settings: &Settings, names: &[String]) -> Result<Vec<File>> {
         files.push(File { shown, path, arches, text, bases: found.bases });
     }
     if !errors.is_empty() {
-        return Err(fail(errors, Mode::Check));
+        return Err(fail(errors, PinMode::Check));
     }
     Ok(files)
 }
@@ -264,7 +265,7 @@ fn shown_root(settings: &Settings) -> Result<String> {
 
 /// Warns of each base written whose new digest has no image for an
 /// architecture its Dockerfile is built for (or its `--platform` names).
-fn platform_warnings(registry: &Registry, entries: &[Entry], current: &HashMap<&str, Manifest>) {
+fn platform_warnings(registry: &Registry, entries: &[BaseEntry], current: &HashMap<&str, Manifest>) {
     let written: BTreeSet<String> =
         entries.iter().filter(|e| e.new.is_some()).filter_map(|e| followed(&e.base.reference)).collect();
     let written: Vec<String> = written.into_iter().collect();
@@ -302,19 +303,19 @@ fn platform_warnings(registry: &Registry, entries: &[Entry], current: &HashMap<&
 
 /// Prints what was found and done: a line per base that is not as it
 /// should be (`--check`) or that was written, then a count; or `--json`.
-fn report(files: &[File], entries: &[Entry], mode: Mode, json: bool) -> Result<i32> {
-    let count = |state: State| entries.iter().filter(|e| e.row.state == state).count();
-    let (unpinned, drifted) = (count(State::Unpinned), count(State::Drifted));
+fn report(files: &[File], entries: &[BaseEntry], mode: PinMode, json: bool) -> Result<i32> {
+    let count = |state: BaseState| entries.iter().filter(|e| e.row.state == state).count();
+    let (unpinned, drifted) = (count(BaseState::Unpinned), count(BaseState::Drifted));
     let mut out = std::io::stdout().lock();
     if json {
         let rows: Vec<&Row> = entries.iter().map(|e| &e.row).collect();
         crate::report::print_list("bases", &rows)?;
     }
-    for Entry { file, base, row, new } in entries.iter().filter(|_| !json) {
+    for BaseEntry { file, base, row, new } in entries.iter().filter(|_| !json) {
         let (at, site, reference) = (format!("{}:{}", file.shown, base.line), &base.site, &base.reference);
         match (mode, row.state, new, &row.current) {
-            (Mode::Check, State::Unpinned, _, _) => writeln!(out, "{at}: unpinned {site} {reference}")?,
-            (Mode::Check, State::Drifted, _, Some(now)) => {
+            (PinMode::Check, BaseState::Unpinned, _, _) => writeln!(out, "{at}: unpinned {site} {reference}")?,
+            (PinMode::Check, BaseState::Drifted, _, Some(now)) => {
                 let followed = followed(reference).unwrap_or_default();
                 writeln!(out, "{at}: drifted {site} {reference}: {followed} now points at {now}")?
             }
@@ -325,7 +326,7 @@ fn report(files: &[File], entries: &[Entry], mode: Mode, json: bool) -> Result<i
     out.flush()?;
     let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     let counted = format!("{} in {}", plural(entries.len(), "base"), plural(files.len(), "Dockerfile"));
-    if mode == Mode::Check {
+    if mode == PinMode::Check {
         if unpinned + drifted == 0 {
             eprintln!("checked {counted}: every one pinned where its tag points");
             return Ok(0);
@@ -334,7 +335,7 @@ fn report(files: &[File], entries: &[Entry], mode: Mode, json: bool) -> Result<i
         return Ok(EXIT_FAILURE);
     }
     let written = entries.iter().filter(|e| e.new.is_some()).count();
-    let moved = entries.iter().filter(|e| e.new.is_some() && e.row.state == State::Drifted).count();
+    let moved = entries.iter().filter(|e| e.new.is_some() && e.row.state == BaseState::Drifted).count();
     eprintln!("{counted}: {} pinned, {moved} moved, {} unchanged", written - moved, entries.len() - written);
     Ok(0)
 }
@@ -345,7 +346,7 @@ mod tests {
 
     fn file(text: &str) -> File {
         let paths = HashSet::new();
-        let own = Own { local_prefix: "l.example/images", remote_prefix: "r.example/cache", paths: &paths };
+        let own = Catalogued { local_prefix: "l.example/images", remote_prefix: "r.example/cache", paths: &paths };
         let bases = bases::find(text, &own).bases;
         File {
             shown: "images/a/Dockerfile".into(),
@@ -361,9 +362,9 @@ mod tests {
     }
 
     /// (line, state, digest, current, new) of each base.
-    type Fate = (usize, State, Option<String>, Option<String>, Option<String>);
+    type Fate = (usize, BaseState, Option<String>, Option<String>, Option<String>);
 
-    fn fates(files: &[File], current: &[(&'static str, &str)], mode: Mode) -> Vec<Fate> {
+    fn fates(files: &[File], current: &[(&'static str, &str)], mode: PinMode) -> Vec<Fate> {
         let current: HashMap<&str, Manifest> = current.iter().map(|(r, d)| (*r, manifest(d))).collect();
         decide(files, &current, mode)
             .into_iter()
@@ -384,9 +385,9 @@ mod tests {
             ("x.example/c:3", "sha256:c3"),
             ("x.example/e:latest", "sha256:e"),
         ];
-        let (unpinned, pinned, drifted) = (State::Unpinned, State::Pinned, State::Drifted);
+        let (unpinned, pinned, drifted) = (BaseState::Unpinned, BaseState::Pinned, BaseState::Drifted);
         assert_eq!(
-            fates(&files, &now, Mode::Update),
+            fates(&files, &now, PinMode::Update),
             vec![
                 (1, unpinned, None, s("sha256:a1"), s("x.example/a:1@sha256:a1")),
                 (2, drifted, s("sha256:old"), s("sha256:b2"), s("x.example/b:2@sha256:b2")),
@@ -396,7 +397,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            fates(&files, &now, Mode::Check),
+            fates(&files, &now, PinMode::Check),
             vec![
                 (1, unpinned, None, s("sha256:a1"), None),
                 (2, drifted, s("sha256:old"), s("sha256:b2"), None),
@@ -408,7 +409,7 @@ mod tests {
         // A plain pin asks about the unpinned alone.
         let asked = [now[0], now[3]];
         assert_eq!(
-            fates(&files, &asked, Mode::Pin),
+            fates(&files, &asked, PinMode::Pin),
             vec![
                 (1, unpinned, None, s("sha256:a1"), s("x.example/a:1@sha256:a1")),
                 (2, pinned, s("sha256:old"), None, None),

@@ -8,4 +8,4 @@ mod command;
 mod resolve;
 mod rewrite;
 
-pub use command::{run, Mode, Row, State};
+pub use command::{run, BaseState, PinMode, Row};

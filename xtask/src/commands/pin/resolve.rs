@@ -29,22 +29,22 @@ pub fn platforms(registry: &Registry, reference: &str, manifest: &Manifest) -> R
         return Ok(vec![registry.platform_in(reference, manifest)?]);
     }
     #[derive(Deserialize)]
-    struct Index {
-        manifests: Vec<Entry>,
+    struct IndexDocument {
+        manifests: Vec<IndexEntry>,
     }
     #[derive(Deserialize)]
-    struct Entry {
+    struct IndexEntry {
         #[serde(default)]
-        platform: Option<EntryPlatform>,
+        platform: Option<IndexEntryPlatform>,
     }
     #[derive(Deserialize)]
-    struct EntryPlatform {
+    struct IndexEntryPlatform {
         os: String,
         architecture: String,
         #[serde(default)]
         variant: String,
     }
-    let index: Index = serde_json::from_slice(&manifest.bytes)
+    let index: IndexDocument = serde_json::from_slice(&manifest.bytes)
         .map_err(|e| anyhow!("the index {reference} names in its registry cannot be read: {e}"))?;
     Ok(index
         .manifests
