@@ -103,7 +103,8 @@ pub enum Command {
     #[command(long_about = "Write the settings file (xtask/images.toml, or --config) from a legacy images Makefile \
         such as tools/images.mk, before the shim replaces it: its REMOTE_IMAGE_PREFIX, LOCAL_IMAGE_PREFIX and \
         NON_TEST_IMAGES, and tag_scheme = \"gvisor\", so that the tags already in the registry stay valid. An \
-        existing settings file is kept unless --force is given.")]
+        existing settings file is kept unless --force is given. Also adds target/ (where cargo builds the tool) \
+        to the workspace's .gitignore, creating it, unless a line there ignores it already.")]
     Init(InitArgs),
     /// Make images present locally: use the local copy, else pull the remote tag, else build; then tag
     Load(Selected<LoadOptions>),

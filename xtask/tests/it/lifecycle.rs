@@ -1,8 +1,9 @@
 //! Image lifecycle end to end, against the real engine and registries of
-//! the tests' own with deletes enabled: `prune` (local names whose tag is
-//! not current), `gc` (registry tags no kept git revision gives its image)
-//! and `--changed-since` (what a change touched), on git repositories the
-//! tests make.
+//! the tests' own with deletes enabled: `prune` (local names whose tag no
+//! checkout gives), `gc` (registry tags no kept git revision gives its
+//! image) and `--changed-since` (what a change touched), on git
+//! repositories the tests make; and the tool's own start in a project, the
+//! README's migration.
 
 use crate::support;
 
@@ -966,4 +967,57 @@ fn changed_since_selects_what_a_change_touched() {
             s.path().display()
         )
     );
+}
+
+// ---- adopting the tool ----------------------------------------------------------------------
+
+/// The README's migration, its commands run as written (`cargo xtask` is
+/// the binary built already, run as cargo runs it from the project) in a
+/// tree shaped like gVisor's: the tool comes without its integration tests,
+/// which cannot run there, and git ignores cargo's `target/`, once.
+#[test]
+fn the_migration_brings_no_test_suite_and_ignores_target() {
+    let readme = fs::read_to_string(xtask::workspace_root().join("README.md")).unwrap();
+    let section = readme.split("\n## Migrating from the legacy Makefile\n").nth(1).expect("the README migrates");
+    let commands = section.split("```sh\n").nth(1).and_then(|b| b.split("```").next()).expect("its commands");
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("project");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gvisor-tree");
+    assert!(Command::new("cp").arg("-a").arg(fixture).arg(&project).status().unwrap().success());
+    let script =
+        format!("set -e\ncargo() {{ shift; CARGO_MANIFEST_DIR=\"$PWD/xtask\" \"$XTASK_BIN\" \"$@\"; }}\n{commands}");
+    let mut sh = Command::new("sh");
+    support::clean_env(&mut sh);
+    sh.arg("-c").arg(&script).current_dir(&project).env("TOOL", xtask::workspace_root());
+    sh.env("XTASK_BIN", env!("CARGO_BIN_EXE_xtask")).env_remove("CARGO_MANIFEST_DIR");
+    let migrated = run(&mut sh);
+    assert!(
+        migrated.success().stderr.ends_with("\nadded target/ to .gitignore: cargo builds the tool there\n"),
+        "{migrated}"
+    );
+
+    for file in
+        ["xtask/src/lib.rs", "xtask/Cargo.toml", "xtask/images.toml", ".cargo/config.toml", "Cargo.toml", "Cargo.lock"]
+    {
+        assert!(project.join(file).is_file(), "the migration did not bring {file}");
+    }
+    assert!(!project.join("xtask/tests").exists(), "the migration brought the tool's integration tests");
+    assert_eq!(fs::read_to_string(project.join(".gitignore")).unwrap(), "target/\n");
+    // The unit tests come with the sources: none may need a file of this
+    // workspace outside the crate, which the project does not have.
+    for entry in walkdir::WalkDir::new(project.join("xtask/src")) {
+        let path = entry.unwrap().into_path();
+        if path.extension().is_some_and(|x| x == "rs") {
+            let text = fs::read_to_string(&path).unwrap();
+            assert!(!text.contains("\"../"), "{} reads a file outside the crate", path.display());
+        }
+    }
+
+    // init again, from the legacy file kept aside: .gitignore stays as it is.
+    fs::copy(format!("{fixture}/tools/images.mk"), project.join("legacy.mk")).unwrap();
+    let mut init = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    support::clean_env(&mut init).args(["init", "--force", "--from-makefile", "legacy.mk"]);
+    let again = run(init.current_dir(&project).env("CARGO_MANIFEST_DIR", project.join("xtask")));
+    assert!(!again.success().stderr.contains(".gitignore"), "{again}");
+    assert_eq!(fs::read_to_string(project.join(".gitignore")).unwrap(), "target/\n");
 }
