@@ -51,9 +51,10 @@ pub fn run(settings: &Settings, opts: &PruneOptions) -> Result<i32> {
             current.entry(image.path.clone()).or_default().insert(catalog.arch, tags[&i].clone());
         }
     }
-    let elsewhere = if opts.work_tree_only {
-        Elsewhere::default()
-    } else {
+    let elsewhere = || {
+        if opts.work_tree_only {
+            return Elsewhere::default();
+        }
         let (elsewhere, warnings) = kept_elsewhere(settings);
         for w in warnings {
             eprintln!("warning: {w}");
@@ -61,7 +62,7 @@ pub fn run(settings: &Settings, opts: &PruneOptions) -> Result<i32> {
         elsewhere
     };
 
-    let pruned = prune(&EngineCli::new(settings.engine), settings, &current, &elsewhere, opts)?;
+    let pruned = prune(&EngineCli::new(settings.engine), settings, &current, elsewhere, opts)?;
 
     if opts.json {
         crate::report::print_list("names", &pruned.removals)?;
@@ -78,18 +79,23 @@ pub fn run(settings: &Settings, opts: &PruneOptions) -> Result<i32> {
 
 /// What becomes of the names of `current`'s images on `engine`: one look
 /// at its images and containers makes the [`plan`], which the run (not
-/// `dry_run`) carries out.
+/// `dry_run`) carries out. `elsewhere` gives the tags other checkouts keep,
+/// asked for only when some name is not current here.
 pub fn prune(
     engine: &dyn Engine,
     settings: &Settings,
     current: &Current,
-    elsewhere: &Elsewhere,
+    elsewhere: impl FnOnce() -> Elsewhere,
     opts: &PruneOptions,
 ) -> Result<Pruned> {
     engine.check()?;
     let listed = engine.image_names()?;
     let containers = engine.containers(&listed)?;
     let names = names_of_catalog_images(&listed, current, settings, settings.engine, &opts.other_prefixes);
+    let nowhere = Elsewhere::default();
+    let stale_here = !plan(&names, current, &nowhere, None, &containers, &HashMap::new()).is_empty();
+    let elsewhere = if stale_here { elsewhere() } else { nowhere };
+    let elsewhere = &elsewhere;
     // Sizes and platforms, asked for only when some name may go, or may be
     // out of scope by its image's platform.
     let first = plan(&names, current, elsewhere, None, &containers, &HashMap::new());
@@ -214,7 +220,7 @@ mod tests {
     #[test]
     fn prune_removes_stale_names_and_keeps_the_rest() {
         let engine = engine();
-        let removals = prune(&engine, &settings(), &current(), &Elsewhere::default(), &opts(false)).unwrap().removals;
+        let removals = prune(&engine, &settings(), &current(), Elsewhere::default, &opts(false)).unwrap().removals;
         assert_eq!(
             outcome(&removals),
             vec![
@@ -251,7 +257,7 @@ mod tests {
     fn a_dry_run_plans_the_same_and_removes_nothing() {
         let engine = engine();
         let before = engine.image_names().unwrap();
-        let removals = prune(&engine, &settings(), &current(), &Elsewhere::default(), &opts(true)).unwrap().removals;
+        let removals = prune(&engine, &settings(), &current(), Elsewhere::default, &opts(true)).unwrap().removals;
         assert_eq!(
             outcome(&removals),
             vec![
@@ -271,7 +277,7 @@ mod tests {
         // A container the listing cannot tie to its image: the plan lets
         // the image's last name go, the engine keeps it.
         let engine = engine().with_hidden_container("db", "sha256:2");
-        let removals = prune(&engine, &settings(), &current(), &Elsewhere::default(), &opts(false)).unwrap().removals;
+        let removals = prune(&engine, &settings(), &current(), Elsewhere::default, &opts(false)).unwrap().removals;
         let refusal = "Error response from daemon: conflict: unable to remove repository reference \
                        \"l.test/p/a:0000\" (must force) - container c-db is using its referenced image sha256:2";
         assert_eq!(
@@ -301,7 +307,7 @@ mod tests {
         elsewhere.insert("a", Arch::X86_64, "2222", "at HEAD");
         elsewhere.insert("g/b", Arch::X86_64, "old", "in the work tree at /w/second");
         elsewhere.insert("a", Arch::Aarch64, "3333", "at the HEAD of the work tree at /w/third");
-        let removals = prune(&engine, &settings(), &current(), &elsewhere, &opts(false)).unwrap().removals;
+        let removals = prune(&engine, &settings(), &current(), || elsewhere, &opts(false)).unwrap().removals;
         assert_eq!(
             outcome(&removals),
             vec![
@@ -343,7 +349,7 @@ mod tests {
                 .holding(&["old.test/images/g/b:0000", "mine:debug"], fake::details("sha256:4", "amd64"))
                 .holding(&["old.test/images/a_x86_64:aaaa"], fake::details("sha256:1", "amd64"))
         };
-        let dry = prune(&engine(), &settings(), &current(), &Elsewhere::default(), &opts(true)).unwrap();
+        let dry = prune(&engine(), &settings(), &current(), Elsewhere::default, &opts(true)).unwrap();
         let stays = Held {
             reference: "l.test/p/a:0000".into(),
             image: "sha256:2".into(),
@@ -365,7 +371,7 @@ mod tests {
 
         let engine = engine();
         let other = PruneOptions { other_prefixes: vec!["old.test/images/".into()], ..opts(false) };
-        let pruned = prune(&engine, &settings(), &current(), &Elsewhere::default(), &other).unwrap();
+        let pruned = prune(&engine, &settings(), &current(), Elsewhere::default, &other).unwrap();
         assert_eq!(
             outcome(&pruned.removals),
             vec![
@@ -381,5 +387,15 @@ mod tests {
         );
         assert_eq!(pruned.held, []);
         assert!(engine.image_names().unwrap().contains(&("old.test/images/a_x86_64:aaaa".into(), "sha256:1".into())));
+    }
+
+    #[test]
+    fn other_checkouts_are_read_only_when_some_name_is_not_current_here() {
+        let engine = Fake::with(&[])
+            .holding(&["l.test/p/a:aaaa", "l.test/p/a:latest"], fake::details("sha256:1", "amd64"))
+            .holding(&["r.test:5000/q/a_aarch64:bbbb", "other/thing:0000"], fake::details("sha256:5", "arm64"));
+        let unread = || -> Elsewhere { panic!("other checkouts were read with nothing stale here") };
+        let pruned = prune(&engine, &settings(), &current(), unread, &opts(true)).unwrap();
+        assert_eq!(pruned, Pruned { removals: vec![], held: vec![] });
     }
 }

@@ -223,7 +223,15 @@ pub fn held(listed: &[(String, String)], names: &[Name], removals: &[Removal], e
         .filter(|r| matches!(r.action, NameAction::Remove | NameAction::Removed))
         .map(|r| r.reference.as_str())
         .collect();
-    let looked_at: HashSet<&str> = names.iter().map(|n| n.reference.as_str()).collect();
+    let mut looked_at: HashMap<&str, Vec<&Name>> = HashMap::new();
+    for n in names {
+        looked_at.entry(n.image.as_str()).or_default().push(n);
+    }
+    let mut others: HashMap<&str, Vec<&str>> = HashMap::new();
+    let named: HashSet<&str> = names.iter().map(|n| n.reference.as_str()).collect();
+    for (reference, image) in listed.iter().filter(|(reference, _)| !named.contains(reference.as_str())) {
+        others.entry(image.as_str()).or_default().push(reference);
+    }
     let mut out = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
     // The last name that goes of each image, in the plan's order.
@@ -231,20 +239,14 @@ pub fn held(listed: &[(String, String)], names: &[Name], removals: &[Removal], e
         if !seen.insert(&r.image) {
             continue;
         }
-        let of_image = |n: &&Name| n.image == r.image;
-        if names.iter().filter(of_image).any(|n| !going.contains(n.reference.as_str())) {
+        let mine = looked_at.get(r.image.as_str()).map_or(&[][..], Vec::as_slice);
+        let Some(by) = others.get(r.image.as_str()) else { continue };
+        if mine.iter().any(|n| !going.contains(n.reference.as_str())) {
             continue;
         }
-        let mut by: Vec<String> = listed
-            .iter()
-            .filter(|(reference, image)| *image == r.image && !looked_at.contains(reference.as_str()))
-            .map(|(reference, _)| reference.clone())
-            .collect();
-        if by.is_empty() {
-            continue;
-        }
+        let mut by: Vec<String> = by.iter().map(|b| b.to_string()).collect();
         by.sort();
-        let paths: Vec<&str> = names.iter().filter(of_image).map(|n| n.path.as_str()).collect();
+        let paths: Vec<&str> = mine.iter().map(|n| n.path.as_str()).collect();
         let mut prefixes: Vec<String> = by.iter().filter_map(|b| prefix_of(b, &paths, engine)).collect();
         prefixes.sort();
         prefixes.dedup();
