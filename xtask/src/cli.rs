@@ -104,7 +104,8 @@ pub enum Command {
     #[command(long_about = "Write the settings file (xtask/images.toml, or --config) from a legacy images Makefile \
         such as tools/images.mk, before the shim replaces it: its REMOTE_IMAGE_PREFIX, LOCAL_IMAGE_PREFIX and \
         NON_TEST_IMAGES, and tag_scheme = \"gvisor\", so that the tags already in the registry stay valid. An \
-        existing settings file is kept unless --force is given.")]
+        existing settings file is kept unless --force is given. Also adds target/ (where cargo builds the tool) \
+        to the workspace's .gitignore, creating it, unless a line there ignores it already.")]
     Init(InitArgs),
     /// Make images present locally: use the local copy, else pull the remote tag, else build; then tag
     Load(Selected<LoadOptions>),
@@ -154,8 +155,14 @@ pub enum Command {
     /// Remove the local images of catalog images whose tag is not current, under local and remote names
     #[command(long_about = "Remove the local images of catalog images whose tag is not current: \
         <LOCAL_IMAGE_PREFIX>/<path>:<tag> and <REMOTE_IMAGE_PREFIX>/<path>_<arch>:<tag>. Every current tag (for \
-        every architecture the image has) stays, and :latest when it points at one; names outside the two \
-        prefixes are never touched, nor images a container uses. Every architecture, or only --arch (ARCH).")]
+        every architecture the image has) stays, and :latest when it points at one. Current means given by this \
+        work tree, by HEAD, by any local branch head, or by any other work tree of the repository (git worktree: \
+        its HEAD, and its files as they are on disk), so that one checkout does not remove what another loaded \
+        on the same engine; a name kept for another checkout is listed as skipped, saying where its tag is \
+        current (--work-tree-only keeps this work tree's tags alone). Names outside the two prefixes are never \
+        touched unless their prefix is given to --other-prefixes, nor are images a container uses; when such \
+        names keep an image whose names go, a note on stderr names them. Every architecture, or only --arch \
+        (ARCH).")]
     Prune(PruneArgs),
     /// Delete the registry's tags that no kept git revision gives its image (a dry run unless --delete)
     #[command(long_about = "Delete from the registry the tags of <REMOTE_IMAGE_PREFIX>/<path>_<arch> \
@@ -247,6 +254,13 @@ pub struct PruneArgs {
     /// Print each name and what became of it as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// Keep only the tags this work tree gives, not those of HEAD, the local branch heads or other work trees
+    #[arg(long)]
+    pub work_tree_only: bool,
+    /// Also prune names of catalog images under these prefixes (<PREFIX>/<path>:<tag>,
+    /// <PREFIX>/<path>_<arch>:<tag>), such as the prefixes used before a change of settings
+    #[arg(long, value_name = "PREFIX", num_args = 1..)]
+    pub other_prefixes: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -727,8 +741,17 @@ mod tests {
             (&["prune"], Command::Prune(PruneArgs::default()), none()),
             (
                 &["prune", "--dry-run", "--json", "--arch", "arm64"],
-                Command::Prune(PruneArgs { dry_run: true, json: true }),
+                Command::Prune(PruneArgs { dry_run: true, json: true, ..PruneArgs::default() }),
                 set(Overrides { arch: Some(Arch::Aarch64), ..Overrides::default() }),
+            ),
+            (
+                &["prune", "--other-prefixes", "localhost:5000/images", "old.example/x/", "--work-tree-only"],
+                Command::Prune(PruneArgs {
+                    work_tree_only: true,
+                    other_prefixes: strings(&["localhost:5000/images", "old.example/x/"]),
+                    ..PruneArgs::default()
+                }),
+                none(),
             ),
             (&["gc"], Command::Gc(GcArgs::default()), none()),
             (
@@ -828,6 +851,8 @@ mod tests {
             (&["load", "x", "--changed-since", "HEAD"], ErrorKind::UnknownArgument),
             (&["prune", "x"], ErrorKind::UnknownArgument),
             (&["prune", "--delete"], ErrorKind::UnknownArgument),
+            (&["prune", "--other-prefixes"], ErrorKind::InvalidValue),
+            (&["prune", "--work-tree-only=yes"], ErrorKind::TooManyValues),
             (&["gc", "--keep-since", "30y"], ErrorKind::ValueValidation),
             (&["gc", "--keep"], ErrorKind::InvalidValue),
             (&["gc", "--dry-run"], ErrorKind::UnknownArgument),

@@ -323,8 +323,6 @@ fn check_prefix(what: &str, prefix: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
 
     /// The prefixes make the names handed to the engine: none may start
@@ -358,28 +356,6 @@ mod tests {
                  letters, digits and . _ - / :"
                 .to_string())
         );
-    }
-
-    /// The workspace's Makefile forwards to the tool the variables of
-    /// [`VARIABLES`], no more and no fewer, and its help names them all.
-    #[test]
-    fn the_makefile_forwards_every_variable() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Makefile");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let lines = text.replace("\\\n", " ");
-        let exported = lines.lines().find_map(|l| l.strip_prefix("_xtask_vars :=")).expect("_xtask_vars is set");
-        let mut forwarded: BTreeSet<&str> = exported.split_whitespace().collect();
-        // The prefixes are exported only when given.
-        forwarded
-            .extend(lines.lines().filter_map(|l| l.strip_prefix("$(eval $(call _xtask_prefix,")?.strip_suffix("))")));
-        let table: BTreeSet<&str> = VARIABLES.iter().map(|v| v.name).collect();
-        assert_eq!(forwarded, table, "the variables {} forwards", path.display());
-
-        let help = text.split("\nVariables (").nth(1).and_then(|h| h.split("\n\n").next()).expect("help on variables");
-        let mut named: BTreeSet<&str> =
-            help.split(|c: char| !(c.is_ascii_uppercase() || c == '_')).filter(|w| w.len() > 1).collect();
-        assert!(named.remove("XTASK_FLAGS"), "{help}");
-        assert_eq!(named, table, "the variables {}'s help names", path.display());
     }
 
     fn build_args(value: &str) -> Result<Vec<String>> {

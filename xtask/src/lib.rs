@@ -124,7 +124,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             return commands::pin::run(&settings, &a.images, mode, a.json);
         }
         Command::Prune(a) => {
-            return commands::prune::run(&settings, arch_given.then_some(settings.arch), a.dry_run, a.json)
+            let opts = commands::prune::PruneOptions {
+                scope: arch_given.then_some(settings.arch),
+                dry_run: a.dry_run,
+                json: a.json,
+                work_tree_only: a.work_tree_only,
+                other_prefixes: a.other_prefixes,
+            };
+            return commands::prune::run(&settings, &opts);
         }
         Command::Gc(a) => {
             let opts = commands::gc::GcOptions {

@@ -1,6 +1,7 @@
 //! `init`: writes the settings file from a legacy images Makefile, so that a
 //! project moving to this tool keeps its registry, its local names, its
-//! non-test images and, with the `gvisor` tag scheme, every tag already pushed.
+//! non-test images and, with the `gvisor` tag scheme, every tag already pushed;
+//! and has git ignore `target/`, where cargo builds the tool.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -34,8 +35,9 @@ const DEFAULT_REMOTE: &str = "localhost:5000/images";
 const DEFAULT_LOCAL: &str = "gvisor.dev/images";
 
 /// Reads `from`, writes the settings file `to` (refusing to replace it unless
-/// `force`), and says on stderr what it wrote. `workspace` and `cwd` anchor
-/// the check that the written file resolves.
+/// `force`), adds `target/` to the workspace's `.gitignore` unless it is
+/// there, and says on stderr what it wrote. `workspace` and `cwd` anchor the
+/// check that the written file resolves.
 pub fn run(from: &Path, to: &Path, force: bool, workspace: &Path, cwd: &Path) -> Result<()> {
     let shown_from = from.display();
     let text = std::fs::read(from).with_context(|| format!("cannot read the legacy Makefile {shown_from}"))?;
@@ -88,7 +90,42 @@ pub fn run(from: &Path, to: &Path, force: bool, workspace: &Path, cwd: &Path) ->
         from_file(legacy.non_test_images.is_some())
     );
     eprintln!("  tag_scheme = \"gvisor\": the legacy tags, so the images already pushed stay valid");
+    ignore_target(&workspace.join(".gitignore"), cwd)
+}
+
+/// Adds `target/` to an ignore file (creating it) unless a line of it
+/// already ignores cargo's target directory; says so when it does.
+fn ignore_target(file: &Path, cwd: &Path) -> Result<()> {
+    let shown = file.strip_prefix(cwd).unwrap_or(file).display().to_string();
+    let existing = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => bail!("cannot read {shown}: {e}"),
+    };
+    let Some(line) = target_line(&existing) else { return Ok(()) };
+    // Appended, so that the rest of the file stays byte for byte.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .and_then(|mut out| out.write_all(line.as_bytes()))
+        .with_context(|| format!("cannot add target/ to {shown}: add it by hand"))?;
+    eprintln!("added target/ to {shown}: cargo builds the tool there");
     Ok(())
+}
+
+/// What to append to an ignore file so that it ignores `target/`: nothing
+/// when a line already does.
+fn target_line(existing: &[u8]) -> Option<&'static str> {
+    let ignored = existing.split(|&b| b == b'\n').map(|l| l.trim_ascii()).any(|l| {
+        let l = l.strip_prefix(b"**/").or_else(|| l.strip_prefix(b"/")).unwrap_or(l);
+        l == b"target" || l == b"target/"
+    });
+    match ignored {
+        true => None,
+        false if existing.is_empty() || existing.ends_with(b"\n") => Some("target/\n"),
+        false => Some("\ntarget/\n"),
+    }
 }
 
 /// The settings file for what the legacy Makefile sets.
@@ -490,6 +527,29 @@ hash = $(shell cd images && find $(1) -type f)\n";
         ];
         for (text, want) in cases {
             assert_eq!(parse(text).unwrap_err().to_string(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn target_is_ignored_once() {
+        assert_eq!(target_line(b""), Some("target/\n"));
+        assert_eq!(target_line(b"*.log\n"), Some("target/\n"));
+        assert_eq!(target_line(b"*.log"), Some("\ntarget/\n"));
+        assert_eq!(target_line(b"# build output: target/\n/targets\nsub/target/\n"), Some("target/\n"));
+        let ignored: [&[u8]; 5] =
+            [b"target/\n", b"/target\n", b"*.o\r\n  /target/  \r\n", b"**/target", b"\xff\ntarget\n"];
+        for text in ignored {
+            assert_eq!(target_line(text), None, "{}", String::from_utf8_lossy(text));
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(".gitignore");
+        ignore_target(&file, dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "target/\n");
+        std::fs::write(&file, b"*.log\n\xff").unwrap();
+        for _ in 0..2 {
+            ignore_target(&file, dir.path()).unwrap();
+            assert_eq!(std::fs::read(&file).unwrap(), b"*.log\n\xff\ntarget/\n");
         }
     }
 

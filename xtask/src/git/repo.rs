@@ -138,7 +138,7 @@ const TREE_CACHE_ENTRIES: usize = 200_000;
 /// A git repository holding the images root, read through `git cat-file`
 /// processes (one per thread that needs one).
 pub struct Repo {
-    top: PathBuf,
+    pub(super) top: PathBuf,
     /// The images root, relative to the top of the work tree.
     pub(super) prefix: Vec<Vec<u8>>,
     hash_len: usize,

@@ -1,8 +1,9 @@
 //! Image lifecycle end to end, against the real engine and registries of
-//! the tests' own with deletes enabled: `prune` (local names whose tag is
-//! not current), `gc` (registry tags no kept git revision gives its image)
-//! and `--changed-since` (what a change touched), on git repositories the
-//! tests make.
+//! the tests' own with deletes enabled: `prune` (local names whose tag no
+//! checkout gives), `gc` (registry tags no kept git revision gives its
+//! image) and `--changed-since` (what a change touched), on git
+//! repositories the tests make; and the tool's own start in a project, the
+//! README's migration.
 
 use crate::support;
 
@@ -264,6 +265,130 @@ fn prune_looks_with_two_engine_calls_whatever_the_number_of_images() {
         sized.iter().cloned().chain([format!("{program} rmi"), format!("{program} images")]).collect();
     assert_eq!(subcommands(&recorder.take()), removed);
     assert_eq!(s.local_names(), Vec::<String>::new());
+}
+
+#[test]
+fn prune_names_what_keeps_an_image_and_takes_other_prefixes_when_asked() {
+    let s = Sandbox::new("prune-prefixes");
+    s.scratch_image("a");
+    let a1 = s.tag("a");
+    s.xtask(&["rebuild", "a"]).success();
+    let (la, ra) = (s.local("a"), s.remote("a"));
+    let old = image_id(&format!("{la}:{a1}")).unwrap();
+    let old_size = size(&old);
+    // The name a former remote prefix gave the image, and one of the user's own.
+    let before = format!("xtask-test.before/{}", s.id);
+    let former = format!("{before}/a_{}:{a1}", arch());
+    let own = format!("xtask-test.own/{}:debug", s.id);
+    tag_local(&old, &former);
+    tag_local(&old, &own);
+    let _untag = Untag(vec![former.clone(), own.clone()]);
+    s.write("a/id", format!("{} a, changed\n", s.id));
+    s.xtask(&["rebuild", "a"]).success();
+
+    let pruned = s.xtask(&["prune"]);
+    let why = format!("{a1} is not a current tag");
+    assert_eq!(
+        pruned.success().stdout,
+        format!(
+            "removed  {ra}:{a1}  0 bytes  ({why})\n\
+             removed  {la}:{a1}  0 bytes  ({why})\n\
+             total: 2 names removed, 0 bytes (0 B) freed\n"
+        )
+    );
+    assert_eq!(
+        pruned.stderr,
+        format!(
+            "note: other names keep 1 image whose names go, so it is not deleted:\n  \
+             the image of {la}:{a1} is also {former}, {own}\n\
+             to remove the names under other prefixes too: prune --other-prefixes {before}\n"
+        )
+    );
+    assert_eq!(image_id(&former), Some(old.clone()));
+
+    // The former prefix's names go when asked for; the user's own stays
+    // until the user removes it.
+    support::untag(std::slice::from_ref(&own));
+    let again = s.xtask(&["prune", "--other-prefixes", &before, "--json"]);
+    assert_eq!(rows(again.success()), json!([removal(&former, &old, "removed", &why, old_size)]));
+    assert_eq!(image_id(&old), None, "the stale image is still there");
+    assert_eq!(rows(s.xtask(&["prune", "--other-prefixes", &before, "--json"]).success()), json!([]));
+}
+
+#[test]
+fn prune_keeps_the_tags_other_checkouts_give() {
+    let s = Sandbox::new("prune-checkouts");
+    git_init(&s);
+    // A second work tree goes beside the images, ignored by the first.
+    fs::write(s.path().join(".gitignore"), "/target/\n/second/\n").unwrap();
+    s.scratch_image("a");
+    let (la, ra) = (s.local("a"), s.remote("a"));
+    // Each version of `a`, loaded in turn: (tag, image).
+    let mut versions: Vec<(String, String)> = Vec::new();
+    let mut build = |images: &std::path::Path, version: &str| {
+        fs::write(images.join("a/id"), format!("{} a {version}\n", s.id)).unwrap();
+        run(s.cmd(&["rebuild", "a"]).env("IMAGES_DIR", images)).success();
+        let printed = run(s.cmd(&["local-image", "a"]).env("IMAGES_DIR", images)).success().stdout.clone();
+        let tag = printed.trim().rsplit_once(':').unwrap().1.to_string();
+        let id = image_id(&format!("{la}:{tag}")).unwrap();
+        versions.push((tag, id));
+    };
+    // 0: committed, then left behind by every checkout.
+    build(&s.images, "zero");
+    commit(&s, "zero");
+    // 1: the head of a branch.
+    build(&s.images, "one");
+    commit(&s, "one");
+    git(s.path(), &["branch", "topic"]);
+    // 2: the detached HEAD of a second work tree, and 3: that work tree's
+    // files, changed and loaded from there.
+    build(&s.images, "two");
+    commit(&s, "two");
+    let second = s.path().join("second");
+    git(s.path(), &["worktree", "add", "-q", "--detach", second.to_str().unwrap()]);
+    build(&second.join("images"), "three");
+    // 4: HEAD here, and 5: this work tree, changed since.
+    build(&s.images, "four");
+    commit(&s, "four");
+    build(&s.images, "five");
+
+    let second = second.canonicalize().unwrap().display().to_string();
+    let because = [
+        format!("{} is not a current tag", versions[0].0),
+        format!("{} is current on branch topic", versions[1].0),
+        format!("{} is current at the HEAD of the work tree at {second}", versions[2].0),
+        format!("{} is current in the work tree at {second}", versions[3].0),
+        format!("{} is current at HEAD", versions[4].0),
+    ];
+    let planned = |action_of: &dyn Fn(usize) -> &'static str, bytes: u64| {
+        let mut rows: Vec<(String, Value)> = Vec::new();
+        for (k, (tag, id)) in versions[..5].iter().enumerate() {
+            for (name, last) in [(&ra, false), (&la, true)] {
+                let reference = format!("{name}:{tag}");
+                let freed = if k == 0 && last { bytes } else { 0 };
+                rows.push((reference.clone(), removal(&reference, id, action_of(k), &because[k], freed)));
+            }
+        }
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        Value::Array(rows.into_iter().map(|(_, row)| row).collect())
+    };
+    let zero_size = size(&versions[0].1);
+    let dry = s.xtask(&["prune", "--dry-run", "--json"]);
+    assert_eq!(rows(dry.success()), planned(&|k| if k == 0 { "remove" } else { "skipped" }, zero_size), "{dry}");
+
+    // With this work tree's tags alone, every other version would go.
+    let alone = s.xtask(&["prune", "--dry-run", "--json", "--work-tree-only"]);
+    let actions: Vec<String> =
+        rows(alone.success()).as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap().to_string()).collect();
+    assert_eq!(actions, ["remove"; 10], "{alone}");
+
+    let pruned = s.xtask(&["prune", "--json"]);
+    assert_eq!(rows(pruned.success()), planned(&|k| if k == 0 { "removed" } else { "skipped" }, zero_size));
+    assert_eq!(image_id(&versions[0].1), None, "the version no checkout gives is still there");
+    for (tag, id) in &versions[1..] {
+        assert_eq!(image_id(&format!("{la}:{tag}")).as_ref(), Some(id));
+        assert_eq!(image_id(&format!("{ra}:{tag}")).as_ref(), Some(id));
+    }
 }
 
 // ---- git repositories -------------------------------------------------------------------
@@ -842,4 +967,57 @@ fn changed_since_selects_what_a_change_touched() {
             s.path().display()
         )
     );
+}
+
+// ---- adopting the tool ----------------------------------------------------------------------
+
+/// The README's migration, its commands run as written (`cargo xtask` is
+/// the binary built already, run as cargo runs it from the project) in a
+/// tree shaped like gVisor's: the tool comes without its integration tests,
+/// which cannot run there, and git ignores cargo's `target/`, once.
+#[test]
+fn the_migration_brings_no_test_suite_and_ignores_target() {
+    let readme = fs::read_to_string(xtask::workspace_root().join("README.md")).unwrap();
+    let section = readme.split("\n## Migrating from the legacy Makefile\n").nth(1).expect("the README migrates");
+    let commands = section.split("```sh\n").nth(1).and_then(|b| b.split("```").next()).expect("its commands");
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("project");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gvisor-tree");
+    assert!(Command::new("cp").arg("-a").arg(fixture).arg(&project).status().unwrap().success());
+    let script =
+        format!("set -e\ncargo() {{ shift; CARGO_MANIFEST_DIR=\"$PWD/xtask\" \"$XTASK_BIN\" \"$@\"; }}\n{commands}");
+    let mut sh = Command::new("sh");
+    support::clean_env(&mut sh);
+    sh.arg("-c").arg(&script).current_dir(&project).env("TOOL", xtask::workspace_root());
+    sh.env("XTASK_BIN", env!("CARGO_BIN_EXE_xtask")).env_remove("CARGO_MANIFEST_DIR");
+    let migrated = run(&mut sh);
+    assert!(
+        migrated.success().stderr.ends_with("\nadded target/ to .gitignore: cargo builds the tool there\n"),
+        "{migrated}"
+    );
+
+    for file in
+        ["xtask/src/lib.rs", "xtask/Cargo.toml", "xtask/images.toml", ".cargo/config.toml", "Cargo.toml", "Cargo.lock"]
+    {
+        assert!(project.join(file).is_file(), "the migration did not bring {file}");
+    }
+    assert!(!project.join("xtask/tests").exists(), "the migration brought the tool's integration tests");
+    assert_eq!(fs::read_to_string(project.join(".gitignore")).unwrap(), "target/\n");
+    // The unit tests come with the sources: none may need a file of this
+    // workspace outside the crate, which the project does not have.
+    for entry in walkdir::WalkDir::new(project.join("xtask/src")) {
+        let path = entry.unwrap().into_path();
+        if path.extension().is_some_and(|x| x == "rs") {
+            let text = fs::read_to_string(&path).unwrap();
+            assert!(!text.contains("\"../"), "{} reads a file outside the crate", path.display());
+        }
+    }
+
+    // init again, from the legacy file kept aside: .gitignore stays as it is.
+    fs::copy(format!("{fixture}/tools/images.mk"), project.join("legacy.mk")).unwrap();
+    let mut init = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    support::clean_env(&mut init).args(["init", "--force", "--from-makefile", "legacy.mk"]);
+    let again = run(init.current_dir(&project).env("CARGO_MANIFEST_DIR", project.join("xtask")));
+    assert!(!again.success().stderr.contains(".gitignore"), "{again}");
+    assert_eq!(fs::read_to_string(project.join(".gitignore")).unwrap(), "target/\n");
 }

@@ -1,7 +1,8 @@
 //! Every integration test, in one binary: the tool's commands against real
 //! engines and registries, its catalog and tags against the legacy
-//! pipelines, the fault suite, and the registry client against hostile
-//! servers of the tests' own (`hostile`). Tests are selected by module
+//! pipelines, the fault suite, the registry client against hostile
+//! servers of the tests' own (`hostile`), and the repository rules that
+//! read the workspace's own README and Makefile (`tidy`). Tests are selected by module
 //! (`cargo nextest run -E 'test(/^engine::/)'`); `tests/run` says which
 //! suites run on which builder.
 //!
@@ -31,4 +32,5 @@ mod make;
 mod pin;
 mod props;
 mod registry;
+mod tidy;
 mod untrusted;

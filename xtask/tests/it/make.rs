@@ -71,12 +71,12 @@ impl Project {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("project");
         cp_a(Path::new(FIXTURE), &root);
-        // The README's first step: the tool, less its settings.
+        // The README's first step: the tool, less its settings and its tests.
         let workspace = xtask::workspace_root();
-        for file in ["xtask", ".cargo", "Cargo.toml", "Cargo.lock"] {
+        fs::create_dir(root.join("xtask")).unwrap();
+        for file in ["xtask/src", "xtask/Cargo.toml", ".cargo", "Cargo.toml", "Cargo.lock"] {
             cp_a(&workspace.join(file), &root.join(file));
         }
-        fs::remove_file(root.join("xtask/images.toml")).unwrap();
         let bin = tmp.path().join("bin");
         fs::create_dir(&bin).unwrap();
         fs::write(bin.join("cargo"), STAND_IN).unwrap();
@@ -180,7 +180,8 @@ fn migration_as_the_readme_gives_it() {
              remote_image_prefix = \"registry.example.net/fixture-ci/images\"\n  \
              local_image_prefix = \"gvisor.dev/images\"\n  \
              non_test_images = [\"default\", \"compatibility/gitea/runner\"]\n  \
-             tag_scheme = \"gvisor\": the legacy tags, so the images already pushed stay valid\n"
+             tag_scheme = \"gvisor\": the legacy tags, so the images already pushed stay valid\n\
+             added target/ to .gitignore: cargo builds the tool there\n"
         )
     );
     let legacy = xtask::commands::init::Legacy {
