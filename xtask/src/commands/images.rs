@@ -208,6 +208,7 @@ impl Execution<'_> {
     fn execute(&self, chosen: &Chosen, jobs: &[Job], registry_down: bool) -> Result<(Vec<Outcome>, bool)> {
         let (settings, mode, args, engine) = (self.settings, self.mode, self.args, self.engine);
         let log_dir = log_dir(settings)?;
+        let run = run_id();
         let idle = if matches!(mode, Mode::Test | Mode::Push) { Action::Skipped } else { Action::Present };
         let may_build = jobs.iter().any(Job::may_build);
         // Builders that match cached layers whatever their platform would hand a
@@ -231,6 +232,7 @@ impl Execution<'_> {
             arch: settings.arch,
             build_args: &settings.build_args,
             log_dir: &log_dir,
+            run: &run,
             idle,
             registry: self.registry,
             registry_down: &AtomicBool::new(registry_down),
@@ -341,25 +343,86 @@ fn log_dir(settings: &Settings) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// How many logs of an image are kept, the newest, besides those of runs
+/// still going.
+const LOGS_KEPT: usize = 5;
+
+/// What names this run's logs: when it started, in UTC to the second, then
+/// its process, so that runs at once never share a log and the logs of an
+/// image sort by time.
+fn run_id() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("{}-{}", utc(now), std::process::id())
+}
+
+/// `yyyymmddThhmmss` for seconds since the epoch (the civil calendar from
+/// a day count, as in Howard Hinnant's `civil_from_days`).
+fn utc(seconds: u64) -> String {
+    let (days, time) = (seconds / 86_400, seconds % 86_400);
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let march_based = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * march_based + 2) / 5 + 1;
+    let month = if march_based < 10 { march_based + 3 } else { march_based - 9 };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}", time / 3_600, time % 3_600 / 60, time % 60)
+}
+
+/// The image and the run of a run's log, `<image>.<yyyymmddThhmmss>-<pid>.log`.
+fn run_log(file: &str) -> Option<(&str, &str, i32)> {
+    let (image, run) = file.strip_suffix(".log")?.rsplit_once('.')?;
+    let (time, pid) = run.split_once('-')?;
+    let (date, clock) = time.split_once('T')?;
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(date, 8) && digits(clock, 6)) {
+        return None;
+    }
+    Some((image, run, pid.parse().ok()?))
+}
+
+/// Whether process `pid` is still running.
+fn alive(pid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+    let asked = unsafe { libc::kill(pid, 0) };
+    asked == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Removes what a run that was killed left beside the logs: the image-ID
-/// and metadata files its builds wrote, and the Dockerfiles it wrote for them, named after its process, when that
-/// process is gone.
+/// and metadata files its builds wrote, the Dockerfiles it wrote for them
+/// and a link it was making, named after its process, when that process is
+/// gone. Of the logs of each image it keeps the newest [`LOGS_KEPT`], those
+/// of runs still going and the one `<image>.log` links to.
 fn remove_left_behind(dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut logs: HashMap<String, Vec<(String, i32)>> = HashMap::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
+        if let Some((image, run, pid)) = run_log(name) {
+            logs.entry(image.to_owned()).or_default().push((run.to_owned(), pid));
+            continue;
+        }
         let Some(stem) =
-            [".iid", ".metadata.json", ".bake.json", ".Dockerfile"].iter().find_map(|s| name.strip_suffix(s))
+            [".iid", ".metadata.json", ".bake.json", ".Dockerfile", ".link"].iter().find_map(|s| name.strip_suffix(s))
         else {
             continue;
         };
         let Some(pid) = stem.rsplit('.').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
-        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
-        let alive =
-            unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !alive {
+        if !alive(pid) {
             let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    for (image, mut runs) in logs {
+        runs.sort_by(|a, b| b.0.cmp(&a.0));
+        let latest = std::fs::read_link(dir.join(format!("{image}.log"))).ok();
+        for (run, pid) in runs.into_iter().skip(LOGS_KEPT) {
+            let file = format!("{image}.{run}.log");
+            if latest.as_deref() != Some(std::path::Path::new(&file)) && !alive(pid) {
+                let _ = std::fs::remove_file(dir.join(file));
+            }
         }
     }
 }
@@ -375,4 +438,60 @@ fn shard_of(
     let mine = shard::select(catalog, settings, requested, shard)?;
     reporter.note(&format!("shard {}/{}: {} of {} images", shard.index, shard.count, mine.len(), requested.len()));
     Ok(mine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_is_the_civil_date_and_time() {
+        assert_eq!(utc(0), "19700101T000000");
+        assert_eq!(utc(951_782_400 + 3_600 + 120 + 3), "20000229T010203");
+        assert_eq!(utc(1_735_689_599), "20241231T235959");
+    }
+
+    #[test]
+    fn run_logs_are_told_from_other_files() {
+        assert_eq!(run_log("a_b.20240102T030405-77.log"), Some(("a_b", "20240102T030405-77", 77)));
+        for other in ["a.log", "a.20240102T030405-77.12.iid", "a.log.12.link", "a.2024T0304-77.log", "a.x-77.log"] {
+            assert_eq!(run_log(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_newest_logs_are_kept_with_those_of_live_runs_and_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        // No process has so high an ID: those runs are over.
+        let over = 999_999_999;
+        let me = std::process::id();
+        let mut files: Vec<String> = (1..=8).map(|day| format!("a.202401{day:02}T000000-{over}.log")).collect();
+        files.push(format!("a.20231231T000000-{me}.log"));
+        files.push(format!("a.20231230T000000-{over}.log"));
+        files.push(format!("b.20240101T000000-{over}.log"));
+        files.push("a.20240101T000000-1.log.txt".into());
+        for file in &files {
+            std::fs::write(dir.path().join(file), "").unwrap();
+        }
+        // The latest is one a run still going wrote after newer runs began.
+        let latest = format!("a.20230101T000000-{over}.log");
+        std::fs::write(dir.path().join(&latest), "").unwrap();
+        std::os::unix::fs::symlink(&latest, dir.path().join("a.log")).unwrap();
+
+        remove_left_behind(dir.path());
+
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        let mut expected: Vec<String> = (4..=8).map(|day| format!("a.202401{day:02}T000000-{over}.log")).collect();
+        expected.extend([
+            latest,
+            format!("a.20231231T000000-{me}.log"),
+            "a.20240101T000000-1.log.txt".into(),
+            "a.log".into(),
+            format!("b.20240101T000000-{over}.log"),
+        ]);
+        expected.sort();
+        assert_eq!(left, expected);
+    }
 }

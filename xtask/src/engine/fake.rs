@@ -114,9 +114,10 @@ pub fn details(id: &str, architecture: &str) -> ImageDetails {
     }
 }
 
-/// The image a call is about: its log is `<name>.log`.
+/// The image a call is about: its log is `<name>.<run>.log`.
 fn image_of(log: &Path) -> String {
-    log.file_stem().unwrap().to_string_lossy().into_owned()
+    let file = log.file_name().unwrap().to_string_lossy();
+    file.split('.').next().unwrap_or_default().to_owned()
 }
 
 impl Engine for Fake {

@@ -1,6 +1,7 @@
 //! The steps of one image's job: pull, build (checked for its platform
 //! before it gets a name), tag, push, each against the engine or the
-//! registry, with the job's log; and the builds of a batch, done ahead of
+//! registry, with the job's log (the run's own, `<name>.log` linking to the
+//! newest); and the builds of a batch, done ahead of
 //! their jobs. A pull that fails falls back to a build; when the image is
 //! built on others of the run, the job hands back what it did so far, to
 //! build once they are done.
@@ -55,20 +56,15 @@ impl Partial {
 pub(super) fn run_job(ctx: &Context, job: &Job, resume: Option<Partial>) -> Ran {
     let start = Instant::now();
     let log = log_of(ctx, job);
-    let mut work = resume.unwrap_or_else(|| {
-        if !ctx.prebuilt.built.lock().unwrap().contains_key(&job.image) {
-            let _ = std::fs::remove_file(&log);
-        }
-        Partial {
-            next: 0,
-            fell_back: false,
-            action: job.idle(ctx.idle),
-            cache: None,
-            bytes: Bytes::default(),
-            size: None,
-            reason: job.why.clone(),
-            seconds: 0.0,
-        }
+    let mut work = resume.unwrap_or_else(|| Partial {
+        next: 0,
+        fell_back: false,
+        action: job.idle(ctx.idle),
+        cache: None,
+        bytes: Bytes::default(),
+        size: None,
+        reason: job.why.clone(),
+        seconds: 0.0,
     });
     let labelled = ctx.engine.for_image(&job.name);
     let ctx = &Context { engine: labelled.as_deref().unwrap_or(ctx.engine), ..*ctx };
@@ -77,7 +73,12 @@ pub(super) fn run_job(ctx: &Context, job: &Job, resume: Option<Partial>) -> Ran 
     if matches!(result, Ok(true)) {
         return Ran::WaitsForBases(work);
     }
+    // A job that wrote nothing (a re-tag, a present image) leaves the
+    // latest log as it was.
     let log = log.exists().then_some(log);
+    if let Some(log) = &log {
+        link_latest(ctx, job, log);
+    }
     let mut outcome = Outcome::new(job.info(), work.action, Some(work.reason));
     outcome.seconds = work.seconds;
     outcome.log = log;
@@ -260,8 +261,24 @@ impl<'c> BuildInputs<'c> {
     }
 }
 
+/// This run's log of the job: its own file, which another run at the same
+/// time never writes nor removes.
 fn log_of(ctx: &Context, job: &Job) -> std::path::PathBuf {
-    ctx.log_dir.join(format!("{}.log", job.name))
+    ctx.log_dir.join(format!("{}.{}.log", job.name, ctx.run))
+}
+
+/// Points `<name>.log` at `log`. The link is made aside and renamed over
+/// the old one, so that a reader never finds it missing; one left behind
+/// by a killed run is removed with the build files its process left.
+fn link_latest(ctx: &Context, job: &Job, log: &Path) {
+    let Some(file) = log.file_name() else { return };
+    let latest = ctx.log_dir.join(format!("{}.log", job.name));
+    let aside = ctx.log_dir.join(format!("{}.log.{}.link", job.name, std::process::id()));
+    let _ = std::fs::remove_file(&aside);
+    // Without the link the run's own log is still named in its outcome.
+    if std::os::unix::fs::symlink(file, &aside).and_then(|()| std::fs::rename(&aside, &latest)).is_err() {
+        let _ = std::fs::remove_file(&aside);
+    }
 }
 
 /// Builds the images of `batch` (job indices) in one engine call; each job
@@ -275,7 +292,6 @@ pub(super) fn build_batch(ctx: &Context, jobs: &[Job], batch: &[JobIndex]) {
         .map(|&j| {
             let job = &jobs[j];
             let log = log_of(ctx, job);
-            let _ = std::fs::remove_file(&log);
             let (cache, _) = build_cache(ctx, job, &log);
             (BuildInputs::of(ctx, job), cache, log)
         })

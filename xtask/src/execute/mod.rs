@@ -25,6 +25,9 @@ pub struct Context<'a> {
     pub arch: Arch,
     pub build_args: &'a [String],
     pub log_dir: &'a Path,
+    /// What tells this run's logs from those of other runs: a job's log is
+    /// `<name>.<run>.log`, and `<name>.log` links to the newest.
+    pub run: &'a str,
     /// What a requested image's job with no steps reports: `present` for
     /// load, `skipped` (the registry has it) for test and push.
     pub idle: Action,

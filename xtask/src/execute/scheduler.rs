@@ -330,6 +330,7 @@ mod tests {
             arch: Arch::X86_64,
             build_args: &[],
             log_dir: logs.path(),
+            run: "20000101T000000-1",
             idle: Action::Present,
             registry_down: &AtomicBool::new(false),
             fresh_builds: false,

@@ -41,11 +41,12 @@ fn foreign_image_round_trip(test: &str, arch: &str) {
     let (tagged, latest) = (format!("{local}:{tag}"), format!("{local}:latest"));
     // The canonical spelling names the remote repository and the log directory.
     let remote = format!("{}:{tag}", s.remote_for("aarch64", "cross"));
-    let log = s.log_for("aarch64", "cross");
+    // Each run writes a log of its own.
+    let log = || s.log_for("aarch64", "cross");
 
     // The build registers qemu itself when it is needed.
     let built = with_arch(&["rebuild", "cross", "--json"]);
-    assert_eq!(built.success().outcomes(), [outcome("cross", &tag, "built", Some(&log))], "{built}");
+    assert_eq!(built.success().outcomes(), [outcome("cross", &tag, "built", Some(&log()))], "{built}");
     assert_eq!(s.local_names(), sorted(vec![remote.clone(), tagged.clone(), latest.clone()]));
     let uname = run_in_platform(&latest, "linux/arm64", &["cat", "/arch"]);
     let recorded = image_arch(&latest);
@@ -55,14 +56,14 @@ fn foreign_image_round_trip(test: &str, arch: &str) {
     let id = image_id(&latest).unwrap();
 
     let pushed = with_arch(&["push", "cross", "--json"]);
-    assert_eq!(pushed.success().outcomes(), [outcome("cross", &tag, "pushed", Some(&log))], "{pushed}");
+    assert_eq!(pushed.success().outcomes(), [outcome("cross", &tag, "pushed", Some(&log()))], "{pushed}");
     assert!(registry_has(&remote), "the registry lacks {remote}");
     assert_eq!(registry_platform(&remote), "linux/arm64");
 
     untag(&s.local_names());
     assert_eq!(image_id(&id), None, "the image is still present locally");
     let loaded = with_arch(&["load", "cross", "--json"]);
-    assert_eq!(loaded.success().outcomes(), [outcome("cross", &tag, "pulled", Some(&log))], "{loaded}");
+    assert_eq!(loaded.success().outcomes(), [outcome("cross", &tag, "pulled", Some(&log()))], "{loaded}");
     assert_eq!(s.local_names(), sorted(vec![remote, tagged.clone(), latest.clone()]));
     assert_eq!(image_id(&tagged).as_ref(), Some(&id));
     assert_eq!(image_id(&latest).as_ref(), Some(&id));

@@ -5,6 +5,7 @@
 //! removes the local names it made.
 
 mod bases;
+mod logs;
 
 use crate::support;
 
@@ -28,22 +29,23 @@ fn pushed_image_is_pulled_not_rebuilt() {
     let tag = s.tag("grp_one");
     let (local, remote) = (s.local("grp/one"), s.remote("grp/one"));
     let all_names = sorted(vec![format!("{remote}:{tag}"), format!("{local}:{tag}"), format!("{local}:latest")]);
-    let log = s.log("grp_one");
+    // Each run writes a log of its own.
+    let log = || s.log("grp_one");
 
     let built = s.xtask(&["rebuild", "grp_one", "--json"]);
-    assert_eq!(built.success().outcomes(), [outcome("grp_one", &tag, "built", Some(&log))]);
+    assert_eq!(built.success().outcomes(), [outcome("grp_one", &tag, "built", Some(&log()))]);
     assert_eq!(s.local_names(), all_names);
     let id = image_id(&format!("{local}:{tag}")).unwrap();
 
     let pushed = s.xtask(&["push", "grp_one", "--json"]);
-    assert_eq!(pushed.success().outcomes(), [outcome("grp_one", &tag, "pushed", Some(&log))]);
+    assert_eq!(pushed.success().outcomes(), [outcome("grp_one", &tag, "pushed", Some(&log()))]);
     assert!(registry_has(&format!("{remote}:{tag}")));
 
     untag(&s.local_names());
     assert_eq!(image_id(&id), None, "the image is still present locally");
 
     let loaded = s.xtask(&["load", "grp_one", "--json"]);
-    assert_eq!(loaded.success().outcomes(), [outcome("grp_one", &tag, "pulled", Some(&log))]);
+    assert_eq!(loaded.success().outcomes(), [outcome("grp_one", &tag, "pulled", Some(&log()))]);
     assert_eq!(s.local_names(), all_names);
     assert_eq!(image_id(&format!("{local}:{tag}")).as_ref(), Some(&id));
     assert_eq!(image_id(&format!("{local}:latest")).as_ref(), Some(&id));

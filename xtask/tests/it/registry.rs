@@ -156,12 +156,11 @@ fn token_authentication() {
     let tag = s.tag("a");
     let with_login =
         |args: &[&str]| run(s.cmd(args).env("DOCKER_CONFIG", &docker_config).env("IMAGES_ENGINE", "docker"));
-    let log = s.log("a");
     let kind = support::builder().kind();
     let kind = if kind == "podman" { "classic" } else { kind };
     assert_eq!(
         with_login(&["push", "a", "--json"]).success().outcomes_built_by(kind),
-        [outcome("a", &tag, "pushed", Some(&log))]
+        [outcome("a", &tag, "pushed", Some(&s.log("a")))]
     );
     let again = with_login(&["push", "a", "--json", "--push-as-latest"]);
     assert_eq!(again.success().outcomes_built_by(kind), [outcome("a", &tag, "latest", None)], "{again}");

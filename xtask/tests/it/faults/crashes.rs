@@ -111,12 +111,14 @@ fn until_killed_enough(mut one_try: impl FnMut(usize) -> Result<usize, String>) 
     Err(format!("only {kills} of {TRIES} runs were still running when killed"))
 }
 
-/// Whether a leftover is an image-ID, metadata or Dockerfile file in the log directory
-/// named for a process that is gone (`<image>.<pid>.iid`).
+/// Whether a leftover is an image-ID, metadata or Dockerfile file in the log directory,
+/// or the link to the latest log it was making, named for a process that is gone
+/// (`<image>.<pid>.iid`).
 fn is_killed_runs_id_file(leftover: &str) -> bool {
     let Some(path) = leftover.strip_prefix("in the log directory: ") else { return false };
     let name = std::path::Path::new(path).file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let Some(stem) = [".iid", ".metadata.json", ".bake.json", ".Dockerfile"].iter().find_map(|s| name.strip_suffix(s))
+    let Some(stem) =
+        [".iid", ".metadata.json", ".bake.json", ".Dockerfile", ".link"].iter().find_map(|s| name.strip_suffix(s))
     else {
         return false;
     };

@@ -392,14 +392,23 @@ impl Sandbox {
         ]
     }
 
-    /// Where the build log of an image is written, for the host's architecture.
+    /// The log of the newest run that wrote one for an image, for the host's
+    /// architecture; see [`Sandbox::log_for`].
     pub fn log(&self, name: &str) -> String {
         self.log_for(arch(), name)
     }
 
-    /// Where the build log of an image is written.
+    /// The log of the newest run that wrote one for an image: the file
+    /// `<name>.log` links to, checked to be a run's own
+    /// `<name>.<yyyymmddThhmmss>-<pid>.log` beside it.
     pub fn log_for(&self, arch: &str, name: &str) -> String {
-        self.target.join("xtask-logs").join(arch).join(format!("{name}.log")).display().to_string()
+        let dir = self.target.join("xtask-logs").join(arch);
+        let latest = dir.join(format!("{name}.log"));
+        let target = fs::read_link(&latest).unwrap_or_else(|e| panic!("{} is no link: {e}", latest.display()));
+        let file = target.to_str().unwrap();
+        let run = file.strip_prefix(&format!("{name}.")).and_then(|r| r.strip_suffix(".log"));
+        assert!(run.is_some_and(is_run), "{} links to {file}, not to a run's log of {name}", latest.display());
+        dir.join(file).display().to_string()
     }
 
     /// Every local `repository:tag` under this sandbox's prefixes, sorted.
@@ -671,6 +680,18 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .expect("git is needed: install it");
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// A run's name in its logs: `<yyyymmddThhmmss>-<pid>`.
+pub fn is_run(run: &str) -> bool {
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    match run.split_once('-') {
+        Some((time, pid)) => {
+            time.split_once('T').is_some_and(|(date, clock)| digits(date, 8) && digits(clock, 6))
+                && pid.parse::<u32>().is_ok()
+        }
+        None => false,
+    }
 }
 
 /// `docker login`, its credentials kept in `config` (never the user's own).
