@@ -297,7 +297,7 @@ pub(super) fn fetch_token(
         Err(ureq::Error::Transport(_)) if Instant::now() >= deadline.0 => {
             return Err(stalled(registry, &what, deadline.1));
         }
-        Err(ureq::Error::Transport(t)) => return Err(transport_error(registry, &t)),
+        Err(ureq::Error::Transport(t)) => return Err(transport_error(registry, &t, false)),
     };
     #[derive(Deserialize)]
     struct Token {

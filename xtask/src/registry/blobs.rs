@@ -112,7 +112,7 @@ impl Registry {
             Ok(_) => Ok(()),
             Err(ureq::Error::Status(code, response)) => Err(status_error(to, code, &response)),
             Err(ureq::Error::Transport(_)) if Instant::now() >= deadline.0 => Err(stalled(&to.host, to, limit)),
-            Err(ureq::Error::Transport(t)) => Err(transport_error(&to.host, &t)),
+            Err(ureq::Error::Transport(t)) => Err(transport_error(&to.host, &t, own)),
         }
     }
 }

@@ -131,7 +131,7 @@ impl Registry {
                     Err(ureq::Error::Transport(_)) if Instant::now() >= deadline.0 => {
                         return Err(stalled(host_name, what, limit));
                     }
-                    Err(ureq::Error::Transport(t)) => return Err(transport_error(host_name, &t)),
+                    Err(ureq::Error::Transport(t)) => return Err(transport_error(host_name, &t, own)),
                 };
                 let status = response.status();
                 if follows && matches!(status, 301 | 302 | 303 | 307 | 308) {

@@ -11,9 +11,12 @@ use anyhow::Result;
 use crate::model::{excerpt, Event, Observer, Reference};
 use crate::process::{first_line, Interrupt};
 
+use super::transport::is_loopback;
+
 /// A registry call that failed: `transient` failures are worth another try
 /// (after `retry_after`, when the registry said); `refused` means nothing
-/// listens at the address, which is worth a few seconds only; `stalled`,
+/// listens at a registry on another host, which is worth a few seconds
+/// only (on loopback it is no failure worth another try); `stalled`,
 /// that a request ran past its deadline, which is worth one more try.
 #[derive(Debug)]
 pub struct RegistryError {
@@ -86,12 +89,19 @@ pub(super) fn status_error(r: &Reference, code: u16, response: &ureq::Response) 
     }
 }
 
-pub(super) fn transport_error(registry: &str, t: &ureq::Transport) -> anyhow::Error {
+/// A request that failed before any answer. `at_registry`: it went to the
+/// registry's own origin (not to where a redirect or a challenge led).
+pub(super) fn transport_error(registry: &str, t: &ureq::Transport, at_registry: bool) -> anyhow::Error {
     use ureq::ErrorKind::*;
     let said = t.to_string();
     let lower = said.to_lowercase();
     let refused = t.kind() == ConnectionFailed && lower.contains("refused");
     let (message, transient) = match t.kind() {
+        // A refusal on this machine is no registry starting or restarting
+        // elsewhere: nothing listens there, and waiting changes nothing.
+        _ if refused && at_registry && is_loopback(registry) => {
+            (format!("no cache registry at {registry} (nothing listens there)"), false)
+        }
         Dns => (format!("registry {registry} is not reachable: no such host ({said})"), false),
         InvalidUrl | UnknownScheme => (format!("registry {registry}: {said}"), false),
         _ if lower.contains("certificate") || lower.contains("tls") => (
@@ -114,6 +124,9 @@ pub fn cli_error(reference: &str, stderr: &str) -> anyhow::Error {
     let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
     let (message, transient) = if has(&["manifest unknown", "not found", "no such manifest"]) {
         (format!("the registry has no {reference}"), false)
+    } else if has(&["connection refused"]) && is_loopback(reference) {
+        // As for the client's own requests: on loopback, no registry.
+        (format!("no cache registry at {registry} (nothing listens there)"), false)
     } else if has(&[
         "connection refused",
         "i/o timeout",
@@ -249,5 +262,59 @@ impl Retry {
             }
         }
         call()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::registry::{Credentials, Registry, Transport};
+
+    /// The retries a client told of.
+    #[derive(Default)]
+    struct Told(Mutex<Vec<String>>);
+
+    impl Observer for Told {
+        fn event(&self, event: Event<'_>) {
+            if let Event::Retrying(what) = event {
+                self.0.lock().unwrap().push(what);
+            }
+        }
+    }
+
+    /// A registry on loopback that refuses the connection is no registry:
+    /// one error that says so, at once, neither retried nor worth a retry.
+    #[test]
+    fn a_refusal_on_loopback_is_no_registry_and_no_retry() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let told = Arc::new(Told::default());
+        let registry = Registry::new(Credentials::from_files(vec![]), Transport::default())
+            .retrying(Retry::new(Interrupt::default(), Some(told.clone())));
+        for addr in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+            for quick in [false, true] {
+                let e = registry.exists(&format!("{addr}/images/a_x86_64:0123456789abcdef"), quick).unwrap_err();
+                assert_eq!(format!("{e:#}"), format!("no cache registry at {addr} (nothing listens there)"));
+                assert!(!is_transient(&e));
+            }
+        }
+        assert_eq!(*told.0.lock().unwrap(), Vec::<String>::new());
+    }
+
+    /// The engine's pulls and pushes say the same in words: a refusal on
+    /// loopback is no registry, one elsewhere may pass.
+    #[test]
+    fn an_engine_refused_on_loopback_is_no_registry() {
+        let said = "Error response from daemon: Get \"http://localhost:5000/v2/\": dial tcp 127.0.0.1:5000: connect: \
+                    connection refused\n";
+        let e = cli_error("localhost:5000/images/a_x86_64:t", said);
+        assert_eq!(e.to_string(), "no cache registry at localhost:5000 (nothing listens there)");
+        assert!(!is_transient(&e));
+        let said = said.replace("localhost", "build.lan").replace("127.0.0.1", "10.0.0.2");
+        let e = cli_error("build.lan:5000/images/a_x86_64:t", &said);
+        assert_eq!(e.to_string(), format!("registry build.lan:5000 is not reachable: {}", first_line(&said)));
+        assert!(is_transient(&e) && is_refused(&e));
     }
 }
