@@ -1,7 +1,7 @@
 //! Discovery: which images exist under the images root for one architecture,
 //! their names, groups and Dockerfiles, and how command-line names select them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -419,6 +419,23 @@ impl Catalog {
         } else {
             format!("unknown image or group `{name}`: did you mean {}?", close.join(", "))
         }
+    }
+}
+
+/// The paths of the images `names` select in any of `catalogs` (one per
+/// architecture); an error only when they select none.
+pub fn paths_selected(catalogs: &[Catalog], names: &[String]) -> Result<HashSet<String>> {
+    let mut paths = HashSet::new();
+    let mut first_error = None;
+    for catalog in catalogs {
+        match catalog.select_available(names) {
+            Ok((chosen, _)) => paths.extend(chosen.iter().map(|&i| catalog[i].path.clone())),
+            Err(e) => first_error = first_error.or(Some(e)),
+        }
+    }
+    match first_error {
+        Some(e) if paths.is_empty() => Err(e),
+        _ => Ok(paths),
     }
 }
 

@@ -34,3 +34,14 @@ impl RunArgs {
         self.jobs.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
     }
 }
+
+/// The images root as paths are shown: relative to the current directory
+/// when under it.
+pub(crate) fn shown_root(settings: &crate::config::Settings) -> anyhow::Result<String> {
+    let cwd = std::env::current_dir()?;
+    Ok(match settings.images_dir.strip_prefix(&cwd) {
+        Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => settings.images_dir.display().to_string(),
+    })
+}

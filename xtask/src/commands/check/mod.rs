@@ -17,7 +17,7 @@ use self::arch_suffix::arch_suffixes;
 use self::context::Contents;
 pub use self::rules::{Diagnostic, Level, Rule, RULES, RULES_HELP};
 use self::walk::Tree;
-use crate::catalog::discovery::{discover_lenient, Catalog};
+use crate::catalog::discovery::{discover_lenient, paths_selected, Catalog};
 use crate::catalog::dockerfile;
 use crate::catalog::image_files;
 use crate::config::Settings;
@@ -39,12 +39,7 @@ impl Report {
 /// Runs `check`; returns the exit status.
 pub fn run(settings: &Settings, names: &[String], json: bool, deny_warnings: bool) -> Result<i32> {
     let report = check(settings, names)?;
-    let cwd = std::env::current_dir()?;
-    let root = match settings.images_dir.strip_prefix(&cwd) {
-        Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
-        Ok(rel) => rel.display().to_string(),
-        Err(_) => settings.images_dir.display().to_string(),
-    };
+    let root = super::shown_root(settings)?;
     let mut out = std::io::stdout().lock();
     if json {
         let shown: Vec<Diagnostic> =
@@ -74,7 +69,7 @@ pub fn check(settings: &Settings, names: &[String]) -> Result<Report> {
     let catalogs: Vec<Catalog> =
         Arch::ALL.iter().map(|&arch| discover_lenient(&settings.images_dir, arch)).collect::<Result<_>>()?;
     let mut report = Report::default();
-    let selected = if names.is_empty() { None } else { Some(select(&catalogs, names)?) };
+    let selected = if names.is_empty() { None } else { Some(paths_selected(&catalogs, names)?) };
     // What every `*-all-*` run fails on, with its path: a directory that
     // cannot make an image name (the same for every architecture).
     if selected.is_none() {
@@ -119,22 +114,6 @@ pub fn check(settings: &Settings, names: &[String]) -> Result<Report> {
         .sort_by(|a, b| (&a.path, a.line, a.rule, &a.message).cmp(&(&b.path, b.line, b.rule, &b.message)));
     report.diagnostics.dedup();
     Ok(report)
-}
-
-/// The paths of the images `names` select for any architecture.
-fn select(catalogs: &[Catalog], names: &[String]) -> Result<HashSet<String>> {
-    let mut paths = HashSet::new();
-    let mut first_error = None;
-    for catalog in catalogs {
-        match catalog.select_available(names) {
-            Ok((chosen, _)) => paths.extend(chosen.iter().map(|&i| catalog[i].path.clone())),
-            Err(e) => first_error = first_error.or(Some(e)),
-        }
-    }
-    match first_error {
-        Some(e) if paths.is_empty() => Err(e),
-        _ => Ok(paths),
-    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::bases::{self, Base, Catalogued};
 use super::resolve;
 use super::rewrite::{self, Edit};
-use crate::catalog::discovery::{discover_every_arch, Catalog};
+use crate::catalog::discovery::{discover_every_arch, paths_selected};
 use crate::config::Settings;
 use crate::model::{Arch, Parts, Platform, EXIT_FAILURE};
 use crate::registry::{Manifest, Registry};
@@ -205,7 +205,7 @@ fn gather(settings: &Settings, names: &[String]) -> Result<Vec<File>> {
     for reason in catalogs.iter().flat_map(|c| &c.invalid).map(|i| &i.reason).collect::<BTreeSet<_>>() {
         eprintln!("warning: skipped: {reason}");
     }
-    let selected = if names.is_empty() { None } else { Some(select(&catalogs, names)?) };
+    let selected = if names.is_empty() { None } else { Some(paths_selected(&catalogs, names)?) };
     let mut dockerfiles: BTreeMap<(String, String), Vec<Arch>> = BTreeMap::new();
     for catalog in &catalogs {
         for image in catalog.images.iter().filter(|i| selected.as_ref().is_none_or(|s| s.contains(&i.path))) {
@@ -215,7 +215,7 @@ fn gather(settings: &Settings, names: &[String]) -> Result<Vec<File>> {
     let paths: HashSet<String> = catalogs.iter().flat_map(|c| c.images.iter().map(|i| i.path.clone())).collect();
     let own =
         Catalogued { local_prefix: &settings.local_prefix, remote_prefix: &settings.remote_prefix, paths: &paths };
-    let root = shown_root(settings)?;
+    let root = crate::commands::shown_root(settings)?;
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for ((dir, name), arches) in dockerfiles {
@@ -234,33 +234,6 @@ fn gather(settings: &Settings, names: &[String]) -> Result<Vec<File>> {
         return Err(fail(errors, PinMode::Check));
     }
     Ok(files)
-}
-
-/// The paths of the images `names` select for any architecture.
-fn select(catalogs: &[Catalog], names: &[String]) -> Result<HashSet<String>> {
-    let mut paths = HashSet::new();
-    let mut first_error = None;
-    for catalog in catalogs {
-        match catalog.select_available(names) {
-            Ok((chosen, _)) => paths.extend(chosen.iter().map(|&i| catalog[i].path.clone())),
-            Err(e) => first_error = first_error.or(Some(e)),
-        }
-    }
-    match first_error {
-        Some(e) if paths.is_empty() => Err(e),
-        _ => Ok(paths),
-    }
-}
-
-/// The images root as paths are shown: relative to the current directory
-/// when under it.
-fn shown_root(settings: &Settings) -> Result<String> {
-    let cwd = std::env::current_dir()?;
-    Ok(match settings.images_dir.strip_prefix(&cwd) {
-        Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
-        Ok(rel) => rel.display().to_string(),
-        Err(_) => settings.images_dir.display().to_string(),
-    })
 }
 
 /// Warns of each base written whose new digest has no image for an
