@@ -100,7 +100,7 @@ pub(super) fn transport_error(registry: &str, t: &ureq::Transport, at_registry: 
         // A refusal on this machine is no registry starting or restarting
         // elsewhere: nothing listens there, and waiting changes nothing.
         _ if refused && at_registry && is_loopback(registry) => {
-            (format!("no cache registry at {registry} (nothing listens there)"), false)
+            (format!("no registry at {registry} (nothing listens there)"), false)
         }
         Dns => (format!("registry {registry} is not reachable: no such host ({said})"), false),
         InvalidUrl | UnknownScheme => (format!("registry {registry}: {said}"), false),
@@ -126,7 +126,7 @@ pub fn cli_error(reference: &str, stderr: &str) -> anyhow::Error {
         (format!("the registry has no {reference}"), false)
     } else if has(&["connection refused"]) && is_loopback(reference) {
         // As for the client's own requests: on loopback, no registry.
-        (format!("no cache registry at {registry} (nothing listens there)"), false)
+        (format!("no registry at {registry} (nothing listens there)"), false)
     } else if has(&[
         "connection refused",
         "i/o timeout",
@@ -296,7 +296,7 @@ mod tests {
         for addr in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
             for quick in [false, true] {
                 let e = registry.exists(&format!("{addr}/images/a_x86_64:0123456789abcdef"), quick).unwrap_err();
-                assert_eq!(format!("{e:#}"), format!("no cache registry at {addr} (nothing listens there)"));
+                assert_eq!(format!("{e:#}"), format!("no registry at {addr} (nothing listens there)"));
                 assert!(!is_transient(&e));
             }
         }
@@ -310,7 +310,7 @@ mod tests {
         let said = "Error response from daemon: Get \"http://localhost:5000/v2/\": dial tcp 127.0.0.1:5000: connect: \
                     connection refused\n";
         let e = cli_error("localhost:5000/images/a_x86_64:t", said);
-        assert_eq!(e.to_string(), "no cache registry at localhost:5000 (nothing listens there)");
+        assert_eq!(e.to_string(), "no registry at localhost:5000 (nothing listens there)");
         assert!(!is_transient(&e));
         let said = said.replace("localhost", "build.lan").replace("127.0.0.1", "10.0.0.2");
         let e = cli_error("build.lan:5000/images/a_x86_64:t", &said);

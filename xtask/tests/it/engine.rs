@@ -191,7 +191,7 @@ fn stopped_registry_fails_push_and_load_builds_instead() {
         [json!("failed"), json!("failed")],
         "{push}"
     );
-    let unreachable = format!("no cache registry at {} (nothing listens there)", registry.addr);
+    let unreachable = format!("no registry at {} (nothing listens there)", registry.addr);
     let lines = push.stderr_lines();
     assert!(!push.stderr.contains("retrying"), "{push}");
     assert!(lines.contains(&"2 images: 2 failed"), "{push}");
@@ -245,7 +245,7 @@ fn a_load_with_no_registry_says_so_once_and_builds() {
     assert_eq!(
         warnings,
         [format!(
-            "warning: cannot check the registry: no cache registry at localhost:{port} (nothing listens there); \
+            "warning: cannot check the registry: no registry at localhost:{port} (nothing listens there); \
              building what is not present"
         )],
         "{load}"

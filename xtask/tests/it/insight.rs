@@ -230,7 +230,7 @@ fn status_with_the_registry_down() {
         .collect();
     assert_eq!(states, [("absent", "unknown"), ("absent", "unknown")], "{out}");
     let reason = rows[0]["registry_state"]["reason"].as_str().unwrap();
-    assert_eq!(reason, "no cache registry at 127.0.0.1:1 (nothing listens there)", "{out}");
+    assert_eq!(reason, "no registry at 127.0.0.1:1 (nothing listens there)", "{out}");
     assert_eq!(
         out.stderr,
         format!("warning: cannot ask the registry about a, b; the first error: {reason}\n"),

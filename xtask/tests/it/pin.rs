@@ -400,7 +400,8 @@ fn a_base_that_does_not_resolve_writes_nothing() {
     let line = unreachable.error_line();
     assert!(
         line.starts_with(
-            "error: images/b/Dockerfile:1: FROM 127.0.0.1:1/gone:1: registry 127.0.0.1:1 is not reachable"
+            "error: images/b/Dockerfile:1: FROM 127.0.0.1:1/gone:1: no registry at 127.0.0.1:1 (nothing listens \
+             there)"
         ),
         "{unreachable}"
     );
