@@ -177,21 +177,9 @@ fn attribute(removals: &mut [Removal], freed: &HashMap<String, u64>) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
+    use crate::commands::prune::plan::tests::{current, settings};
     use crate::engine::fake::{self, Fake};
-
-    fn settings() -> Settings {
-        Settings::for_tests("l.test/p", "r.test:5000/q")
-    }
-
-    fn current() -> Current {
-        let mut c = Current::new();
-        c.insert("a".into(), HashMap::from([(Arch::X86_64, "aaaa".into()), (Arch::Aarch64, "bbbb".into())]));
-        c.insert("g/b".into(), HashMap::from([(Arch::X86_64, "cccc".into())]));
-        c
-    }
 
     /// An engine with names of every kind: current, stale, `latest`, in use
     /// by a container, of other images, and one sharing an image with a

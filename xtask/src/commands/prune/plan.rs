@@ -293,16 +293,17 @@ pub fn freed(deleted: &HashSet<String>, facts: &HashMap<String, ImageFacts>) -> 
 }
 
 #[cfg(test)]
-mod tests {
-
+pub(super) mod tests {
     use super::*;
     use crate::model::Platform;
 
-    fn settings() -> Settings {
+    /// The settings of prune's unit tests.
+    pub(in crate::commands::prune) fn settings() -> Settings {
         Settings::for_tests("l.test/p", "r.test:5000/q")
     }
 
-    fn current() -> Current {
+    /// Two images' current tags: `a` for both architectures, `g/b` for x86_64.
+    pub(in crate::commands::prune) fn current() -> Current {
         let mut c = Current::new();
         c.insert("a".into(), HashMap::from([(Arch::X86_64, "aaaa".into()), (Arch::Aarch64, "bbbb".into())]));
         c.insert("g/b".into(), HashMap::from([(Arch::X86_64, "cccc".into())]));
