@@ -36,11 +36,16 @@ _xtask_ws := $(call _xtask_up,$(realpath $(dir $(_xtask_self))))
 _xtask_q = '$(subst ','\'',$(1))'
 
 CARGO ?= cargo
+_xtask_spelled = $(CARGO) run --quiet --manifest-path $(call _xtask_q,$(_xtask_ws)/Cargo.toml) --package xtask --
 ifeq ($(if $(_xtask_ws),$(filter $(_xtask_ws) $(_xtask_ws)/%,$(CURDIR)),none),)
-_xtask_cmd = $(CARGO) run --quiet --manifest-path $(call _xtask_q,$(_xtask_ws)/Cargo.toml) --package xtask --
+_xtask_cmd = $(_xtask_spelled)
 else
 _xtask_cmd = $(CARGO) xtask
 endif
+# The Make API's value calls ($(call tag,...), the lists) stay silent even
+# while the tool compiles: the spelled-out form, without the alias's progress
+# bar. Targets run through the alias and show it.
+_xtask_value_cmd = $(if $(_xtask_ws),$(_xtask_spelled),$(_xtask_cmd))
 
 # ---- variables ------------------------------------------------------------------
 
@@ -107,7 +112,7 @@ _xtask_setting = $(if $(filter undefined,$(origin _xtask_set_$(1))),$(eval _xtas
 # The tool's output, its lines joined by spaces; make stops if it fails. Make
 # (before 4.4) does not pass its exported variables to $(shell), so the
 # settings make has are given on the command line.
-_xtask_call = $(shell $(_xtask_shell_env)$(_xtask_cmd) $(1))$(if $(filter-out 0,$(.SHELLSTATUS)),$(error `cargo xtask $(1)` failed))
+_xtask_call = $(shell $(_xtask_shell_env)$(_xtask_value_cmd) $(1))$(if $(filter-out 0,$(.SHELLSTATUS)),$(error `cargo xtask $(1)` failed))
 _xtask_shell_env = $(foreach v,$(_xtask_vars),$(if $(filter-out undefined environment,$(origin $(v))),$(v)=$(call _xtask_q,$($(v))) ))
 
 # An image argument quoted for the shell only when it holds more than the

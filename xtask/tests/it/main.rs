@@ -27,6 +27,7 @@ mod faults;
 mod history;
 mod hostile;
 mod insight;
+mod launch;
 mod lifecycle;
 mod make;
 mod pin;

@@ -129,6 +129,14 @@ impl Project {
         text
     }
 
+    /// The cargo calls the Make API's value calls make for `commands`: the
+    /// tool's command spelled out with the workspace's manifest, in order.
+    fn value_calls(&self, commands: &[&str]) -> String {
+        let manifest = self.root.canonicalize().unwrap().join("Cargo.toml");
+        let spelled = format!("run --quiet --manifest-path {} --package xtask --", manifest.display());
+        commands.iter().map(|c| format!("{spelled} {c}\n")).collect()
+    }
+
     /// The legacy tag (the `gvisor` scheme) of one image.
     fn tag(&self, path: &str) -> String {
         legacy_tags(&self.root.join("images"), &[path.to_string()])[&path.replace('/', "_")].clone()
@@ -206,7 +214,7 @@ fn migration_as_the_readme_gives_it() {
              echo \"testing go1.22 in gvisor.dev/images/runtimes/go1.22:${{IMAGE_TAG}}\"\n"
         )
     );
-    assert_eq!(p.calls(), "xtask local-image --print tag runtimes_go1.22\nxtask settings LOCAL_IMAGE_PREFIX\n");
+    assert_eq!(p.calls(), p.value_calls(&["local-image --print tag runtimes_go1.22", "settings LOCAL_IMAGE_PREFIX"]));
 
     let certs = p.tag("certs");
     let arch = host_arch();
@@ -214,7 +222,7 @@ fn migration_as_the_readme_gives_it() {
         run(&mut p.make(&["-n", "webhook-config"])).ok(),
         format!("INIT=registry.example.net/fixture-ci/images/certs_{arch}:{certs} && \\\necho \"init: ${{INIT}}\"\n")
     );
-    assert_eq!(p.calls(), "xtask settings REMOTE_IMAGE_PREFIX\nxtask local-image --print tag certs\n");
+    assert_eq!(p.calls(), p.value_calls(&["settings REMOTE_IMAGE_PREFIX", "local-image --print tag certs"]));
 
     // Run again, init neither reads the shim nor overwrites the file.
     let shim_error = "error: tools/images.mk is this tool's Makefile shim, not a legacy Makefile: run init before \
@@ -386,7 +394,7 @@ fn prefixes_from_the_settings_file_once_else_as_given() {
         show(&p, both, &[]).ok(),
         "registry.example.net/fixture-ci/images gvisor.dev/images registry.example.net/fixture-ci/images\n"
     );
-    assert_eq!(p.calls(), "xtask settings REMOTE_IMAGE_PREFIX\nxtask settings LOCAL_IMAGE_PREFIX\n");
+    assert_eq!(p.calls(), p.value_calls(&["settings REMOTE_IMAGE_PREFIX", "settings LOCAL_IMAGE_PREFIX"]));
 
     // Given on the command line, in the environment, or by a Makefile before
     // the include: no tool call, and exported to recipes.
@@ -416,7 +424,7 @@ fn prefixes_from_the_settings_file_once_else_as_given() {
     assert_eq!(p.calls(), "");
     // Empty counts as unset, as for the tool.
     assert_eq!(show(&p, "$(LOCAL_IMAGE_PREFIX)", &["LOCAL_IMAGE_PREFIX="]).ok(), "gvisor.dev/images\n");
-    assert_eq!(p.calls(), "xtask settings LOCAL_IMAGE_PREFIX\n");
+    assert_eq!(p.calls(), p.value_calls(&["settings LOCAL_IMAGE_PREFIX"]));
 }
 
 #[test]
@@ -452,7 +460,8 @@ fn image_lists() {
     assert_eq!((out.code, out.stdout), (Some(0), format!("{ALL} | {TESTS}\n")));
     // The directory with an invalid name is skipped, with a warning each time.
     assert_eq!(out.stderr, bad_name_warning(&p).repeat(2));
-    assert_eq!(p.calls(), "xtask list-all-images\nxtask list-all-test-images\n");
+    // Value calls spell the tool's command out: silent, even while it compiles.
+    assert_eq!(p.calls(), p.value_calls(&["list-all-images", "list-all-test-images"]));
     let out = run(&mut p.make(&["list-all-images"]));
     assert_eq!((out.stdout, out.stderr), (ALL.replace(' ', "\n") + "\n", bad_name_warning(&p)));
     let out = run(&mut p.make(&["list-all-test-images"]));
@@ -479,15 +488,17 @@ fn image_functions() {
     // One call per tag expanded; the images root and the prefixes once.
     assert_eq!(
         p.calls(),
-        "xtask settings IMAGES_DIR\n\
-         xtask local-image --print dockerfile runtimes_go1.22\n\
-         xtask local-image --print tag runtimes_go1.22\n\
-         xtask settings REMOTE_IMAGE_PREFIX\n\
-         xtask settings LOCAL_IMAGE_PREFIX\n\
-         xtask local-image --print tag compatibility/gitea/server\n"
+        p.value_calls(&[
+            "settings IMAGES_DIR",
+            "local-image --print dockerfile runtimes_go1.22",
+            "local-image --print tag runtimes_go1.22",
+            "settings REMOTE_IMAGE_PREFIX",
+            "settings LOCAL_IMAGE_PREFIX",
+            "local-image --print tag compatibility/gitea/server",
+        ])
     );
     assert_eq!(show(&p, "$(call tag,certs) $(call tag,certs)", &[]).ok(), format!("{0} {0}\n", p.tag("certs")));
-    assert_eq!(p.calls(), "xtask local-image --print tag certs\n".repeat(2));
+    assert_eq!(p.calls(), p.value_calls(&["local-image --print tag certs"; 2]));
     // The same tag as the tool's own command, and the local name it prints.
     assert_eq!(
         run(&mut p.make(&["local-image-runtimes_go1.22"])).ok(),
