@@ -45,7 +45,9 @@ pub fn run(
     let chosen = choose(settings, &selection, changed_since, &reporter)?;
     let targets = targets(&chosen.catalog, settings, &chosen.requested)?;
 
-    let mut engine = EngineCli::new(settings.engine).telling_retries(Arc::new(reporter.clone()));
+    let mut engine = EngineCli::new(settings.engine)
+        .telling_retries(Arc::new(reporter.clone()))
+        .telling_steps(Arc::new(reporter.clone()));
     if args.verbose {
         engine = engine.echoing(Arc::new(reporter.clone()));
     }

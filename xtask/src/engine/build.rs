@@ -305,6 +305,32 @@ fn label_line(labels: &[(String, String)]) -> Option<String> {
     Some(format!("LABEL {}", pairs.join(" ")))
 }
 
+/// The step of its Dockerfile a build began (`3/7`), when `line` of its
+/// output says so: `Step 3/7 : RUN …` (docker's classic builder), `STEP 3/7:
+/// RUN …` (podman), `#9 [3/7] RUN …` or `#9 [stage 3/7] RUN …` (BuildKit's
+/// plain progress).
+pub(super) fn build_step(line: &str) -> Option<&str> {
+    let counted = |s: &str| {
+        let (done, total) = s.split_once('/')?;
+        let digits = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+        (digits(done) && digits(total)).then_some(())
+    };
+    let step = if let Some(rest) = line.strip_prefix("Step ") {
+        rest.split_once(" :")?.0
+    } else if let Some(rest) = line.strip_prefix("STEP ") {
+        rest.split_once(':')?.0
+    } else {
+        let rest = line.strip_prefix('#')?;
+        let (id, rest) = rest.split_once(" [")?;
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let inside = rest.split_once(']')?.0.trim();
+        inside.rsplit(' ').next()?
+    };
+    counted(step).map(|()| step)
+}
+
 /// The digest of what a buildx build made, from its metadata (`--metadata-file`,
 /// one target's part of it under bake).
 pub(super) fn built_digest(metadata: &serde_json::Value) -> Option<&str> {
@@ -313,7 +339,26 @@ pub(super) fn built_digest(metadata: &serde_json::Value) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::label_line;
+    use super::{build_step, label_line};
+
+    #[test]
+    fn steps_as_each_builder_prints_them() {
+        for (line, step) in [
+            ("Step 3/7 : RUN make", Some("3/7")),
+            ("STEP 12/12: LABEL a=b", Some("12/12")),
+            ("#9 [3/7] RUN make", Some("3/7")),
+            ("#9 [ 3/7] RUN make", Some("3/7")),
+            ("#11 [build 2/4] COPY . /src", Some("2/4")),
+            ("#4 [internal] load metadata for docker.io/library/alpine:3.19", None),
+            ("#9 DONE 0.4s", None),
+            ("#9 0.312 Step 1/2 is printed by the RUN", None),
+            (" ---> Running in 0123abcd", None),
+            ("Step three/7 : RUN make", None),
+            ("STEP 1/: FROM scratch", None),
+        ] {
+            assert_eq!(build_step(line), step, "{line:?}");
+        }
+    }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

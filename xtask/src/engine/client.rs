@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Result};
 use xshell::{cmd, Shell};
 
 use super::api::{api_daemon_id, api_tag, local_docker_socket, ApiError};
+use super::build::build_step;
 use super::inspect::{full_id, InspectedImage};
 use super::{BatchBuild, BuildCache, BuildSpec, Builder, Built, Container, Engine, ImageDetails, ImageFacts, Removed};
 use crate::config::EngineKind;
@@ -38,7 +39,9 @@ pub struct EngineCli {
     /// Told of every call, its errors and its output for people
     /// ([`Event::Echo`]), under `--verbose`.
     echo: Option<Arc<dyn Observer>>,
-    /// The image the calls are for, for [`Event::Echo`].
+    /// Told of each step a build of [`EngineCli::image`] begins ([`Event::Step`]).
+    steps: Option<Arc<dyn Observer>>,
+    /// The image the calls are for, for [`Event::Echo`] and [`Event::Step`].
     image: Option<Arc<str>>,
     processes: Processes,
     retry: Retry,
@@ -55,6 +58,7 @@ impl EngineCli {
             client_version: Arc::default(),
             builder: Arc::default(),
             echo: None,
+            steps: None,
             image: None,
             retry: Retry::new(processes.interrupt().clone(), None),
             processes,
@@ -86,6 +90,13 @@ impl EngineCli {
         self
     }
 
+    /// Tells `events` of each Dockerfile step a build begins, for a
+    /// progress line that names it.
+    pub fn telling_steps(mut self, events: Arc<dyn Observer>) -> EngineCli {
+        self.steps = Some(events);
+        self
+    }
+
     fn echo(&self, text: &str) {
         if let Some(echo) = &self.echo {
             for line in text.lines() {
@@ -112,9 +123,17 @@ impl EngineCli {
     /// as it comes.
     pub(super) fn run(&self, cmd: xshell::Cmd<'_>, log: Option<&Path>) -> Result<Output> {
         self.echo(&format!("$ {cmd}"));
-        let echo = |text: &str| self.echo(text);
-        let echo: Option<&dyn Fn(&str)> = if self.echo.is_some() { Some(&echo) } else { None };
-        self.processes.run(cmd.into(), log, echo).map_err(|e| self.installed(e))
+        let steps = self.steps.as_deref().zip(self.image.as_deref());
+        let watch = |text: &str| {
+            self.echo(text);
+            if let Some((events, image)) = steps {
+                if let Some(step) = text.lines().filter_map(build_step).next_back() {
+                    events.event(Event::Step { image, step });
+                }
+            }
+        };
+        let watch: Option<&dyn Fn(&str)> = if self.echo.is_some() || steps.is_some() { Some(&watch) } else { None };
+        self.processes.run(cmd.into(), log, watch).map_err(|e| self.installed(e))
     }
 
     /// Runs one engine command whose answer the tool reads (a listing, an
@@ -531,7 +550,57 @@ fn usage_error(lines: &[&str]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::last_error_line;
+    use std::sync::{Arc, Mutex};
+
+    use super::{last_error_line, EngineCli};
+    use crate::config::EngineKind;
+    use crate::model::{Event, Observer};
+
+    #[derive(Default)]
+    struct Steps(Mutex<Vec<String>>);
+
+    impl Observer for Steps {
+        fn event(&self, event: Event<'_>) {
+            if let Event::Step { image, step } = event {
+                self.0.lock().unwrap().push(format!("{image} {step}"));
+            }
+        }
+    }
+
+    /// A build's output, as it is written to the log, tells the steps it
+    /// begins for the image the engine works for, and nothing else.
+    #[test]
+    fn a_builds_steps_are_told_as_its_output_comes() {
+        let steps = Arc::new(Steps::default());
+        let engine = EngineCli::new(EngineKind::Docker).telling_steps(steps.clone());
+        let engine = EngineCli { image: Some("web_app".into()), ..engine };
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("web_app.log");
+        let sh = xshell::Shell::new().unwrap();
+        // Lines that come apart are told apart; of those that come together,
+        // the last step.
+        let script = "printf 'Step 1/4 : FROM scratch\\n ---> Using cache\\n'; sleep 0.5; \
+                      printf 'Step 2/4 : COPY a /a\\nsent\\nStep 3/4 : COPY b /b\\n'; sleep 0.5; \
+                      printf 'STEP 4/4: LABEL x=y\\n'";
+        let output = engine.run(xshell::cmd!(sh, "sh -c {script}"), Some(&log)).unwrap();
+        assert!(output.ok);
+        // (A loaded machine may read two pieces at once: at least two are told.)
+        let told = steps.0.lock().unwrap().clone();
+        let expected = ["web_app 1/4", "web_app 3/4", "web_app 4/4"];
+        assert!(told.len() >= 2 && told.last().map(String::as_str) == Some("web_app 4/4"), "{told:?}");
+        assert!(told.iter().all(|t| expected.contains(&t.as_str())) && told.is_sorted(), "{told:?}");
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            logged.starts_with("Step 1/4 : FROM scratch\n") && logged.ends_with("STEP 4/4: LABEL x=y\n"),
+            "{logged}"
+        );
+
+        // An engine for no one image tells no steps.
+        let steps = Arc::new(Steps::default());
+        let engine = EngineCli::new(EngineKind::Docker).telling_steps(steps.clone());
+        engine.run(xshell::cmd!(sh, "sh -c {script}"), Some(&log)).unwrap();
+        assert!(steps.0.lock().unwrap().is_empty());
+    }
 
     /// What engines print when they fail, and the line a failure quotes.
     #[test]

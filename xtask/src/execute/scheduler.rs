@@ -263,6 +263,7 @@ mod tests {
                 Event::Note(text) => format!("note {text}"),
                 Event::Retrying(what) => format!("retrying {what}"),
                 Event::Echo { image, line } => format!("echo {} {line}", image.unwrap_or("-")),
+                Event::Step { image, step } => format!("step {image} {step}"),
             };
             self.0.lock().unwrap().push(text);
         }

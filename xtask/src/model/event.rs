@@ -16,6 +16,9 @@ pub enum Event<'a> {
     /// A failed call (to a registry, or an engine's pull or push) is about
     /// to be tried again: what failed, and when the next try is.
     Retrying(String),
+    /// A build of `image` began a step of its Dockerfile (`3/7`), as the
+    /// builder's output said.
+    Step { image: &'a str, step: &'a str },
     /// Under `--verbose`: an engine call's command line, or a line of its
     /// output, for `image` (`None`: a call for no one image).
     Echo { image: Option<&'a str>, line: &'a str },

@@ -16,6 +16,9 @@ pub struct Reporter(Arc<Shared>);
 
 struct Shared {
     bar: Mutex<Option<ProgressBar>>,
+    /// The images being worked on, in the order they started, each with the
+    /// build step it is at when one is known (`3/7`).
+    running: Mutex<Vec<(String, Option<String>)>>,
     /// `--quiet`: no line for a retry.
     quiet: bool,
 }
@@ -23,7 +26,7 @@ struct Shared {
 impl Reporter {
     /// `quiet`: `--quiet`.
     pub fn new(quiet: bool) -> Reporter {
-        Reporter(Arc::new(Shared { bar: Mutex::new(None), quiet }))
+        Reporter(Arc::new(Shared { bar: Mutex::new(None), running: Mutex::new(Vec::new()), quiet }))
     }
 
     /// A line for people, that does not tear the progress line.
@@ -45,6 +48,32 @@ impl Reporter {
         }
     }
 
+    /// The images being worked on change: `change` edits the list, then the
+    /// progress line shows it (`web_app: step 3/7 certs`).
+    fn running(&self, change: impl FnOnce(&mut Vec<(String, Option<String>)>)) {
+        let mut running = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut running);
+        let shown: Vec<String> = running
+            .iter()
+            .map(|(name, step)| match step {
+                Some(step) => format!("{name}: step {step}"),
+                None => name.clone(),
+            })
+            .collect();
+        if let Some(bar) = self.0.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            bar.set_message(shown.join(" "));
+        }
+    }
+
+    /// A build of `image` began step `step` of its Dockerfile.
+    pub fn step(&self, image: &str, step: &str) {
+        self.running(|running| {
+            if let Some((_, at)) = running.iter_mut().find(|(name, _)| name == image) {
+                *at = Some(step.to_string());
+            }
+        });
+    }
+
     /// A line an engine call printed, or its command line, under
     /// `--verbose`: prefixed with the image it was for.
     pub fn echo(&self, image: Option<&str>, line: &str) {
@@ -60,6 +89,7 @@ impl Observer for Reporter {
             Event::Note(text) => self.note(&text),
             Event::Retrying(what) => self.retrying(&what),
             Event::Echo { image, line } => self.echo(image, line),
+            Event::Step { image, step } => self.step(image, step),
             Event::Started(_) | Event::Finished(_) => {}
         }
     }
@@ -80,7 +110,6 @@ pub enum Verbosity {
 pub struct Progress {
     bar: ProgressBar,
     reporter: Reporter,
-    running: Mutex<Vec<String>>,
     /// Someone watches a terminal: a live line, and the log tails stay in the logs.
     interactive: bool,
     verbosity: Verbosity,
@@ -100,28 +129,23 @@ impl Progress {
         );
         bar.enable_steady_tick(Duration::from_millis(250));
         *reporter.0.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
-        Progress { bar, reporter: reporter.clone(), running: Mutex::new(Vec::new()), interactive, verbosity }
+        Progress { bar, reporter: reporter.clone(), interactive, verbosity }
     }
 
     pub fn started(&self, name: &str) {
-        let mut running = self.running.lock().unwrap();
-        running.push(name.to_string());
-        self.bar.set_message(running.join(" "));
+        self.reporter.running(|running| running.push((name.to_string(), None)));
     }
 
     /// One line per finished image: on a terminal, for those that did
     /// something or failed; off one, for every image, a failed one followed by
     /// its log's last lines. Nothing with `--quiet`.
     pub fn finished(&self, o: &Outcome) {
-        let mut running = self.running.lock().unwrap();
-        running.retain(|n| n != o.name());
-        self.bar.set_message(running.join(" "));
+        self.reporter.running(|running| running.retain(|(n, _)| n != o.name()));
         // A base brought only because a pull failed was not counted at first.
         if self.bar.length().is_some_and(|len| self.bar.position() >= len) {
             self.bar.inc_length(1);
         }
         self.bar.inc(1);
-        drop(running);
         if self.verbosity == Verbosity::Quiet {
             return;
         }
@@ -154,5 +178,29 @@ impl Observer for Progress {
             Event::Finished(outcome) => self.finished(outcome),
             other => self.reporter.event(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Progress, Reporter, Verbosity};
+    use crate::model::{Event, Observer};
+
+    /// The progress line names each image being worked on, with the build
+    /// step it is at once its build says.
+    #[test]
+    fn the_line_names_each_building_images_step() {
+        let reporter = Reporter::new(false);
+        let progress = Progress::new(&reporter, 3, false, Verbosity::Normal);
+        progress.event(Event::Started("web_app"));
+        progress.event(Event::Started("certs"));
+        assert_eq!(progress.bar.message(), "web_app certs");
+        // Steps reach the reporter, which the engine was given.
+        reporter.event(Event::Step { image: "web_app", step: "3/7" });
+        reporter.event(Event::Step { image: "elsewhere", step: "1/2" });
+        assert_eq!(progress.bar.message(), "web_app: step 3/7 certs");
+        reporter.event(Event::Step { image: "certs", step: "1/2" });
+        assert_eq!(progress.bar.message(), "web_app: step 3/7 certs: step 1/2");
+        progress.finish();
     }
 }
