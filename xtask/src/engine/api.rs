@@ -1,6 +1,7 @@
 //! A hand-written HTTP client for docker's API socket: one request per
 //! connection, for the calls that would otherwise each cost a CLI process
-//! (tagging), and the check that the socket is the CLI's daemon.
+//! (tagging, and inspecting what a build made), and the check that the
+//! socket is the CLI's daemon.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ pub(super) enum ApiError {
 }
 
 /// One request to docker's API socket, `Connection: close`: the status
-/// and the body (a chunked body keeps its chunk-size lines).
+/// and the body (a chunked one put back together).
 fn api_call(socket: &Path, method: &str, path: &str) -> std::result::Result<(u16, String), ApiError> {
     use std::io::Read;
     use std::os::unix::net::UnixStream;
@@ -52,9 +53,33 @@ fn api_call(socket: &Path, method: &str, path: &str) -> std::result::Result<(u16
     stream.read_to_end(&mut answer).map_err(unreachable)?;
     let answer = String::from_utf8_lossy(&answer);
     let first = answer.lines().next().unwrap_or_default().to_string();
-    match answer.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()) {
-        Some(status) => Ok((status, answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string())),
-        None => Err(ApiError::Unreachable(first)),
+    let Some(status) = answer.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()) else {
+        return Err(ApiError::Unreachable(first));
+    };
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let chunked = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
+    if !chunked {
+        return Ok((status, body.to_string()));
+    }
+    let whole = unchunked(body).ok_or_else(|| ApiError::Unreachable(format!("{first}: a broken chunked body")))?;
+    Ok((status, whole))
+}
+
+/// A chunked body's data, or `None` when it does not add up.
+fn unchunked(mut body: &str) -> Option<String> {
+    let mut whole = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(whole);
+        }
+        whole.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
     }
 }
 
@@ -63,20 +88,22 @@ fn api_json(body: &str) -> Option<serde_json::Value> {
     body.lines().find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok().filter(|v| v.is_object()))
 }
 
+/// `s` as one segment of a URL: every byte but the unreserved ones escaped.
+fn encoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// `POST /images/{source}/tag?repo=…&tag=…` on docker's API socket.
 pub(super) fn api_tag(socket: &Path, source: &str, target: &str) -> std::result::Result<(), ApiError> {
     // `repo:tag`, the tag after the last `/`; docker's default tag otherwise.
     let parts = Parts::of(target);
     let (repo, tag) = (parts.name, parts.tag.unwrap_or("latest"));
-    let encode = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    let path = format!("/images/{}/tag?repo={}&tag={}", encode(source), encode(repo), encode(tag));
+    let path = format!("/images/{}/tag?repo={}&tag={}", encoded(source), encoded(repo), encoded(tag));
     match api_call(socket, "POST", &path)? {
         (200..=299, _) => Ok(()),
         (400..=499, body) => Err(ApiError::Refused(
@@ -84,6 +111,17 @@ pub(super) fn api_tag(socket: &Path, source: &str, target: &str) -> std::result:
                 .and_then(|v| v["message"].as_str().map(String::from))
                 .unwrap_or_else(|| body.trim().to_string()),
         )),
+        (status, _) => Err(ApiError::Unreachable(format!("HTTP {status}"))),
+    }
+}
+
+/// `GET /images/{reference}/json`: the image as `image inspect` describes
+/// it (one object, not a list), or `None` when the daemon has no such image.
+pub(super) fn api_inspect(socket: &Path, reference: &str) -> std::result::Result<Option<String>, ApiError> {
+    let path = format!("/images/{}/json", encoded(reference));
+    match api_call(socket, "GET", &path)? {
+        (200, body) => Ok(Some(body)),
+        (404, _) => Ok(None),
         (status, _) => Err(ApiError::Unreachable(format!("HTTP {status}"))),
     }
 }
@@ -104,7 +142,7 @@ mod api_tests {
     use std::path::PathBuf;
     use std::thread::JoinHandle;
 
-    use super::{api_daemon_id, api_tag, ApiError};
+    use super::{api_daemon_id, api_inspect, api_tag, unchunked, ApiError};
 
     /// A socket of its own that answers one request with `answer`; the
     /// thread gives the request line it got.
@@ -148,7 +186,7 @@ mod api_tests {
 
     #[test]
     fn a_refusal_says_what_the_daemon_said() {
-        let answer = "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n2f\r\n{\"message\":\"No such image: sha256:ab\"}\n\r\n0\r\n\r\n";
+        let answer = "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n27\r\n{\"message\":\"No such image: sha256:ab\"}\n\r\n0\r\n\r\n";
         assert_eq!(exchange(answer, "sha256:ab", "l/a:t").0, Err("refused: No such image: sha256:ab".into()));
     }
 
@@ -161,9 +199,37 @@ mod api_tests {
     }
 
     #[test]
+    fn a_chunked_body_is_put_back_together() {
+        assert_eq!(unchunked("5\r\n{\"a\":\r\n3;x=y\r\n12}\r\n0\r\n\r\n").as_deref(), Some("{\"a\":12}"));
+        assert_eq!(unchunked("0\r\n\r\n").as_deref(), Some(""));
+        assert_eq!(unchunked("9\r\nshort\r\n0\r\n\r\n"), None);
+        assert_eq!(unchunked("zz\r\nab\r\n"), None);
+    }
+
+    #[test]
+    fn inspects_through_the_api() {
+        // An answer split in two chunks, as the daemon sends a long one.
+        let answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                      a\r\n{\"Id\":\"sha\r\n\
+                      f\r\n256:ab\",\"Os\":1}\r\n0\r\n\r\n";
+        let (_dir, socket, server) = serve_once(answer);
+        assert_eq!(
+            api_inspect(&socket, "sha256:ab").ok().flatten().as_deref(),
+            Some("{\"Id\":\"sha256:ab\",\"Os\":1}")
+        );
+        assert_eq!(server.join().unwrap(), "GET /images/sha256%3Aab/json HTTP/1.1");
+        let (_dir, socket, server) = serve_once("HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}");
+        assert!(matches!(api_inspect(&socket, "a/b:c"), Ok(None)));
+        assert_eq!(server.join().unwrap(), "GET /images/a%2Fb%3Ac/json HTTP/1.1");
+        let (_dir, socket, server) = serve_once("HTTP/1.1 500 Oops\r\n\r\n");
+        assert!(matches!(api_inspect(&socket, "a"), Err(ApiError::Unreachable(_))));
+        server.join().unwrap();
+    }
+
+    #[test]
     fn the_daemon_id_comes_from_info() {
         let answer =
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1c\r\n{\"ID\":\"AB:CD\",\"Images\":3}\n\r\n0\r\n\r\n";
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1a\r\n{\"ID\":\"AB:CD\",\"Images\":3}\n\r\n0\r\n\r\n";
         let (_dir, socket, server) = serve_once(answer);
         assert_eq!(api_daemon_id(&socket).as_deref(), Some("AB:CD"));
         assert_eq!(server.join().unwrap(), "GET /info HTTP/1.1");

@@ -116,6 +116,11 @@ pub trait Engine: Sync {
     /// Gives the local image `source` the name `target`.
     fn tag(&self, source: &str, target: &str) -> Result<()>;
 
+    /// Gives the local image `source` each of the names `targets`, in order.
+    fn tag_all(&self, source: &str, targets: &[&str]) -> Result<()> {
+        targets.iter().try_for_each(|target| self.tag(source, target))
+    }
+
     /// Pushes the local name `reference` to its registry.
     fn push(&self, reference: &str, log: &Path) -> Result<()>;
 

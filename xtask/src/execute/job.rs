@@ -102,15 +102,15 @@ pub(super) fn run_job(ctx: &Context, job: &Job, resume: Option<Partial>) -> Ran 
 fn run_steps(ctx: &Context, job: &Job, log: &Path, work: &mut Partial) -> Result<bool> {
     let engine = ctx.engine;
     let [local, latest, remote] = job.names.plan_names();
-    let name_locally = |from: &str| -> Result<()> {
-        for target in [&local, &latest] {
-            if from != target.as_str() {
-                engine.tag(from, target)?;
-            }
-        }
+    let latest_moved = || {
         if let Some(was) = &job.latest_was {
             note(ctx, format!("{}: {latest} now points at the {} image (it was {was})", job.name, ctx.arch.platform()));
         }
+    };
+    let name_locally = |from: &str| -> Result<()> {
+        let targets: Vec<&str> = [&local, &latest].into_iter().map(String::as_str).filter(|t| *t != from).collect();
+        engine.tag_all(from, &targets)?;
+        latest_moved();
         Ok(())
     };
     let build = |work: &mut Partial| -> Result<()> {
@@ -120,8 +120,9 @@ fn run_steps(ctx: &Context, job: &Job, log: &Path, work: &mut Partial) -> Result
             Some(own) => work.bytes.built += own,
             None => work.bytes.unmeasured_builds += 1,
         }
-        engine.tag(&built.id, &remote)?;
-        name_locally(&remote)?;
+        // Every name at once (one call where the engine takes several).
+        engine.tag_all(&built.id, &[&remote, &local, &latest])?;
+        latest_moved();
         work.action = work.action.max(Action::Built);
         work.cache = used;
         Ok(())
