@@ -356,6 +356,7 @@ mod tests {
             layers: 2,
             created: created.into(),
             labels: revision.map(|r| (provenance::REVISION.to_string(), r.to_string())).into_iter().collect(),
+            repo_digests: Vec::new(),
         }
     }
 
