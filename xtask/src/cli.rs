@@ -150,7 +150,10 @@ pub enum Command {
         tag is present (current), only an older one or one for another architecture (stale), or none (absent); \
         whether the registry has the tag; and the local image's size, layers, architecture, build time and the \
         revision it was built from. One engine call lists the local images and one reads them; the registry gets \
-        one request per image, in parallel.")]
+        one request per image, in parallel. With --bases, also whether each external base the image was built on \
+        moved: the digest each had at the build (a label of the image: the local one, else the registry's) \
+        against where its tag points now, asked of each base's registry once; a registry that cannot be asked is \
+        'could not check'. Without --bases, no base registry is asked.")]
     Status(StatusArgs),
     /// Remove the local images of catalog images whose tag is not current, under local and remote names
     #[command(long_about = "Remove the local images of catalog images whose tag is not current: \
@@ -225,6 +228,10 @@ pub struct StatusArgs {
     /// Do not ask the registry
     #[arg(long)]
     pub local: bool,
+    /// Also tell, per image, whether a base it was built on moved: its tag now points at another digest than the one
+    /// recorded at the build (asks each base's registry, once per base)
+    #[arg(long)]
+    pub bases: bool,
     /// Print a JSON document on stdout: {"schema": 1, "images": [...]}, one object per image
     #[arg(long)]
     pub json: bool,
@@ -779,7 +786,7 @@ mod tests {
             ),
             (
                 &["status"],
-                Command::Status(StatusArgs { images: vec![], local: false, json: false, markdown: None }),
+                Command::Status(StatusArgs { images: vec![], local: false, bases: false, json: false, markdown: None }),
                 none(),
             ),
             (
@@ -787,8 +794,20 @@ mod tests {
                 Command::Status(StatusArgs {
                     images: strings(&["basic_hello"]),
                     local: true,
+                    bases: false,
                     json: true,
                     markdown: Some("summary.md".into()),
+                }),
+                none(),
+            ),
+            (
+                &["status", "--bases", "basic", "--json"],
+                Command::Status(StatusArgs {
+                    images: strings(&["basic"]),
+                    local: false,
+                    bases: true,
+                    json: true,
+                    markdown: None,
                 }),
                 none(),
             ),

@@ -144,7 +144,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             return commands::gc::run(&settings, &opts);
         }
         Command::Status(a) => {
-            return commands::status::run(&settings, &a.images, a.local, a.json, a.markdown.as_deref())
+            return commands::status::run(&settings, &a.images, a.local, a.bases, a.json, a.markdown.as_deref())
         }
         Command::Load(s) => (Mode::Load, Names(s.images), s.opts.run_args()),
         Command::Pull(s) => (Mode::Pull, Names(s.images), s.opts.run_args()),

@@ -4,6 +4,7 @@
 //! reads is the repository's and may be anything: it is bounded as it is
 //! read ([`image_files`]), and quoted escaped in messages.
 
+pub mod bases;
 pub mod by_arch;
 pub mod context;
 pub mod discovery;

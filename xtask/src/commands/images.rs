@@ -225,6 +225,10 @@ impl Execution<'_> {
         // What built images are labelled with: git is asked only when something may build.
         let git = if may_build { GitState::read(&settings.images_dir) } else { None };
         let provenance = Provenance::new(settings, git);
+        let catalog = &chosen.catalog;
+        let paths = catalog.images.iter().chain(&catalog.other_arch).map(|i| i.path.clone()).collect();
+        let built_on =
+            execute::BuiltOn::new(&settings.local_prefix, &settings.remote_prefix, paths, &settings.build_args);
         // A job that runs only if a build needs it is counted when it does.
         let total = jobs.iter().filter(|j| j.runs_anyway()).count() + chosen.skipped.len();
         let progress = Progress::new(self.reporter, total, settings.interactive, verbosity(args));
@@ -243,6 +247,7 @@ impl Execution<'_> {
             cache_to: mode == Mode::Push && settings.cache_from,
             direct_push: mode == Mode::Push && may_build && engine.pushes_from_builder(),
             provenance: &provenance,
+            built_on: &built_on,
             prebuilt: &Default::default(),
             builds: &builds,
             events: &progress,

@@ -1,10 +1,13 @@
 //! `status`: where each image stands for ARCH: its tag, whether the image
 //! with that tag is present locally and in the registry, and what the local
 //! image is (size, layers, architecture, when and from which revision it
-//! was built). One engine call lists the local images and one reads them;
+//! was built); with `--bases`, whether the bases it was built on moved
+//! (`drift`). One engine call lists the local images and one reads them;
 //! the registry gets one request per image, in parallel.
 
-use std::collections::{HashMap, HashSet};
+mod drift;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -50,6 +53,9 @@ pub struct Status {
     pub local: Local,
     #[serde(rename = "registry_state")]
     pub registry: RegistryStatus,
+    /// With `--bases`: whether the bases it was built on moved.
+    #[serde(rename = "bases_state", skip_serializing_if = "Option::is_none")]
+    pub bases: Option<drift::BasesStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -73,6 +79,9 @@ pub struct LocalImage {
     /// The git commit it was built from (`org.opencontainers.image.revision`).
     pub revision: Option<String>,
     pub source: Option<String>,
+    /// Every label, for what `--bases` reads.
+    #[serde(skip)]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -88,11 +97,13 @@ pub struct RegistryStatus {
 /// What `--local` puts in the registry column.
 const NOT_ASKED: &str = "not asked: --local";
 
-/// Runs `status`; returns the exit status.
+/// Runs `status`; returns the exit status. `bases`: also tell whether the
+/// bases each image was built on moved, asking their registries.
 pub fn run(
     settings: &Settings,
     names: &[String],
     local_only: bool,
+    bases: bool,
     json: bool,
     markdown: Option<&Path>,
 ) -> Result<i32> {
@@ -102,19 +113,23 @@ pub fn run(
     let refs: Vec<ImageRef> = chosen.iter().map(|&i| ImageRef::new(settings, &catalog[i].path, &tags[&i])).collect();
 
     let locals = local_statuses(&EngineCli::new(settings.engine), &refs, settings.arch)?;
-    let remotes = registry_statuses(settings, &refs, local_only);
-    let rows: Vec<Status> = chosen
+    let registry = Registry::of(settings);
+    let remotes = registry_statuses(&registry, &refs, local_only);
+    let mut rows: Vec<Status> = chosen
         .iter()
         .zip(&refs)
         .zip(locals.into_iter().zip(remotes))
         .map(|((&i, names), (local, registry))| {
             let image = &catalog[i];
             let info = ImageInfo::named(&image.name, &image.path, settings.arch, names, image.is_test(settings));
-            Status { image: info, local, registry }
+            Status { image: info, local, registry, bases: None }
         })
         .collect();
 
     warn_registry_failures(&rows);
+    if bases {
+        drift::check(&mut rows, &registry, &settings.local_prefix);
+    }
     let mut out = std::io::stdout().lock();
     if json {
         crate::report::print_list("images", &rows)?;
@@ -154,12 +169,11 @@ fn choose(settings: &Settings, catalog: &Catalog, names: &[String]) -> Result<Ve
 
 /// Whether the registry has each image's tag, asked in parallel; with
 /// `local_only`, not asked at all.
-fn registry_statuses(settings: &Settings, refs: &[ImageRef], local_only: bool) -> Vec<RegistryStatus> {
+fn registry_statuses(registry: &Registry, refs: &[ImageRef], local_only: bool) -> Vec<RegistryStatus> {
     let remotes: Vec<String> = refs.iter().map(ImageRef::remote_tagged).collect();
     let answers: Vec<Result<bool>> = if local_only {
         remotes.iter().map(|_| Err(anyhow::anyhow!(NOT_ASKED))).collect()
     } else {
-        let registry = Registry::of(settings);
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).max(8);
         registry.exist_all(&remotes, parallel, true)
     };
@@ -230,6 +244,7 @@ pub fn local_status(
             created: d.created.clone(),
             revision: label(provenance::REVISION),
             source: label(provenance::SOURCE),
+            labels: d.labels.clone(),
         };
         Some((image, d))
     };
@@ -254,20 +269,30 @@ pub fn local_status(
     Local { state: LocalState::Stale, image: others.iter().find_map(|r| image(r)).map(|(image, _)| image) }
 }
 
-/// The human table, one line per image.
+/// The human table, one line per image; a BASES column last when `--bases`
+/// asked about them.
 pub fn table(rows: &[Status]) -> String {
-    let header = ["IMAGE", "TAG", "LOCAL", "REGISTRY", "SIZE", "LAYERS", "ARCH", "BUILT"];
-    let lines: Vec<[String; 8]> = rows.iter().map(cells).collect();
-    let mut widths = header.map(str::len);
+    let with_bases = rows.iter().any(|r| r.bases.is_some());
+    let mut header = vec!["IMAGE", "TAG", "LOCAL", "REGISTRY", "SIZE", "LAYERS", "ARCH", "BUILT"];
+    header.extend(with_bases.then_some("BASES"));
+    let lines: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let mut line = cells(row).to_vec();
+            line.extend(with_bases.then(|| row.bases.as_ref().map_or(String::new(), drift::cell)));
+            line
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for line in &lines {
         for (w, cell) in widths.iter_mut().zip(line) {
-            *w = (*w).max(cell.len());
+            *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
     let mut push = |cells: &[&str]| {
         let mut line = String::new();
-        for (k, (cell, width)) in cells.iter().zip(widths).enumerate() {
+        for (k, (cell, &width)) in cells.iter().zip(&widths).enumerate() {
             if k + 1 == cells.len() {
                 line.push_str(cell);
             } else if matches!(k, 4 | 5) {
@@ -281,17 +306,20 @@ pub fn table(rows: &[Status]) -> String {
     };
     push(&header);
     for line in &lines {
-        push(&line.each_ref().map(String::as_str));
+        push(&line.iter().map(String::as_str).collect::<Vec<_>>());
     }
     out
 }
 
-/// A Markdown summary a CI job can publish: the table, with each image's revision.
+/// A Markdown summary a CI job can publish: the table, with each image's
+/// revision, and its bases when `--bases` asked about them.
 pub fn markdown_table(rows: &[Status], arch: Arch) -> String {
+    let with_bases = rows.iter().any(|r| r.bases.is_some());
+    let (bases_head, bases_rule) = if with_bases { (" Bases |", " --- |") } else { ("", "") };
     let mut out = format!(
         "### Images for {arch}\n\n\
-         | Image | Tag | Local | Registry | Size | Layers | Arch | Built | Revision |\n\
-         | --- | --- | --- | --- | ---: | ---: | --- | --- | --- |\n"
+         | Image | Tag | Local | Registry | Size | Layers | Arch | Built | Revision |{bases_head}\n\
+         | --- | --- | --- | --- | ---: | ---: | --- | --- | --- |{bases_rule}\n"
     );
     for row in rows {
         let [name, tag, local, registry, size, layers, arch, built] = cells(row);
@@ -299,7 +327,8 @@ pub fn markdown_table(rows: &[Status], arch: Arch) -> String {
             let (commit, dirty) = r.split_once('-').map_or((r, ""), |(c, _)| (c, "-dirty"));
             format!("`{}{dirty}`", &commit[..commit.len().min(12)])
         });
-        let cells = [name, format!("`{tag}`"), local, registry, size, layers, arch, built, revision];
+        let mut cells = vec![name, format!("`{tag}`"), local, registry, size, layers, arch, built, revision];
+        cells.extend(with_bases.then(|| row.bases.as_ref().map_or(String::new(), drift::cell)));
         let cells: Vec<String> = cells.iter().map(|c| c.replace('|', "\\|")).collect();
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
@@ -356,6 +385,7 @@ mod tests {
             layers: 2,
             created: created.into(),
             labels: revision.map(|r| (provenance::REVISION.to_string(), r.to_string())).into_iter().collect(),
+            repo_digests: Vec::new(),
         }
     }
 
@@ -419,6 +449,7 @@ mod tests {
                 reference: format!("r/{name}_x86_64:{tag}"),
                 reason: reason.map(String::from),
             },
+            bases: None,
         };
         let rows = [
             row("x", "t2", local_status("l/x", "t2", Arch::X86_64, &listing, &details), RegistryState::HasTag, None),
@@ -468,7 +499,7 @@ mod tests {
             ..fake::details("sha256:1", "amd64")
         };
         let engine = Fake::with(&[])
-            .holding(&["l/present:t1", "l/present:latest"], labelled)
+            .holding(&["l/present:t1", "l/present:latest"], labelled.clone())
             .holding(&["l/arm:t3"], fake::details("sha256:3", "arm64"))
             .holding(&["l/old:t0", "l/oldish:t5"], fake::details("sha256:4", "amd64"));
         let names: Vec<ImageRef> = [("present", "t1"), ("absent", "t2"), ("arm", "t3"), ("old", "t5")]
@@ -488,11 +519,13 @@ mod tests {
             created: String::new(),
             revision: None,
             source: None,
+            labels: BTreeMap::new(),
         };
         let present = LocalImage {
             created: "2025-02-01T10:11:12Z".into(),
             revision: Some("abc".into()),
             source: Some("https://example.com/a.git".into()),
+            labels: labelled.labels.clone(),
             ..image("l/present:t1", "sha256:1", "linux/amd64")
         };
         assert_eq!(

@@ -40,6 +40,10 @@ fn bake_definition(builds: &[BatchBuild<'_>]) -> serde_json::Value {
             "labels": labels,
             "args": { "BUILDKIT_INLINE_CACHE": "1" },
         });
+        // A text of its own (bases named by digest) goes in the definition.
+        if let Some(text) = b.spec.text {
+            target["dockerfile-inline"] = text.into();
+        }
         if b.cache.none {
             target["no-cache"] = true.into();
         }

@@ -73,6 +73,10 @@ pub struct BuildSpec<'a> {
     pub args: &'a [String],
     /// `--label` pairs: they describe the image and never change its tag.
     pub labels: &'a [(String, String)],
+    /// The Dockerfile's text to build from, when it is not the file's own
+    /// (bases named by digest): the build reads it from a copy, or from the
+    /// batch's definition; the file stays as it is.
+    pub text: Option<&'a str>,
 }
 
 /// What a build may take from a cache.
@@ -134,7 +138,9 @@ impl EngineCli {
     ) -> Result<String> {
         let sh = Shell::new()?;
         let (program, platform) = (self.program, spec.arch.platform());
-        let (file, dir, args) = (spec.dir.join(spec.dockerfile), spec.dir, spec.args);
+        let (dir, args) = (spec.dir, spec.args);
+        let dockerfile = labelled(self.builder(), spec, log)?;
+        let (file, labels) = (&dockerfile.file, &dockerfile.label_flags);
         let metadata = log.with_extension(format!("{}.metadata.json", std::process::id()));
         let _ = std::fs::remove_file(&metadata);
         let no_cache = cache.none.then_some("--no-cache");
@@ -144,12 +150,15 @@ impl EngineCli {
         let out = self.run(
             cmd!(
                 sh,
-                "{program} buildx build --progress=plain --build-arg BUILDKIT_INLINE_CACHE=1 {no_cache...} {cache_from...} --platform {platform} --metadata-file {metadata} --output {output} -f {file} {args...} {dir}"
+                "{program} buildx build --progress=plain --build-arg BUILDKIT_INLINE_CACHE=1 {no_cache...} {cache_from...} --platform {platform} --metadata-file {metadata} {labels...} --output {output} -f {file} {args...} {dir}"
             ),
             Some(log),
         );
         let written = std::fs::read_to_string(&metadata);
         let _ = std::fs::remove_file(&metadata);
+        if let Some(copy) = &dockerfile.copy {
+            let _ = std::fs::remove_file(copy);
+        }
         let out = out?;
         if !out.ok {
             bail!("build failed: {}; log: {}", last_error_line(&out.stderr), log.display());
@@ -271,7 +280,8 @@ fn builder_flags(builder: &Builder) -> &'static [&'static str] {
 /// The Dockerfile a build reads, and the `--label` flags it gets.
 struct Labelled {
     file: PathBuf,
-    /// The copy of the Dockerfile made for its labels, removed after the build.
+    /// The copy of the Dockerfile made for its labels or its own text,
+    /// removed after the build.
     copy: Option<PathBuf>,
     label_flags: Vec<String>,
 }
@@ -279,18 +289,28 @@ struct Labelled {
 /// How `spec`'s labels reach the image. docker's classic builder and podman
 /// turn each `--label` into a step of its own, which commits; one `LABEL`
 /// line at the end of a copy of the Dockerfile (beside `log`) costs one
-/// commit for all of them.
+/// commit for all of them. A spec with a text of its own is built from a
+/// copy too, on any builder.
 fn labelled(builder: &Builder, spec: &BuildSpec<'_>, log: &Path) -> Result<Labelled> {
     let file = spec.dir.join(spec.dockerfile);
     let line = matches!(builder, Builder::Classic | Builder::Podman).then(|| label_line(spec.labels)).flatten();
-    let Some(line) = line else {
-        let label_flags = spec.labels.iter().flat_map(|(k, v)| ["--label".into(), format!("{k}={v}")]).collect();
-        return Ok(Labelled { file, copy: None, label_flags });
+    let label_flags = match line {
+        Some(_) => Vec::new(),
+        None => spec.labels.iter().flat_map(|(k, v)| ["--label".into(), format!("{k}={v}")]).collect(),
     };
+    if line.is_none() && spec.text.is_none() {
+        return Ok(Labelled { file, copy: None, label_flags });
+    }
     let copy = log.with_extension(format!("{}.Dockerfile", std::process::id()));
-    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    std::fs::write(&copy, format!("{text}\n{line}\n")).with_context(|| format!("cannot write {}", copy.display()))?;
-    Ok(Labelled { file: copy.clone(), copy: Some(copy), label_flags: Vec::new() })
+    let mut text = match spec.text {
+        Some(text) => text.to_string(),
+        None => std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?,
+    };
+    if let Some(line) = line {
+        text = format!("{text}\n{line}\n");
+    }
+    std::fs::write(&copy, text).with_context(|| format!("cannot write {}", copy.display()))?;
+    Ok(Labelled { file: copy.clone(), copy: Some(copy), label_flags })
 }
 
 /// One Dockerfile `LABEL` instruction setting all of `labels`, when each

@@ -111,6 +111,7 @@ pub fn details(id: &str, architecture: &str) -> ImageDetails {
         layers: 1,
         created: String::new(),
         labels: BTreeMap::new(),
+        repo_digests: Vec::new(),
     }
 }
 

@@ -17,6 +17,9 @@ pub struct ImageDetails {
     /// When it was built, as the engine writes it (RFC 3339).
     pub created: String,
     pub labels: BTreeMap<String, String>,
+    /// `repository@digest` of each registry manifest the engine knows it
+    /// as (pulled by, or pushed as).
+    pub repo_digests: Vec<String>,
 }
 
 /// The part of `image inspect` read: what an image is for, and what it is.
@@ -38,6 +41,8 @@ pub(super) struct InspectedImage {
     rootfs: Option<InspectedRootFs>,
     #[serde(rename = "Config", default)]
     config: Option<InspectedConfig>,
+    #[serde(rename = "RepoDigests", default)]
+    repo_digests: Option<Vec<String>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -65,6 +70,7 @@ impl InspectedImage {
             layers: self.rootfs.and_then(|r| r.layers).map_or(0, |l| l.len()),
             created: self.created.unwrap_or_default(),
             labels: self.config.and_then(|c| c.labels).unwrap_or_default(),
+            repo_digests: self.repo_digests.unwrap_or_default(),
         }
     }
 

@@ -238,17 +238,23 @@ fn own_bytes(ctx: &Context, job: &Job, built: &engine::ImageDetails) -> Option<u
     own.layers.starts_with(&base.layers).then(|| own.size.saturating_sub(base.size))
 }
 
-/// What a job's build reads: its context, its Dockerfile, its labels.
+/// What a job's build reads: its context, its Dockerfile (as written, or
+/// with its bases named by digest), its labels.
 struct BuildInputs<'c> {
     dir: std::path::PathBuf,
     dockerfile: &'c str,
     labels: Vec<(String, String)>,
+    text: Option<String>,
 }
 
 impl<'c> BuildInputs<'c> {
+    /// With the bases label, when what the build is built on is known.
     fn of(ctx: &'c Context, job: &'c Job) -> BuildInputs<'c> {
-        let labels = ctx.provenance.labels(&job.path, &job.names.tag);
-        BuildInputs { dir: ctx.images_root.join(&job.path), dockerfile: &job.dockerfile, labels }
+        let mut labels = ctx.provenance.labels(&job.path, &job.names.tag);
+        let bases = ctx.built_on.of(ctx, job);
+        labels.extend(bases.as_ref().map(|b| ctx.provenance.bases_label(&b.digests)));
+        let text = bases.and_then(|b| b.text);
+        BuildInputs { dir: ctx.images_root.join(&job.path), dockerfile: &job.dockerfile, labels, text }
     }
 
     fn spec<'s>(&'s self, ctx: &'s Context) -> engine::BuildSpec<'s> {
@@ -258,6 +264,7 @@ impl<'c> BuildInputs<'c> {
             arch: ctx.arch,
             args: ctx.build_args,
             labels: &self.labels,
+            text: self.text.as_deref(),
         }
     }
 }

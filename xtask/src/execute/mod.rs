@@ -1,11 +1,14 @@
 //! Executor: runs a plan's jobs against the engine, `--jobs` at a time, each
 //! after the jobs it is built on, and records what happened to each image.
 //! The scheduler decides what runs when (a job planned only for a build that
-//! may not happen runs when that build does); a job's steps are run in `job`.
+//! may not happen runs when that build does); a job's steps are run in
+//! `job`, and what a build is built on is looked up in `built_on`.
 
+mod built_on;
 mod job;
 mod scheduler;
 
+pub use built_on::BuiltOn;
 pub use scheduler::execute;
 
 use std::path::Path;
@@ -46,6 +49,8 @@ pub struct Context<'a> {
     pub direct_push: bool,
     /// The labels of what is built.
     pub provenance: &'a crate::git::provenance::Provenance,
+    /// What each build is built on, looked up as builds start.
+    pub built_on: &'a BuiltOn,
     /// Images built ahead of their job, several in one engine call.
     pub prebuilt: &'a Prebuilt,
     /// What is said when the first build starts, and whether one did.

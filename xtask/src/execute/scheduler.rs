@@ -339,6 +339,7 @@ mod tests {
             cache_to: false,
             direct_push: false,
             provenance: &provenance,
+            built_on: &crate::execute::BuiltOn::default(),
             prebuilt: &Prebuilt::default(),
             builds: &crate::execute::Builds::announcing(Some("building".into())),
             events: &told,

@@ -1,10 +1,10 @@
 //! The client: the OCI distribution API, spoken directly, one connection
-//! pool per registry: manifests (existence, platforms, retags, indexes,
-//! deletes), each read bounded and checked against its digest. Listings
-//! are in `listing`, blobs in `blobs`, and how a request is sent in
-//! `exchange`.
+//! pool per registry: manifests (existence, platforms and labels from
+//! configs, retags, indexes, deletes), each read bounded and checked
+//! against its digest. Listings are in `listing`, blobs in `blobs`, and how
+//! a request is sent in `exchange`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Result};
@@ -64,6 +64,15 @@ struct ImageConfig {
     architecture: String,
     #[serde(default)]
     variant: String,
+    #[serde(default)]
+    config: Option<RunConfig>,
+}
+
+/// What an image's config says of the containers it runs: its labels.
+#[derive(Deserialize, Default)]
+struct RunConfig {
+    #[serde(rename = "Labels", default)]
+    labels: Option<BTreeMap<String, String>>,
 }
 
 /// One member of an index to publish: an image already in the registry.
@@ -226,6 +235,27 @@ impl Registry {
     }
 
     fn platform_of(&self, r: &Reference, manifest: &Manifest) -> Result<Platform> {
+        let config = self.config_of(r, manifest, "its platform")?;
+        if config.os.is_empty() || config.architecture.is_empty() {
+            bail!("the registry's config of {r} does not say which platform it is for");
+        }
+        Ok(Platform { os: config.os, architecture: config.architecture, variant: config.variant })
+    }
+
+    /// The labels of the image `reference` names, from its config blob in
+    /// the registry; `None` when the registry lacks it.
+    pub fn labels(&self, reference: &str) -> Result<Option<BTreeMap<String, String>>> {
+        let r = Reference::parse(reference)?;
+        self.retry.run(|| {
+            let Some(manifest) = self.manifest_of(&r)? else { return Ok(None) };
+            let config = self.config_of(&r, &manifest, "its labels")?;
+            Ok(Some(config.config.and_then(|c| c.labels).unwrap_or_default()))
+        })
+    }
+
+    /// The config blob of `manifest`, the image manifest `r` names, checked
+    /// against its digest before `what` is read from it.
+    fn config_of(&self, r: &Reference, manifest: &Manifest, what: &str) -> Result<ImageConfig> {
         if manifest.is_index() {
             bail!("{r} is a multi-architecture index in the registry, not one image");
         }
@@ -245,18 +275,13 @@ impl Registry {
             return Err(failure(
                 format!(
                     "registry {}: the config of {r} is not what its digest {expected} names (its bytes are {digest}): \
-                     its platform was not read",
+                     {what} was not read",
                     r.host
                 ),
                 false,
             ));
         }
-        let config: ImageConfig =
-            serde_json::from_slice(&bytes).map_err(|e| anyhow!("the registry's config of {r} cannot be read: {e}"))?;
-        if config.os.is_empty() || config.architecture.is_empty() {
-            bail!("the registry's config of {r} does not say which platform it is for");
-        }
-        Ok(Platform { os: config.os, architecture: config.architecture, variant: config.variant })
+        serde_json::from_slice(&bytes).map_err(|e| anyhow!("the registry's config of {r} cannot be read: {e}"))
     }
 
     /// Stores `manifest` under `target` (a tag or its digest).

@@ -12,6 +12,7 @@ mod exchange;
 mod failure;
 mod limits;
 mod listing;
+mod parallel;
 mod transport;
 
 pub use auth::Credentials;
@@ -21,4 +22,5 @@ pub use limits::{
     DEADLINE_VARIABLE, MAX_DOCUMENT_BYTES, MAX_ENTRIES, MAX_MANIFEST_BYTES, MAX_PAGES, MAX_REDIRECTS, MIN_BLOB_RATE,
     REQUEST_DEADLINE,
 };
+pub use parallel::each;
 pub use transport::{is_loopback, Transport};

@@ -680,6 +680,8 @@ esac
         )),
         "{build}"
     );
+    // Labelled as any build is: here, built on no external base.
+    assert!(build.contains(&format!(" --label local.xtask-test.{}.bases= ", s.id)), "{build}");
     // Nothing through the local store: no tag, push or pull of the engine.
     assert!(
         calls.lines().all(|l| !l.starts_with("tag ") && !l.starts_with("push ") && !l.starts_with("pull ")),

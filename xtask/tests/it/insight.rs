@@ -277,6 +277,8 @@ fn labels_record_provenance_and_survive_a_pull() {
         (&format!("{prefix}.path"), "lab"),
         (&format!("{prefix}.tag"), &tag),
         (&format!("{prefix}.tag-scheme"), "content"),
+        // Built on no external base.
+        (&format!("{prefix}.bases"), ""),
     ]);
     assert_eq!(built.labels, expected, "{pushed}");
     // docker's classic builder and podman make a step of each `LABEL`
@@ -354,7 +356,8 @@ fn without_git_no_revision() {
         labels(&[
             (&format!("{prefix}.path"), "plain"),
             (&format!("{prefix}.tag"), &tag),
-            (&format!("{prefix}.tag-scheme"), "gvisor")
+            (&format!("{prefix}.tag-scheme"), "gvisor"),
+            (&format!("{prefix}.bases"), ""),
         ]),
         "{built}"
     );

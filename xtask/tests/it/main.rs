@@ -17,6 +17,7 @@ mod common;
 mod rng;
 mod support;
 
+mod bases;
 mod catalog;
 mod check;
 mod checkouts;

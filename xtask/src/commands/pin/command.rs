@@ -9,9 +9,9 @@ use std::io::Write;
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
-use super::bases::{self, Base, Catalogued};
 use super::resolve;
-use super::rewrite::{self, Edit};
+use super::rewrite;
+use crate::catalog::bases::{self, apply, followed, Base, Catalogued, Edit};
 use crate::catalog::discovery::{discover_every_arch, paths_selected};
 use crate::config::Settings;
 use crate::model::{Arch, Parts, Platform, EXIT_FAILURE};
@@ -75,7 +75,7 @@ pub fn run(settings: &Settings, names: &[String], mode: PinMode, json: bool) -> 
         .filter_map(|(_, b)| followed(&b.reference))
         .collect();
     let asked: Vec<String> = asked.into_iter().collect();
-    let answers = resolve::each(&asked, resolve::PARALLEL, |r| resolve::manifest(&registry, r));
+    let answers = crate::registry::each(&asked, resolve::PARALLEL, |r| resolve::manifest(&registry, r));
     let mut current: HashMap<&str, Manifest> = HashMap::new();
     let mut failed = Vec::new();
     for (reference, answer) in asked.iter().zip(answers) {
@@ -104,7 +104,7 @@ pub fn run(settings: &Settings, names: &[String], mode: PinMode, json: bool) -> 
         if edits.is_empty() {
             continue;
         }
-        let text = rewrite::apply(&file.text, &edits).with_context(|| format!("cannot pin {}", file.shown))?;
+        let text = apply(&file.text, &edits).with_context(|| format!("cannot pin {}", file.shown))?;
         staged.push(rewrite::stage(&file.path, text.as_bytes())?);
     }
     for file in staged {
@@ -176,16 +176,6 @@ fn every_base(files: &[File]) -> impl Iterator<Item = (&File, &Base)> {
     files.iter().flat_map(|f| f.bases.iter().map(move |b| (f, b)))
 }
 
-/// `name:tag` of a reference as written, which its digest follows: `latest`
-/// when it names no tag; none for a digest alone, which follows no tag.
-fn followed(reference: &str) -> Option<String> {
-    let parts = Parts::of(reference);
-    match (parts.tag, parts.digest) {
-        (None, Some(_)) => None,
-        (tag, _) => Some(format!("{}:{}", parts.name, tag.unwrap_or("latest"))),
-    }
-}
-
 /// The error of a run that found `lines` wrong: each printed, then counted.
 fn fail(mut lines: Vec<String>, mode: PinMode) -> anyhow::Error {
     let nothing = if mode == PinMode::Check { "" } else { "; nothing was written" };
@@ -242,7 +232,7 @@ fn platform_warnings(registry: &Registry, entries: &[BaseEntry], current: &HashM
     let written: BTreeSet<String> =
         entries.iter().filter(|e| e.new.is_some()).filter_map(|e| followed(&e.base.reference)).collect();
     let written: Vec<String> = written.into_iter().collect();
-    let platforms = resolve::each(&written, resolve::PARALLEL, |r| {
+    let platforms = crate::registry::each(&written, resolve::PARALLEL, |r| {
         let manifest = current.get(r.as_str()).ok_or_else(|| anyhow!("{r} was not asked"))?;
         resolve::platforms(registry, r, manifest)
     });
@@ -391,12 +381,5 @@ mod tests {
                 (5, unpinned, None, s("sha256:e"), s("x.example/e:latest@sha256:e")),
             ]
         );
-    }
-
-    #[test]
-    fn followed_tags() {
-        assert_eq!(followed("alpine:3@sha256:00").as_deref(), Some("alpine:3"));
-        assert_eq!(followed("r.example:5000/a").as_deref(), Some("r.example:5000/a:latest"));
-        assert_eq!(followed("alpine@sha256:00"), None);
     }
 }

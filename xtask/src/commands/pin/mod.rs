@@ -3,7 +3,6 @@
 //! points at in its registry; `--update` moves pinned ones, `--check`
 //! tells which are unpinned or have drifted.
 
-mod bases;
 mod command;
 mod resolve;
 mod rewrite;

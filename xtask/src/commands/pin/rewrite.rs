@@ -1,40 +1,11 @@
-//! Changing a Dockerfile: each edit replaces one reference where it is
-//! written, and every other byte stays (line endings, case, comments); the
-//! new file replaces the old one whole or not at all.
+//! Writing a changed Dockerfile: the new file replaces the old one whole
+//! or not at all.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-
-/// `old`, written at byte `at`, becomes `new`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Edit {
-    pub at: usize,
-    pub old: String,
-    pub new: String,
-}
-
-/// `text` with `edits` made; an edit whose `old` is not at its place is an
-/// error (the file changed since it was read).
-pub fn apply(text: &str, edits: &[Edit]) -> Result<String> {
-    let mut sorted: Vec<&Edit> = edits.iter().collect();
-    sorted.sort_by_key(|e| e.at);
-    let mut out = String::with_capacity(text.len() + edits.iter().map(|e| e.new.len()).sum::<usize>());
-    let mut done = 0;
-    for edit in sorted {
-        let end = edit.at + edit.old.len();
-        if edit.at < done || text.get(edit.at..end) != Some(edit.old.as_str()) {
-            bail!("`{}` is not where it was read, at byte {}", edit.old, edit.at);
-        }
-        out.push_str(&text[done..edit.at]);
-        out.push_str(&edit.new);
-        done = end;
-    }
-    out.push_str(&text[done..]);
-    Ok(out)
-}
+use anyhow::{Context, Result};
 
 /// A new version of a file, written beside it and not yet in its place;
 /// dropped, it is removed.
@@ -83,21 +54,6 @@ impl Drop for Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn edit(at: usize, old: &str, new: &str) -> Edit {
-        Edit { at, old: old.to_string(), new: new.to_string() }
-    }
-
-    #[test]
-    fn edits_touch_their_bytes_alone() {
-        let text = "ARG B=a:1\r\nfrom b:2 AS x\r\n";
-        let edits = [edit(16, "b:2", "b:2@sha256:22"), edit(6, "a:1", "a:1@sha256:11")];
-        assert_eq!(apply(text, &edits).unwrap(), "ARG B=a:1@sha256:11\r\nfrom b:2@sha256:22 AS x\r\n");
-        assert_eq!(
-            apply(text, &[edit(5, "a:1", "x")]).unwrap_err().to_string(),
-            "`a:1` is not where it was read, at byte 5"
-        );
-    }
 
     #[test]
     fn staged_files_replace_whole_or_not_at_all() {

@@ -1,11 +1,14 @@
 //! The external bases of a Dockerfile, each where it is written: `FROM`
 //! lines, `COPY --from` images, and the global `ARG` defaults a `FROM`
-//! names whole (`ARG BASE=ubuntu:jammy`, `FROM ${BASE}`). Pure: text in,
-//! places out. The catalog's parser reads the instructions; the words are
-//! then found again in the lines as written, so that an edit touches the
-//! reference alone.
+//! names whole (`ARG BASE=ubuntu:jammy`, `FROM ${BASE}`); the tag each
+//! follows; and the text with some of them written otherwise. Pure: text
+//! in, places and text out. The catalog's parser reads the instructions;
+//! the words are then found again in the lines as written, so that an edit
+//! touches the reference alone.
 
 use std::collections::{HashMap, HashSet};
+
+use anyhow::{bail, Result};
 
 use crate::catalog::dockerfile::{self, Instruction};
 use crate::model::{Arch, Parts, Reference};
@@ -264,6 +267,44 @@ impl BaseWalk<'_> {
     }
 }
 
+/// `name:tag` of a reference as written, which its digest follows: `latest`
+/// when it names no tag; none for a digest alone, which follows no tag.
+pub fn followed(reference: &str) -> Option<String> {
+    let parts = Parts::of(reference);
+    match (parts.tag, parts.digest) {
+        (None, Some(_)) => None,
+        (tag, _) => Some(format!("{}:{}", parts.name, tag.unwrap_or("latest"))),
+    }
+}
+
+/// `old`, written at byte `at`, becomes `new`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edit {
+    pub at: usize,
+    pub old: String,
+    pub new: String,
+}
+
+/// `text` with `edits` made; an edit whose `old` is not at its place is an
+/// error (the file changed since it was read).
+pub fn apply(text: &str, edits: &[Edit]) -> Result<String> {
+    let mut sorted: Vec<&Edit> = edits.iter().collect();
+    sorted.sort_by_key(|e| e.at);
+    let mut out = String::with_capacity(text.len() + edits.iter().map(|e| e.new.len()).sum::<usize>());
+    let mut done = 0;
+    for edit in sorted {
+        let end = edit.at + edit.old.len();
+        if edit.at < done || text.get(edit.at..end) != Some(edit.old.as_str()) {
+            bail!("`{}` is not where it was read, at byte {}", edit.old, edit.at);
+        }
+        out.push_str(&text[done..edit.at]);
+        out.push_str(&edit.new);
+        done = end;
+    }
+    out.push_str(&text[done..]);
+    Ok(out)
+}
+
 /// Text from the file as a terminal may show it: quoted and escaped when
 /// it holds control characters.
 fn shown(text: &str) -> String {
@@ -371,6 +412,10 @@ mod tests {
         }
     }
 
+    fn edit(at: usize, old: &str, new: &str) -> Edit {
+        Edit { at, old: old.to_string(), new: new.to_string() }
+    }
+
     fn note(line: usize, message: &str) -> Note {
         Note { line, message: message.to_string() }
     }
@@ -459,6 +504,24 @@ mod tests {
         let text = "# escape=`\nARG A=1 `\n    BASE=alpine:3.20\nFROM `\n ${BASE}\n";
         let paths = HashSet::new();
         assert_eq!(find(text, &own(&paths)).bases, vec![base(3, "ARG BASE", "alpine:3.20", text, None)]);
+    }
+
+    #[test]
+    fn followed_tags() {
+        assert_eq!(followed("alpine:3@sha256:00").as_deref(), Some("alpine:3"));
+        assert_eq!(followed("r.example:5000/a").as_deref(), Some("r.example:5000/a:latest"));
+        assert_eq!(followed("alpine@sha256:00"), None);
+    }
+
+    #[test]
+    fn edits_touch_their_bytes_alone() {
+        let text = "ARG B=a:1\r\nfrom b:2 AS x\r\n";
+        let edits = [edit(16, "b:2", "b:2@sha256:22"), edit(6, "a:1", "a:1@sha256:11")];
+        assert_eq!(apply(text, &edits).unwrap(), "ARG B=a:1@sha256:11\r\nfrom b:2@sha256:22 AS x\r\n");
+        assert_eq!(
+            apply(text, &[edit(5, "a:1", "x")]).unwrap_err().to_string(),
+            "`a:1` is not where it was read, at byte 5"
+        );
     }
 
     #[test]
