@@ -44,6 +44,12 @@ pub struct EngineCli {
     retry: Retry,
     /// docker's API socket, when the CLI would talk to a daemon there.
     api_socket: Arc<OnceLock<Option<PathBuf>>>,
+    /// The BuildKit version buildx's selected builder reports, read with
+    /// its driver.
+    buildkit_version: Arc<OnceLock<Option<String>>>,
+    /// Variables every engine process gets on top of the tool's own
+    /// environment.
+    env: Vec<(String, String)>,
 }
 
 impl EngineCli {
@@ -59,7 +65,50 @@ impl EngineCli {
             retry: Retry::new(processes.interrupt().clone(), None),
             processes,
             api_socket: Arc::default(),
+            buildkit_version: Arc::default(),
+            env: Vec::new(),
         }
+    }
+
+    /// The same engine, its processes given `name=value` in their
+    /// environment (`SOURCE_DATE_EPOCH` for a build).
+    pub fn with_env(mut self, name: &str, value: &str) -> EngineCli {
+        self.env.retain(|(n, _)| n != name);
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The same engine with processes of its own, which an interrupt of
+    /// this one does not refuse: for removing what a run made after Ctrl-C
+    /// stopped it.
+    pub fn for_cleanup(&self) -> EngineCli {
+        EngineCli { processes: Processes::default(), ..self.clone() }
+    }
+
+    /// The version of BuildKit that builds (`v0.13.1`), as buildx's
+    /// selected builder reports it; `None` for the other builders.
+    pub fn buildkit_version(&self) -> Option<&str> {
+        self.builder();
+        self.buildkit_version.get().and_then(Option::as_deref)
+    }
+
+    /// Streams the local image `reference` to `read` as a docker-archive
+    /// (`docker save`; podman's `--format docker-archive`): a tar of its
+    /// config, its layers as plain tars and `manifest.json`, in the order
+    /// the engine writes them. Nothing of it touches the disk.
+    pub fn save<T>(&self, reference: &str, read: impl FnOnce(&mut dyn std::io::Read) -> Result<T>) -> Result<T> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let format: &[&str] = if self.kind == EngineKind::Podman { &["--format", "docker-archive"] } else { &[] };
+        let command = cmd!(sh, "{program} save {format...} {reference}");
+        self.echo(&format!("$ {command}"));
+        let command = self.env.iter().fold(command, |c, (k, v)| c.env(k, v));
+        let (read, out) = self.processes.stream(command.into(), read).map_err(|e| self.installed(e))?;
+        if !out.ok {
+            self.echo(&out.stderr);
+            bail!("cannot save {reference}: {}", last_error_line(&out.stderr));
+        }
+        read
     }
 
     /// Tells `events` of each retry of a failed pull or push.
@@ -103,6 +152,8 @@ impl EngineCli {
         if !out.ok {
             return None;
         }
+        let version = out.stdout.lines().find_map(|l| l.trim().strip_prefix("BuildKit version:"));
+        let _ = self.buildkit_version.set(version.map(str::trim).filter(|v| !v.is_empty()).map(String::from));
         let driver = out.stdout.lines().find_map(|l| l.strip_prefix("Driver:")).map(|d| d.trim().to_string());
         Some(driver.unwrap_or_else(|| "docker".into()))
     }
@@ -112,6 +163,7 @@ impl EngineCli {
     /// as it comes.
     pub(super) fn run(&self, cmd: xshell::Cmd<'_>, log: Option<&Path>) -> Result<Output> {
         self.echo(&format!("$ {cmd}"));
+        let cmd = self.env.iter().fold(cmd, |c, (k, v)| c.env(k, v));
         let echo = |text: &str| self.echo(text);
         let echo: Option<&dyn Fn(&str)> = if self.echo.is_some() { Some(&echo) } else { None };
         self.processes.run(cmd.into(), log, echo).map_err(|e| self.installed(e))
@@ -123,6 +175,7 @@ impl EngineCli {
     /// lines of machine output would bury the calls.
     pub(super) fn read(&self, cmd: xshell::Cmd<'_>) -> Result<Output> {
         self.echo(&format!("$ {cmd}"));
+        let cmd = self.env.iter().fold(cmd, |c, (k, v)| c.env(k, v));
         let out = self.processes.run(cmd.into(), None, None).map_err(|e| self.installed(e))?;
         if !out.ok {
             self.echo(&out.stderr);
