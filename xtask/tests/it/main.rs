@@ -34,3 +34,4 @@ mod props;
 mod registry;
 mod tidy;
 mod untrusted;
+mod verify;
