@@ -1,6 +1,7 @@
 //! The shell commands of a RUN instruction, read from its shell words
 //! ([`super::words`]): what they do that the rules care about (installs,
-//! fetches piped to a shell, apt's lists).
+//! fetches piped to a shell, apt's lists, the build time written into the
+//! image, clones of a branch, requirement files installed without hashes).
 
 use super::words::{command_words, line_index, line_starts, operands, pipelines, shell_tokens, ShellToken, ShellWord};
 use crate::catalog::dockerfile::Instruction;
@@ -16,6 +17,16 @@ pub(super) struct Facts {
     pub(super) piped: Vec<(usize, String, String)>,
     pub(super) apt_update: Option<usize>,
     pub(super) lists_removed: bool,
+    /// Lines of each `date` whose output stays in the image: written to a
+    /// file, piped on, or substituted into a word.
+    pub(super) build_time: Vec<usize>,
+    /// Lines of each `git clone` that names no commit.
+    pub(super) clones: Vec<usize>,
+    /// Whether the RUN checks a commit out (`git checkout <commit>`, or
+    /// one held in a variable).
+    pub(super) commit_checked_out: bool,
+    /// (line, requirement files) of each `pip install -r` without `--require-hashes`.
+    pub(super) unhashed: Vec<(usize, String)>,
 }
 
 /// What the commands of a RUN instruction do.
@@ -36,7 +47,7 @@ pub(super) fn facts(ins: &Instruction) -> Facts {
     match ins.exec_form() {
         Some(words) => {
             let words: Vec<ShellWord> =
-                words.into_iter().map(|text| ShellWord { text, at: 0, dynamic: false }).collect();
+                words.into_iter().map(|text| ShellWord { text, ..ShellWord::default() }).collect();
             command_facts(&words, &|_| ins.line, &mut facts, 0);
         }
         None => {
@@ -74,6 +85,11 @@ fn script_facts(tokens: &[ShellToken], line_of: &dyn Fn(usize) -> usize, facts: 
         }
         for (i, words) in pipeline.iter().enumerate() {
             command_facts(words, line_of, facts, depth);
+            if let Some(("date", args)) = command_words(words) {
+                if (words[0].to_file || i + 1 < pipeline.len()) && !fixed_date(args) {
+                    facts.build_time.push(line_of(words[0].at));
+                }
+            }
             let Some(fetch @ ("curl" | "wget")) = programs[i] else { continue };
             if let Some(shell) = shells[i + 1] {
                 facts.piped.push((line_of(words[0].at), fetch.to_string(), shell.to_string()));
@@ -83,6 +99,16 @@ fn script_facts(tokens: &[ShellToken], line_of: &dyn Fn(usize) -> usize, facts: 
 }
 
 fn command_facts(words: &[ShellWord], line_of: &dyn Fn(usize) -> usize, facts: &mut Facts, depth: usize) {
+    // `$(date)` or `` `date` `` in any word, an assignment's too: its value
+    // goes on into what the command does.
+    for word in words.iter().filter(|w| w.dynamic) {
+        for body in substitutions(&word.text) {
+            let mut commands = pipelines(&shell_tokens(body)).into_iter().flatten();
+            if commands.any(|c| matches!(command_words(&c), Some(("date", args)) if !fixed_date(args))) {
+                facts.build_time.push(line_of(word.at));
+            }
+        }
+    }
     let Some((program, args)) = command_words(words) else { return };
     let line = line_of(words[0].at);
     // `sh -c '…'`: the script it runs.
@@ -99,6 +125,10 @@ fn command_facts(words: &[ShellWord], line_of: &dyn Fn(usize) -> usize, facts: &
     }
     if program == "rm" && args.iter().any(|w| w.text.starts_with("/var/lib/apt/lists")) {
         facts.lists_removed = true;
+    }
+    if program == "git" {
+        git_facts(args, line, facts);
+        return;
     }
     let (command, pin, packages): (&'static str, &'static str, Vec<&ShellWord>) = match program {
         "apt-get" | "apt" | "aptitude" => {
@@ -153,6 +183,10 @@ fn command_facts(words: &[ShellWord], line_of: &dyn Fn(usize) -> usize, facts: &
             let ops = operands(args, &PIP_VALUED);
             if ops.first().map(|w| w.text.as_str()) != Some("install") {
                 return;
+            }
+            let files = requirement_files(args);
+            if !files.is_empty() && !args.iter().any(|w| w.text == "--require-hashes") {
+                facts.unhashed.push((line, files.join(", ")));
             }
             let unpinned = ops[1..]
                 .iter()
@@ -234,6 +268,86 @@ const PIP_VALUED: [&str; 40] = [
     "--keyring-provider",
 ];
 
+/// `git clone` of what a branch (or tag) points at, and a commit checked
+/// out after it.
+fn git_facts(args: &[ShellWord], line: usize, facts: &mut Facts) {
+    let ops = operands(args, &["-C", "-c", "--git-dir", "--work-tree", "--namespace", "--config-env"]);
+    let names_commit = |w: &&ShellWord| {
+        w.dynamic || (w.text.len() >= 7 && w.text.len() <= 64 && w.text.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    match ops.first().map(|w| w.text.as_str()) {
+        Some("clone") if !args.iter().any(|w| w.text == "--revision" || w.text.starts_with("--revision=")) => {
+            facts.clones.push(line)
+        }
+        Some("checkout" | "switch" | "reset" | "fetch") if ops[1..].iter().any(names_commit) => {
+            facts.commit_checked_out = true
+        }
+        _ => {}
+    }
+}
+
+/// The requirement files of `pip install` (`-r file`, `--requirement file`,
+/// `-rfile`, `--requirement=file`).
+fn requirement_files(args: &[ShellWord]) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut words = args.iter();
+    while let Some(w) = words.next() {
+        let text = w.text.as_str();
+        if text == "-r" || text == "--requirement" {
+            files.extend(words.next().map(|f| f.text.clone()));
+        } else if let Some(file) = text.strip_prefix("--requirement=") {
+            files.push(file.to_string());
+        } else if let Some(file) = text.strip_prefix("-r").filter(|f| !f.is_empty() && !text.starts_with("--")) {
+            files.push(file.to_string());
+        }
+    }
+    files
+}
+
+/// Whether `date`'s arguments name the time it prints (`-d`, `--date`,
+/// `-r`, `--reference`, `-f`, `--file`), rather than the time it runs.
+fn fixed_date(args: &[ShellWord]) -> bool {
+    args.iter().any(|w| match w.text.strip_prefix("--") {
+        Some(long) => ["date", "reference", "file"].iter().any(|o| long == *o || long.starts_with(&format!("{o}="))),
+        // `-I` takes the rest of its word as its own argument (`-Iseconds`).
+        None => w
+            .text
+            .strip_prefix('-')
+            .is_some_and(|short| short.chars().take_while(|c| *c != 'I').any(|c| matches!(c, 'd' | 'r' | 'f'))),
+    })
+}
+
+/// The scripts of a word's command substitutions, `$(…)` and `` `…` ``
+/// (not `$((…))`, arithmetic).
+fn substitutions(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'(') && bytes.get(i + 2) != Some(&b'(') {
+            let (start, mut depth, mut j) = (i + 2, 1, i + 2);
+            while j < bytes.len() && depth > 0 {
+                match bytes[j] {
+                    b'(' => depth += 1,
+                    b')' => depth -= 1,
+                    _ => {}
+                }
+                j += 1;
+            }
+            out.push(&text[start..if depth == 0 { j - 1 } else { j }]);
+            i = j;
+        } else if bytes[i] == b'`' {
+            let start = i + 1;
+            let end = text[start..].find('`').map_or(text.len(), |k| start + k);
+            out.push(&text[start..end]);
+            i = end + 1;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
 /// pip's arguments, for `pip…` and `python… -m pip`.
 fn is_pip<'a>(program: &str, args: &'a [ShellWord]) -> Option<&'a [ShellWord]> {
     let versioned = |name: &str, base: &str| {
@@ -307,6 +421,9 @@ mod tests {
                 let mut found: Vec<usize> = facts.unpinned.iter().map(|u| u.0).collect();
                 found.extend(facts.piped.iter().map(|p| p.0));
                 found.extend(facts.apt_update);
+                found.extend(&facts.build_time);
+                found.extend(&facts.clones);
+                found.extend(facts.unhashed.iter().map(|u| u.0));
                 for line in found {
                     proptest::prop_assert!(line >= ins.line && line <= lines, "{line} in {ins:?}");
                 }

@@ -1,7 +1,8 @@
 //! Shell words: a script split into words (quotes removed, expansions
-//! marked, redirections dropped), pipelines and simple commands, each
-//! command's program past shell keywords, assignments and wrappers such as
-//! `sudo`, and where each word sits in the script.
+//! marked, redirections dropped but for whether a command's output goes to
+//! a file), pipelines and simple commands, each command's program past shell
+//! keywords, assignments and wrappers such as `sudo`, and where each word
+//! sits in the script.
 
 /// A shell word: its text with quotes removed, where it starts, and
 /// whether it holds an expansion (`$x`, `$(…)`, `` `…` ``), whose value is unknown.
@@ -10,6 +11,9 @@ pub(super) struct ShellWord {
     pub(super) text: String,
     pub(super) at: usize,
     pub(super) dynamic: bool,
+    /// On a command's first word: the command's standard output goes to a
+    /// file (`> /stamp`, `>> log`; not `/dev/null`).
+    pub(super) to_file: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -18,20 +22,26 @@ pub(super) enum ShellToken {
     Pipe,
     /// `&&`, `||`, `;`, `&`, a newline.
     End,
+    /// The file the command's standard output is redirected to.
+    Output(String),
 }
 
 /// Splits a shell script into words and separators. Redirections and their
-/// targets are dropped, as are comments and `\`-newlines.
+/// targets are dropped, but for the target of standard output's, as are
+/// comments and `\`-newlines.
 pub(super) fn shell_tokens(script: &str) -> Vec<ShellToken> {
     let chars: Vec<(usize, char)> = script.char_indices().collect();
     let next = |i: usize| chars.get(i + 1).map(|(_, c)| *c);
     let mut tokens = Vec::new();
     let mut word: Option<ShellWord> = None;
-    let mut drop_next = false;
-    fn finish(word: &mut Option<ShellWord>, tokens: &mut Vec<ShellToken>, drop_next: &mut bool) {
+    // The next word is a redirection's target: `Some(true)` for standard output's.
+    let mut target: Option<bool> = None;
+    fn finish(word: &mut Option<ShellWord>, tokens: &mut Vec<ShellToken>, target: &mut Option<bool>) {
         if let Some(w) = word.take() {
-            if !std::mem::take(drop_next) {
-                tokens.push(ShellToken::Word(w));
+            match target.take() {
+                None => tokens.push(ShellToken::Word(w)),
+                Some(true) => tokens.push(ShellToken::Output(w.text)),
+                Some(false) => {}
             }
         }
     }
@@ -40,11 +50,11 @@ pub(super) fn shell_tokens(script: &str) -> Vec<ShellToken> {
         let (at, c) = chars[i];
         match c {
             ' ' | '\t' | '\r' => {
-                finish(&mut word, &mut tokens, &mut drop_next);
+                finish(&mut word, &mut tokens, &mut target);
                 i += 1;
             }
             '\n' | ';' => {
-                finish(&mut word, &mut tokens, &mut drop_next);
+                finish(&mut word, &mut tokens, &mut target);
                 tokens.push(ShellToken::End);
                 i += 1;
             }
@@ -119,38 +129,43 @@ pub(super) fn shell_tokens(script: &str) -> Vec<ShellToken> {
                 }
             }
             '&' | '|' if next(i) == Some(c) => {
-                finish(&mut word, &mut tokens, &mut drop_next);
+                finish(&mut word, &mut tokens, &mut target);
                 tokens.push(ShellToken::End);
                 i += 2;
             }
             '|' => {
-                finish(&mut word, &mut tokens, &mut drop_next);
+                finish(&mut word, &mut tokens, &mut target);
                 tokens.push(ShellToken::Pipe);
                 i += if next(i) == Some('&') { 2 } else { 1 };
             }
             '&' if next(i) == Some('>') => {
-                finish(&mut word, &mut tokens, &mut drop_next);
+                finish(&mut word, &mut tokens, &mut target);
                 i += 2;
                 while i < chars.len() && chars[i].1 == '>' {
                     i += 1;
                 }
-                drop_next = true;
+                target = Some(true);
             }
             '&' => {
-                finish(&mut word, &mut tokens, &mut drop_next);
+                finish(&mut word, &mut tokens, &mut target);
                 tokens.push(ShellToken::End);
                 i += 1;
             }
             '(' | ')' => {
-                finish(&mut word, &mut tokens, &mut drop_next);
+                finish(&mut word, &mut tokens, &mut target);
                 i += 1;
             }
             '<' | '>' => {
                 // `2>`: the digits name a descriptor, not a word.
-                if word.as_ref().is_some_and(|w| !w.text.is_empty() && w.text.bytes().all(|b| b.is_ascii_digit())) {
+                let descriptor = word
+                    .as_ref()
+                    .filter(|w| !w.text.is_empty() && w.text.bytes().all(|b| b.is_ascii_digit()))
+                    .map(|w| w.text.clone());
+                if descriptor.is_some() {
                     word = None;
                 }
-                finish(&mut word, &mut tokens, &mut drop_next);
+                let stdout = c == '>' && descriptor.as_deref().is_none_or(|d| d == "1");
+                finish(&mut word, &mut tokens, &mut target);
                 while i < chars.len() && matches!(chars[i].1, '<' | '>' | '|' | '-') {
                     i += 1;
                 }
@@ -161,7 +176,7 @@ pub(super) fn shell_tokens(script: &str) -> Vec<ShellToken> {
                         i += 1;
                     }
                 } else {
-                    drop_next = true;
+                    target = Some(stdout);
                 }
             }
             _ => {
@@ -170,7 +185,7 @@ pub(super) fn shell_tokens(script: &str) -> Vec<ShellToken> {
             }
         }
     }
-    finish(&mut word, &mut tokens, &mut drop_next);
+    finish(&mut word, &mut tokens, &mut target);
     tokens
 }
 
@@ -184,17 +199,29 @@ pub(super) fn pipelines(tokens: &[ShellToken]) -> Vec<Vec<Vec<ShellWord>>> {
     let mut all = Vec::new();
     let mut pipeline: Vec<Vec<ShellWord>> = Vec::new();
     let mut command: Vec<ShellWord> = Vec::new();
+    let mut to_file = false;
+    // A command ends: its first word says where its output went.
+    let end = |command: &mut Vec<ShellWord>, to_file: &mut bool| {
+        if let Some(first) = command.first_mut() {
+            first.to_file = std::mem::take(to_file);
+        }
+        *to_file = false;
+        std::mem::take(command)
+    };
     for token in tokens {
         match token {
             ShellToken::Word(w) => command.push(w.clone()),
-            ShellToken::Pipe => pipeline.push(std::mem::take(&mut command)),
+            ShellToken::Output(file) => {
+                to_file |= !matches!(file.as_str(), "/dev/null" | "/dev/stdout" | "/dev/stderr")
+            }
+            ShellToken::Pipe => pipeline.push(end(&mut command, &mut to_file)),
             ShellToken::End => {
-                pipeline.push(std::mem::take(&mut command));
+                pipeline.push(end(&mut command, &mut to_file));
                 all.push(std::mem::take(&mut pipeline));
             }
         }
     }
-    pipeline.push(command);
+    pipeline.push(end(&mut command, &mut to_file));
     all.push(pipeline);
     all.into_iter()
         .map(|p| p.into_iter().filter(|c| !c.is_empty()).collect::<Vec<_>>())
