@@ -16,7 +16,7 @@ use super::text::{count_line, image_text};
 use super::timestamps::{rewrite, Rewrite};
 use crate::catalog::discovery::Catalog;
 use crate::catalog::tagging;
-use crate::config::{EngineKind, Settings};
+use crate::config::Settings;
 use crate::engine::{cross, BuildSpec, Engine, EngineCli};
 use crate::git::{SourceDate, SourceDates};
 use crate::model::{ImageIndex, ImageInfo, ImageRef, EXIT_FAILURE, EXIT_INTERRUPTED};
@@ -76,12 +76,11 @@ pub fn run(settings: &Settings, opts: &VerifyOptions) -> Result<i32> {
         engine = engine.echoing(Arc::new(reporter.clone()));
     }
     engine.check()?;
-    let listed = engine.image_names()?;
-    let stale = left_behind(&listed, &settings.local_prefix);
-    if !stale.is_empty() {
-        engine.remove_names(&stale)?;
-    }
-    let present = present(&listed, settings.engine);
+    // What killed runs left behind goes while the images build.
+    let sweeping = {
+        let (engine, prefix) = (engine.for_cleanup(), settings.local_prefix.clone());
+        std::thread::spawn(move || sweep(&engine, &prefix))
+    };
     if !chosen.images.is_empty() {
         cross::register(settings.arch)?;
         eprintln!("verifying with {}", engine.builder().describe());
@@ -91,7 +90,7 @@ pub fn run(settings: &Settings, opts: &VerifyOptions) -> Result<i32> {
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create log directory {}", logs.display()))?;
 
     let mut dates = SourceDates::read(&settings.images_dir);
-    let work = Work { settings, catalog, engine: &engine, present: &present, logs };
+    let work = Work { settings, catalog, engine: &engine, logs };
     let mut done: Vec<Verified> = Vec::new();
     for &i in &chosen.images {
         if engine.interrupted() {
@@ -120,6 +119,9 @@ pub fn run(settings: &Settings, opts: &VerifyOptions) -> Result<i32> {
     if opts.json {
         crate::report::print_json(&Document::new(settings.arch, engine.builder().kind(), &done, opts.max_paths))?;
     }
+    if let Err(e) = sweeping.join().unwrap_or_else(|_| Err(anyhow!("it panicked"))) {
+        eprintln!("warning: cannot remove what earlier verifications left behind: {e:#}");
+    }
     eprintln!("{}", count_line(&done, chosen.images.len()));
     for v in &done {
         if let Err(e) = &v.result {
@@ -137,19 +139,13 @@ pub fn run(settings: &Settings, opts: &VerifyOptions) -> Result<i32> {
     Ok(if all_reproducible && chosen.invalid.is_empty() { 0 } else { EXIT_FAILURE })
 }
 
-/// Every local name (as the engine lists them) and its image ID, also
-/// under the name without podman's `localhost/`.
-fn present(listed: &[(String, String)], engine: EngineKind) -> HashMap<String, String> {
-    let mut names = HashMap::new();
-    for (name, id) in listed {
-        if engine == EngineKind::Podman {
-            if let Some(short) = name.strip_prefix("localhost/") {
-                names.entry(short.to_string()).or_insert_with(|| id.clone());
-            }
-        }
-        names.insert(name.clone(), id.clone());
+/// Removes the verification names that killed runs left behind.
+fn sweep(engine: &EngineCli, local_prefix: &str) -> Result<()> {
+    let stale = left_behind(&engine.image_names()?, local_prefix);
+    if !stale.is_empty() {
+        engine.remove_names(&stale)?;
     }
-    names
+    Ok(())
 }
 
 /// What verifying one image works with.
@@ -157,8 +153,6 @@ struct Work<'a> {
     settings: &'a Settings,
     catalog: &'a Catalog,
     engine: &'a EngineCli,
-    /// Local names -> image IDs, as listed when the run began.
-    present: &'a HashMap<String, String>,
     /// Where the builds' logs go.
     logs: PathBuf,
 }
@@ -175,10 +169,16 @@ impl Work<'_> {
         let (settings, catalog) = (self.settings, self.catalog);
         // A build starts from the local image of each catalog base, as a
         // build of `load` does: it must be there, at its current tag.
-        for &b in bases {
-            let base = ImageRef::new(settings, &catalog[b].path, &tags[&b]);
-            let current = self.present.get(&base.local_tagged());
-            if current.is_none() || self.present.get(&base.local_latest()) != current {
+        let refs: Vec<ImageRef> = bases.iter().map(|&b| ImageRef::new(settings, &catalog[b].path, &tags[&b])).collect();
+        let asked: Vec<String> = refs.iter().flat_map(|r| [r.local_tagged(), r.local_latest()]).collect();
+        let present = if asked.is_empty() {
+            HashMap::new()
+        } else {
+            self.engine.images(&asked.iter().map(String::as_str).collect::<Vec<_>>())?
+        };
+        for (&b, base) in bases.iter().zip(&refs) {
+            let current = present.get(&base.local_tagged()).map(|d| &d.id);
+            if current.is_none() || present.get(&base.local_latest()).map(|d| &d.id) != current {
                 return Err(anyhow!(
                     "it is built on {}, which is not present at its current tag ({}): verify builds on the local \
                      image, as a build does; run `cargo xtask load {}` first",

@@ -2,8 +2,8 @@
 //! for the verification alone (`<LOCAL_IMAGE_PREFIX>/<path>_verify:<pid>-1`
 //! and `-2`: never one of the image's own names, which no directory name can
 //! give, since image directories hold no `_`), each saved and summarised as
-//! it streams, the first while the second builds; and both names removed
-//! whatever happens. A run killed before it removed them leaves names that
+//! it streams and then removed, whatever happens: the first while the second
+//! builds. A run killed before it removed them leaves names that
 //! hold its process ID: the next run removes them.
 
 use std::io::Write;
@@ -33,28 +33,29 @@ pub fn names(local: &str) -> [String; 2] {
 }
 
 /// Builds `spec` twice without any cache, each build's output appended to
-/// `log`, and summarises both images.
+/// `log`, and summarises both images. The first is named, read and removed
+/// while the second builds.
 pub fn build_twice(engine: &EngineCli, spec: &BuildSpec<'_>, names: &[String; 2], log: &Path) -> Result<Pair> {
-    let mut made = Made { engine: engine.for_cleanup(), names: Vec::new() };
+    let cleanup = engine.for_cleanup();
     let cache = BuildCache { none: true, from: None, to: None };
     let first = build(engine, spec, &cache, log, "first")?;
-    engine.tag(&first.id, &names[0])?;
-    made.names.push(names[0].clone());
     std::thread::scope(|scope| {
-        let saving = scope.spawn(|| engine.save(&names[0], summarize));
-        let second = build(engine, spec, &cache, log, "second").and_then(|second| {
-            engine.tag(&second.id, &names[1])?;
-            Ok(second)
+        let reading = scope.spawn(|| {
+            let mut made = Made { engine: &cleanup, names: Vec::new() };
+            engine.tag(&first.id, &names[0])?;
+            made.names.push(names[0].clone());
+            engine.save(&names[0], summarize).with_context(|| format!("cannot read the first build, {}", names[0]))
         });
-        if second.is_ok() {
-            made.names.push(names[1].clone());
-        }
-        let first_summary = saving.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the first build panicked")));
+        let second = build(engine, spec, &cache, log, "second");
+        let first_summary = reading.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the first build panicked")));
         let second = second?;
+        let mut made = Made { engine: &cleanup, names: Vec::new() };
+        engine.tag(&second.id, &names[1])?;
+        made.names.push(names[1].clone());
         if second.id == first.id {
             return Ok(Pair::Identical);
         }
-        let first_summary = first_summary.with_context(|| format!("cannot read the first build, {}", names[0]))?;
+        let first_summary = first_summary?;
         let second_summary =
             engine.save(&names[1], summarize).with_context(|| format!("cannot read the second build, {}", names[1]))?;
         Ok(Pair::Two(Box::new((first_summary, second_summary))))
@@ -72,14 +73,14 @@ fn build(engine: &EngineCli, spec: &BuildSpec<'_>, cache: &BuildCache, log: &Pat
     engine.build(spec, cache, log).with_context(|| format!("the {which} build"))
 }
 
-/// The names a verification gave its builds, removed when it is over, by
-/// an engine an interrupt does not stop.
-struct Made {
-    engine: EngineCli,
+/// The names a verification gave a build, removed once it is read (or
+/// failed), by an engine an interrupt does not stop.
+struct Made<'e> {
+    engine: &'e EngineCli,
     names: Vec<String>,
 }
 
-impl Drop for Made {
+impl Drop for Made<'_> {
     fn drop(&mut self) {
         if self.names.is_empty() {
             return;
