@@ -252,18 +252,24 @@ fn a_catalog_base_must_be_loaded_first() {
 #[test]
 fn ctrl_c_removes_the_verification_images() {
     let s = Sandbox::new("verify-interrupt");
-    s.write("slow/Dockerfile", format!("FROM {}\nCOPY id /id\nRUN sleep 4\n", base_image()));
+    // Big enough that saving the first build takes a while: Ctrl-C lands
+    // while it is named and read, and the second build runs.
+    s.write(
+        "slow/Dockerfile",
+        format!(
+            "FROM {}\nCOPY id /id\nRUN dd if=/dev/zero of=/big bs=1M count=128 2>/dev/null\nRUN sleep 5\n",
+            base_image()
+        ),
+    );
     s.write("slow/id", format!("{}\n", s.id));
     let mut child = s.cmd(&["verify", "slow"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let first = format!("{}/slow_verify:{}-1", s.local_prefix, child.id());
-    // Once the first build is named, the second is under way.
     let started = Instant::now();
-    while !s.tagged_names().contains(&first) {
+    while support::image_id(&first).is_none() {
         assert!(started.elapsed() < LIMIT, "the first build never got its name");
-        assert!(child.try_wait().unwrap().is_none(), "verify ended before its second build");
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(child.try_wait().unwrap().is_none(), "verify ended before its first build was named");
+        std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_secs(1));
     // SAFETY: kill(2) of the child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
