@@ -45,6 +45,7 @@ impl Cli {
             Command::Gc(a) => a.json,
             Command::Status(a) => a.json,
             Command::Pin(a) => a.json,
+            Command::Verify(a) => a.json,
             Command::LocalImage { .. } | Command::Settings { .. } | Command::Init(_) | Command::RegisterCross => false,
         }
     }
@@ -189,6 +190,50 @@ pub enum Command {
         every base resolves. The digest is part of the Dockerfile, so the content tag of each image whose base \
         moves changes with it.")]
     Pin(PinArgs),
+    /// Build images twice from nothing and compare the two: does each rebuild the same?
+    #[command(long_about = "Build each image twice from nothing (no cache, two separate builds, with \
+        SOURCE_DATE_EPOCH, as a build argument and in the builder's environment, set to the time of the last commit \
+        that changed the image's directory; HEAD's time when it has uncommitted changes; 0 outside git) and \
+        compare the two images, as the engine saves them: their configs, less the fields that only record when \
+        and where the build ran (created, each step's created, ...), and every entry of every layer: its path, \
+        type, content (sha256), mode, owner and link target. Prints `reproducible` or `not reproducible` for each \
+        image, with the paths that differ under the Dockerfile step that made their layer, a line per kind of \
+        difference. File times (mtime) are shown on a line of their own, with what rewriting them to \
+        SOURCE_DATE_EPOCH would do, but do not make an image `not reproducible`: they change its digest, not \
+        what it holds. An image built FROM another catalog image needs that image present at its current tag \
+        (`cargo xtask load` it first). The two builds are named <LOCAL_IMAGE_PREFIX>/<path>_verify:<pid>-1 and -2, \
+        never the image's own names, and removed afterwards, on failure and Ctrl-C too.\n\n\
+        Exit status: 0 when every image is reproducible, 1 when one is not or could not be verified (a build \
+        failed), 2 for a bad command line, 130 when interrupted.")]
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct VerifyArgs {
+    /// Image names, groups or directories of images [default: every image]
+    #[arg(value_name = "IMAGE", value_parser = image_name)]
+    pub images: Vec<String>,
+    /// Only test images (every image less NON_TEST_IMAGES)
+    #[arg(long)]
+    pub test_images: bool,
+    /// Only images whose tag differs from their tag at git revision REV, or that were no image there
+    #[arg(long, value_name = "REV")]
+    pub changed_since: Option<String>,
+    /// Only shard K of N of the images, as the `*-all-*` commands split them (`auto`: this CI parallel job's)
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<crate::catalog::shard::Shard>,
+    /// Paths shown for each kind of difference in a layer; the rest are counted
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_paths: u16,
+    /// Print a JSON document: {"schema": 1, "arch", "builder", "images": [...]}, one object per image
+    #[arg(long)]
+    pub json: bool,
+    /// When an image cannot be verified (a build fails), go on with the others
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Stream every engine call's command line and output to stderr
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -248,6 +293,7 @@ impl Command {
             Command::LoadAllImages(a) | Command::LoadAllTestImages(a) => a.changed_since.as_deref(),
             Command::BuildAllImages(a) | Command::TestAllTestImages(a) => a.changed_since.as_deref(),
             Command::PushAllImages(a) | Command::PushAllTestImages(a) => a.changed_since.as_deref(),
+            Command::Verify(a) => a.changed_since.as_deref(),
             _ => None,
         }
     }
@@ -828,6 +874,48 @@ mod tests {
                 none(),
             ),
             (
+                &["verify"],
+                Command::Verify(VerifyArgs {
+                    images: vec![],
+                    test_images: false,
+                    changed_since: None,
+                    shard: None,
+                    max_paths: 5,
+                    json: false,
+                    keep_going: false,
+                    verbose: false,
+                }),
+                none(),
+            ),
+            (
+                &["verify", "basic", "--json", "--max-paths", "2", "-v", "--keep-going", "web/app"],
+                Command::Verify(VerifyArgs {
+                    images: strings(&["basic", "web/app"]),
+                    test_images: false,
+                    changed_since: None,
+                    shard: None,
+                    max_paths: 2,
+                    json: true,
+                    keep_going: true,
+                    verbose: true,
+                }),
+                none(),
+            ),
+            (
+                &["verify", "--test-images", "--changed-since", "origin/main", "--shard", "2/3"],
+                Command::Verify(VerifyArgs {
+                    images: vec![],
+                    test_images: true,
+                    changed_since: Some("origin/main".into()),
+                    shard: Some(Shard { index: 2, count: 3 }),
+                    max_paths: 5,
+                    json: false,
+                    keep_going: false,
+                    verbose: false,
+                }),
+                none(),
+            ),
+            (
                 &["register-cross", "--arch", "aarch64"],
                 Command::RegisterCross,
                 set(Overrides { arch: Some(Arch::Aarch64), ..Overrides::default() }),
@@ -914,6 +1002,12 @@ mod tests {
             (&["local-image", "--", "-x"], ErrorKind::ValueValidation),
             (&["check", "--", "-"], ErrorKind::ValueValidation),
             (&["status", "--", "-x"], ErrorKind::ValueValidation),
+            (&["verify", "--", "-x"], ErrorKind::ValueValidation),
+            (&["verify", "--max-paths", "0"], ErrorKind::ValueValidation),
+            (&["verify", "--max-paths"], ErrorKind::InvalidValue),
+            (&["verify", "--dry-run"], ErrorKind::UnknownArgument),
+            (&["verify", "--no-cache"], ErrorKind::UnknownArgument),
+            (&["verify", "--shard", "3/2"], ErrorKind::ValueValidation),
         ];
         for (args, kind) in cases {
             // Unstripped too, except with no arguments at all: a setting in the

@@ -143,6 +143,21 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             return commands::gc::run(&settings, &opts);
         }
+        Command::Verify(a) => {
+            let opts = commands::verify::VerifyOptions {
+                selection: commands::verify::Selection {
+                    names: a.images,
+                    tests_only: a.test_images,
+                    changed_since: a.changed_since,
+                    shard: a.shard,
+                },
+                max_paths: usize::from(a.max_paths),
+                json: a.json,
+                verbose: a.verbose,
+                keep_going: a.keep_going,
+            };
+            return commands::verify::run(&settings, &opts);
+        }
         Command::Status(a) => {
             return commands::status::run(&settings, &a.images, a.local, a.bases, a.json, a.markdown.as_deref())
         }

@@ -84,23 +84,7 @@ impl Processes {
     /// when the program is not installed, and once the run is interrupted.
     pub fn run(&self, mut command: Command, log: Option<&Path>, echo: Option<&dyn Fn(&str)>) -> Result<Output> {
         let shown = format!("{command:?}");
-        command.stdin(Stdio::null()).process_group(0);
-        // SAFETY: prctl is async-signal-safe. If this tool dies, even by
-        // SIGKILL, the process gets SIGTERM instead of running on (the
-        // engine cancels a build whose client went away).
-        // SIGINT back to its default: a tool started with it ignored (in the
-        // background of a script) would hand that on, and `stop_all` could
-        // not stop what it runs.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0
-                    || libc::signal(libc::SIGINT, libc::SIG_DFL) == libc::SIG_ERR
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        tied_to_this_tool(&mut command);
         // With a log, both streams go through one pipe, in order, into the log
         // as they come (so it can be followed) and into memory, so failures
         // are judged by this call's own output even when another process
@@ -178,6 +162,99 @@ impl Processes {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
     }
+    /// Runs `command` to completion, handing what it prints on stdout to
+    /// `read` as it comes, so that none of it is held in memory unless
+    /// `read` keeps it; what it prints on stderr is the answer's (its last
+    /// 64 KiB). When `read` fails, the process is stopped; when `read` ends
+    /// before the output does, the rest is read and dropped. Fails as
+    /// [`Processes::run`] does; `read`'s own failure comes back inside.
+    pub fn stream<T>(
+        &self,
+        mut command: Command,
+        read: impl FnOnce(&mut dyn Read) -> Result<T>,
+    ) -> Result<(Result<T>, Output)> {
+        let shown = format!("{command:?}");
+        tied_to_this_tool(&mut command);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if self.interrupt.is_set() {
+            bail!("interrupted");
+        }
+        let mut child = command.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow!(NotFound),
+            _ => anyhow!("cannot run {shown}: {e}"),
+        })?;
+        let pid = child.id();
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let (read, stderr) = std::thread::scope(|scope| {
+            // Drained as it comes: a process that fills the pipe of a stream
+            // nobody reads would stop.
+            let errors = scope.spawn(move || {
+                let mut kept = Vec::new();
+                let mut buf = [0u8; 8 * 1024];
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    kept.extend_from_slice(&buf[..n]);
+                    if kept.len() > STREAM_STDERR_KEPT {
+                        kept.drain(..kept.len() - STREAM_STDERR_KEPT);
+                    }
+                }
+                kept
+            });
+            let read = read(&mut stdout);
+            match &read {
+                Ok(_) => {
+                    let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+                }
+                // SAFETY: kill(2) on the process group this call started.
+                Err(_) => unsafe {
+                    libc::kill(-(pid as i32), libc::SIGTERM);
+                },
+            }
+            drop(stdout);
+            (read, errors.join().unwrap_or_default())
+        });
+        let status = child.wait();
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
+        let status = status.with_context(|| format!("cannot wait for {shown}"))?;
+        if self.interrupt.is_set() {
+            bail!("interrupted");
+        }
+        let out = Output {
+            ok: status.success(),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        };
+        Ok((read, out))
+    }
+}
+
+/// How much of a streamed process's stderr is kept, the end of it.
+const STREAM_STDERR_KEPT: usize = 64 * 1024;
+
+/// Starts `command` with nothing on stdin, in a process group of its own,
+/// so that [`Processes::stop_all`] reaches what it starts too.
+fn tied_to_this_tool(command: &mut Command) {
+    command.stdin(Stdio::null()).process_group(0);
+    // SAFETY: prctl is async-signal-safe. If this tool dies, even by
+    // SIGKILL, the process gets SIGTERM instead of running on (the
+    // engine cancels a build whose client went away).
+    // SIGINT back to its default: a tool started with it ignored (in the
+    // background of a script) would hand that on, and `stop_all` could
+    // not stop what it runs.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0
+                || libc::signal(libc::SIGINT, libc::SIG_DFL) == libc::SIG_ERR
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The first line of a command's output that says something, for a message.
@@ -213,6 +290,42 @@ mod tests {
     fn without_a_log_streams_stay_apart() {
         let out = Processes::default().run(sh("echo out; echo err >&2; exit 3"), None, None).unwrap();
         assert_eq!((out.ok, out.stdout.as_str(), out.stderr.as_str()), (false, "out\n", "err\n"));
+    }
+
+    #[test]
+    fn streams_stdout_to_its_reader_and_keeps_stderr() {
+        let read_all = |r: &mut dyn Read| {
+            let mut text = String::new();
+            r.read_to_string(&mut text)?;
+            Ok(text)
+        };
+        let (read, out) = Processes::default().stream(sh("echo one; echo err >&2; echo two"), read_all).unwrap();
+        assert_eq!(read.unwrap(), "one\ntwo\n");
+        assert!(out.ok);
+        assert_eq!(out.stderr, "err\n");
+        // A reader done before the output is: the rest is read, the process ends as it would.
+        let first_byte = |r: &mut dyn Read| {
+            let mut byte = [0u8; 1];
+            r.read_exact(&mut byte)?;
+            Ok(byte[0])
+        };
+        let (read, out) = Processes::default().stream(sh("echo abc; exit 3"), first_byte).unwrap();
+        assert_eq!((read.unwrap(), out.ok), (b'a', false));
+    }
+
+    #[test]
+    fn a_failing_reader_stops_the_process() {
+        let started = std::time::Instant::now();
+        // `yes` writes until it is stopped.
+        let enough = |r: &mut dyn Read| -> Result<()> {
+            let mut some = [0u8; 16];
+            r.read_exact(&mut some)?;
+            bail!("enough")
+        };
+        let (read, out) = Processes::default().stream(Command::new("yes"), enough).unwrap();
+        assert_eq!(read.unwrap_err().to_string(), "enough");
+        assert!(!out.ok);
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 
     #[test]

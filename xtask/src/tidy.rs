@@ -23,7 +23,7 @@ const NEVER: &[(&str, &[&str])] = &[
 
 /// The commands, none of which may name another (nor the command line).
 const COMMANDS: &[&str] =
-    &["check", "gc", "images", "init", "listing", "manifest", "pin", "prune", "register_cross", "status"];
+    &["check", "gc", "images", "init", "listing", "manifest", "pin", "prune", "register_cross", "status", "verify"];
 
 /// Every `.rs` file under `dir`, as paths relative to it, in order.
 fn sources(dir: &Path) -> Vec<PathBuf> {

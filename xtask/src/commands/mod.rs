@@ -12,6 +12,7 @@ pub mod pin;
 pub mod prune;
 pub mod register_cross;
 pub mod status;
+pub mod verify;
 
 /// Every engine command's options, as the commands read them; those a
 /// command does not take are off.

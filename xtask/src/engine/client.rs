@@ -1,6 +1,7 @@
 //! The docker or podman command-line client: how each of the [`Engine`]'s
 //! questions becomes a `cmd!` call, what the answer means, and which
-//! failures are the engine's store changing under the call (asked again).
+//! failures are the engine's store changing under the call (asked again,
+//! `store.rs`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,20 +13,13 @@ use xshell::{cmd, Shell};
 use super::api::{api_daemon_id, api_inspect, api_tag, local_docker_socket, ApiError};
 use super::build::build_step;
 use super::inspect::{full_id, InspectedImage};
+use super::store::{INSPECT_AT_ONCE, LIST_RACES};
 use super::{BatchBuild, BuildCache, BuildSpec, Builder, Built, Container, Engine, ImageDetails, ImageFacts, Removed};
 use crate::config::EngineKind;
 use crate::model::{escape, Event, Observer};
 use crate::model::{Arch, Platform};
 use crate::process::{first_line, NotFound, Output, Processes};
 use crate::registry::{cli_error, is_loopback, Retry, QUICK_RETRY_DELAYS, RETRY_DELAYS};
-
-/// How often the local images are listed when an image vanishes meanwhile.
-const LIST_ATTEMPTS: usize = 5;
-/// What podman's listing says when an image vanished under it.
-const LIST_RACES: &[&str] = &["image not known", "locating item named", "layer not known"];
-/// What podman says when its store changed under a call about images that
-/// are still there.
-const STORE_RACES: &[&str] = &["locating item named", "layer not known"];
 
 /// The docker or podman command-line client. Its clones share what they
 /// found out (version, builder, API socket) and the processes they run.
@@ -47,6 +41,12 @@ pub struct EngineCli {
     retry: Retry,
     /// docker's API socket, when the CLI would talk to a daemon there.
     api_socket: Arc<OnceLock<Option<PathBuf>>>,
+    /// The BuildKit version buildx's selected builder reports, read with
+    /// its driver.
+    buildkit_version: Arc<OnceLock<Option<String>>>,
+    /// Variables every engine process gets on top of the tool's own
+    /// environment.
+    env: Vec<(String, String)>,
 }
 
 impl EngineCli {
@@ -63,7 +63,50 @@ impl EngineCli {
             retry: Retry::new(processes.interrupt().clone(), None),
             processes,
             api_socket: Arc::default(),
+            buildkit_version: Arc::default(),
+            env: Vec::new(),
         }
+    }
+
+    /// The same engine, its processes given `name=value` in their
+    /// environment (`SOURCE_DATE_EPOCH` for a build).
+    pub fn with_env(mut self, name: &str, value: &str) -> EngineCli {
+        self.env.retain(|(n, _)| n != name);
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The same engine with processes of its own, which an interrupt of
+    /// this one does not refuse: for removing what a run made after Ctrl-C
+    /// stopped it.
+    pub fn for_cleanup(&self) -> EngineCli {
+        EngineCli { processes: Processes::default(), ..self.clone() }
+    }
+
+    /// The version of BuildKit that builds (`v0.13.1`), as buildx's
+    /// selected builder reports it; `None` for the other builders.
+    pub fn buildkit_version(&self) -> Option<&str> {
+        self.builder();
+        self.buildkit_version.get().and_then(Option::as_deref)
+    }
+
+    /// Streams the local image `reference` to `read` as a docker-archive
+    /// (`docker save`; podman's `--format docker-archive`): a tar of its
+    /// config, its layers as plain tars and `manifest.json`, in the order
+    /// the engine writes them. Nothing of it touches the disk.
+    pub fn save<T>(&self, reference: &str, read: impl FnOnce(&mut dyn std::io::Read) -> Result<T>) -> Result<T> {
+        let sh = Shell::new()?;
+        let program = self.program;
+        let format: &[&str] = if self.kind == EngineKind::Podman { &["--format", "docker-archive"] } else { &[] };
+        let command = cmd!(sh, "{program} save {format...} {reference}");
+        self.echo(&format!("$ {command}"));
+        let command = self.env.iter().fold(command, |c, (k, v)| c.env(k, v));
+        let (read, out) = self.processes.stream(command.into(), read).map_err(|e| self.installed(e))?;
+        if !out.ok {
+            self.echo(&out.stderr);
+            bail!("cannot save {reference}: {}", last_error_line(&out.stderr));
+        }
+        read
     }
 
     /// Tells `events` of each retry of a failed pull or push.
@@ -114,6 +157,8 @@ impl EngineCli {
         if !out.ok {
             return None;
         }
+        let version = out.stdout.lines().find_map(|l| l.trim().strip_prefix("BuildKit version:"));
+        let _ = self.buildkit_version.set(version.map(str::trim).filter(|v| !v.is_empty()).map(String::from));
         let driver = out.stdout.lines().find_map(|l| l.strip_prefix("Driver:")).map(|d| d.trim().to_string());
         Some(driver.unwrap_or_else(|| "docker".into()))
     }
@@ -123,6 +168,7 @@ impl EngineCli {
     /// as it comes.
     pub(super) fn run(&self, cmd: xshell::Cmd<'_>, log: Option<&Path>) -> Result<Output> {
         self.echo(&format!("$ {cmd}"));
+        let cmd = self.env.iter().fold(cmd, |c, (k, v)| c.env(k, v));
         let steps = self.steps.as_deref().zip(self.image.as_deref());
         let watch = |text: &str| {
             self.echo(text);
@@ -142,6 +188,7 @@ impl EngineCli {
     /// lines of machine output would bury the calls.
     pub(super) fn read(&self, cmd: xshell::Cmd<'_>) -> Result<Output> {
         self.echo(&format!("$ {cmd}"));
+        let cmd = self.env.iter().fold(cmd, |c, (k, v)| c.env(k, v));
         let out = self.processes.run(cmd.into(), None, None).map_err(|e| self.installed(e))?;
         if !out.ok {
             self.echo(&out.stderr);
@@ -166,93 +213,10 @@ impl EngineCli {
             EngineKind::Podman => "podman is not installed: install it (apt-get install podman)".into(),
         }
     }
-
-    /// Names (as [`Engine::image_names`] lists them) -> image ID, each also
-    /// under the names the engine answers to.
-    fn by_name(&self, names: Vec<(String, String)>) -> HashMap<String, String> {
-        let mut images = HashMap::new();
-        for (name, id) in names {
-            // podman keeps a name without a registry domain (`local/x`) as
-            // `localhost/local/x`, and answers to both.
-            if self.kind == EngineKind::Podman {
-                if let Some(short) = name.strip_prefix("localhost/") {
-                    images.entry(short.to_string()).or_insert_with(|| id.clone());
-                }
-            }
-            images.insert(name, id);
-        }
-        images
-    }
-
-    /// What each of the local images `ids` (or names) is, from their
-    /// configs, in one engine call per few hundred. An image that vanished
-    /// meanwhile is left out.
-    fn inspect(&self, ids: &[&str]) -> Result<HashMap<String, ImageDetails>> {
-        let mut found = HashMap::new();
-        for (asked, image) in self.inspected(ids, 500)? {
-            let details = image.details();
-            // Under the name asked when the answer is in order; by ID in any case.
-            if let Some(asked) = asked {
-                found.insert(asked.to_string(), details.clone());
-            }
-            found.insert(details.id.clone(), details);
-        }
-        Ok(found)
-    }
-
-    /// The images `ids` as `image inspect` describes them, `at_once` per
-    /// call, each with the name it was asked by when the call found them all
-    /// (then its answer is in the order asked). An image that vanished
-    /// meanwhile is left out.
-    fn inspected<'a>(&self, ids: &[&'a str], at_once: usize) -> Result<Vec<(Option<&'a str>, InspectedImage)>> {
-        let mut found = Vec::new();
-        for chunk in ids.chunks(at_once) {
-            let out = self.inspect_call(chunk)?;
-            // Asked about several, engines print what they found, and fail
-            // naming what they did not.
-            let parsed: Vec<InspectedImage> = match serde_json::from_str(out.stdout.trim()) {
-                Ok(images) => images,
-                // podman prints none of them when one is missing: each on its own.
-                Err(_) if !out.ok && is_missing(&out.stderr) && chunk.len() > 1 => {
-                    for id in chunk {
-                        found.extend(self.inspected(&[id], 1)?);
-                    }
-                    continue;
-                }
-                Err(_) if !out.ok && is_missing(&out.stderr) => continue,
-                Err(_) if !out.ok => bail!("cannot inspect local images: {}", first_line(&out.stderr)),
-                Err(e) => bail!("cannot read the engine's image inspection: {e}"),
-            };
-            found.extend(chunk.iter().zip(parsed).map(|(asked, image)| (out.ok.then_some(*asked), image)));
-        }
-        Ok(found)
-    }
-
-    /// `image inspect` of `ids`, asked again when podman's store changed
-    /// under it (another process removing an image), as the listing is.
-    fn inspect_call(&self, ids: &[&str]) -> Result<Output> {
-        let sh = Shell::new()?;
-        let program = self.program;
-        self.asked_again_on(STORE_RACES, || self.read(cmd!(sh, "{program} image inspect {ids...}")))
-    }
-
     /// podman's flag for a registry on loopback, which speaks plain HTTP
     /// (docker's daemon allows that by itself).
     fn plain_http_flag(&self, reference: &str) -> Option<&'static str> {
         (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false")
-    }
-
-    /// Makes `call`, again (up to [`LIST_ATTEMPTS`] in all) while it fails
-    /// saying one of `races`: the engine's store changed under it.
-    fn asked_again_on(&self, races: &[&str], call: impl Fn() -> Result<Output>) -> Result<Output> {
-        let mut out = call()?;
-        for _ in 1..LIST_ATTEMPTS {
-            if out.ok || !races.iter().any(|r| out.stderr.contains(r)) {
-                break;
-            }
-            out = call()?;
-        }
-        Ok(out)
     }
 
     /// The local API socket, when the daemon there is the one the CLI talks
@@ -533,19 +497,8 @@ impl Engine for EngineCli {
     }
 }
 
-/// Images inspected in one engine call: their IDs stay well below the
-/// kernel's limit on a command line's length.
-const INSPECT_AT_ONCE: usize = 20_000;
-
 /// Names removed in one engine call.
 const REMOVE_AT_ONCE: usize = 200;
-
-/// Whether an engine said that images it was asked about do not exist.
-fn is_missing(stderr: &str) -> bool {
-    let lower = stderr.to_lowercase();
-    lower.contains("no such image") || lower.contains("image not known")
-}
-
 /// The most telling line of an engine's output: the cause it gave for
 /// refusing its command line, else the last line that says `error` (at its
 /// start, as engines head their own errors, before one that only mentions

@@ -136,6 +136,19 @@ fn rules_tree() -> Tree {
              RUN curl -fsSL https://example.com/key | gpg --dearmor > /k\n",
         )
         .write(
+            "build-time/Dockerfile",
+            "FROM debian:13@<digest>\n\
+             RUN date > /built && date -d \"@$SOURCE_DATE_EPOCH\" > /fixed\n\
+             RUN echo \"$(date +%s)\" | tee /t\n\
+             RUN date\n",
+        )
+        .write(
+            "git-clone/Dockerfile",
+            "FROM debian:13@<digest>\n\
+             RUN git clone --depth 1 -b main https://example.com/x.git /x\n\
+             RUN git clone https://example.com/y.git /y && git -C /y checkout 4b825dc642cb\n",
+        )
+        .write(
             "apt-lists/Dockerfile",
             "FROM debian:13@<digest>\n\
              RUN apt-get update\n\
@@ -162,6 +175,8 @@ fn one_case_per_rule() {
         "images/base-digest/Dockerfile:1: warning: FROM debian:13 has no digest: its tag can be pushed again; append @sha256:<digest> [base-digest]",
         "images/base-tag/Dockerfile:1: error: FROM alpine has no tag: it means `latest`, which moves; name a version (and its digest) [base-tag]",
         "images/base-tag/Dockerfile:2: error: FROM debian:latest: `latest` moves; name a version (and its digest) [base-tag]",
+        "images/build-time/Dockerfile:2: warning: `date` writes the build time into the image: no two builds are the same; use SOURCE_DATE_EPOCH (`ARG SOURCE_DATE_EPOCH`, then `date -d \"@$SOURCE_DATE_EPOCH\"`) or leave the time out [build-time]",
+        "images/build-time/Dockerfile:3: warning: `date` writes the build time into the image: no two builds are the same; use SOURCE_DATE_EPOCH (`ARG SOURCE_DATE_EPOCH`, then `date -d \"@$SOURCE_DATE_EPOCH\"`) or leave the time out [build-time]",
         "images/catalog-name/Dockerfile:2: error: FROM xtask.test/images/base_nested: `base_nested` is an image name, not its path; use its local name xtask.test/images/base/nested [catalog-name]",
         "images/catalog-name/Dockerfile:3: error: FROM registry.test:5000/cache/base_x86_64:0123456789abcdef: the cache registry's name for the catalog image base, which is not built first; use its local name xtask.test/images/base [catalog-name]",
         "images/catalog-name/Dockerfile:4: error: FROM localhost/xtask.test/images/base: podman's spelling of the local name; use xtask.test/images/base, which every engine finds [catalog-name]",
@@ -170,6 +185,7 @@ fn one_case_per_rule() {
         "images/catalog-name/Dockerfile:7: error: COPY --from xtask.test/images/base: a catalog image copied from is not built first; name it in a stage (`FROM xtask.test/images/base:latest AS base`) and copy from the stage [catalog-name]",
         "images/curl-pipe/Dockerfile:2: warning: `curl … | sh`: a script fetched at build time runs unverified; download it, check its sha256, then run it [curl-pipe-shell]",
         "images/curl-pipe/Dockerfile:3: warning: `wget … | bash`: a script fetched at build time runs unverified; download it, check its sha256, then run it [curl-pipe-shell]",
+        "images/git-clone/Dockerfile:2: warning: git clone takes whatever the branch (or tag) points at when the image is built; check a commit out in the same RUN (`git checkout <commit>`, or `git clone --revision <commit>`) [git-clone-branch]",
         "images/ignored/.dockerignore:2: error: excludes Dockerfile, the image's own Dockerfile: remove the pattern, or re-include it with `!Dockerfile` [ignored-dockerfile]",
         "images/missing-source/Dockerfile:3: error: COPY absent.txt: not in the build context [missing-source]",
         "images/missing-source/Dockerfile:4: error: COPY *.md: not in the build context [missing-source]",
@@ -178,18 +194,20 @@ fn one_case_per_rule() {
         "images/missing-source/Dockerfile:9: error: COPY --from other has no tag: it means `latest`, which moves; name a version (and its digest) [base-tag]",
         "images/no-from/Dockerfile: error: no FROM: a Dockerfile needs at least one stage [syntax]",
         "images/syntax/Dockerfile:1: error: RUN before the first FROM: only ARG may come before it [syntax]",
-        "images/syntax/Dockerfile:3: error: no rule `no-such-rule` can be allowed: use base-tag, catalog-name, add-checksum, missing-source, base-digest, unpinned-packages, curl-pipe-shell, apt-lists [syntax]",
+        "images/syntax/Dockerfile:3: error: no rule `no-such-rule` can be allowed: use base-tag, catalog-name, add-checksum, missing-source, base-digest, unpinned-packages, curl-pipe-shell, apt-lists, build-time, git-clone-branch, pip-hashes [syntax]",
         "images/syntax/Dockerfile:4: error: unknown instruction `FRM` [syntax]",
         "images/syntax/Dockerfile:5: error: malformed xtask comment: write `# xtask: allow(<rule>[, <rule>…])` [syntax]",
         "images/syntax/Dockerfile:6: error: heredoc `EOF` is never closed: end it with a line holding `EOF` alone [syntax]",
         "images/unpinned/Dockerfile:2: warning: apt-get install of unpinned packages: git; pin them (name=version) [unpinned-packages]",
         "images/unpinned/Dockerfile:4: warning: apk add of unpinned packages: musl-dev; pin them (name=version) [unpinned-packages]",
+        "images/unpinned/Dockerfile:5: warning: pip install -r requirements.txt without --require-hashes: what pip downloads is not checked; give each requirement its --hash (pip-compile --generate-hashes) and add --require-hashes [pip-hashes]",
         "images/unpinned/Dockerfile:5: warning: pip install of unpinned packages: flask; pin them (name==version) [unpinned-packages]",
         "images/unpinned/Dockerfile:5: warning: pip install of unpinned packages: pip; pin them (name==version) [unpinned-packages]",
         "images/unpinned/Dockerfile:6: warning: npm install of unpinned packages: left-pad@^1.3.0, @scope/pkg; pin them (name@version) [unpinned-packages]",
+        "images/unpinned/Dockerfile:7: warning: pip install -r requirements.txt without --require-hashes: what pip downloads is not checked; give each requirement its --hash (pip-compile --generate-hashes) and add --require-hashes [pip-hashes]",
     ];
     assert_eq!(out.stdout.lines().collect::<Vec<_>>(), expected, "{}", out.stderr);
-    assert_eq!(out.stderr, "checked 15 Dockerfiles: 26 errors, 10 warnings\n");
+    assert_eq!(out.stderr, "checked 17 Dockerfiles: 26 errors, 15 warnings\n");
     assert_eq!(out.code, Some(1));
 }
 

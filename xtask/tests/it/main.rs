@@ -36,3 +36,4 @@ mod props;
 mod registry;
 mod tidy;
 mod untrusted;
+mod verify;

@@ -231,7 +231,8 @@ fn file_text_is_shown_escaped_and_short() {
                 .to_string(),
             format!("images/forged/Dockerfile:3: error: unknown instruction `{excerpt}…` [syntax]"),
             "images/forged/Dockerfile:4: error: no rule `\\u{1b}[1m` can be allowed: use base-tag, catalog-name, \
-             add-checksum, missing-source, base-digest, unpinned-packages, curl-pipe-shell, apt-lists [syntax]"
+             add-checksum, missing-source, base-digest, unpinned-packages, curl-pipe-shell, apt-lists, build-time, \
+             git-clone-branch, pip-hashes [syntax]"
                 .to_string(),
         ],
         "{out}"

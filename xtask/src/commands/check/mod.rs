@@ -7,6 +7,7 @@ mod context;
 mod rules;
 mod shell;
 mod walk;
+mod words;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;

@@ -36,7 +36,7 @@ const fn rule(name: &'static str, level: Level, allowable: bool) -> Rule {
     Rule { name, level, allowable }
 }
 
-pub const RULES: [Rule; 12] = [
+pub const RULES: [Rule; 15] = [
     rule(IMAGE_NAME, Level::Error, false),
     rule(BASE_TAG, Level::Error, true),
     rule(CATALOG_NAME, Level::Error, true),
@@ -49,6 +49,9 @@ pub const RULES: [Rule; 12] = [
     rule(UNPINNED_PACKAGES, Level::Warning, true),
     rule(CURL_PIPE_SHELL, Level::Warning, true),
     rule(APT_LISTS, Level::Warning, true),
+    rule(BUILD_TIME, Level::Warning, true),
+    rule(GIT_CLONE_BRANCH, Level::Warning, true),
+    rule(PIP_HASHES, Level::Warning, true),
 ];
 
 pub(super) const IMAGE_NAME: &str = "image-name";
@@ -63,6 +66,9 @@ pub(super) const BASE_DIGEST: &str = "base-digest";
 pub(super) const UNPINNED_PACKAGES: &str = "unpinned-packages";
 pub(super) const CURL_PIPE_SHELL: &str = "curl-pipe-shell";
 pub(super) const APT_LISTS: &str = "apt-lists";
+pub(super) const BUILD_TIME: &str = "build-time";
+pub(super) const GIT_CLONE_BRANCH: &str = "git-clone-branch";
+pub(super) const PIP_HASHES: &str = "pip-hashes";
 
 /// `check --help`'s list of rules; no line is wider than clap's help (100 columns).
 pub const RULES_HELP: &str = "\
@@ -94,6 +100,13 @@ Rules (errors fail the check; warnings do too with --deny-warnings):
   warning  curl-pipe-shell     curl ... | sh (or wget, bash, ...): a script fetched at build time,
                                run unverified
   warning  apt-lists           apt-get update in a RUN that does not remove /var/lib/apt/lists
+  warning  build-time          `date` (without -d or -r) written to a file, piped on or substituted
+                               in a RUN: the build time goes into the image, which no rebuild
+                               reproduces; use SOURCE_DATE_EPOCH
+  warning  git-clone-branch    git clone in a RUN that checks no commit out: it takes whatever the
+                               branch (or tag) points at when built
+  warning  pip-hashes          pip install -r <file> without --require-hashes: what pip downloads
+                               is not checked against hashes
 
 A comment line `# xtask: allow(<rule>[, <rule>...]) <why>` allows those rules for the next
 instruction (or for the one whose continuation lines it sits among). arch-suffix,
@@ -145,6 +158,37 @@ pub(super) fn run_rules(ins: &Instruction, walk: &mut Walk) {
             ),
         );
     }
+    for line in facts.build_time {
+        walk.add(
+            line,
+            BUILD_TIME,
+            "`date` writes the build time into the image: no two builds are the same; use SOURCE_DATE_EPOCH \
+             (`ARG SOURCE_DATE_EPOCH`, then `date -d \"@$SOURCE_DATE_EPOCH\"`) or leave the time out"
+                .into(),
+        );
+    }
+    if !facts.commit_checked_out {
+        for line in facts.clones {
+            walk.add(
+                line,
+                GIT_CLONE_BRANCH,
+                "git clone takes whatever the branch (or tag) points at when the image is built; check a commit \
+                 out in the same RUN (`git checkout <commit>`, or `git clone --revision <commit>`)"
+                    .into(),
+            );
+        }
+    }
+    for (line, files) in facts.unhashed {
+        walk.add(
+            line,
+            PIP_HASHES,
+            format!(
+                "pip install -r {} without --require-hashes: what pip downloads is not checked; give each \
+                 requirement its --hash (pip-compile --generate-hashes) and add --require-hashes",
+                excerpt(&files)
+            ),
+        );
+    }
     if let (Some(line), false) = (facts.apt_update, facts.lists_removed) {
         walk.add(
             line,
@@ -169,5 +213,60 @@ mod tests {
         }
         assert_eq!(RULES_HELP.matches("\n  error ").count() + RULES_HELP.matches("\n  warning ").count(), RULES.len());
         assert!(RULES_HELP.lines().all(|l| l.chars().count() <= 100), "{RULES_HELP}");
+    }
+
+    /// The rules that `verify` finds the reasons for: each finding's line
+    /// and rule, and what allows one.
+    #[test]
+    fn the_build_time_clones_of_branches_and_unhashed_requirements() {
+        let text = "\
+FROM scratch
+RUN date > /stamp
+RUN date
+RUN date -d \"@$SOURCE_DATE_EPOCH\" > /s && date -ur /etc/hostname > /r && date 2>/dev/null >/dev/null
+RUN echo \"built $(date +%s)\" > /b
+RUN STAMP=`date` && echo $STAMP | tee /x
+RUN date +%s | sha256sum > /h
+RUN sh -c 'date >> /log'
+RUN git clone https://example.com/y.git /y
+RUN git clone https://example.com/y.git /y && git -C /y checkout 0123abcd
+RUN git clone --revision 0123abcd https://example.com/y.git && git clone -b \"$REF\" x && git checkout \"$REF\"
+RUN pip install -r requirements.txt
+RUN pip install --require-hashes -r requirements.txt && python3 -m pip install -rdev.txt
+# xtask: allow(build-time) the stamp is what the image is for
+RUN date > /built
+";
+        let settings = crate::config::Settings::for_tests("x.example", "r.example/cache");
+        let tree = super::super::walk::Tree {
+            settings: &settings,
+            available: std::collections::HashMap::new(),
+            build_args: std::collections::HashMap::new(),
+        };
+        let contents = super::super::context::Contents::default();
+        let found: Vec<(usize, &str)> = tree
+            .dockerfile("a/Dockerfile", text, &[crate::model::Arch::X86_64], &contents)
+            .iter()
+            .map(|d| (d.line.unwrap_or(0), d.rule))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (2, BUILD_TIME),
+                (5, BUILD_TIME),
+                (6, BUILD_TIME),
+                (7, BUILD_TIME),
+                (8, BUILD_TIME),
+                (9, GIT_CLONE_BRANCH),
+                (12, PIP_HASHES),
+                (13, PIP_HASHES),
+            ]
+        );
+        let pip = tree.dockerfile("a/Dockerfile", text, &[crate::model::Arch::X86_64], &contents).remove(6);
+        assert_eq!(
+            pip.render("images"),
+            "images/a/Dockerfile:12: warning: pip install -r requirements.txt without --require-hashes: what pip \
+             downloads is not checked; give each requirement its --hash (pip-compile --generate-hashes) and add \
+             --require-hashes [pip-hashes]"
+        );
     }
 }
