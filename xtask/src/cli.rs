@@ -395,7 +395,7 @@ pub struct Selected<O: Args> {
 /// What every engine command takes.
 #[derive(Debug, Args, Clone, Default, PartialEq, Eq)]
 pub struct Common {
-    /// Images worked on at once [default: number of cores]. Under buildx, the
+    /// Images worked on at once [default: twice the cores: builds wait on the engine]. Under buildx, the
     /// builds ready at the same moment go to one `docker buildx bake` (up to 64)
     /// whatever N
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
