@@ -126,6 +126,25 @@ pub(super) fn api_inspect(socket: &Path, reference: &str) -> std::result::Result
     }
 }
 
+/// `DELETE /images/{reference}`: the name removed, and with it the image
+/// when no other name holds it; the IDs of the images deleted.
+pub(super) fn api_remove(socket: &Path, reference: &str) -> std::result::Result<Vec<String>, ApiError> {
+    let path = format!("/images/{}", encoded(reference));
+    match api_call(socket, "DELETE", &path)? {
+        (200, body) => {
+            let answer: Vec<serde_json::Value> = serde_json::from_str(body.trim())
+                .map_err(|e| ApiError::Unreachable(format!("the answer to removing {reference}: {e}")))?;
+            Ok(answer.iter().filter_map(|entry| entry["Deleted"].as_str().map(String::from)).collect())
+        }
+        (400..=499, body) => Err(ApiError::Refused(
+            api_json(&body)
+                .and_then(|v| v["message"].as_str().map(String::from))
+                .unwrap_or_else(|| body.trim().to_string()),
+        )),
+        (status, _) => Err(ApiError::Unreachable(format!("HTTP {status}"))),
+    }
+}
+
 /// The daemon's ID (`GET /info`), to make sure the socket is the daemon
 /// the CLI talks to.
 pub(super) fn api_daemon_id(socket: &Path) -> Option<String> {
@@ -142,7 +161,7 @@ mod api_tests {
     use std::path::PathBuf;
     use std::thread::JoinHandle;
 
-    use super::{api_daemon_id, api_inspect, api_tag, unchunked, ApiError};
+    use super::{api_daemon_id, api_inspect, api_remove, api_tag, unchunked, ApiError};
 
     /// A socket of its own that answers one request with `answer`; the
     /// thread gives the request line it got.
@@ -223,6 +242,25 @@ mod api_tests {
         assert_eq!(server.join().unwrap(), "GET /images/a%2Fb%3Ac/json HTTP/1.1");
         let (_dir, socket, server) = serve_once("HTTP/1.1 500 Oops\r\n\r\n");
         assert!(matches!(api_inspect(&socket, "a"), Err(ApiError::Unreachable(_))));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn removes_through_the_api() {
+        let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n\
+                      [{\"Untagged\":\"l/a:t\"},{\"Deleted\":\"sha256:ab\"},{\"Deleted\":\"sha256:cd\"}]\n";
+        let (_dir, socket, server) = serve_once(answer);
+        assert_eq!(api_remove(&socket, "l/a:t").ok(), Some(vec!["sha256:ab".to_string(), "sha256:cd".to_string()]));
+        assert_eq!(server.join().unwrap(), "DELETE /images/l%2Fa%3At HTTP/1.1");
+        // Another name still holds the image: untagged, nothing deleted.
+        let (_dir, socket, server) = serve_once("HTTP/1.1 200 OK\r\n\r\n[{\"Untagged\":\"l/a:t\"}]");
+        assert_eq!(api_remove(&socket, "l/a:t").ok(), Some(vec![]));
+        server.join().unwrap();
+        let answer = "HTTP/1.1 409 Conflict\r\n\r\n{\"message\":\"conflict: unable to remove repository reference\"}";
+        let (_dir, socket, server) = serve_once(answer);
+        assert!(
+            matches!(api_remove(&socket, "l/a:t"), Err(ApiError::Refused(m)) if m == "conflict: unable to remove repository reference")
+        );
         server.join().unwrap();
     }
 

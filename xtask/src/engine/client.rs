@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{anyhow, bail, Result};
 use xshell::{cmd, Shell};
 
-use super::api::{api_daemon_id, api_inspect, api_tag, local_docker_socket, ApiError};
+use super::api::{api_daemon_id, api_inspect, api_remove, api_tag, local_docker_socket, ApiError};
 use super::build::build_step;
 use super::inspect::{full_id, InspectedImage};
 use super::store::{INSPECT_AT_ONCE, LIST_RACES};
@@ -354,9 +354,29 @@ impl Engine for EngineCli {
     }
 
     fn remove_names(&self, references: &[String]) -> Result<Removed> {
+        let mut removed = Removed::default();
+        let mut references = references.to_vec();
+        // A few names (a verification's builds) through the daemon's API on
+        // a local socket: a request each instead of a CLI process.
+        if references.len() <= REMOVE_THROUGH_API {
+            if let Some(socket) = self.api_socket.get_or_init(|| self.verified_api_socket()) {
+                references.retain(|reference| {
+                    self.echo(&format!("$ docker rmi {reference}  # through the API at {}", socket.display()));
+                    match api_remove(socket, reference) {
+                        Ok(deleted) => removed.deleted.extend(deleted.iter().map(|id| full_id(id))),
+                        Err(ApiError::Refused(why)) => removed.refused.push(why),
+                        // The socket did not answer as expected: the CLI may.
+                        Err(ApiError::Unreachable(why)) => {
+                            self.echo(&format!("# the API did not answer ({why}): with the CLI"));
+                            return true;
+                        }
+                    }
+                    false
+                });
+            }
+        }
         let sh = Shell::new()?;
         let program = self.program;
-        let mut removed = Removed::default();
         for chunk in references.chunks(REMOVE_AT_ONCE) {
             let out = self.read(cmd!(sh, "{program} rmi {chunk...}"))?;
             for line in out.stdout.lines() {
@@ -496,6 +516,9 @@ impl Engine for EngineCli {
         })
     }
 }
+
+/// Removals of at most this many names go through docker's API socket.
+const REMOVE_THROUGH_API: usize = 8;
 
 /// Names removed in one engine call.
 const REMOVE_AT_ONCE: usize = 200;
