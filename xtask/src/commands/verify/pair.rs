@@ -2,8 +2,8 @@
 //! for the verification alone (`<LOCAL_IMAGE_PREFIX>/<path>_verify:<pid>-1`
 //! and `-2`: never one of the image's own names, which no directory name can
 //! give, since image directories hold no `_`), each saved and summarised as
-//! it streams and then removed, whatever happens: the first while the second
-//! builds. A run killed before it removed them leaves names that
+//! it streams (the first while the second builds) and then removed,
+//! whatever happens. A run killed before it removed them leaves names that
 //! hold its process ID: the next run removes them.
 
 use std::io::Write;
@@ -33,17 +33,21 @@ pub fn names(local: &str) -> [String; 2] {
 }
 
 /// Builds `spec` twice without any cache, each build's output appended to
-/// `log`, and summarises both images. The first is named, read and removed
-/// while the second builds.
+/// `log`, and summarises both images. The first is named and read while the
+/// second builds; both lose their names at the end.
 pub fn build_twice(engine: &EngineCli, spec: &BuildSpec<'_>, names: &[String; 2], log: &Path) -> Result<Pair> {
     let cleanup = engine.for_cleanup();
     let cache = BuildCache { none: true, from: None, to: None };
     let first = build(engine, spec, &cache, log, "first")?;
+    // The first build keeps its name until the second is done: podman
+    // shares a layer between two images of the same content, and removing
+    // the first while the second commits that layer fails the commit
+    // ("layer not known").
+    let mut made_first = Made { engine: &cleanup, names: Vec::new() };
+    engine.tag(&first.id, &names[0])?;
+    made_first.names.push(names[0].clone());
     std::thread::scope(|scope| {
         let reading = scope.spawn(|| {
-            let mut made = Made { engine: &cleanup, names: Vec::new() };
-            engine.tag(&first.id, &names[0])?;
-            made.names.push(names[0].clone());
             engine.save(&names[0], summarize).with_context(|| format!("cannot read the first build, {}", names[0]))
         });
         let second = build(engine, spec, &cache, log, "second");
