@@ -34,12 +34,12 @@ pub fn names(local: &str) -> [String; 2] {
 
 /// Builds `spec` twice without any cache, each build's output appended to
 /// `log`, and summarises both images. The first is named and read while the
-/// second builds; both lose their names at the end.
+/// second builds, and removed while the second is read.
 pub fn build_twice(engine: &EngineCli, spec: &BuildSpec<'_>, names: &[String; 2], log: &Path) -> Result<Pair> {
     let cleanup = engine.for_cleanup();
     let cache = BuildCache { none: true, from: None, to: None };
     let first = build(engine, spec, &cache, log, "first")?;
-    // The first build keeps its name until the second is done: podman
+    // The first build keeps its name until the second is built: podman
     // shares a layer between two images of the same content, and removing
     // the first while the second commits that layer fails the commit
     // ("layer not known").
@@ -53,6 +53,8 @@ pub fn build_twice(engine: &EngineCli, spec: &BuildSpec<'_>, names: &[String; 2]
         let second = build(engine, spec, &cache, log, "second");
         let first_summary = reading.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the first build panicked")));
         let second = second?;
+        // The second is committed: the first goes now, while the second is read.
+        scope.spawn(move || drop(made_first));
         let mut made = Made { engine: &cleanup, names: Vec::new() };
         engine.tag(&second.id, &names[1])?;
         made.names.push(names[1].clone());
