@@ -146,21 +146,49 @@ fn answers(addr: &str) -> bool {
 /// One HTTP/1.0 request to a plain-HTTP registry: (status, body). `auth`:
 /// `user:password`, for basic auth.
 pub fn http(addr: &str, method: &str, path: &str, auth: Option<&str>) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json";
-    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n");
-    if let Some(auth) = auth {
-        head.push_str(&format!("Authorization: Basic {}\r\n", base64(auth.as_bytes())));
+    let basic = auth.map(|auth| format!("Basic {}", base64(auth.as_bytes())));
+    let mut headers = vec![("Accept", accept)];
+    headers.extend(basic.as_deref().map(|b| ("Authorization", b)));
+    let (status, _, body) = exchange(addr, method, path, &headers, b"", Duration::from_secs(10))?;
+    Ok((status, body))
+}
+
+/// An HTTP answer: its status, its headers (names lower case) and its body.
+pub type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// One HTTP/1.0 request with `headers` and `body`, waiting at most
+/// `timeout` for each read: the status (0 when there is none), the headers
+/// (names lower case) and the body.
+pub fn exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Answer> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let end = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(response.len());
-    let status_line = String::from_utf8_lossy(&response[..end]);
-    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Ok((status, response.get(end + 4..).unwrap_or_default().to_vec()))
+    let head = String::from_utf8_lossy(&response[..end]);
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok((status, headers, response.get(end + 4..).unwrap_or_default().to_vec()))
 }
 
 pub fn base64(data: &[u8]) -> String {
