@@ -83,6 +83,16 @@ fn unchunked(mut body: &str) -> Option<String> {
     }
 }
 
+/// What an answer other than success means: the daemon's refusal, in its
+/// own words, for a 4xx; no usable answer otherwise.
+fn failure(status: u16, body: &str) -> ApiError {
+    if !(400..=499).contains(&status) {
+        return ApiError::Unreachable(format!("HTTP {status}"));
+    }
+    let message = api_json(body).and_then(|v| v["message"].as_str().map(String::from));
+    ApiError::Refused(message.unwrap_or_else(|| body.trim().to_string()))
+}
+
 /// The first JSON object of an API answer's body, chunked or not.
 fn api_json(body: &str) -> Option<serde_json::Value> {
     body.lines().find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok().filter(|v| v.is_object()))
@@ -106,12 +116,7 @@ pub(super) fn api_tag(socket: &Path, source: &str, target: &str) -> std::result:
     let path = format!("/images/{}/tag?repo={}&tag={}", encoded(source), encoded(repo), encoded(tag));
     match api_call(socket, "POST", &path)? {
         (200..=299, _) => Ok(()),
-        (400..=499, body) => Err(ApiError::Refused(
-            api_json(&body)
-                .and_then(|v| v["message"].as_str().map(String::from))
-                .unwrap_or_else(|| body.trim().to_string()),
-        )),
-        (status, _) => Err(ApiError::Unreachable(format!("HTTP {status}"))),
+        (status, body) => Err(failure(status, &body)),
     }
 }
 
@@ -136,12 +141,7 @@ pub(super) fn api_remove(socket: &Path, reference: &str) -> std::result::Result<
                 .map_err(|e| ApiError::Unreachable(format!("the answer to removing {reference}: {e}")))?;
             Ok(answer.iter().filter_map(|entry| entry["Deleted"].as_str().map(String::from)).collect())
         }
-        (400..=499, body) => Err(ApiError::Refused(
-            api_json(&body)
-                .and_then(|v| v["message"].as_str().map(String::from))
-                .unwrap_or_else(|| body.trim().to_string()),
-        )),
-        (status, _) => Err(ApiError::Unreachable(format!("HTTP {status}"))),
+        (status, body) => Err(failure(status, &body)),
     }
 }
 
