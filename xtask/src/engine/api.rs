@@ -1,7 +1,8 @@
-//! A hand-written HTTP client for docker's API socket: one request per
+//! A hand-written HTTP client for an engine's API socket (docker's daemon,
+//! or the podman service the tool starts: `service.rs`): one request per
 //! connection, for the calls that would otherwise each cost a CLI process
-//! (tagging, and inspecting what a build made), and the check that the
-//! socket is the CLI's daemon.
+//! (tagging, inspecting what a build made, removing a few names), and the
+//! check that the socket is the CLI's daemon.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,29 @@ pub(super) fn local_docker_socket(kind: EngineKind) -> Option<PathBuf> {
     socket.exists().then_some(socket)
 }
 
+/// An engine's API: its socket, and the dialect its paths are in.
+pub(super) struct Api {
+    socket: PathBuf,
+    /// Before every path: nothing for docker's API, podman's own (libpod)
+    /// prefix for podman's, whose names and answers are those of its CLI
+    /// (`localhost/` before a name without a domain, not `docker.io/`).
+    base: &'static str,
+}
+
+impl Api {
+    pub(super) fn docker(socket: PathBuf) -> Api {
+        Api { socket, base: "" }
+    }
+
+    pub(super) fn podman(socket: PathBuf) -> Api {
+        Api { socket, base: "/v4.0.0/libpod" }
+    }
+
+    pub(super) fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
 pub(super) enum ApiError {
     /// The daemon answered no; what it said.
     Refused(String),
@@ -39,14 +63,16 @@ pub(super) enum ApiError {
     Unreachable(String),
 }
 
-/// One request to docker's API socket, `Connection: close`: the status
+/// One request to an engine's API socket, `Connection: close`: the status
 /// and the body (a chunked one put back together).
-fn api_call(socket: &Path, method: &str, path: &str) -> std::result::Result<(u16, String), ApiError> {
+fn api_call(api: &Api, method: &str, path: &str) -> std::result::Result<(u16, String), ApiError> {
     use std::io::Read;
     use std::os::unix::net::UnixStream;
     let unreachable = |e: std::io::Error| ApiError::Unreachable(e.to_string());
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    let base = api.base;
+    let request =
+        format!("{method} {base}{path} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let mut stream = UnixStream::connect(&api.socket).map_err(unreachable)?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(unreachable)?;
     stream.write_all(request.as_bytes()).map_err(unreachable)?;
     let mut answer = Vec::new();
@@ -108,13 +134,13 @@ fn encoded(s: &str) -> String {
         .collect()
 }
 
-/// `POST /images/{source}/tag?repo=…&tag=…` on docker's API socket.
-pub(super) fn api_tag(socket: &Path, source: &str, target: &str) -> std::result::Result<(), ApiError> {
+/// `POST /images/{source}/tag?repo=…&tag=…`.
+pub(super) fn api_tag(api: &Api, source: &str, target: &str) -> std::result::Result<(), ApiError> {
     // `repo:tag`, the tag after the last `/`; docker's default tag otherwise.
     let parts = Parts::of(target);
     let (repo, tag) = (parts.name, parts.tag.unwrap_or("latest"));
     let path = format!("/images/{}/tag?repo={}&tag={}", encoded(source), encoded(repo), encoded(tag));
-    match api_call(socket, "POST", &path)? {
+    match api_call(api, "POST", &path)? {
         (200..=299, _) => Ok(()),
         (status, body) => Err(failure(status, &body)),
     }
@@ -122,9 +148,9 @@ pub(super) fn api_tag(socket: &Path, source: &str, target: &str) -> std::result:
 
 /// `GET /images/{reference}/json`: the image as `image inspect` describes
 /// it (one object, not a list), or `None` when the daemon has no such image.
-pub(super) fn api_inspect(socket: &Path, reference: &str) -> std::result::Result<Option<String>, ApiError> {
+pub(super) fn api_inspect(api: &Api, reference: &str) -> std::result::Result<Option<String>, ApiError> {
     let path = format!("/images/{}/json", encoded(reference));
-    match api_call(socket, "GET", &path)? {
+    match api_call(api, "GET", &path)? {
         (200, body) => Ok(Some(body)),
         (404, _) => Ok(None),
         (status, _) => Err(ApiError::Unreachable(format!("HTTP {status}"))),
@@ -132,14 +158,20 @@ pub(super) fn api_inspect(socket: &Path, reference: &str) -> std::result::Result
 }
 
 /// `DELETE /images/{reference}`: the name removed, and with it the image
-/// when no other name holds it; the IDs of the images deleted.
-pub(super) fn api_remove(socket: &Path, reference: &str) -> std::result::Result<Vec<String>, ApiError> {
+/// when no other name holds it; the IDs of the images deleted, from
+/// docker's list of what was done (`[{"Untagged": …}, {"Deleted": …}]`) or
+/// podman's report (`{"Deleted": […], "Untagged": […]}`).
+pub(super) fn api_remove(api: &Api, reference: &str) -> std::result::Result<Vec<String>, ApiError> {
     let path = format!("/images/{}", encoded(reference));
-    match api_call(socket, "DELETE", &path)? {
+    match api_call(api, "DELETE", &path)? {
         (200, body) => {
-            let answer: Vec<serde_json::Value> = serde_json::from_str(body.trim())
+            let answer: serde_json::Value = serde_json::from_str(body.trim())
                 .map_err(|e| ApiError::Unreachable(format!("the answer to removing {reference}: {e}")))?;
-            Ok(answer.iter().filter_map(|entry| entry["Deleted"].as_str().map(String::from)).collect())
+            let deleted: Vec<&serde_json::Value> = match &answer {
+                serde_json::Value::Array(entries) => entries.iter().map(|entry| &entry["Deleted"]).collect(),
+                report => report["Deleted"].as_array().map(|ids| ids.iter().collect()).unwrap_or_default(),
+            };
+            Ok(deleted.into_iter().filter_map(|id| id.as_str().map(String::from)).collect())
         }
         (status, body) => Err(failure(status, &body)),
     }
@@ -147,11 +179,16 @@ pub(super) fn api_remove(socket: &Path, reference: &str) -> std::result::Result<
 
 /// The daemon's ID (`GET /info`), to make sure the socket is the daemon
 /// the CLI talks to.
-pub(super) fn api_daemon_id(socket: &Path) -> Option<String> {
-    match api_call(socket, "GET", "/info").ok()? {
+pub(super) fn api_daemon_id(api: &Api) -> Option<String> {
+    match api_call(api, "GET", "/info").ok()? {
         (200, body) => api_json(&body)?["ID"].as_str().map(String::from),
         _ => None,
     }
+}
+
+/// Whether the socket answers as an engine's API does (`GET /_ping`).
+pub(super) fn api_answers(api: &Api) -> bool {
+    matches!(api_call(api, "GET", "/_ping"), Ok((200, _)))
 }
 
 #[cfg(test)]
@@ -161,11 +198,22 @@ mod api_tests {
     use std::path::PathBuf;
     use std::thread::JoinHandle;
 
-    use super::{api_daemon_id, api_inspect, api_remove, api_tag, unchunked, ApiError};
+    use super::{api_answers, api_daemon_id, api_inspect, api_remove, api_tag, unchunked, Api, ApiError};
 
-    /// A socket of its own that answers one request with `answer`; the
-    /// thread gives the request line it got.
-    fn serve_once(answer: &'static str) -> (tempfile::TempDir, PathBuf, JoinHandle<String>) {
+    /// A socket of its own that answers one request with `answer`, as
+    /// docker's API; the thread gives the request line it got.
+    fn serve_once(answer: &'static str) -> (tempfile::TempDir, Api, JoinHandle<String>) {
+        let (dir, socket, server) = serve_once_at(answer);
+        (dir, Api::docker(socket), server)
+    }
+
+    /// The same as podman's.
+    fn serve_podman_once(answer: &'static str) -> (tempfile::TempDir, Api, JoinHandle<String>) {
+        let (dir, socket, server) = serve_once_at(answer);
+        (dir, Api::podman(socket), server)
+    }
+
+    fn serve_once_at(answer: &'static str) -> (tempfile::TempDir, PathBuf, JoinHandle<String>) {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("docker.sock");
         let listener = UnixListener::bind(&socket).unwrap();
@@ -213,8 +261,9 @@ mod api_tests {
     fn anything_else_is_unreachable() {
         assert_eq!(exchange("HTTP/1.1 500 Oops\r\n\r\n", "a", "b:c").0, Err("unreachable: HTTP 500".into()));
         assert_eq!(exchange("garbage", "a", "b:c").0, Err("unreachable: garbage".into()));
-        let missing = std::path::Path::new("/nonexistent/docker.sock");
-        assert!(matches!(api_tag(missing, "a", "b:c"), Err(ApiError::Unreachable(_))));
+        let missing = Api::docker("/nonexistent/docker.sock".into());
+        assert!(matches!(api_tag(&missing, "a", "b:c"), Err(ApiError::Unreachable(_))));
+        assert!(!api_answers(&missing));
     }
 
     #[test]
@@ -274,5 +323,29 @@ mod api_tests {
         let (_dir, socket, server) = serve_once("HTTP/1.1 403 Forbidden\r\n\r\n");
         assert_eq!(api_daemon_id(&socket), None);
         server.join().unwrap();
+    }
+
+    #[test]
+    fn podmans_api_has_paths_and_a_report_of_its_own() {
+        let (_dir, api, server) = serve_podman_once("HTTP/1.1 201 Created\r\n\r\n");
+        assert!(api_tag(&api, "ab12", "l/a:t").is_ok());
+        assert_eq!(server.join().unwrap(), "POST /v4.0.0/libpod/images/ab12/tag?repo=l%2Fa&tag=t HTTP/1.1");
+        let (_dir, api, server) =
+            serve_podman_once("HTTP/1.1 404 Not Found\r\n\r\n{\"message\":\"x: image not known\"}");
+        assert!(matches!(api_inspect(&api, "x"), Ok(None)));
+        assert_eq!(server.join().unwrap(), "GET /v4.0.0/libpod/images/x/json HTTP/1.1");
+        // podman reports what it removed in one object.
+        let answer =
+            "HTTP/1.1 200 OK\r\n\r\n{\"Deleted\":[\"ab12\"],\"Untagged\":[\"l/a:t\"],\"Errors\":[],\"ExitCode\":0}";
+        let (_dir, api, server) = serve_podman_once(answer);
+        assert_eq!(api_remove(&api, "l/a:t").ok(), Some(vec!["ab12".to_string()]));
+        assert_eq!(server.join().unwrap(), "DELETE /v4.0.0/libpod/images/l%2Fa%3At HTTP/1.1");
+        let (_dir, api, server) =
+            serve_podman_once("HTTP/1.1 200 OK\r\n\r\n{\"Untagged\":[\"l/a:t\"],\"Deleted\":null}");
+        assert_eq!(api_remove(&api, "l/a:t").ok(), Some(vec![]));
+        server.join().unwrap();
+        let (_dir, api, server) = serve_podman_once("HTTP/1.1 200 OK\r\n\r\nOK");
+        assert!(api_answers(&api));
+        assert_eq!(server.join().unwrap(), "GET /v4.0.0/libpod/_ping HTTP/1.1");
     }
 }

@@ -4,15 +4,16 @@
 //! `store.rs`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{anyhow, bail, Result};
 use xshell::{cmd, Shell};
 
-use super::api::{api_daemon_id, api_inspect, api_remove, api_tag, local_docker_socket, ApiError};
+use super::api::{api_daemon_id, api_inspect, api_remove, api_tag, local_docker_socket, Api, ApiError};
 use super::build::build_step;
 use super::inspect::{full_id, InspectedImage};
+use super::service::PodmanService;
 use super::store::{INSPECT_AT_ONCE, LIST_RACES};
 use super::{BatchBuild, BuildCache, BuildSpec, Builder, Built, Container, Engine, ImageDetails, ImageFacts, Removed};
 use crate::config::EngineKind;
@@ -39,8 +40,8 @@ pub struct EngineCli {
     image: Option<Arc<str>>,
     processes: Processes,
     retry: Retry,
-    /// docker's API socket, when the CLI would talk to a daemon there.
-    api_socket: Arc<OnceLock<Option<PathBuf>>>,
+    /// The engine's API, when the CLI's store answers there too.
+    api: Arc<OnceLock<Option<LocalApi>>>,
     /// The BuildKit version buildx's selected builder reports, read with
     /// its driver.
     buildkit_version: Arc<OnceLock<Option<String>>>,
@@ -62,7 +63,7 @@ impl EngineCli {
             image: None,
             retry: Retry::new(processes.interrupt().clone(), None),
             processes,
-            api_socket: Arc::default(),
+            api: Arc::default(),
             buildkit_version: Arc::default(),
             env: Vec::new(),
         }
@@ -219,16 +220,33 @@ impl EngineCli {
         (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false")
     }
 
-    /// The local API socket, when the daemon there is the one the CLI talks
-    /// to (same daemon ID): a `docker` on PATH may be a wrapper of another.
-    fn verified_api_socket(&self) -> Option<PathBuf> {
-        let socket = local_docker_socket(self.kind)?;
-        let id = api_daemon_id(&socket)?;
+    /// The engine's API where the CLI's images are, found or started on
+    /// first use: docker's daemon on its local socket, or podman's service.
+    fn local_api(&self) -> Option<&Api> {
+        let found = self.api.get_or_init(|| match self.kind {
+            EngineKind::Docker => self.verified_docker_api().map(LocalApi::Daemon),
+            EngineKind::Podman => {
+                self.echo(&format!("$ {} system service  # for the calls after each build", self.program));
+                PodmanService::start(self.program).map(LocalApi::Service)
+            }
+        });
+        match found.as_ref()? {
+            LocalApi::Daemon(api) => Some(api),
+            LocalApi::Service(service) => service.api(),
+        }
+    }
+
+    /// docker's local API socket, when the daemon there is the one the CLI
+    /// talks to (same daemon ID): a `docker` on PATH may be a wrapper of
+    /// another.
+    fn verified_docker_api(&self) -> Option<Api> {
+        let api = Api::docker(local_docker_socket(self.kind)?);
+        let id = api_daemon_id(&api)?;
         let sh = Shell::new().ok()?;
         let program = self.program;
         let format = "{{.ID}}";
         let out = self.read(cmd!(sh, "{program} info --format {format}")).ok()?;
-        (out.ok && out.stdout.trim() == id).then_some(socket)
+        (out.ok && out.stdout.trim() == id).then_some(api)
     }
 }
 
@@ -359,10 +377,14 @@ impl Engine for EngineCli {
         // A few names (a verification's builds) through the daemon's API on
         // a local socket: a request each instead of a CLI process.
         if references.len() <= REMOVE_THROUGH_API {
-            if let Some(socket) = self.api_socket.get_or_init(|| self.verified_api_socket()) {
+            if let Some(api) = self.local_api() {
                 references.retain(|reference| {
-                    self.echo(&format!("$ docker rmi {reference}  # through the API at {}", socket.display()));
-                    match api_remove(socket, reference) {
+                    self.echo(&format!(
+                        "$ {} rmi {reference}  # through the API at {}",
+                        self.program,
+                        api.socket().display()
+                    ));
+                    match api_remove(api, reference) {
                         Ok(deleted) => removed.deleted.extend(deleted.iter().map(|id| full_id(id))),
                         Err(ApiError::Refused(why)) => removed.refused.push(why),
                         // The socket did not answer as expected: the CLI may.
@@ -403,9 +425,13 @@ impl Engine for EngineCli {
         let vanished = || anyhow!("{image} is not present locally: it vanished (removed by another process?)");
         // Through the daemon's API when it is on a local socket: one request
         // instead of a CLI process, after every build.
-        if let Some(socket) = self.api_socket.get_or_init(|| self.verified_api_socket()) {
-            self.echo(&format!("$ docker image inspect {image}  # through the API at {}", socket.display()));
-            match api_inspect(socket, image) {
+        if let Some(api) = self.local_api() {
+            self.echo(&format!(
+                "$ {} image inspect {image}  # through the API at {}",
+                self.program,
+                api.socket().display()
+            ));
+            match api_inspect(api, image) {
                 Ok(Some(body)) => match serde_json::from_str::<InspectedImage>(&body) {
                     Ok(inspected) => return Ok(inspected.details()),
                     Err(e) => self.echo(&format!("# the API's answer did not read ({e}): with the CLI")),
@@ -467,9 +493,13 @@ impl Engine for EngineCli {
     fn tag(&self, source: &str, target: &str) -> Result<()> {
         // Through the daemon's API when it is on a local socket: one request
         // instead of a CLI process (about 15 ms of CPU each, three per build).
-        if let Some(socket) = self.api_socket.get_or_init(|| self.verified_api_socket()) {
-            self.echo(&format!("$ docker tag {source} {target}  # through the API at {}", socket.display()));
-            match api_tag(socket, source, target) {
+        if let Some(api) = self.local_api() {
+            self.echo(&format!(
+                "$ {} tag {source} {target}  # through the API at {}",
+                self.program,
+                api.socket().display()
+            ));
+            match api_tag(api, source, target) {
                 Ok(()) => return Ok(()),
                 Err(ApiError::Refused(why)) => bail!("cannot tag {source} as {target}: {why}"),
                 // The socket did not answer as expected: the CLI may.
@@ -488,10 +518,10 @@ impl Engine for EngineCli {
     }
 
     fn tag_all(&self, source: &str, targets: &[&str]) -> Result<()> {
-        // podman names an image several times in one call: one process
-        // (about 60 ms, with its store's locks) instead of one per name.
-        // docker's CLI takes one name a call; its API is cheaper still.
-        if self.kind != EngineKind::Podman || targets.len() < 2 {
+        // A request a name where the engine's API answers; else podman
+        // names an image several times in one call: one process (about
+        // 60 ms, with its store's locks) instead of one per name.
+        if self.kind != EngineKind::Podman || targets.len() < 2 || self.local_api().is_some() {
             return targets.iter().try_for_each(|target| self.tag(source, target));
         }
         let sh = Shell::new()?;
@@ -517,7 +547,15 @@ impl Engine for EngineCli {
     }
 }
 
-/// Removals of at most this many names go through docker's API socket.
+/// Where the engine's API answers for the CLI.
+enum LocalApi {
+    /// docker's daemon, on its local socket.
+    Daemon(Api),
+    /// podman's service, started for this run.
+    Service(PodmanService),
+}
+
+/// Removals of at most this many names go through the engine's API.
 const REMOVE_THROUGH_API: usize = 8;
 
 /// Names removed in one engine call.

@@ -12,6 +12,7 @@ pub mod cross;
 #[cfg(test)]
 pub mod fake;
 mod inspect;
+mod service;
 mod store;
 
 use std::collections::HashMap;

@@ -651,6 +651,44 @@ fn warm_load_all_asks_the_engine_three_times() {
     assert_eq!(calls.len(), 3, "engine calls (version, listing, platforms): {calls:#?}");
 }
 
+/// After each build, the image is checked and named through the engine's
+/// API (docker's daemon socket; a podman service the run starts, one for
+/// the whole run), not a CLI process a call; the podman service ends with
+/// the run, its socket removed.
+#[test]
+fn a_cold_build_is_checked_and_named_through_the_engines_api() {
+    let s = Sandbox::new("api-names");
+    s.scratch_image("a");
+    s.scratch_image("b");
+    let recorder = s.recording_engine();
+    let cold = run(s.cmd(&["load-all-images", "--json"]).env("PATH", &recorder.path));
+    let outcomes = cold.success().outcomes();
+    assert_eq!(outcomes.iter().map(|o| o["action"].as_str().unwrap()).collect::<Vec<_>>(), ["built", "built"]);
+    for image in ["a", "b"] {
+        let (tagged, latest) = (format!("{}:{}", s.local(image), s.tag(image)), format!("{}:latest", s.local(image)));
+        assert!(image_id(&tagged).is_some() && image_id(&tagged) == image_id(&latest), "{image} is not named");
+    }
+    let calls = recorder.take();
+    let program = engine().program();
+    let cli = |verb: &str| calls.iter().filter(|c| c.starts_with(&format!("{program} {verb} "))).count();
+    assert_eq!((cli("tag"), cli("image inspect"), cli("inspect")), (0, 0, 0), "{calls:#?}");
+    let services: Vec<&String> = calls.iter().filter(|c| c.starts_with("podman system service ")).collect();
+    if engine() == Engine::Podman {
+        assert_eq!(services.len(), 1, "{calls:#?}");
+        let socket = services[0].rsplit("unix://").next().unwrap().to_string();
+        assert!(!std::path::Path::new(&socket).exists(), "the service's socket {socket} is left behind");
+        let left: Vec<String> = fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|p| fs::read(p.ok()?.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&socket))
+            .collect();
+        assert!(left.is_empty(), "the service outlived the run: {left:?}");
+    } else {
+        assert!(services.is_empty(), "{calls:#?}");
+    }
+}
+
 /// A directory of images without a Dockerfile of its own selects the images
 /// under it; a directory whose name cannot make an image name fails what
 /// names it, and an `*-all-*` run does the rest before failing, naming it.

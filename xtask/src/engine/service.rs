@@ -1,0 +1,104 @@
+//! podman's API service, started by the tool for its own run: the calls
+//! after every build (is the image for `ARCH`? its names) become requests
+//! on the service's socket instead of podman processes, each of which
+//! costs about 40 ms and takes the store's locks while the other jobs'
+//! builds commit.
+//!
+//! The service is the same podman program, with the same environment, as
+//! the CLI: the same store. A podman that talks to a remote service
+//! (`--remote`, `CONTAINER_HOST`) has no `system service` to start. It ends by itself after
+//! [`IDLE_SECONDS`] without a request, so that a run killed without a chance
+//! to stop it leaves nothing behind for long, and is started again when a
+//! call finds it ended (a build longer than that). When it cannot be
+//! started, the calls go to the CLI as before.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::api::{api_answers, Api};
+
+/// Seconds without a request after which the service ends by itself.
+const IDLE_SECONDS: u32 = 10;
+
+/// How long a started service may take to answer before it is given up.
+const START_WAIT: Duration = Duration::from_secs(3);
+
+/// Services started by this process, for socket names of their own.
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+pub(super) struct PodmanService {
+    program: &'static str,
+    api: Api,
+    /// The running service; `None` once it could not be started.
+    child: Mutex<Option<Child>>,
+}
+
+impl PodmanService {
+    /// A service of `program`'s on a socket of its own in the temporary
+    /// directory, answering; `None` when it does not start or answer.
+    pub(super) fn start(program: &'static str) -> Option<PodmanService> {
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
+        let socket = std::env::temp_dir().join(format!("xtask-podman-{}-{n}.sock", std::process::id()));
+        let child = spawn(program, &socket)?;
+        Some(PodmanService { program, api: Api::podman(socket), child: Mutex::new(Some(child)) })
+    }
+
+    /// The service's API, started again when it has ended; `None` when it
+    /// could not be.
+    pub(super) fn api(&self) -> Option<&Api> {
+        let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+        let running = child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        if !running {
+            if let Some(mut ended) = child.take() {
+                let _ = ended.wait();
+                *child = spawn(self.program, self.api.socket());
+            }
+        }
+        child.is_some().then_some(&self.api)
+    }
+}
+
+impl Drop for PodmanService {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(mut child) = child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(self.api.socket());
+    }
+}
+
+/// `podman system service` on `socket`, once it answers there.
+fn spawn(program: &str, socket: &std::path::Path) -> Option<Child> {
+    let _ = std::fs::remove_file(socket);
+    let mut child = Command::new(program)
+        .args(["system", "service", &format!("--time={IDLE_SECONDS}"), &format!("unix://{}", socket.display())])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Not in the terminal's process group: Ctrl-C stops the run, which
+        // then stops the service itself (it may still be asked meanwhile).
+        .process_group(0)
+        .spawn()
+        .ok()?;
+    let api = Api::podman(PathBuf::from(socket));
+    let deadline = Instant::now() + START_WAIT;
+    while Instant::now() < deadline {
+        if api_answers(&api) {
+            return Some(child);
+        }
+        if !matches!(child.try_wait(), Ok(None)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(socket);
+    None
+}
