@@ -9,6 +9,13 @@
 #           `xtask load-all-images --jobs JOBS`.
 #   podman  the same with `podman build -q -t NAME DIR`, and the tool with
 #           IMAGES_ENGINE=podman.
+#
+#   On docker and podman a third side, "labelled", is the floor building a
+#   copy of each Dockerfile with one `LABEL` line at its end, as the tool
+#   records provenance (its path, tag, tag scheme and bases labels): both
+#   builders commit that line as a step of its own, a cost of the engine's
+#   that no caller recording labels avoids. Its ratio to the tool is the
+#   tool's own cost: 1.0 is nothing on top of the engine.
 #   buildx  BuildKit through the buildx plugin (the docker config in
 #           XTASK_TEST_BUILDX_CONFIG, as `XTASK_TEST_BUILDER=buildx` tests
 #           run). Floor: one `docker buildx bake` of every image, its
@@ -18,7 +25,7 @@
 #           apply). Tool: `xtask load-all-images --jobs JOBS`, which bakes
 #           the builds that are ready at once itself (up to 64 a bake).
 #
-# Cold means cold for both sides: every run, floor or tool, gets a tree of its
+# Cold means cold for every side: every run, floor or tool, gets a tree of its
 # own whose file contents are salted by engine, jobs, side and run, and name
 # prefixes of its own, so no build finds a layer of another in any cache and
 # the registry holds nothing under the tool's remote prefix (the tool asks it
@@ -231,22 +238,38 @@ floor_side() { # ENGINE JOBS RUN
 		return 0
 		;;
 	esac
-	xargs -P "$jobs" -n 2 env "${env_[@]}" "$program" build -q "${no_cache[@]}" -t <"$work/floor-list"
+	# "NAME -f DOCKERFILE DIR" lines.
+	xargs -P "$jobs" -n 4 env "${env_[@]}" "$program" build -q "${no_cache[@]}" -t <"$work/floor-list"
 }
+labelled_side() { floor_side "$@"; }
 
-# prepare_floor ENGINE RUN: what the floor builds, read from the xtask's
-# listing of the tree (not timed): "NAME DIR" lines for xargs, or for buildx
-# docker-bake.hcl, one target per image, in groups of at most FLOOR_BAKE_MAX.
+# prepare_floor ENGINE RUN SIDE: what the floor builds, read from the xtask's
+# listing of the tree (not timed): "NAME -f DOCKERFILE DIR" lines for xargs
+# (for the labelled side, DOCKERFILE is a copy with the labels' line), or
+# for buildx docker-bake.hcl, one target per image, in groups of at most
+# FLOOR_BAKE_MAX.
 prepare_floor() {
-	local e=$1 run=$2 prefix listing chunk_size
+	local e=$1 run=$2 side=$3 prefix listing chunk_size keys
 	prefix=$(local_prefix "$run")
 	xtask_env "$e" "$run"
 	listing=$(env "${xenv[@]}" "$xtask" list-all-images --json | jq -r '.images[] | [.name, .path, .dockerfile, .arch] | @tsv') ||
 		die "$e: xtask list-all-images --json failed on $(tree "$run")"
 	[ "$(grep -c . <<<"$listing")" = "$n" ] || die "the xtask lists $(grep -c . <<<"$listing") images, not $n"
 	if [ "$e" != buildx ]; then
-		awk -F '\t' -v p="$prefix" -v d="$(tree "$run")/images" '{ print p "/" $2 ":latest", d "/" $2 }' \
+		awk -F '\t' -v p="$prefix" -v d="$(tree "$run")/images" '{ print p "/" $2 ":latest", "-f", d "/" $2 "/" $3, d "/" $2 }' \
 			<<<"$listing" >"$work/floor-list"
+		[ "$side" = labelled ] || return 0
+		# The tool's label keys: its prefix's, from the local name prefix.
+		keys=$(tr '/' '.' <<<"$prefix")
+		mkdir -p "$work/labelled-$run"
+		awk -F '\t' -v p="$prefix" -v d="$(tree "$run")/images" -v k="$keys" -v out="$work/labelled-$run" '{
+			copy = out "/" NR ".Dockerfile"
+			while ((getline line < (d "/" $2 "/" $3)) > 0) print line > copy
+			close(d "/" $2 "/" $3)
+			printf "LABEL \"%s.path\"=\"%s\" \"%s.tag\"=\"%016x\" \"%s.tag-scheme\"=\"content\" \"%s.bases\"=\"\"\n", k, $2, k, NR, k, k > copy
+			close(copy)
+			print p "/" $2 ":latest", "-f", copy, d "/" $2
+		}' <<<"$listing" >"$work/floor-list"
 		return
 	fi
 	chunk_size=$bake_max
@@ -268,13 +291,14 @@ prepare_floor() {
 		}' <<<"$listing" >"$work/docker-bake.hcl"
 }
 
-# measure ENGINE JOBS SIDE REP: one run on a fresh tree, timed, checked, and
-# cleaned; appends its seconds to $work/<engine>-<jobs>.<side>.
+# measure ENGINE JOBS SIDE REP: one run (SIDE floor, labelled or tool) on a
+# fresh tree, timed, checked, and cleaned; appends its seconds to
+# $work/<engine>-<jobs>.<side>.
 measure() {
 	local e=$1 jobs=$2 side=$3 rep=$4 run t0 t1 s c got note status=0
 	run=$e-j$jobs-$side-$rep
 	gen_tree "$(tree "$run")" "$run_id $run"
-	[ "$side" = tool ] || prepare_floor "$e" "$run"
+	[ "$side" = tool ] || prepare_floor "$e" "$run" "$side"
 	: >"$work/calls"
 	t0=$(date +%s%N)
 	PATH=$work/bin:$PATH "${side}_side" "$e" "$jobs" "$run" >"$work/last.log" 2>&1 || status=$?
@@ -308,9 +332,9 @@ measure() {
 	got=$(local_names "$e" | grep -c "^$(local_prefix "$run")/.*:latest\$" || true)
 	[ "$got" = "$n" ] || die "$e, jobs $jobs: $side run $rep: $got of $n images present under their local names"
 	echo "$s" >>"$work/$e-$jobs.$side"
-	printf '  %-6s jobs %-2s %-5s run %s: %8.3f s, %4d engine calls\n' "$e" "$jobs" "$side" "$rep" "$s" "$c"
+	printf '  %-6s jobs %-2s %-8s run %s: %8.3f s, %4d engine calls\n' "$e" "$jobs" "$side" "$rep" "$s" "$c"
 	remove_images "/$run_id/$run/"
-	rm -rf "$(tree "$run")"
+	rm -rf "$(tree "$run")" "$work/labelled-$run"
 }
 local_names() { # ENGINE: every local repository:tag, asked again if podman's listing fails
 	local program=docker
@@ -336,28 +360,36 @@ describe() { # ENGINE: what each side is
 	esac
 }
 
-echo "$n images, $runs runs per side, floor then tool; jobs: $jobs_list; tool: $xtask$([ -n "${BENCH_XTASK:-}" ] || echo " (debug build)")"
+echo "$n images, $runs runs per side, floor, labelled (not under buildx) then tool; jobs: $jobs_list; tool: $xtask$([ -n "${BENCH_XTASK:-}" ] || echo " (debug build)")"
 [ ${#no_cache[@]} = 0 ] || echo "both sides build with --no-cache (BENCH_NO_CACHE)"
 for e in $engines; do
 	echo "== $(describe "$e")"
 	for jobs in $jobs_list; do
 		for r in $(seq 1 "$runs"); do
 			measure "$e" "$jobs" floor "$r"
+			[ "$e" = buildx ] || measure "$e" "$jobs" labelled "$r"
 			measure "$e" "$jobs" tool "$r"
 		done
 	done
 done
 
 echo
-echo "medians of $runs runs, $n images, cold (seconds; floor/tool: 1.0 is the tool as fast as the engine alone)"
+echo "medians of $runs runs, $n images, cold (seconds; floor/tool: 1.0 is the tool as fast as the engine alone;"
+echo "labelled/tool: the same against the engine building the tool's LABEL line too, – under BuildKit, where labels are no step)"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+echo
+echo "| engine | jobs | floor s (median, min–max) | labelled s (median, min–max) | tool s (median, min–max) | floor/tool | labelled/tool |"
+echo "|---|---|---|---|---|---|---|"
 for e in $engines; do
-	echo
-	echo "| engine | jobs | floor s (median, min–max) | tool s (median, min–max) | floor/tool |"
-	echo "|---|---|---|---|---|"
 	for jobs in $jobs_list; do
 		read -r fm fmin fmax < <(stats "$work/$e-$jobs.floor")
 		read -r tm tmin tmax < <(stats "$work/$e-$jobs.tool")
-		printf '| %s | %s | %s (%s–%s) | %s (%s–%s) | %s |\n' "$e" "$jobs" "$fm" "$fmin" "$fmax" "$tm" "$tmin" "$tmax" \
-			"$(awk -v a="$fm" -v b="$tm" 'BEGIN { printf "%.2f", a / b }')"
+		labelled="–" labelled_ratio="–"
+		if [ -f "$work/$e-$jobs.labelled" ]; then
+			read -r lm lmin lmax < <(stats "$work/$e-$jobs.labelled")
+			labelled="$lm ($lmin–$lmax)" labelled_ratio=$(ratio "$lm" "$tm")
+		fi
+		printf '| %s | %s | %s (%s–%s) | %s | %s (%s–%s) | %s | %s |\n' "$e" "$jobs" "$fm" "$fmin" "$fmax" "$labelled" \
+			"$tm" "$tmin" "$tmax" "$(ratio "$fm" "$tm")" "$labelled_ratio"
 	done
 done

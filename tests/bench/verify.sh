@@ -11,6 +11,8 @@
 #   RUNS=5
 #   XTASK_TEST_BUILDER, XTASK_TEST_ENGINE as for the tests (default: docker's
 #   classic builder; buildx: DOCKER_CONFIG set to the buildx plugin's)
+#   BENCH_XTASK=PATH   the xtask binary to measure (default: a debug build
+#                      of this checkout)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 . target/test-env/env.sh
@@ -19,8 +21,12 @@ IMAGES=("$@")
 [ ${#IMAGES[@]} -gt 0 ] || IMAGES=(small cpu io)
 engine=${XTASK_TEST_ENGINE:-docker}
 if [ "${XTASK_TEST_BUILDER:-}" = buildx ]; then export DOCKER_CONFIG=$XTASK_TEST_BUILDX_CONFIG; fi
-cargo build -q -p xtask
-XTASK=$PWD/target/debug/xtask
+if [ -n "${BENCH_XTASK:-}" ]; then
+    XTASK=$BENCH_XTASK
+else
+    cargo build -q -p xtask
+    XTASK=$PWD/target/debug/xtask
+fi
 work=$(mktemp -d /tmp/xtask-bench-verify.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 

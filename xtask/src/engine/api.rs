@@ -4,7 +4,7 @@
 //! (tagging, inspecting what a build made, removing a few names), and the
 //! check that the socket is the CLI's daemon.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::config::EngineKind;
@@ -66,7 +66,16 @@ pub(super) enum ApiError {
 /// One request to an engine's API socket, `Connection: close`: the status
 /// and the body (a chunked one put back together).
 fn api_call(api: &Api, method: &str, path: &str) -> std::result::Result<(u16, String), ApiError> {
-    use std::io::Read;
+    let (status, mut body) = api_request(api, method, path)?;
+    let mut whole = Vec::new();
+    body.read_to_end(&mut whole).map_err(|e| ApiError::Unreachable(format!("HTTP {status}: {e}")))?;
+    Ok((status, String::from_utf8_lossy(&whole).into_owned()))
+}
+
+/// One request to an engine's API socket, `Connection: close`: the status,
+/// once the head of the answer is read, and its body as it comes (a chunked
+/// one put back together as it is read).
+fn api_request(api: &Api, method: &str, path: &str) -> std::result::Result<(u16, Box<dyn Read + Send>), ApiError> {
     use std::os::unix::net::UnixStream;
     let unreachable = |e: std::io::Error| ApiError::Unreachable(e.to_string());
     let base = api.base;
@@ -75,37 +84,71 @@ fn api_call(api: &Api, method: &str, path: &str) -> std::result::Result<(u16, St
     let mut stream = UnixStream::connect(&api.socket).map_err(unreachable)?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(unreachable)?;
     stream.write_all(request.as_bytes()).map_err(unreachable)?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).map_err(unreachable)?;
-    let answer = String::from_utf8_lossy(&answer);
-    let first = answer.lines().next().unwrap_or_default().to_string();
-    let Some(status) = answer.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()) else {
+    let mut answer = BufReader::new(stream);
+    let mut first = String::new();
+    answer.read_line(&mut first).map_err(unreachable)?;
+    let first = first.trim_end().to_string();
+    let Some(status) = first.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()) else {
         return Err(ApiError::Unreachable(first));
     };
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let chunked = head.lines().any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        if answer.read_line(&mut line).map_err(unreachable)? == 0 {
+            return Err(ApiError::Unreachable(format!("{first}: the answer ends in its head")));
+        }
+        if line.trim_end().is_empty() {
+            break;
+        }
+        chunked |= line.split_once(':').is_some_and(|(k, v)| {
             k.trim().eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked")
-        })
-    });
-    if !chunked {
-        return Ok((status, body.to_string()));
+        });
     }
-    let whole = unchunked(body).ok_or_else(|| ApiError::Unreachable(format!("{first}: a broken chunked body")))?;
-    Ok((status, whole))
+    let body: Box<dyn Read + Send> =
+        if chunked { Box::new(Chunked { inner: answer, left: 0, done: false }) } else { Box::new(answer) };
+    Ok((status, body))
 }
 
-/// A chunked body's data, or `None` when it does not add up.
-fn unchunked(mut body: &str) -> Option<String> {
-    let mut whole = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(whole);
+/// A chunked body's data, read as it comes; an error where it does not add
+/// up.
+struct Chunked<R> {
+    inner: R,
+    /// What is left of the chunk being read.
+    left: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Read for Chunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let broken =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a broken chunked body: {what}"));
+        if self.done || buf.is_empty() {
+            return Ok(0);
         }
-        whole.push_str(rest.get(..size)?);
-        body = rest.get(size..)?.strip_prefix("\r\n")?;
+        if self.left == 0 {
+            let mut line = String::new();
+            self.inner.read_line(&mut line)?;
+            let size = line.split(';').next().unwrap_or_default().trim();
+            self.left = usize::from_str_radix(size, 16).map_err(|_| broken(&format!("chunk size {size:?}")))?;
+            if self.left == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+        }
+        let wanted = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..wanted])?;
+        if n == 0 {
+            return Err(broken("it ends inside a chunk"));
+        }
+        self.left -= n;
+        if self.left == 0 {
+            let mut end = [0u8; 2];
+            self.inner.read_exact(&mut end)?;
+            if &end != b"\r\n" {
+                return Err(broken("a chunk runs past its size"));
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -177,6 +220,22 @@ pub(super) fn api_remove(api: &Api, reference: &str) -> std::result::Result<Vec<
     }
 }
 
+/// `GET /images/{reference}/get`: the image as `docker save` writes it (a
+/// docker-archive, which podman is asked for by name), as it streams; the
+/// engine's refusal (no such image) before anything of it.
+pub(super) fn api_save(api: &Api, reference: &str) -> std::result::Result<Box<dyn Read + Send>, ApiError> {
+    let format = if api.base.is_empty() { "" } else { "?format=docker-archive" };
+    let path = format!("/images/{}/get{format}", encoded(reference));
+    match api_request(api, "GET", &path)? {
+        (200, body) => Ok(body),
+        (status, body) => {
+            let mut text = String::new();
+            let _ = body.take(64 * 1024).read_to_string(&mut text);
+            Err(failure(status, &text))
+        }
+    }
+}
+
 /// The daemon's ID (`GET /info`), to make sure the socket is the daemon
 /// the CLI talks to.
 pub(super) fn api_daemon_id(api: &Api) -> Option<String> {
@@ -198,7 +257,7 @@ mod api_tests {
     use std::path::PathBuf;
     use std::thread::JoinHandle;
 
-    use super::{api_answers, api_daemon_id, api_inspect, api_remove, api_tag, unchunked, Api, ApiError};
+    use super::{api_answers, api_daemon_id, api_inspect, api_remove, api_save, api_tag, Api, ApiError, Chunked};
 
     /// A socket of its own that answers one request with `answer`, as
     /// docker's API; the thread gives the request line it got.
@@ -268,9 +327,14 @@ mod api_tests {
 
     #[test]
     fn a_chunked_body_is_put_back_together() {
+        let unchunked = |body: &str| {
+            let mut whole = String::new();
+            Chunked { inner: body.as_bytes(), left: 0, done: false }.read_to_string(&mut whole).ok().map(|_| whole)
+        };
         assert_eq!(unchunked("5\r\n{\"a\":\r\n3;x=y\r\n12}\r\n0\r\n\r\n").as_deref(), Some("{\"a\":12}"));
         assert_eq!(unchunked("0\r\n\r\n").as_deref(), Some(""));
         assert_eq!(unchunked("9\r\nshort\r\n0\r\n\r\n"), None);
+        assert_eq!(unchunked("3\r\nlonger\r\n0\r\n\r\n"), None);
         assert_eq!(unchunked("zz\r\nab\r\n"), None);
     }
 
@@ -347,5 +411,29 @@ mod api_tests {
         let (_dir, api, server) = serve_podman_once("HTTP/1.1 200 OK\r\n\r\nOK");
         assert!(api_answers(&api));
         assert_eq!(server.join().unwrap(), "GET /v4.0.0/libpod/_ping HTTP/1.1");
+    }
+
+    #[test]
+    fn saves_as_the_archive_streams() {
+        // Bytes of any value, over chunks; podman is asked for docker's format.
+        let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n\
+                      3\r\n\u{0}\u{1}\u{7f}\r\n2\r\nab\r\n0\r\n\r\n";
+        let (_dir, api, server) = serve_once(answer);
+        let mut archive = Vec::new();
+        api_save(&api, "l/a:t").ok().unwrap().read_to_end(&mut archive).unwrap();
+        assert_eq!(archive, b"\x00\x01\x7fab");
+        assert_eq!(server.join().unwrap(), "GET /images/l%2Fa%3At/get HTTP/1.1");
+        let (_dir, api, server) = serve_podman_once("HTTP/1.1 200 OK\r\n\r\ntar");
+        let mut archive = String::new();
+        api_save(&api, "l/a:t").ok().unwrap().read_to_string(&mut archive).unwrap();
+        assert_eq!(archive, "tar");
+        assert_eq!(server.join().unwrap(), "GET /v4.0.0/libpod/images/l%2Fa%3At/get?format=docker-archive HTTP/1.1");
+        let (_dir, api, server) = serve_once("HTTP/1.1 404 Not Found\r\n\r\n{\"message\":\"No such image: l/a:t\"}");
+        assert!(matches!(api_save(&api, "l/a:t"), Err(ApiError::Refused(m)) if m == "No such image: l/a:t"));
+        server.join().unwrap();
+        // A connection that ends inside the head is no answer.
+        let (_dir, api, server) = serve_once("HTTP/1.1 200 OK\r\nContent-Type: x\r\n");
+        assert!(matches!(api_save(&api, "l/a:t"), Err(ApiError::Unreachable(_))));
+        server.join().unwrap();
     }
 }

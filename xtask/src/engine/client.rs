@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{anyhow, bail, Result};
 use xshell::{cmd, Shell};
 
-use super::api::{api_daemon_id, api_inspect, api_remove, api_tag, local_docker_socket, Api, ApiError};
+use super::api::{api_daemon_id, api_inspect, api_remove, api_save, api_tag, local_docker_socket, Api, ApiError};
 use super::build::build_step;
 use super::inspect::{full_id, InspectedImage};
 use super::service::PodmanService;
@@ -96,6 +96,21 @@ impl EngineCli {
     /// config, its layers as plain tars and `manifest.json`, in the order
     /// the engine writes them. Nothing of it touches the disk.
     pub fn save<T>(&self, reference: &str, read: impl FnOnce(&mut dyn std::io::Read) -> Result<T>) -> Result<T> {
+        // From the engine's API where it answers: no CLI process, and no
+        // copy of the stream through it.
+        if let Some(api) = self.local_api() {
+            self.echo(&format!("$ {} save {reference}  # through the API at {}", self.program, api.socket().display()));
+            match api_save(api, reference) {
+                Ok(archive) => {
+                    let mut archive = Interruptible { inner: archive, interrupt: self.processes.interrupt() };
+                    return read(&mut archive);
+                }
+                Err(ApiError::Refused(why)) => bail!("cannot save {reference}: {why}"),
+                Err(ApiError::Unreachable(why)) => {
+                    self.echo(&format!("# the API did not answer ({why}): with the CLI"))
+                }
+            }
+        }
         let sh = Shell::new()?;
         let program = self.program;
         let format: &[&str] = if self.kind == EngineKind::Podman { &["--format", "docker-archive"] } else { &[] };
@@ -544,6 +559,23 @@ impl Engine for EngineCli {
             }
             Ok(())
         })
+    }
+}
+
+/// A stream from the engine's API that ends, failing, once the run is
+/// interrupted (as the CLI process it stands for would be stopped).
+struct Interruptible<'a, R> {
+    inner: R,
+    interrupt: &'a crate::process::Interrupt,
+}
+
+impl<R: std::io::Read> std::io::Read for Interruptible<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.interrupt.is_set() {
+            // Not `ErrorKind::Interrupted`, which readers take as "read again".
+            return Err(std::io::Error::other("the run was interrupted"));
+        }
+        self.inner.read(buf)
     }
 }
 
