@@ -13,7 +13,7 @@ use xshell::{cmd, Shell};
 use super::api::{api_daemon_id, api_inspect, api_remove, api_save, api_tag, local_docker_socket, Api, ApiError};
 use super::build::build_step;
 use super::inspect::{full_id, InspectedImage};
-use super::service::PodmanService;
+use super::service::{Interruptible, LocalApi, PodmanService};
 use super::store::{INSPECT_AT_ONCE, LIST_RACES};
 use super::{BatchBuild, BuildCache, BuildSpec, Builder, Built, Container, Engine, ImageDetails, ImageFacts, Removed};
 use crate::config::EngineKind;
@@ -102,7 +102,7 @@ impl EngineCli {
             self.echo(&format!("$ {} save {reference}  # through the API at {}", self.program, api.socket().display()));
             match api_save(api, reference) {
                 Ok(archive) => {
-                    let mut archive = Interruptible { inner: archive, interrupt: self.processes.interrupt() };
+                    let mut archive = Interruptible::new(archive, self.processes.interrupt());
                     return read(&mut archive);
                 }
                 Err(ApiError::Refused(why)) => bail!("cannot save {reference}: {why}"),
@@ -245,10 +245,7 @@ impl EngineCli {
                 PodmanService::start(self.program).map(LocalApi::Service)
             }
         });
-        match found.as_ref()? {
-            LocalApi::Daemon(api) => Some(api),
-            LocalApi::Service(service) => service.api(),
-        }
+        found.as_ref()?.api()
     }
 
     /// docker's local API socket, when the daemon there is the one the CLI
@@ -560,31 +557,6 @@ impl Engine for EngineCli {
             Ok(())
         })
     }
-}
-
-/// A stream from the engine's API that ends, failing, once the run is
-/// interrupted (as the CLI process it stands for would be stopped).
-struct Interruptible<'a, R> {
-    inner: R,
-    interrupt: &'a crate::process::Interrupt,
-}
-
-impl<R: std::io::Read> std::io::Read for Interruptible<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.interrupt.is_set() {
-            // Not `ErrorKind::Interrupted`, which readers take as "read again".
-            return Err(std::io::Error::other("the run was interrupted"));
-        }
-        self.inner.read(buf)
-    }
-}
-
-/// Where the engine's API answers for the CLI.
-enum LocalApi {
-    /// docker's daemon, on its local socket.
-    Daemon(Api),
-    /// podman's service, started for this run.
-    Service(PodmanService),
 }
 
 /// Removals of at most this many names go through the engine's API.

@@ -1,4 +1,7 @@
-//! podman's API service, started by the tool for its own run: the calls
+//! Where the engine's API answers for its CLI: docker's daemon on its local
+//! socket, or podman's API service, started by the tool for its own run.
+//!
+//! The podman service: the calls
 //! after every build (is the image for `ARCH`? its names) become requests
 //! on the service's socket instead of podman processes, each of which
 //! costs about 40 ms and takes the store's locks while the other jobs'
@@ -20,6 +23,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::api::{api_answers, Api};
+use crate::process::Interrupt;
 
 /// Seconds without a request after which the service ends by itself.
 const IDLE_SECONDS: u32 = 10;
@@ -29,6 +33,47 @@ const START_WAIT: Duration = Duration::from_secs(3);
 
 /// Services started by this process, for socket names of their own.
 static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// A stream from the engine's API that ends, failing, once the run is
+/// interrupted (as the CLI process it stands for would be stopped).
+pub(super) struct Interruptible<'a, R> {
+    inner: R,
+    interrupt: &'a Interrupt,
+}
+
+impl<'a, R> Interruptible<'a, R> {
+    pub(super) fn new(inner: R, interrupt: &'a Interrupt) -> Self {
+        Interruptible { inner, interrupt }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Interruptible<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.interrupt.is_set() {
+            // Not `ErrorKind::Interrupted`, which readers take as "read again".
+            return Err(std::io::Error::other("the run was interrupted"));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// Where the engine's API answers for the CLI.
+pub(super) enum LocalApi {
+    /// docker's daemon, on its local socket.
+    Daemon(Api),
+    /// podman's service, started for this run.
+    Service(PodmanService),
+}
+
+impl LocalApi {
+    /// The API, when it answers (a service ended is started again).
+    pub(super) fn api(&self) -> Option<&Api> {
+        match self {
+            LocalApi::Daemon(api) => Some(api),
+            LocalApi::Service(service) => service.api(),
+        }
+    }
+}
 
 pub(super) struct PodmanService {
     program: &'static str,
