@@ -1,19 +1,17 @@
 //! Where the engine's API answers for its CLI: docker's daemon on its local
 //! socket, or podman's API service, started by the tool for its own run.
 //!
-//! The podman service: the calls
-//! after every build (is the image for `ARCH`? its names) become requests
-//! on the service's socket instead of podman processes, each of which
-//! costs about 40 ms and takes the store's locks while the other jobs'
-//! builds commit.
-//!
-//! The service is the same podman program, with the same environment, as
-//! the CLI: the same store. A podman that talks to a remote service
-//! (`--remote`, `CONTAINER_HOST`) has no `system service` to start. It ends by itself after
-//! [`IDLE_SECONDS`] without a request, so that a run killed without a chance
-//! to stop it leaves nothing behind for long, and is started again when a
-//! call finds it ended (a build longer than that). When it cannot be
-//! started, the calls go to the CLI as before.
+//! The podman service: the calls after every build (is the image for
+//! `ARCH`? its names) and verify's saves become requests on its socket
+//! instead of podman processes, each of which costs about 40 ms and takes the
+//! store's locks while the other jobs' builds commit. It is the same podman
+//! program, with the same environment, as the CLI: the same store. A podman
+//! that talks to a remote service (`--remote`, `CONTAINER_HOST`) has no
+//! `system service` to start. It ends by itself after [`IDLE_SECONDS`]
+//! without a request, so that a run killed without a chance to stop it
+//! leaves nothing behind for long, and is started again when a call finds it
+//! ended (after a build longer than that). When it cannot be started, the
+//! calls go to the CLI.
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
