@@ -395,9 +395,9 @@ pub struct Selected<O: Args> {
 /// What every engine command takes.
 #[derive(Debug, Args, Clone, Default, PartialEq, Eq)]
 pub struct Common {
-    /// Images worked on at once [default: twice the cores: builds wait on the engine]. Under buildx, the
-    /// builds ready at the same moment go to one `docker buildx bake` (up to 64)
-    /// whatever N
+    /// Images worked on at once [default: twice the cores with docker, whose builds wait on the daemon;
+    /// the cores with podman, whose builds contend for its store's locks]. Under buildx, the builds
+    /// ready at the same moment go to one `docker buildx bake` (up to 64) whatever N
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
     /// When an image fails, finish the others instead of stopping

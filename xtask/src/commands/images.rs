@@ -53,7 +53,7 @@ pub fn run(
     }
     engine.check()?;
     let registry = Registry::of(settings).retrying(engine.retry().clone());
-    let asking = observe::Asking { registry: &registry, parallel: args.parallelism(), events: &reporter };
+    let asking = observe::Asking { registry: &registry, parallel: args.look_ups(), events: &reporter };
     let want = observe::Wanted { mode, arch: settings.arch, skip_load: args.skip_image_load };
     let mut seen = match observe::observe(&engine, &asking, want, &targets)? {
         Ok(seen) => seen,
@@ -259,7 +259,7 @@ impl Execution<'_> {
         for o in &chosen.skipped {
             progress.finished(o);
         }
-        let mut outcomes = execute::execute(&ctx, jobs, args.parallelism(), args.keep_going);
+        let mut outcomes = execute::execute(&ctx, jobs, args.jobs(settings.engine), args.keep_going);
         progress.finish();
         // Again at the end: a build of a run that was killed may write its
         // image-ID file after this run began.

@@ -14,6 +14,8 @@ pub mod register_cross;
 pub mod status;
 pub mod verify;
 
+use crate::config::EngineKind;
+
 /// Every engine command's options, as the commands read them; those a
 /// command does not take are off.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,22 +31,40 @@ pub struct RunArgs {
     pub push_as_latest: bool,
 }
 
-/// Jobs per core when `--jobs` is not given. A build spends much of its time
-/// waiting on the engine (its commits, its container for each step, its
-/// store's locks), so twice the cores keep them busier: on 2 cores, cold
-/// builds of 40 small images on docker's classic builder took 22.4 s with
-/// 2 jobs and 18.0 s with 4, and 20 on podman 26.4 s and 24.3 s
-/// (`FLOOR_JOBS_SWEEP="1 2 3 4" tests/bench/floor.sh`).
-const JOBS_PER_CORE: usize = 2;
+/// Jobs per core when `--jobs` is not given, by engine, from cold builds of
+/// 40 small images on 2 cores (`N=40 BENCH_RUNS=1 FLOOR_JOBS_SWEEP="1 2 3 4"
+/// tests/bench/floor.sh`, seconds with 1, 2, 3 and 4 jobs). docker's
+/// classic builder spends much of a build waiting on the daemon (a container
+/// and a commit a step), so more jobs than cores keep it busy: 21.1, 12.9,
+/// 13.6, 11.6. podman's builds wait on its store's locks, which more jobs
+/// only contend for: 31.1, 21.2, 23.8, 24.7.
+fn jobs_per_core(engine: EngineKind) -> usize {
+    match engine {
+        EngineKind::Docker => 2,
+        EngineKind::Podman => 1,
+    }
+}
+
+/// Registry look-ups at once per core when `--jobs` is not given: they
+/// wait on the network, not on the engine.
+const LOOK_UPS_PER_CORE: usize = 2;
 
 impl RunArgs {
-    /// How many jobs or look-ups run at once: `--jobs`, else [`JOBS_PER_CORE`]
-    /// per core.
-    fn parallelism(&self) -> usize {
-        self.jobs
-            .map(usize::from)
-            .unwrap_or_else(|| JOBS_PER_CORE * std::thread::available_parallelism().map_or(1, |n| n.get()))
+    /// How many images are worked on at once: `--jobs`, else
+    /// [`jobs_per_core`] per core.
+    fn jobs(&self, engine: EngineKind) -> usize {
+        self.jobs.map(usize::from).unwrap_or_else(|| jobs_per_core(engine) * cores())
     }
+
+    /// How many registry look-ups run at once: `--jobs`, else
+    /// [`LOOK_UPS_PER_CORE`] per core.
+    fn look_ups(&self) -> usize {
+        self.jobs.map(usize::from).unwrap_or_else(|| LOOK_UPS_PER_CORE * cores())
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The images root as paths are shown: relative to the current directory
@@ -56,4 +76,19 @@ pub(crate) fn shown_root(settings: &crate::config::Settings) -> anyhow::Result<S
         Ok(rel) => rel.display().to_string(),
         Err(_) => settings.images_dir.display().to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{cores, EngineKind, RunArgs};
+
+    #[test]
+    fn jobs_by_engine_unless_given() {
+        let default = RunArgs::default();
+        assert_eq!(default.jobs(EngineKind::Docker), 2 * cores());
+        assert_eq!(default.jobs(EngineKind::Podman), cores());
+        assert_eq!(default.look_ups(), 2 * cores());
+        let given = RunArgs { jobs: Some(3), ..RunArgs::default() };
+        assert_eq!((given.jobs(EngineKind::Docker), given.jobs(EngineKind::Podman), given.look_ups()), (3, 3, 3));
+    }
 }
