@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{anyhow, bail, Result};
 use xshell::{cmd, Shell};
 
-use super::api::{api_daemon_id, api_inspect, api_remove, api_save, api_tag, local_docker_socket, Api, ApiError};
+use super::api::{api_inspect, api_remove, api_save, api_tag, Api, ApiError};
 use super::build::build_step;
 use super::inspect::{full_id, InspectedImage};
 use super::service::{Interruptible, LocalApi, PodmanService};
@@ -156,7 +156,7 @@ impl EngineCli {
         self
     }
 
-    fn echo(&self, text: &str) {
+    pub(super) fn echo(&self, text: &str) {
         if let Some(echo) = &self.echo {
             for line in text.lines() {
                 echo.event(Event::Echo { image: self.image.as_deref(), line: &escape(line) });
@@ -235,6 +235,12 @@ impl EngineCli {
         (self.kind == EngineKind::Podman && is_loopback(reference)).then_some("--tls-verify=false")
     }
 
+    /// The engine's API, when an earlier call found or started it: for
+    /// calls not worth a `docker info` or a podman service of their own.
+    pub(super) fn ready_api(&self) -> Option<&Api> {
+        self.api.get()?.as_ref()?.api()
+    }
+
     /// The engine's API where the CLI's images are, found or started on
     /// first use: docker's daemon on its local socket, or podman's service.
     fn local_api(&self) -> Option<&Api> {
@@ -246,19 +252,6 @@ impl EngineCli {
             }
         });
         found.as_ref()?.api()
-    }
-
-    /// docker's local API socket, when the daemon there is the one the CLI
-    /// talks to (same daemon ID): a `docker` on PATH may be a wrapper of
-    /// another.
-    fn verified_docker_api(&self) -> Option<Api> {
-        let api = Api::docker(local_docker_socket(self.kind)?);
-        let id = api_daemon_id(&api)?;
-        let sh = Shell::new().ok()?;
-        let program = self.program;
-        let format = "{{.ID}}";
-        let out = self.read(cmd!(sh, "{program} info --format {format}")).ok()?;
-        (out.ok && out.stdout.trim() == id).then_some(api)
     }
 }
 

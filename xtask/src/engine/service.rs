@@ -20,7 +20,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::api::{api_answers, Api};
+use xshell::{cmd, Shell};
+
+use super::api::{api_answers, api_daemon_id, local_docker_socket, Api};
+use super::EngineCli;
 use crate::process::Interrupt;
 
 /// Seconds without a request after which the service ends by itself.
@@ -52,6 +55,21 @@ impl<R: std::io::Read> std::io::Read for Interruptible<'_, R> {
             return Err(std::io::Error::other("the run was interrupted"));
         }
         self.inner.read(buf)
+    }
+}
+
+impl EngineCli {
+    /// docker's local API socket, when the daemon there is the one the CLI
+    /// talks to (same daemon ID): a `docker` on PATH may be a wrapper of
+    /// another.
+    pub(super) fn verified_docker_api(&self) -> Option<Api> {
+        let api = Api::docker(local_docker_socket(self.kind)?);
+        let id = api_daemon_id(&api)?;
+        let sh = Shell::new().ok()?;
+        let program = self.program;
+        let format = "{{.ID}}";
+        let out = self.read(cmd!(sh, "{program} info --format {format}")).ok()?;
+        (out.ok && out.stdout.trim() == id).then_some(api)
     }
 }
 

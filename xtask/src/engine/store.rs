@@ -1,5 +1,6 @@
 //! The engine's store of local images, asked through its CLI: images
-//! inspected a few hundred at a time, names and the IDs they stand for, and
+//! inspected a few hundred at a time (a few through its API once a build
+//! reached it), names and the IDs they stand for, and
 //! calls asked again while podman's store changes under them (another
 //! process removing an image).
 
@@ -8,6 +9,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 use xshell::{cmd, Shell};
 
+use super::api::api_inspect;
 use super::inspect::InspectedImage;
 use super::{EngineCli, ImageDetails};
 use crate::config::EngineKind;
@@ -24,6 +26,10 @@ const STORE_RACES: &[&str] = &["locating item named", "layer not known"];
 /// Images inspected in one engine call: their IDs stay well below the
 /// kernel's limit on a command line's length.
 pub(super) const INSPECT_AT_ONCE: usize = 20_000;
+
+/// Images inspected through the engine's API, a request each, when no more
+/// are asked at once.
+const INSPECT_THROUGH_API: usize = 8;
 
 impl EngineCli {
     /// Names (as [`Engine::image_names`](super::Engine::image_names) lists them) -> image ID, each also
@@ -59,6 +65,30 @@ impl EngineCli {
         Ok(found)
     }
 
+    /// A few images (a build's and its base's, after the build) through
+    /// the engine's API, a request each, when a build already reached it;
+    /// `None` when it did not, or did not answer them all.
+    fn inspected_through_api<'a>(&self, ids: &[&'a str]) -> Option<Vec<(Option<&'a str>, InspectedImage)>> {
+        if ids.len() > INSPECT_THROUGH_API {
+            return None;
+        }
+        let api = self.ready_api()?;
+        let mut found = Vec::new();
+        for &id in ids {
+            self.echo(&format!(
+                "$ {} image inspect {id}  # through the API at {}",
+                self.program,
+                api.socket().display()
+            ));
+            match api_inspect(api, id) {
+                Ok(Some(body)) => found.push((Some(id), serde_json::from_str(&body).ok()?)),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+        }
+        Some(found)
+    }
+
     /// The images `ids` as `image inspect` describes them, `at_once` per
     /// call, each with the name it was asked by when the call found them all
     /// (then its answer is in the order asked). An image that vanished
@@ -68,6 +98,9 @@ impl EngineCli {
         ids: &[&'a str],
         at_once: usize,
     ) -> Result<Vec<(Option<&'a str>, InspectedImage)>> {
+        if let Some(found) = self.inspected_through_api(ids) {
+            return Ok(found);
+        }
         let mut found = Vec::new();
         for chunk in ids.chunks(at_once) {
             let out = self.inspect_call(chunk)?;

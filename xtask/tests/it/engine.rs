@@ -691,6 +691,33 @@ fn a_cold_build_is_checked_and_named_through_the_engines_api() {
     }
 }
 
+/// podman's service ends by itself after 10 s without a request; a build
+/// longer than that finds it ended, and the run starts it again rather than
+/// falling back to a podman process a call. (podman alone: docker's daemon
+/// does not end; tests/run runs this in its podman phase.)
+#[test]
+fn a_podman_service_that_ended_while_a_build_ran_is_started_again() {
+    if engine() != Engine::Podman {
+        return;
+    }
+    let s = Sandbox::new("api-again");
+    for image in ["a", "b"] {
+        s.write(&format!("{image}/Dockerfile"), format!("FROM {}\nRUN sleep 11 && echo {image} > /x\n", base_image()));
+    }
+    let recorder = s.recording_engine();
+    let run = run(s.cmd(&["load-all-images", "--jobs", "1", "--json"]).env("PATH", &recorder.path));
+    let outcomes = run.success().outcomes();
+    assert_eq!(outcomes.iter().map(|o| o["action"].as_str().unwrap()).collect::<Vec<_>>(), ["built", "built"]);
+    let calls = recorder.take();
+    // The base is looked at once, before the first build; the builds after.
+    let cli = |verb: &str| calls.iter().filter(|c| c.starts_with(&format!("podman {verb} "))).count();
+    assert_eq!((cli("tag"), cli("image inspect sha256:")), (0, 0), "{calls:#?}");
+    let services: Vec<&String> = calls.iter().filter(|c| c.starts_with("podman system service ")).collect();
+    assert_eq!(services.len(), 2, "started after the first build, again after the second: {calls:#?}");
+    let socket = services[0].rsplit("unix://").next().unwrap();
+    assert!(!std::path::Path::new(socket).exists(), "the service's socket {socket} is left behind");
+}
+
 /// A directory of images without a Dockerfile of its own selects the images
 /// under it; a directory whose name cannot make an image name fails what
 /// names it, and an `*-all-*` run does the rest before failing, naming it.
