@@ -8,7 +8,7 @@
 #   cold load-all-images  nothing of the run's prefixes present locally, and
 #                         their repositories empty in the registry, so every
 #                         image is built: `make -j2 load-all-images` against
-#                         `xtask load-all-images` (default jobs: the cores)
+#                         `xtask load-all-images` (its default jobs)
 #   warm load-all-images  every image present (both sides' images at once)
 #   no-op push-all-images the registry holds every tag; the legacy side runs
 #                         only when its push recipe can ask the loopback
