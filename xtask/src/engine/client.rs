@@ -10,9 +10,9 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{anyhow, bail, Result};
 use xshell::{cmd, Shell};
 
-use super::api::{api_inspect, api_remove, api_save, api_tag, Api, ApiError};
+use super::api::{api_remove, api_save, api_tag, Api, ApiError};
 use super::build::build_step;
-use super::inspect::{full_id, InspectedImage};
+use super::inspect::full_id;
 use super::service::{Interruptible, LocalApi, PodmanService};
 use super::store::{INSPECT_AT_ONCE, LIST_RACES};
 use super::{BatchBuild, BuildCache, BuildSpec, Builder, Built, Container, Engine, ImageDetails, ImageFacts, Removed};
@@ -99,16 +99,14 @@ impl EngineCli {
         // From the engine's API where it answers: no CLI process, and no
         // copy of the stream through it.
         if let Some(api) = self.local_api() {
-            self.echo(&format!("$ {} save {reference}  # through the API at {}", self.program, api.socket().display()));
+            self.echo_api(api, &format!("save {reference}"));
             match api_save(api, reference) {
                 Ok(archive) => {
                     let mut archive = Interruptible::new(archive, self.processes.interrupt());
                     return read(&mut archive);
                 }
                 Err(ApiError::Refused(why)) => bail!("cannot save {reference}: {why}"),
-                Err(ApiError::Unreachable(why)) => {
-                    self.echo(&format!("# the API did not answer ({why}): with the CLI"))
-                }
+                Err(ApiError::Unreachable(why)) => self.echo_api_failed(&why),
             }
         }
         let sh = Shell::new()?;
@@ -154,6 +152,16 @@ impl EngineCli {
     pub fn telling_steps(mut self, events: Arc<dyn Observer>) -> EngineCli {
         self.steps = Some(events);
         self
+    }
+
+    /// Echoes `call` as the CLI command it stands for, made through `api`.
+    pub(super) fn echo_api(&self, api: &Api, call: &str) {
+        self.echo(&format!("$ {} {call}  # through the API at {}", self.program, api.socket().display()));
+    }
+
+    /// Echoes why a call through the API goes to the CLI after all.
+    pub(super) fn echo_api_failed(&self, why: &str) {
+        self.echo(&format!("# the API did not answer ({why}): with the CLI"));
     }
 
     pub(super) fn echo(&self, text: &str) {
@@ -384,17 +392,13 @@ impl Engine for EngineCli {
         if references.len() <= REMOVE_THROUGH_API {
             if let Some(api) = self.local_api() {
                 references.retain(|reference| {
-                    self.echo(&format!(
-                        "$ {} rmi {reference}  # through the API at {}",
-                        self.program,
-                        api.socket().display()
-                    ));
+                    self.echo_api(api, &format!("rmi {reference}"));
                     match api_remove(api, reference) {
                         Ok(deleted) => removed.deleted.extend(deleted.iter().map(|id| full_id(id))),
                         Err(ApiError::Refused(why)) => removed.refused.push(why),
                         // The socket did not answer as expected: the CLI may.
                         Err(ApiError::Unreachable(why)) => {
-                            self.echo(&format!("# the API did not answer ({why}): with the CLI"));
+                            self.echo_api_failed(&why);
                             return true;
                         }
                     }
@@ -428,24 +432,10 @@ impl Engine for EngineCli {
 
     fn image(&self, image: &str) -> Result<ImageDetails> {
         let vanished = || anyhow!("{image} is not present locally: it vanished (removed by another process?)");
-        // Through the daemon's API when it is on a local socket: one request
+        // Through the engine's API (found or started here): one request
         // instead of a CLI process, after every build.
-        if let Some(api) = self.local_api() {
-            self.echo(&format!(
-                "$ {} image inspect {image}  # through the API at {}",
-                self.program,
-                api.socket().display()
-            ));
-            match api_inspect(api, image) {
-                Ok(Some(body)) => match serde_json::from_str::<InspectedImage>(&body) {
-                    Ok(inspected) => return Ok(inspected.details()),
-                    Err(e) => self.echo(&format!("# the API's answer did not read ({e}): with the CLI")),
-                },
-                Ok(None) => return Err(vanished()),
-                Err(ApiError::Refused(why) | ApiError::Unreachable(why)) => {
-                    self.echo(&format!("# the API did not answer ({why}): with the CLI"))
-                }
-            }
+        if let Some(found) = self.local_api().and_then(|api| self.inspected_through_api(api, &[image])) {
+            return found.into_iter().next().map(|(_, inspected)| inspected.details()).ok_or_else(vanished);
         }
         self.inspect(&[image])?.remove(image).ok_or_else(vanished)
     }
@@ -499,18 +489,12 @@ impl Engine for EngineCli {
         // Through the daemon's API when it is on a local socket: one request
         // instead of a CLI process (about 15 ms of CPU each, three per build).
         if let Some(api) = self.local_api() {
-            self.echo(&format!(
-                "$ {} tag {source} {target}  # through the API at {}",
-                self.program,
-                api.socket().display()
-            ));
+            self.echo_api(api, &format!("tag {source} {target}"));
             match api_tag(api, source, target) {
                 Ok(()) => return Ok(()),
                 Err(ApiError::Refused(why)) => bail!("cannot tag {source} as {target}: {why}"),
                 // The socket did not answer as expected: the CLI may.
-                Err(ApiError::Unreachable(why)) => {
-                    self.echo(&format!("# the API did not answer ({why}): with the CLI"))
-                }
+                Err(ApiError::Unreachable(why)) => self.echo_api_failed(&why),
             }
         }
         let sh = Shell::new()?;

@@ -14,7 +14,6 @@
 //! calls go to the CLI.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -103,9 +102,9 @@ impl PodmanService {
     /// directory, answering; `None` when it does not start or answer.
     pub(super) fn start(program: &'static str) -> Option<PodmanService> {
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
-        let socket = std::env::temp_dir().join(format!("xtask-podman-{}-{n}.sock", std::process::id()));
-        let child = spawn(program, &socket)?;
-        Some(PodmanService { program, api: Api::podman(socket), child: Mutex::new(Some(child)) })
+        let api = Api::podman(std::env::temp_dir().join(format!("xtask-podman-{}-{n}.sock", std::process::id())));
+        let child = spawn(program, &api)?;
+        Some(PodmanService { program, api, child: Mutex::new(Some(child)) })
     }
 
     /// The service's API, started again when it has ended; `None` when it
@@ -116,7 +115,7 @@ impl PodmanService {
         if !running {
             if let Some(mut ended) = child.take() {
                 let _ = ended.wait();
-                *child = spawn(self.program, self.api.socket());
+                *child = spawn(self.program, &self.api);
             }
         }
         child.is_some().then_some(&self.api)
@@ -134,8 +133,9 @@ impl Drop for PodmanService {
     }
 }
 
-/// `podman system service` on `socket`, once it answers there.
-fn spawn(program: &str, socket: &std::path::Path) -> Option<Child> {
+/// `podman system service` on `api`'s socket, once it answers there.
+fn spawn(program: &str, api: &Api) -> Option<Child> {
+    let socket = api.socket();
     let _ = std::fs::remove_file(socket);
     let mut child = Command::new(program)
         .args(["system", "service", &format!("--time={IDLE_SECONDS}"), &format!("unix://{}", socket.display())])
@@ -147,10 +147,9 @@ fn spawn(program: &str, socket: &std::path::Path) -> Option<Child> {
         .process_group(0)
         .spawn()
         .ok()?;
-    let api = Api::podman(PathBuf::from(socket));
     let deadline = Instant::now() + START_WAIT;
     while Instant::now() < deadline {
-        if api_answers(&api) {
+        if api_answers(api) {
             return Some(child);
         }
         if !matches!(child.try_wait(), Ok(None)) {

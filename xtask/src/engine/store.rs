@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 use xshell::{cmd, Shell};
 
-use super::api::api_inspect;
+use super::api::{api_inspect, Api, ApiError};
 use super::inspect::InspectedImage;
 use super::{EngineCli, ImageDetails};
 use crate::config::EngineKind;
@@ -65,25 +65,32 @@ impl EngineCli {
         Ok(found)
     }
 
-    /// A few images (a build's and its base's, after the build) through
-    /// the engine's API, a request each, when a build already reached it;
-    /// `None` when it did not, or did not answer them all.
-    fn inspected_through_api<'a>(&self, ids: &[&'a str]) -> Option<Vec<(Option<&'a str>, InspectedImage)>> {
-        if ids.len() > INSPECT_THROUGH_API {
-            return None;
-        }
-        let api = self.ready_api()?;
+    /// The images `ids` through `api`, a request each, as [`inspected`]
+    /// gives them (an image that is not there left out); `None` when the API
+    /// did not answer them all, for the CLI to ask.
+    ///
+    /// [`inspected`]: EngineCli::inspected
+    pub(super) fn inspected_through_api<'a>(
+        &self,
+        api: &Api,
+        ids: &[&'a str],
+    ) -> Option<Vec<(Option<&'a str>, InspectedImage)>> {
         let mut found = Vec::new();
         for &id in ids {
-            self.echo(&format!(
-                "$ {} image inspect {id}  # through the API at {}",
-                self.program,
-                api.socket().display()
-            ));
+            self.echo_api(api, &format!("image inspect {id}"));
             match api_inspect(api, id) {
-                Ok(Some(body)) => found.push((Some(id), serde_json::from_str(&body).ok()?)),
+                Ok(Some(body)) => match serde_json::from_str(&body) {
+                    Ok(inspected) => found.push((Some(id), inspected)),
+                    Err(e) => {
+                        self.echo_api_failed(&format!("its answer did not read: {e}"));
+                        return None;
+                    }
+                },
                 Ok(None) => {}
-                Err(_) => return None,
+                Err(ApiError::Refused(why) | ApiError::Unreachable(why)) => {
+                    self.echo_api_failed(&why);
+                    return None;
+                }
             }
         }
         Some(found)
@@ -98,7 +105,10 @@ impl EngineCli {
         ids: &[&'a str],
         at_once: usize,
     ) -> Result<Vec<(Option<&'a str>, InspectedImage)>> {
-        if let Some(found) = self.inspected_through_api(ids) {
+        // A few (a build's and its base's, after the build) through the
+        // engine's API once a build reached it.
+        let api = (ids.len() <= INSPECT_THROUGH_API).then(|| self.ready_api()).flatten();
+        if let Some(found) = api.and_then(|api| self.inspected_through_api(api, ids)) {
             return Ok(found);
         }
         let mut found = Vec::new();
