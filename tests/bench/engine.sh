@@ -142,17 +142,9 @@ exec "$real_docker" "\$@"
 WRAP
 chmod +x "$work/bin/docker"
 
-# gen_tree DIR SALT: DIR/images holds n images in 10 groups, each FROM scratch
-# with a few small files whose contents carry SALT.
-gen_tree() {
-	local i d f
-	for i in $(seq 1 "$n"); do
-		d=$1/images/group$((i % 10))/image$i
-		mkdir -p "$d/files"
-		printf 'FROM scratch\nCOPY files /files\nCOPY Dockerfile /\n' >"$d/Dockerfile"
-		for f in 1 2 3; do echo "image $i file $f $2" >"$d/files/f$f.txt"; done
-	done
-}
+# gen_tree (tree.sh): each image FROM scratch with two COPY steps.
+# shellcheck source=tree.sh
+. "$here/tree.sh"
 
 # Per side and run: the tree, and the prefixes.
 tree() { echo "$work/$1$2"; }
@@ -223,7 +215,7 @@ for r in $(seq 1 "$runs"); do
 	for side in legacy tool; do
 		for attempt in 1 2 3; do
 			run=c$r-$attempt
-			gen_tree "$(tree $side "$run")" "$side-cold-$run"
+			gen_tree "$(tree $side "$run")" "$side-cold-$run" "$n"
 			ok=0
 			if measure cold $side "$run" load-all-images "$r"; then
 				check_loaded $side "$run"
@@ -242,7 +234,7 @@ done
 
 echo "== warm load-all-images: everything present"
 for side in legacy tool; do
-	gen_tree "$(tree $side w)" "$side-warm"
+	gen_tree "$(tree $side w)" "$side-warm" "$n"
 	"$side" w load-all-images >"$work/last.log" 2>&1 || {
 		tail -n 30 "$work/last.log" >&2
 		die "$side: the load before the warm runs failed"

@@ -183,18 +183,9 @@ WRAP
 	chmod +x "$work/bin/$program"
 done
 
-# gen_tree DIR SALT: DIR/images holds n images in 10 groups, each FROM scratch
-# with three COPY steps of small files whose contents carry SALT.
-gen_tree() {
-	local i d f
-	for i in $(seq 1 "$n"); do
-		d=$1/images/group$((i % 10))/image$i
-		mkdir -p "$d/files"
-		printf 'FROM scratch\nCOPY f0.txt /\nCOPY files /files\nCOPY Dockerfile /\n' >"$d/Dockerfile"
-		echo "image $i $2" >"$d/f0.txt"
-		for f in 1 2 3; do echo "image $i file $f $2" >"$d/files/f$f.txt"; done
-	done
-}
+# gen_tree (tree.sh): each image FROM scratch with three COPY steps.
+# shellcheck source=tree.sh
+. "$here/tree.sh"
 
 # A run's name, tree and prefixes: RUN is <engine>-j<jobs>-<side>-<rep>.
 tree() { echo "$work/$1"; }
@@ -297,7 +288,7 @@ prepare_floor() {
 measure() {
 	local e=$1 jobs=$2 side=$3 rep=$4 run t0 t1 s c got note status=0
 	run=$e-j$jobs-$side-$rep
-	gen_tree "$(tree "$run")" "$run_id $run"
+	gen_tree "$(tree "$run")" "$run_id $run" "$n" 1
 	[ "$side" = tool ] || prepare_floor "$e" "$run" "$side"
 	: >"$work/calls"
 	t0=$(date +%s%N)
