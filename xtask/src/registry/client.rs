@@ -157,20 +157,7 @@ impl Registry {
     /// Whether the registry has each of `references`, asked `parallel` at a
     /// time on kept-alive connections; each answer, or failure, on its own.
     pub fn exist_all(&self, references: &[String], parallel: usize, quick: bool) -> Vec<Result<bool>> {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let answers: Mutex<Vec<Option<Result<bool>>>> = Mutex::new(references.iter().map(|_| None).collect());
-        std::thread::scope(|scope| {
-            for _ in 0..parallel.max(1).min(references.len()) {
-                scope.spawn(|| loop {
-                    let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some(reference) = references.get(k) else { return };
-                    let found = self.exists(reference, quick);
-                    answers.lock().unwrap_or_else(|e| e.into_inner())[k] = Some(found);
-                });
-            }
-        });
-        let answers = answers.into_inner().unwrap_or_else(|e| e.into_inner());
-        answers.into_iter().map(|a| a.unwrap_or_else(|| Err(anyhow!("not asked")))).collect()
+        super::each(references, parallel, |reference| self.exists(reference, quick))
     }
 
     /// The manifest `reference` names, or `None` when the registry lacks it.

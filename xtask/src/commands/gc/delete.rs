@@ -2,13 +2,11 @@
 //! stays has come to name it since the plan was made.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use anyhow::Result;
 
 use super::plan::{Decision, TagAction};
-use crate::registry::Registry;
+use crate::registry::{self, Registry};
 
 /// Deletes the planned manifests by digest, each once, after checking that
 /// no tag that stays has come to name it since the plan was made.
@@ -20,20 +18,9 @@ pub fn delete(registry: &Registry, decisions: &mut [Decision], jobs: usize) {
         }
     }
     let work: Vec<(String, Vec<usize>)> = by_repo.into_iter().collect();
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Deletion)>> = Mutex::new(Vec::new());
     let snapshot: &[Decision] = decisions;
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1).min(work.len()) {
-            scope.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::SeqCst);
-                let Some((repo, planned)) = work.get(k) else { return };
-                let outcome = delete_in(registry, repo, planned, snapshot);
-                results.lock().unwrap_or_else(|e| e.into_inner()).extend(outcome);
-            });
-        }
-    });
-    for (k, outcome) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    let results = registry::each(&work, jobs, |(repo, planned)| delete_in(registry, repo, planned, snapshot));
+    for (k, outcome) in results.into_iter().flatten() {
         let d = &mut decisions[k];
         match outcome {
             Deletion::Deleted => d.action = TagAction::Deleted,
